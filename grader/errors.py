@@ -1,0 +1,21 @@
+"""The grader's own exception types; only the CLI turns them into a message and an exit code."""
+
+
+class GraderError(Exception):
+    """A user-facing problem: the message says what is wrong and what to do next."""
+
+
+class AssignmentError(GraderError):
+    """An assignment folder or its config is missing or invalid."""
+
+
+class SubmissionError(GraderError):
+    """A submissions folder or notebook cannot be used."""
+
+
+class DataError(GraderError):
+    """A dataset is missing, corrupt, or cannot be fetched or imported."""
+
+
+class GradebookError(GraderError):
+    """The gradebook cannot be opened or holds no such results."""
