@@ -1,15 +1,19 @@
 """Build an assignment's student-visible and hidden files from a recipe in datasets/recipes/.
 
 A recipe is a Python file with INPUTS (registry names of the raw datasets it reads), VERSION, and
-build(raw, student, hidden), which writes into two empty folders. Results are cached under the
-data home, keyed by the recipe's source and its inputs, and built in a temporary folder that is
-renamed into place only when complete.
+build(raw, student, hidden), which writes into two empty folders; `raw` maps each input name to its
+verified cached file or folder (see grader.data.registry.raw_inputs). Results are cached under the
+data home in prepared/<recipe>-<key>/, where the key hashes the recipe's source, its VERSION and the
+registry hashes of its inputs (the content, never a path). A result is built in a temporary folder
+that is renamed into place only when complete, and re-hashed against its SHA256SUMS on every use.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import logging
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -17,6 +21,13 @@ from pathlib import Path
 from types import ModuleType
 
 from ..errors import DataError
+from .cache import SUMS
+from .digest import hash_tree, parse_sums, sums_text
+from .registry import Entry, Registry, load_registry, raw_inputs
+
+# Bump when the way prepared folders are built or checked changes, so old ones are rebuilt.
+FORMAT = "2"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -39,30 +50,84 @@ def load_recipe(course: Path, name: str) -> ModuleType:
     return module
 
 
+def course_registry(course: Path) -> Registry:
+    """The course's datasets/registry.toml, else the registry shipped with the grader."""
+    path = course / "datasets" / "registry.toml"
+    return load_registry(path if path.is_file() else None)
+
+
+def cache_key(source: bytes, version: str, inputs: list[Entry]) -> str:
+    """Hash of everything a prepared result depends on: recipe source, version, input content."""
+    key = hashlib.sha256(f"format {FORMAT}\0version {version}\0".encode())
+    key.update(hashlib.sha256(source).digest())
+    for entry in sorted(inputs, key=lambda e: e.name):
+        key.update(f"{entry.name}\0{entry.content_hash}\0".encode())
+    return key.hexdigest()
+
+
 def prepare(recipe: str, *, course: Path, data_home: Path) -> Prepared:
     """Return the prepared folders of RECIPE, building them once per distinct input."""
     module = load_recipe(course, recipe)
     source = (course / "datasets" / "recipes" / f"{recipe}.py").read_bytes()
-    raw: dict[str, Path] = {}
-    if module.INPUTS:
-        from .registry import raw_inputs  # the dataset cache; only recipes with inputs need it
-
-        raw = raw_inputs(module.INPUTS, data_home=data_home)
-    key = hashlib.sha256(source)
-    for name in sorted(raw):
-        key.update(name.encode() + b"\0" + str(raw[name]).encode() + b"\0")
-    target = data_home / "prepared" / f"{recipe}-{key.hexdigest()[:16]}"
-    if not (target / "student").is_dir():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f".{recipe}-", dir=target.parent))
-        try:
-            (work / "student").mkdir()
-            (work / "hidden").mkdir()
-            module.build(raw, work / "student", work / "hidden")
-            try:
-                work.rename(target)
-            except OSError:  # another worker finished first: use theirs
-                pass
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+    registry = course_registry(course)
+    inputs = [registry.entry(name) for name in module.INPUTS]
+    key = cache_key(source, str(module.VERSION), inputs)
+    target = data_home / "prepared" / f"{recipe}-{key[:16]}"
+    problem = damage(target)
+    if problem:
+        log.warning("prepared data %s is corrupt (%s): rebuilding it", target, problem)
+        discard(target)
+    if problem != "":  # never built, or just discarded
+        raw = raw_inputs(list(module.INPUTS), data_home=data_home, registry=registry)
+        build(module, raw, target)
     return Prepared(student_dir=target / "student", hidden_dir=target / "hidden")
+
+
+def damage(target: Path) -> str | None:
+    """None if TARGET was never built, "" if it is intact, else what is wrong with it."""
+    if not target.exists():
+        return None
+    recorded = target / SUMS
+    if not recorded.is_file():
+        return f"{SUMS} is missing"
+    good = parse_sums(recorded.read_text(encoding="utf-8"))
+    found = {
+        f"{part}/{rel}": digest
+        for part in ("student", "hidden")
+        for rel, digest in hash_tree(target / part).items()
+    }
+    changed = sorted(rel for rel in set(good) | set(found) if good.get(rel) != found.get(rel))
+    return f"{len(changed)} files differ, e.g. {changed[0]}" if changed else ""
+
+
+def build(module: ModuleType, raw: dict[str, Path], target: Path) -> None:
+    """Run the recipe in a scratch folder and rename the finished result to TARGET."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    os.chmod(work, 0o755)  # mkdtemp made it private; kernels may run as another user
+    try:
+        (work / "student").mkdir()
+        (work / "hidden").mkdir()
+        module.build(raw, work / "student", work / "hidden")
+        sums = {
+            f"{part}/{rel}": digest
+            for part in ("student", "hidden")
+            for rel, digest in hash_tree(work / part).items()
+        }
+        (work / SUMS).write_text(sums_text(sums), encoding="utf-8")
+        try:
+            work.rename(target)
+        except OSError:  # another worker finished first: use theirs
+            pass
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def discard(target: Path) -> None:
+    """Remove a prepared folder, renaming it first so no reader sees it half deleted."""
+    trash = target.with_name(f".{target.name}-trash-{os.getpid()}")
+    try:
+        target.rename(trash)
+    except OSError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
