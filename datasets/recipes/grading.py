@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from grader.data.npz import save_npz
+
 INPUTS: list[str] = []  # generated, nothing to download
 VERSION = "1"
 MAXIMA = np.array([30.0, 30.0, 40.0])
@@ -48,6 +50,6 @@ def sample(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def build(raw: Mapping[str, Path], student: Path, hidden: Path) -> None:
     """Write grading.npz for the student and grading_hidden.npz for the hidden checks."""
     x, y = sample(N_STUDENT, STUDENT_SEED)
-    np.savez(student / "grading.npz", x=x, y=y)
+    save_npz(student / "grading.npz", {"x": x, "y": y})
     hx, hy = sample(N_HIDDEN, HIDDEN_SEED)
-    np.savez(hidden / "grading_hidden.npz", x=hx, y=hy)
+    save_npz(hidden / "grading_hidden.npz", {"x": hx, "y": hy})
