@@ -19,3 +19,7 @@ class DataError(GraderError):
 
 class GradebookError(GraderError):
     """The gradebook cannot be opened or holds no such results."""
+
+
+class ValidationFailed(GraderError):
+    """`grader validate` found the reference or the starter graded wrongly."""

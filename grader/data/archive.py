@@ -47,7 +47,7 @@ def extract(entry: Entry, archive: Path, dest: Path) -> dict[str, str]:
             target.parent.mkdir(parents=True, exist_ok=True)
             sums[rel] = _copy(stream, target)
     except BROKEN as error:
-        raise Mismatch(f"{archive.name} is not a readable zip or tar archive ({error})") from None
+        raise Mismatch(f"not a readable zip or tar archive: {error}") from None
     check_content(entry, sums)
     (dest / SUMS).write_text(sums_text(sums), encoding="utf-8")
     return sums

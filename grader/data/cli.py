@@ -204,18 +204,19 @@ def run_import(args: argparse.Namespace) -> int:
 
 @contextmanager
 def _progress_bar(label: str) -> Iterator[Progress]:
-    """A rich progress bar on stderr, fed by (bytes so far, total) callbacks."""
+    """A rich progress bar on stderr when it is a terminal, fed by (bytes so far, total)."""
     from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+    from rich.progress import BarColumn, DownloadColumn, TransferSpeedColumn
+    from rich.progress import Progress as Bar
 
-    with Progress(
+    console = Console(stderr=True)
+    columns = (
         "[progress.description]{task.description}",
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    ) as bar:
+    )
+    with Bar(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
         task = bar.add_task(label, total=None)
 
         def update(done: int, total: int) -> None:

@@ -1,0 +1,50 @@
+"""Public checks of assignment01: students may read and run these."""
+
+import numpy as np
+import pytest
+
+
+@pytest.mark.points(2)
+def test_statistics(submission, student_data):
+    """The means, minimums and maximums of the three parts"""
+    with np.load(student_data / "grading.npz") as data:
+        x = data["x"]
+    for name, expected in (("means", x.mean(axis=0)), ("minimums", x.min(axis=0)),
+                           ("maximums", x.max(axis=0))):
+        found = submission.array(name).ravel()
+        assert found.shape == (3,), f"{name} should hold 3 values, one per part; found shape {found.shape}"
+        assert np.allclose(found, expected, atol=1e-3), (
+            f"{name} should be {np.round(expected, 3).tolist()}, found {np.round(found, 3).tolist()}"
+        )
+
+
+@pytest.mark.points(2)
+def test_model_is_linear(submission, linear_problem):
+    """model is a linear Keras model with 3 inputs and 1 output"""
+    model = submission.model("model")
+    problem = linear_problem(model)
+    assert not problem, f"model is not linear: {problem}"
+    shape = tuple(model.inputs[0].shape)[1:] if model.inputs else None
+    assert shape == (3,), f"model should take 3 inputs (the three parts), found input shape {shape}"
+    out = tuple(model.outputs[0].shape)[1:]
+    assert out == (1,), f"model should give 1 output (the grade), found output shape {out}"
+
+
+@pytest.mark.points(1)
+def test_training_history(submission, feedback):
+    """history holds the training loss, and the loss went down"""
+    import matplotlib.pyplot as plt
+
+    history = submission.history("history")
+    loss = history.get("loss", [])
+    assert len(loss) >= 2, f"history should record at least 2 epochs of loss, found {len(loss)}"
+    fig, ax = plt.subplots(figsize=(5, 3))
+    for key, values in history.items():
+        if "loss" in key:
+            ax.plot(range(1, len(values) + 1), values, label=key)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.legend()
+    feedback.figure(fig, "Your training curve")
+    assert loss[-1] < loss[0], f"the loss should go down during training: {loss[0]:.3g} -> {loss[-1]:.3g}"

@@ -1,0 +1,285 @@
+"""The command line: `grader list | release | validate | run | report | export | data`."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from . import devices, release
+from .assignments import Assignment, list_assignments, load_assignment
+from .data.prepare import Prepared, prepare
+from .errors import GraderError, ValidationFailed
+from .gradebook import Gradebook
+from .paths import course_root, data_home
+from .pipeline import Batch, Settings, grade_batch
+from .report import write_feedback, write_summary
+from .score import Result
+from .submission import Submission, discover
+
+DEFAULTS = Settings()
+console = Console(stderr=False, highlight=False)
+
+
+def _assignment(args: argparse.Namespace) -> Assignment:
+    return load_assignment(course_root(args.course), args.assignment)
+
+
+def _prepared(assignment: Assignment, args: argparse.Namespace) -> Prepared | None:
+    recipe = assignment.config.data.recipe
+    if recipe is None:
+        return None
+    return prepare(recipe, course=course_root(args.course), data_home=data_home(args.data_home))
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """List the course's assignments."""
+    table = Table("assignment", "title", "points", "checks")
+    for a in list_assignments(course_root(args.course)):
+        table.add_row(a.name, a.config.title, f"{a.config.points:g}", str(len(a.check_files())))
+    console.print(table)
+    return 0
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    """Write the starter notebook from the instructor notebook; refuse if anything leaks."""
+    assignment = _assignment(args)
+    source = release.read_source(assignment)
+    starter = release.make_starter(source)
+    hidden = [p.read_text(encoding="utf-8") for p in sorted(assignment.hidden_checks.rglob("*.py"))]
+    leaks = release.find_leaks(starter, source, hidden)
+    if leaks:
+        raise GraderError(f"the starter would leak {len(leaks)} thing(s), first {leaks[0]}: "
+                          "mark it as a solution or move it out of the notebook")
+    release.write_notebook(starter, assignment.release_notebook)
+    console.print(f"wrote {assignment.release_notebook}")
+    return 0
+
+
+def _grade(assignment: Assignment, submissions: list[Submission], gradebook: Gradebook,
+           args: argparse.Namespace, settings: Settings) -> Batch:
+    """Grade with a progress bar; print one line per graded submission."""
+    prepared = _prepared(assignment, args)
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(f"grading {assignment.name}", total=len(submissions))
+
+        def done(result: Result) -> None:
+            progress.advance(task)
+
+        def skipped(_: Submission) -> None:
+            progress.advance(task)
+
+        return grade_batch(assignment, submissions, gradebook=gradebook, prepared=prepared,
+                           settings=settings, on_result=done, on_skip=skipped)
+
+
+def _summary_table(results: list[Result], batch: Batch | None = None) -> Table:
+    table = Table("student", "score", "status", "time", "reason", title="results")
+    for r in sorted(results, key=lambda r: r.student):
+        table.add_row(r.student, f"{r.score:g}/{r.max_score:g}", r.status, f"{r.total_s:.1f} s",
+                      (r.reason[:80] + "…") if len(r.reason) > 80 else r.reason)
+    if batch is not None:
+        table.caption = (f"{len(batch.graded)} graded, {len(batch.skipped)} already graded, "
+                         f"{batch.seconds:.1f} s")
+    return table
+
+
+def _settings(args: argparse.Namespace, reports: Path | None) -> Settings:
+    if args.workers < 1:
+        raise GraderError(f"--workers must be at least 1, found {args.workers}")
+    return Settings(workers=args.workers, force=getattr(args, "force", False), reports=reports,
+                    notebook_html=not args.no_notebook_html,
+                    devices=tuple(devices.choose(args.gpus)))
+
+
+def _reports_dir(args: argparse.Namespace, assignment: Assignment) -> Path:
+    return Path(args.reports) if args.reports else Path("reports") / assignment.name
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Grade every notebook in --submissions; store results; write feedback and a summary."""
+    assignment = _assignment(args)
+    submissions = discover(Path(args.submissions), notebook_name=assignment.config.notebook)
+    gradebook = Gradebook(args.gradebook)
+    reports = _reports_dir(args, assignment)
+    batch = _grade(assignment, submissions, gradebook, args, _settings(args, reports))
+    results = gradebook.latest(assignment.name)
+    write_summary(results, assignment=assignment.name, title=assignment.config.title,
+                  folder=reports)
+    console.print(_summary_table(batch.graded, batch))
+    console.print(f"reports: {reports / 'index.html'}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Grade the reference and the starter; succeed only if they get full marks and zero."""
+    assignment = _assignment(args)
+    with tempfile.TemporaryDirectory(prefix="grader-validate-") as tmp:
+        folder = Path(tmp) / "submissions"
+        folder.mkdir()
+        (folder / "reference.ipynb").write_bytes(assignment.source_notebook.read_bytes())
+        (folder / "starter.ipynb").write_bytes(assignment.release_notebook.read_bytes())
+        gradebook = Gradebook(Path(tmp) / "validate.sqlite")
+        reports = Path(args.reports) if args.reports else None
+        settings = _settings(args, reports)
+        batch = _grade(assignment, discover(folder, notebook_name=""), gradebook, args, settings)
+    console.print(_summary_table(batch.graded, batch))
+    by_student = {r.student: r for r in batch.graded}
+    problems = []
+    reference, starter = by_student["reference"], by_student["starter"]
+    if reference.score != reference.max_score:
+        failed = [f"{c.name}: {c.message}" for c in reference.checks if c.outcome != "passed"]
+        problems.append(f"the reference got {reference.score:g}/{reference.max_score:g}"
+                        f" ({reference.reason or '; '.join(failed)[:300]})")
+    if starter.score != 0:
+        problems.append(f"the starter got {starter.score:g} points instead of 0")
+    checks_total = sum(c.max_points for c in reference.checks)
+    if checks_total != assignment.config.points:
+        problems.append(f"the checks are worth {checks_total:g} points but assignment.toml says"
+                        f" {assignment.config.points:g}")
+    if problems:
+        raise ValidationFailed(f"{assignment.name} is not valid: " + "; ".join(problems))
+    console.print(f"{assignment.name} is valid: reference {reference.score:g}/"
+                  f"{reference.max_score:g}, starter 0")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write feedback pages and the summary again from the gradebook."""
+    assignment = _assignment(args)
+    results = _stored(args, assignment)
+    reports = _reports_dir(args, assignment)
+    for result in results:
+        write_feedback(result, title=assignment.config.title, folder=reports,
+                       notebook_html=not args.no_notebook_html)
+    write_summary(results, assignment=assignment.name, title=assignment.config.title,
+                  folder=reports)
+    console.print(f"wrote {len(results)} feedback pages and {reports / 'index.html'}")
+    return 0
+
+
+def _stored(args: argparse.Namespace, assignment: Assignment) -> list[Result]:
+    path = args.gradebook
+    if "://" not in path and not Path(path).exists():
+        raise GraderError(f"no gradebook at {path}: run `grader run {assignment.name}` first "
+                          "or pass --gradebook")
+    results = Gradebook(path).latest(assignment.name)
+    if not results:
+        raise GraderError(f"the gradebook {path} holds no results for {assignment.name}: "
+                          f"run `grader run {assignment.name} --submissions DIR` first")
+    return results
+
+
+EXPORT_COLUMNS = ("student", "score", "max_score", "status", "reason", "graded_at", "sha256")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Print each student's latest grade as CSV or JSON."""
+    assignment = _assignment(args)
+    rows = [
+        {"student": r.student, "score": r.score, "max_score": r.max_score, "status": r.status,
+         "reason": r.reason, "graded_at": r.graded_at.isoformat(), "sha256": r.sha256}
+        for r in _stored(args, assignment)
+    ]
+    if args.format == "json":
+        text = json.dumps(rows, indent=2, ensure_ascii=False) + "\n"
+    else:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        text = buffer.getvalue()
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--course", help="course folder holding assignments/ (default: found from here)")
+
+
+def _grading_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, default=DEFAULTS.workers,
+                   help=f"submissions graded at once, each in its own kernel (default {DEFAULTS.workers})")
+    p.add_argument("--gpus", default="auto",
+                   help="GPUs for the kernels: auto, none, or indices like 0,1 (default auto)")
+    p.add_argument("--data-home", help="dataset cache (default $GRADER_DATA_HOME or ~/.cache/grader)")
+    p.add_argument("--no-notebook-html", action="store_true",
+                   help="do not write each executed notebook as HTML beside its feedback")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="grader", description=(
+        "Grade Jupyter notebooks of a deep-learning course: each submission runs in its own "
+        "kernel, hidden pytest checks score it, a gradebook keeps the results."))
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler: Callable[[argparse.Namespace], int], help_text: str,
+                assignment: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if assignment:
+            p.add_argument("assignment", help="assignment name, e.g. assignment01")
+        _common(p)
+        p.set_defaults(handler=handler)
+        return p
+
+    command("list", cmd_list, "list the course's assignments", assignment=False)
+    command("release", cmd_release, "write the starter notebook from the instructor notebook")
+    p = command("validate", cmd_validate,
+                "grade the reference and the starter: full marks and zero, or exit 1")
+    _grading_options(p)
+    p.add_argument("--reports", help="also write their feedback pages here")
+    p = command("run", cmd_run, "grade every notebook in a folder of submissions")
+    p.add_argument("--submissions", required=True,
+                   help="folder with DIR/STUDENT.ipynb or DIR/STUDENT/*.ipynb")
+    p.add_argument("--gradebook", default="gradebook.sqlite",
+                   help="SQLite file or SQLAlchemy URL (default gradebook.sqlite)")
+    p.add_argument("--reports", help="folder for feedback pages (default reports/ASSIGNMENT)")
+    p.add_argument("--force", action="store_true", help="regrade submissions already graded")
+    _grading_options(p)
+    p = command("report", cmd_report, "write feedback pages and the class summary from the gradebook")
+    p.add_argument("--gradebook", default="gradebook.sqlite", help="SQLite file or SQLAlchemy URL")
+    p.add_argument("--reports", help="folder for the pages (default reports/ASSIGNMENT)")
+    p.add_argument("--no-notebook-html", action="store_true",
+                   help="do not write the executed notebooks as HTML")
+    p = command("export", cmd_export, "export each student's latest grade as CSV or JSON")
+    p.add_argument("--format", choices=("csv", "json"), default="csv", help="output format")
+    p.add_argument("--gradebook", default="gradebook.sqlite", help="SQLite file or SQLAlchemy URL")
+    p.add_argument("--output", "-o", help="write to this file instead of standard output")
+    try:
+        from .data import cli as data_cli
+    except ImportError:
+        data_cli = None  # type: ignore[assignment]
+    if data_cli is not None and hasattr(data_cli, "add_parser"):
+        data_cli.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; user mistakes end in one line on stderr and exit code 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except GraderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1 if isinstance(exc, ValidationFailed) else 2
+    except KeyboardInterrupt:
+        print("error: interrupted; results graded so far are in the gradebook", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

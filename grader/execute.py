@@ -1,0 +1,279 @@
+"""Run a notebook headless in its own fresh kernel, within the assignment's time limits.
+
+The kernel stays up after the last cell so that the trusted checks can ask it for values; it is
+shut down, with every process in its group, when the `executed` block ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from jupyter_client.manager import AsyncKernelManager
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+from nbformat import NotebookNode
+
+from .config import Limits
+from .launch import module_command
+
+# Runs in the kernel before the first cell, in a namespace of its own so the student sees nothing.
+_SEED = """\
+exec('''
+import os, random
+random.seed({seed})
+try:
+    import numpy
+    numpy.random.seed({seed})
+except ImportError:
+    pass
+try:
+    import keras
+    keras.utils.set_random_seed({seed})
+except ImportError:
+    pass
+''', {{}})
+"""
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+@dataclass
+class FailedCell:
+    """The first cell whose execute_reply said error, as the student should see it."""
+
+    index: int  # position among the notebook's cells, from 0
+    source: str
+    ename: str
+    evalue: str
+    traceback: str
+
+
+@dataclass
+class Execution:
+    """What running the notebook gave."""
+
+    status: str  # ok | cell_error | timeout | kernel_died | kernel_failed
+    reason: str  # for the student; empty when ok
+    notebook: NotebookNode
+    kernel_start_s: float = 0.0
+    execution_s: float = 0.0
+    failed_cell: FailedCell | None = None
+    output_truncated: bool = False
+    connection_file: Path | None = None  # set while the kernel is up and answering
+    errors: list[FailedCell] = field(default_factory=list)
+
+
+class _KernelManager(AsyncKernelManager):
+    """A kernel of the grader's own interpreter, started through the launcher above."""
+
+    command_prefix: ClassVar[list[str]] = []
+
+    def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
+        cmd = module_command("ipykernel_launcher", "-f", os.path.realpath(self.connection_file))
+        return [*self.command_prefix, *cmd, *(extra_arguments or [])]
+
+
+class _Client(NotebookClient):
+    """nbclient's client, keeping no more output than the limit allows."""
+
+    output_cap: int = 0
+    output_used: int = 0
+    output_truncated: bool = False
+
+    def output(self, outs: list[NotebookNode], msg: dict[str, Any], display_id: str | None,
+               cell_index: int) -> NotebookNode | None:
+        self.output_used += len(json.dumps(msg.get("content", {}), default=str))
+        if self.output_used > self.output_cap:
+            self.output_truncated = True
+            return None
+        return super().output(outs, msg, display_id, cell_index)
+
+
+def kernel_env(workdir: Path, *, threads: int, gpus: str) -> dict[str, str]:
+    """The kernel's whole environment: nothing of the grader's own leaks in."""
+    return {
+        "PATH": os.path.dirname(sys.executable) + os.pathsep + "/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(workdir),
+        "LANG": "C.UTF-8",
+        "PYTHONHASHSEED": "0",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "tensorflow"),
+        "OMP_NUM_THREADS": str(threads),
+        "TF_NUM_INTRAOP_THREADS": str(threads),
+        "TF_NUM_INTEROP_THREADS": str(max(1, min(2, threads))),
+        "CUDA_VISIBLE_DEVICES": gpus,
+        "GRADER_PARENT_PID": str(os.getpid()),
+    }
+
+
+def _failed(index: int, cell: NotebookNode, exc: CellExecutionError) -> FailedCell:
+    return FailedCell(
+        index=index,
+        source=cell.source,
+        ename=exc.ename,
+        evalue=_ANSI.sub("", exc.evalue),
+        traceback=_ANSI.sub("", exc.traceback)[-20_000:],
+    )
+
+
+@contextlib.asynccontextmanager
+async def executed(
+    nb: NotebookNode,
+    *,
+    workdir: Path,
+    run_dir: Path,
+    limits: Limits,
+    seed: int,
+    env: dict[str, str],
+    command_prefix: list[str] | None = None,
+) -> AsyncIterator[Execution]:
+    """Execute NB in a new kernel started in WORKDIR; yield the result with the kernel still up."""
+    km = _KernelManager(
+        connection_file=str(run_dir / "kernel.json"), transport="ipc", ip=str(run_dir / "kernel")
+    )
+    km.command_prefix = list(command_prefix or [])
+    client = _Client(
+        nb,
+        km=km,
+        timeout=int(limits.cell_seconds),
+        startup_timeout=int(limits.kernel_start_seconds),
+        allow_errors=False,
+        interrupt_on_timeout=False,
+        record_timing=True,
+        resources={"metadata": {"path": str(workdir)}},
+    )
+    client.output_cap = limits.output_bytes
+    result = Execution(status="ok", reason="", notebook=client.nb)
+    started = time.monotonic()
+    stack = contextlib.AsyncExitStack()
+    try:
+        try:
+            await stack.enter_async_context(client.async_setup_kernel(
+                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            ))
+        except Exception as exc:  # noqa: BLE001 - any failure to start is reported as such
+            result.status = "kernel_failed"
+            result.reason = f"the Python kernel did not start: {exc}"
+        else:
+            result.kernel_start_s = time.monotonic() - started
+            await _run_cells(client, result, limits, seed)
+            result.output_truncated = client.output_truncated
+            if result.status != "kernel_died" and await _answers(client):
+                result.connection_file = Path(km.connection_file)
+            elif result.status in ("ok", "cell_error"):
+                result.status, result.reason = "kernel_died", _died_reason(result)
+        yield result
+    finally:
+        with contextlib.suppress(Exception):
+            await stack.aclose()
+        with contextlib.suppress(Exception):
+            await km.shutdown_kernel(now=True)
+        _kill_group(km)
+
+
+async def _run_cells(client: _Client, result: Execution, limits: Limits, seed: int) -> None:
+    """Run every cell in order; stop at a timeout or a dead kernel."""
+    assert client.kc is not None
+    await _request(client, _SEED.format(seed=int(seed)), limits.kernel_start_seconds)
+    begin = time.monotonic()
+    deadline = begin + limits.total_seconds
+    client.timeout_func = lambda cell: max(1, int(min(limits.cell_seconds, deadline - time.monotonic())))
+    for index, cell in enumerate(client.nb.cells):
+        if cell.cell_type != "code" or not cell.source.strip():
+            continue
+        try:
+            await client.async_execute_cell(cell, index)
+        except CellTimeoutError:
+            total = time.monotonic() >= deadline - 1
+            result.status = "timeout"
+            result.reason = (
+                f"the notebook ran past its total limit of {limits.total_seconds:.0f} s in cell"
+                f" {index + 1}; the cells after it did not run" if total else
+                f"cell {index + 1} ran longer than {limits.cell_seconds:.0f} s and was stopped;"
+                " the cells after it did not run"
+            )
+            result.failed_cell = FailedCell(index, cell.source, "Timeout", result.reason, "")
+            await _recover(client)
+            break
+        except DeadKernelError:
+            result.status = "kernel_died"
+            result.failed_cell = FailedCell(index, cell.source, "KernelDied", "", "")
+            result.reason = _died_reason(result)
+            break
+        except CellExecutionError as exc:
+            result.errors.append(_failed(index, cell, exc))
+            if result.failed_cell is None:
+                result.failed_cell = result.errors[0]
+                result.status = "cell_error"
+                result.reason = (
+                    f"cell {index + 1} raised {exc.ename}: {_ANSI.sub('', exc.evalue)[:300]}"
+                )
+    result.execution_s = time.monotonic() - begin
+
+
+def _died_reason(result: Execution) -> str:
+    where = f" in cell {result.failed_cell.index + 1}" if result.failed_cell else ""
+    return (f"the Python kernel died{where} (it crashed, exited, or ran out of memory);"
+            " the cells after it did not run")
+
+
+async def _recover(client: _Client) -> None:
+    """After a timeout, interrupt the cell; a kernel that will not stop is killed."""
+    assert client.km is not None
+    with contextlib.suppress(Exception):
+        await client.km.interrupt_kernel()
+    if not await _answers(client):
+        with contextlib.suppress(Exception):
+            await client.km.shutdown_kernel(now=True)
+
+
+async def _answers(client: _Client, timeout: float = 10.0) -> bool:
+    """Whether the kernel is alive and runs a trivial request."""
+    if client.kc is None or client.km is None or not await client.km.is_alive():
+        return False
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        reply = await _request(client, "", left)
+        if reply is None:
+            return False
+        if reply["content"].get("status") != "aborted":  # aborted: queued behind an interrupt
+            return reply["content"].get("status") == "ok"
+    return False
+
+
+async def _request(client: _Client, code: str, timeout: float) -> dict[str, Any] | None:
+    """Run CODE silently and return its execute_reply, or None if none came in time."""
+    assert client.kc is not None
+    msg_id = client.kc.execute(code, silent=True, store_history=False, allow_stdin=False)
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            msg = await client.kc.shell_channel.get_msg(timeout=left)
+        except queue.Empty:
+            return None
+        if msg["parent_header"].get("msg_id") == msg_id:
+            return msg
+    return None
+
+
+def _kill_group(km: _KernelManager) -> None:
+    """Kill whatever the kernel left behind in its process group."""
+    provisioner = km.provisioner
+    pgid = getattr(provisioner, "pgid", None)
+    if pgid and pgid != os.getpgid(0):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)

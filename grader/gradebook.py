@@ -1,0 +1,216 @@
+"""The gradebook: students, submissions, grading runs and check results, in SQL.
+
+SQLite by default; any SQLAlchemy URL (PostgreSQL, say) works unchanged. Only this module speaks
+SQL. Each result is written in one transaction, so a killed grader leaves no half-stored run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    select,
+)
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+
+from .errors import GradebookError
+from .plugin import Attachment, CheckOutcome
+from .score import Result
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Student(Base):
+    __tablename__ = "students"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+
+
+class SubmissionRow(Base):
+    __tablename__ = "submissions"
+    __table_args__ = (UniqueConstraint("student_id", "assignment", "notebook_sha256"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    student_id: Mapped[int] = mapped_column(ForeignKey("students.id"))
+    assignment: Mapped[str] = mapped_column(String(100), index=True)
+    notebook_sha256: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(Text)
+    submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    student: Mapped[Student] = relationship()
+    runs: Mapped[list[Run]] = relationship(back_populates="submission", order_by="Run.id")
+
+
+class Run(Base):
+    __tablename__ = "grading_runs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id"), index=True)
+    checks_sha256: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(30))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    score: Mapped[float] = mapped_column(Float)
+    max_score: Mapped[float] = mapped_column(Float)
+    device: Mapped[str] = mapped_column(String(200), default="CPU")
+    sandboxed: Mapped[bool] = mapped_column(Boolean, default=False)
+    kernel_start_s: Mapped[float] = mapped_column(Float, default=0.0)
+    execution_s: Mapped[float] = mapped_column(Float, default=0.0)
+    checks_s: Mapped[float] = mapped_column(Float, default=0.0)
+    report_s: Mapped[float] = mapped_column(Float, default=0.0)
+    graded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    failed_cell: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    executed_notebook: Mapped[str | None] = mapped_column(Text, nullable=True)
+    submission: Mapped[SubmissionRow] = relationship(back_populates="runs")
+    checks: Mapped[list[CheckRow]] = relationship(back_populates="run", order_by="CheckRow.id")
+
+
+class CheckRow(Base):
+    __tablename__ = "check_results"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("grading_runs.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    public: Mapped[bool] = mapped_column(Boolean)
+    points: Mapped[float] = mapped_column(Float)
+    max_points: Mapped[float] = mapped_column(Float)
+    outcome: Mapped[str] = mapped_column(String(20))
+    message: Mapped[str] = mapped_column(Text, default="")
+    attachments: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    run: Mapped[Run] = relationship(back_populates="checks")
+
+
+def _url(target: str | Path) -> str:
+    text = str(target)
+    return text if "://" in text else f"sqlite:///{Path(text).resolve()}"
+
+
+class Gradebook:
+    """An open gradebook."""
+
+    def __init__(self, target: str | Path):
+        url = _url(target)
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.engine = create_engine(url)
+            if url.startswith("sqlite"):
+                event.listen(self.engine, "connect", _sqlite_pragmas)
+            Base.metadata.create_all(self.engine)
+        except SQLAlchemyError as exc:
+            raise GradebookError(f"cannot open the gradebook {target}: {exc.__class__.__name__}:"
+                                 f" {str(exc).splitlines()[0]}") from None
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    def already_graded(self, student: str, assignment: str, sha256: str, checks: str) -> bool:
+        """Whether this exact notebook was graded with these exact checks."""
+        query = (
+            select(Run.id).join(SubmissionRow).join(Student)
+            .where(Student.name == student, SubmissionRow.assignment == assignment,
+                   SubmissionRow.notebook_sha256 == sha256, Run.checks_sha256 == checks,
+                   Run.status != "internal_error")
+            .limit(1)
+        )
+        with self.session() as session:
+            return session.execute(query).first() is not None
+
+    def store(self, result: Result) -> None:
+        """Record one grading run and its checks in a single transaction."""
+        with self.session() as session:
+            person = session.scalar(select(Student).where(Student.name == result.student))
+            if person is None:
+                person = Student(name=result.student)
+                session.add(person)
+                session.flush()
+            row = session.scalar(select(SubmissionRow).where(
+                SubmissionRow.student_id == person.id,
+                SubmissionRow.assignment == result.assignment,
+                SubmissionRow.notebook_sha256 == result.sha256))
+            if row is None:
+                row = SubmissionRow(student_id=person.id, assignment=result.assignment,
+                                    notebook_sha256=result.sha256, path=result.notebook,
+                                    submitted_at=result.submitted_at)
+                session.add(row)
+                session.flush()
+            run = Run(submission_id=row.id, **{name: getattr(result, name) for name in _RUN_FIELDS})
+            run.checks = [CheckRow(**_check_row(c)) for c in result.checks]
+            session.add(run)
+
+    def latest(self, assignment: str) -> list[Result]:
+        """Each student's most recent result for ASSIGNMENT, by student name."""
+        query = (
+            select(Student.name, SubmissionRow, Run)
+            .join(SubmissionRow, Run.submission_id == SubmissionRow.id)
+            .join(Student, SubmissionRow.student_id == Student.id)
+            .where(SubmissionRow.assignment == assignment).order_by(Run.id)
+        )
+        latest: dict[str, Result] = {}
+        with self.session() as session:
+            for name, submission, run in session.execute(query):
+                latest[name] = Result(
+                    student=name, assignment=assignment, notebook=submission.path,
+                    sha256=submission.notebook_sha256, submitted_at=submission.submitted_at,
+                    checks=[_outcome(c) for c in run.checks],
+                    **{field: getattr(run, field) for field in _RUN_FIELDS},
+                )
+        return [latest[name] for name in sorted(latest)]
+
+    def count_runs(self, assignment: str) -> dict[str, int]:
+        """How many runs each student has for ASSIGNMENT."""
+        query = (
+            select(Student.name, Run.id).join(SubmissionRow, Run.submission_id == SubmissionRow.id)
+            .join(Student, SubmissionRow.student_id == Student.id)
+            .where(SubmissionRow.assignment == assignment)
+        )
+        counts: dict[str, int] = {}
+        with self.session() as session:
+            for name, _ in session.execute(query):
+                counts[name] = counts.get(name, 0) + 1
+        return counts
+
+
+_RUN_FIELDS = (
+    "checks_sha256", "status", "reason", "score", "max_score", "device", "sandboxed",
+    "kernel_start_s", "execution_s", "checks_s", "report_s", "graded_at", "failed_cell",
+    "executed_notebook",
+)
+
+
+def _check_row(outcome: CheckOutcome) -> dict[str, Any]:
+    row = asdict(outcome)
+    return row
+
+
+def _outcome(row: CheckRow) -> CheckOutcome:
+    return CheckOutcome(
+        name=row.name, description=row.description, public=row.public,
+        max_points=row.max_points, points=row.points, outcome=row.outcome, message=row.message,
+        attachments=[Attachment(**a) for a in row.attachments or []],
+    )
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()

@@ -1,0 +1,24 @@
+"""Start a Python module in a child process that dies with the grader, even on SIGKILL."""
+
+from __future__ import annotations
+
+import sys
+
+# Runs first in the child: ask the kernel for SIGKILL when the parent goes, then run the module.
+_LAUNCHER = """\
+import ctypes, os, runpy, signal, sys
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+except Exception:
+    pass
+if os.environ.get("GRADER_PARENT_PID") and os.getppid() != int(os.environ["GRADER_PARENT_PID"]):
+    sys.exit(1)  # the grader died before prctl took hold
+module = sys.argv[1]
+sys.argv = [module, *sys.argv[2:]]
+runpy.run_module(module, run_name="__main__", alter_sys=True)
+"""
+
+
+def module_command(module: str, *args: str, python: str = sys.executable) -> list[str]:
+    """The argv that runs `python -m MODULE ARGS` and dies with this process."""
+    return [python, "-c", _LAUNCHER, module, *args]

@@ -1,0 +1,204 @@
+"""The path of one submission, and of a batch: submission -> execute -> check -> score -> store
+-> report. Each step is its own module; this one chains them and keeps one bad notebook from
+sinking the rest."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import queue
+import shutil
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import nbformat
+
+from .assignments import Assignment
+from .check import run_checks
+from .data.prepare import Prepared
+from .devices import CPU, Device, threads_per_kernel
+from .execute import executed, kernel_env
+from .gradebook import Gradebook
+from .report import write_feedback
+from .score import Result, status_of, total
+from .submission import InvalidNotebook, Submission, read_notebook
+
+EXCHANGE = ".grader-exchange"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How a batch is graded; the CLI reads its defaults from here."""
+
+    workers: int = 1
+    force: bool = False
+    reports: Path | None = None  # feedback pages go here when set
+    notebook_html: bool = True  # also write each executed notebook as HTML
+    devices: tuple[Device, ...] = (CPU,)
+    work_root: Path | None = None  # where each submission's private folder is made
+
+
+@dataclass
+class Batch:
+    """What a batch did."""
+
+    graded: list[Result] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _digest(path: Path | None) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest() if path else "-"
+    except OSError:
+        return "-"
+
+
+def _submitted_at(path: Path | None) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(path.stat().st_mtime, UTC) if path else None
+    except OSError:
+        return None
+
+
+def grade_submission(
+    assignment: Assignment, submission: Submission, *, prepared: Prepared | None,
+    device: Device = CPU, threads: int = 1, work_root: Path | None = None,
+) -> Result:
+    """Grade one submission; never raises for anything the notebook does."""
+    result = Result(
+        student=submission.student, assignment=assignment.name,
+        notebook=str(submission.path or ""), sha256=_digest(submission.path),
+        checks_sha256=assignment.checks_digest(), status="invalid", reason=submission.problem or "",
+        score=0.0, max_score=assignment.config.points, device=device.label,
+        submitted_at=_submitted_at(submission.path),
+    )
+    if submission.path is None:
+        return result
+    try:
+        nb, result.sha256 = read_notebook(submission.path)
+    except InvalidNotebook as exc:
+        result.reason = str(exc)
+        return result
+    run_dir = Path(tempfile.mkdtemp(prefix="grader-", dir=work_root))
+    try:
+        asyncio.run(_execute_and_check(assignment, nb, result, run_dir, prepared, device, threads))
+    except Exception:  # noqa: BLE001 - the grader's own failure, stored so the batch goes on
+        result.status = "internal_error"
+        result.reason = "the grader failed: " + traceback.format_exc(limit=3).strip()[-1500:]
+        result.score = 0.0
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return result
+
+
+async def _execute_and_check(
+    assignment: Assignment, nb: nbformat.NotebookNode, result: Result, run_dir: Path,
+    prepared: Prepared | None, device: Device, threads: int,
+) -> None:
+    workdir = run_dir / "work"
+    workdir.mkdir()
+    _stage_files(assignment, prepared, workdir)
+    nbformat.write(nb, workdir / assignment.config.notebook)
+    exchange = workdir / EXCHANGE
+    exchange.mkdir()
+    limits = assignment.config.limits
+    env = kernel_env(workdir, threads=threads, gpus=device.cuda_visible_devices)
+    async with executed(nb, workdir=workdir, run_dir=run_dir, limits=limits,
+                        seed=assignment.config.seed, env=env) as execution:
+        result.kernel_start_s = execution.kernel_start_s
+        result.execution_s = execution.execution_s
+        checks = await run_checks(
+            assignment.check_files(), run_dir=run_dir, public_dir=assignment.public_checks,
+            hidden_dir=prepared.hidden_dir if prepared else None,
+            student_data=prepared.student_dir if prepared else None,
+            connection_file=execution.connection_file, exchange_host=exchange,
+            exchange_kernel=str(exchange),
+            why_no_kernel=f"nothing to check: {execution.reason}", timeout=limits.check_seconds,
+        )
+    result.checks_s = checks.seconds
+    result.checks = checks.outcomes
+    result.status = status_of(execution.status, checks.problem)
+    result.reason = checks.problem or execution.reason
+    result.score = 0.0 if checks.problem else total(checks.outcomes)
+    cell = execution.failed_cell
+    result.failed_cell = None if cell is None else {
+        "index": cell.index, "source": cell.source[:5000], "ename": cell.ename,
+        "evalue": cell.evalue[:2000], "traceback": cell.traceback,
+    }
+    result.executed_notebook = nbformat.writes(execution.notebook)
+
+
+def _stage_files(assignment: Assignment, prepared: Prepared | None, workdir: Path) -> None:
+    """Copy the student-visible data next to the notebook; never anything hidden."""
+    if prepared is None:
+        return
+    names = assignment.config.data.student_files or tuple(
+        p.name for p in sorted(prepared.student_dir.iterdir()))
+    for name in names:
+        source = prepared.student_dir / name
+        if source.is_dir():
+            shutil.copytree(source, workdir / name)
+        else:
+            shutil.copy2(source, workdir / name)
+
+
+def grade_batch(
+    assignment: Assignment, submissions: list[Submission], *, gradebook: Gradebook,
+    prepared: Prepared | None, settings: Settings = Settings(),
+    on_result: Callable[[Result], None] | None = None,
+    on_skip: Callable[[Submission], None] | None = None,
+) -> Batch:
+    """Grade every submission not graded before, WORKERS at a time, storing each at once."""
+    began = time.monotonic()
+    batch = Batch()
+    checks_sha = assignment.checks_digest()
+    todo = []
+    for submission in submissions:
+        if not settings.force and submission.path is not None and gradebook.already_graded(
+            submission.student, assignment.name, _digest(submission.path), checks_sha
+        ):
+            batch.skipped.append(submission.student)
+            if on_skip:
+                on_skip(submission)
+        else:
+            todo.append(submission)
+    devices: queue.Queue[Device] = queue.Queue()
+    slots = max(1, settings.workers)
+    for i in range(slots):
+        devices.put(settings.devices[i % len(settings.devices)])
+    threads = threads_per_kernel(slots)
+
+    def work(submission: Submission) -> Result:
+        device = devices.get()
+        try:
+            result = grade_submission(assignment, submission, prepared=prepared, device=device,
+                                      threads=threads, work_root=settings.work_root)
+        finally:
+            devices.put(device)
+        if settings.reports is not None:
+            started = time.monotonic()
+            try:
+                write_feedback(result, title=assignment.config.title, folder=settings.reports,
+                               notebook_html=settings.notebook_html)
+            except Exception:  # noqa: BLE001 - the result still counts; `grader report` retries
+                traceback.print_exc()
+            result.report_s = time.monotonic() - started
+        return result
+
+    with ThreadPoolExecutor(max_workers=slots, thread_name_prefix="grader") as pool:
+        futures = [pool.submit(work, s) for s in todo]
+        for future in as_completed(futures):
+            result = future.result()
+            gradebook.store(result)
+            batch.graded.append(result)
+            if on_result:
+                on_result(result)
+    batch.seconds = time.monotonic() - began
+    return batch

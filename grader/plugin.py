@@ -1,0 +1,297 @@
+"""The pytest plugin that runs an assignment's checks in the trusted process.
+
+A check is a plain pytest function. Its fixtures reach the submission (`submission`), the hidden
+data (`hidden`), the feedback page (`feedback`) and partial credit (`credit`); its marker
+`@pytest.mark.points(n)` says what it is worth. The plugin writes every check's outcome to the
+JSON file named by --grader-results, which is all the grader reads back.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from .exchange import KernelLink, StudentValueError
+
+
+@dataclass
+class Attachment:
+    kind: str  # image | text
+    title: str
+    content: str  # base64 PNG, or text
+
+
+@dataclass
+class CheckOutcome:
+    """One check as the grader stores and reports it."""
+
+    name: str
+    description: str
+    public: bool
+    max_points: float
+    points: float = 0.0
+    outcome: str = "failed"  # passed | partial | failed | error
+    message: str = ""
+    attachments: list[Attachment] = field(default_factory=list)
+
+
+class Submission:
+    """The student's notebook as the checks see it: values read back from its kernel."""
+
+    def __init__(self, link: KernelLink | None, why_not: str):
+        self._link = link
+        self._why_not = why_not
+        self._cache: dict[str, Any] = {}
+
+    def _fetch(self, name: str, call: Any = None) -> Any:
+        if self._link is None:
+            raise StudentValueError(self._why_not)
+        return self._link.fetch(name, call)
+
+    def has(self, name: str) -> bool:
+        """Whether the notebook defines NAME."""
+        try:
+            self._fetch(name)
+        except StudentValueError as exc:
+            if "is not defined" in str(exc):
+                return False
+            raise
+        return True
+
+    def get(self, name: str) -> Any:
+        """The student's variable NAME as a plain value: number, string, list, dict or array."""
+        return self._fetch(name).value
+
+    def array(self, name: str) -> np.ndarray:
+        """The student's variable NAME as a numeric NumPy array."""
+        return _as_array(name, self._fetch(name))
+
+    def number(self, name: str) -> float:
+        """The student's variable NAME as a float."""
+        value = self._fetch(name)
+        if value.kind != "scalar" or isinstance(value.value, (str, type(None))):
+            raise StudentValueError(f"{name} should be a number, found a {value.type}")
+        return float(value.value)
+
+    def model(self, name: str) -> Any:
+        """The student's Keras model NAME, loaded in safe mode."""
+        if name not in self._cache:
+            value = self._fetch(name)
+            if value.kind != "model":
+                raise StudentValueError(f"{name} should be a Keras model, found a {value.type}")
+            self._cache[name] = value.value
+        return self._cache[name]
+
+    def history(self, name: str) -> dict[str, list[float]]:
+        """The metrics of the student's keras History NAME (what model.fit returned)."""
+        value = self._fetch(name)
+        if value.kind != "history":
+            raise StudentValueError(
+                f"{name} should be the History that model.fit returns, found a {value.type}"
+            )
+        return dict(value.value)
+
+    def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """Call the student's function NAME with these arguments; return what it returns."""
+        value = self._fetch(name, (args, kwargs))
+        return value.value
+
+    def call_array(self, name: str, *args: Any, **kwargs: Any) -> np.ndarray:
+        """Call the student's function NAME and return its result as a numeric array."""
+        return _as_array(f"{name}(...)", self._fetch(name, (args, kwargs)))
+
+
+def _as_array(what: str, value: Any) -> np.ndarray:
+    if value.kind not in ("array", "scalar", "json"):
+        raise StudentValueError(f"{what} should be a NumPy array, found a {value.type}")
+    try:
+        array = np.asarray(value.value, dtype=float) if value.kind != "array" else value.value
+    except (TypeError, ValueError):
+        raise StudentValueError(f"{what} should be numeric, found a {value.type}") from None
+    if array.dtype.kind not in "biuf":
+        raise StudentValueError(f"{what} should be numeric, found dtype {array.dtype}")
+    return array
+
+
+class Feedback:
+    """What a check adds to the student's feedback page."""
+
+    def __init__(self, attachments: list[Attachment]):
+        self._attachments = attachments
+
+    def figure(self, fig: Any, title: str) -> None:
+        """Embed a matplotlib figure."""
+        import matplotlib.pyplot as plt
+
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+        plt.close(fig)
+        self._attachments.append(
+            Attachment("image", title, base64.b64encode(buffer.getvalue()).decode())
+        )
+
+    def text(self, title: str, body: str) -> None:
+        """Add a short note."""
+        self._attachments.append(Attachment("text", title, body[:5000]))
+
+
+class Credit:
+    """Partial credit for one check: a fraction of its points, with the reason."""
+
+    def __init__(self) -> None:
+        self.fraction: float | None = None
+        self.message = ""
+
+    def award(self, fraction: float, message: str) -> None:
+        """Give FRACTION (0..1) of the points; with 0 the check fails with MESSAGE."""
+        self.fraction = min(1.0, max(0.0, float(fraction)))
+        self.message = message
+        if self.fraction == 0.0:
+            raise AssertionError(message)
+
+    def tiers(self, value: float, tiers: list[tuple[float, float]], what: str) -> None:
+        """Award the fraction of the highest threshold VALUE reaches; TIERS is (threshold, fraction)."""
+        ordered = sorted(tiers, reverse=True)
+        best = ordered[0][0]
+        for threshold, fraction in ordered:
+            if value >= threshold:
+                note = "" if fraction >= 1 else f"; {best:g} or more earns full points"
+                self.award(fraction, f"{what} is {value:.4g}: {fraction:.0%} of the points{note}")
+                return
+        self.award(0.0, f"{what} is {value:.4g}, below {ordered[-1][0]:g} needed for any points")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("grader", "grading a submission")
+    group.addoption("--grader-connection", help="the kernel's connection file")
+    group.addoption("--grader-exchange", help="exchange folder as this process sees it")
+    group.addoption("--grader-exchange-kernel", help="the same folder as the kernel sees it")
+    group.addoption("--grader-hidden", help="folder of hidden data")
+    group.addoption("--grader-student-data", help="folder of the data the students get")
+    group.addoption("--grader-public", help="folder of the public checks")
+    group.addoption("--grader-results", help="JSON file the outcomes are written to")
+    group.addoption("--grader-why-no-kernel", default="the notebook's kernel is not running")
+    group.addoption("--grader-timeout", type=float, default=120.0, help="seconds per request")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "points(n): the points a check is worth")
+    if config.getoption("--grader-results"):
+        config.pluginmanager.register(_Collector(config), "grader-collector")
+
+
+@pytest.fixture(scope="session")
+def submission(request: pytest.FixtureRequest) -> Any:
+    """The submission under grading."""
+    config = request.config
+    connection = config.getoption("--grader-connection")
+    link = None
+    if connection:
+        exchange = Path(config.getoption("--grader-exchange"))
+        link = KernelLink(
+            Path(connection),
+            exchange,
+            config.getoption("--grader-exchange-kernel") or str(exchange),
+            config.getoption("--grader-timeout"),
+        )
+    yield Submission(link, config.getoption("--grader-why-no-kernel"))
+    if link is not None:
+        link.close()
+
+
+@pytest.fixture(scope="session")
+def hidden(request: pytest.FixtureRequest) -> Path:
+    """The folder of hidden data; only trusted checks ever see it."""
+    folder = request.config.getoption("--grader-hidden")
+    if not folder:
+        raise RuntimeError("the grader gave no hidden data folder")
+    return Path(folder)
+
+
+@pytest.fixture(scope="session")
+def student_data(request: pytest.FixtureRequest) -> Path:
+    """The folder of the data the students get, as prepared (not as the student left it)."""
+    folder = request.config.getoption("--grader-student-data")
+    if not folder:
+        raise RuntimeError("the grader gave no student data folder")
+    return Path(folder)
+
+
+@pytest.fixture
+def feedback(request: pytest.FixtureRequest) -> Feedback:
+    """Attach plots and notes to the student's feedback."""
+    return Feedback(request.node.stash.setdefault(_ATTACHMENTS, []))
+
+
+@pytest.fixture
+def credit(request: pytest.FixtureRequest) -> Credit:
+    """Give part of a check's points."""
+    return request.node.stash.setdefault(_CREDIT, Credit())
+
+
+_ATTACHMENTS = pytest.StashKey[list[Attachment]]()
+_CREDIT = pytest.StashKey[Credit]()
+
+
+def _message(excinfo: pytest.ExceptionInfo[BaseException]) -> str:
+    """What the student reads for a failed check: the author's words, never the check's code."""
+    exc = excinfo.value
+    if isinstance(exc, AssertionError):
+        return str(exc).strip() or "the check failed"
+    if isinstance(exc, StudentValueError):
+        return str(exc)
+    if excinfo.errisinstance(pytest.skip.Exception):
+        return f"not graded: {exc}"
+    return f"the check could not run: {type(exc).__name__}: {str(exc)[:500]}"
+
+
+class _Collector:
+    """Turns pytest's reports into CheckOutcomes and writes them out at the end."""
+
+    def __init__(self, config: pytest.Config):
+        self.path = Path(config.getoption("--grader-results"))
+        public = config.getoption("--grader-public")
+        self.public = Path(public).resolve() if public else None
+        self.outcomes: dict[str, CheckOutcome] = {}
+
+    def _outcome(self, item: pytest.Item) -> CheckOutcome:
+        if item.nodeid not in self.outcomes:
+            marker = item.get_closest_marker("points")
+            points = float(marker.args[0]) if marker and marker.args else 1.0
+            doc = getattr(getattr(item, "function", None), "__doc__", None) or ""
+            path = Path(str(item.path)).resolve()
+            public = self.public is not None and self.public in path.parents
+            self.outcomes[item.nodeid] = CheckOutcome(
+                name=item.name, description=doc.strip().splitlines()[0] if doc.strip() else "",
+                public=public, max_points=points,
+            )
+        return self.outcomes[item.nodeid]
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+        yield
+        outcome = self._outcome(item)
+        outcome.attachments = item.stash.get(_ATTACHMENTS, [])
+        if call.when == "teardown":
+            return
+        if call.excinfo is not None:
+            outcome.outcome = "failed" if call.when == "call" else "error"
+            outcome.points = 0.0
+            outcome.message = _message(call.excinfo)
+        elif call.when == "call":
+            credit = item.stash.get(_CREDIT, None)
+            fraction = 1.0 if credit is None or credit.fraction is None else credit.fraction
+            outcome.points = round(outcome.max_points * fraction, 4)
+            outcome.outcome = "passed" if fraction >= 1.0 else "partial"
+            outcome.message = credit.message if credit is not None else ""
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        data = [asdict(o) for o in self.outcomes.values()]
+        self.path.write_text(json.dumps({"checks": data}), encoding="utf-8")
