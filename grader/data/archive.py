@@ -66,10 +66,10 @@ def _members(entry: Entry, archive: Path) -> Iterator[tuple[str, IO[bytes]]]:
     with tarfile.open(archive, "r:*") as tarred:
         for member in tarred:
             rel = wanted(entry, member.name) if member.isfile() else None
-            stream = tarred.extractfile(member) if rel is not None else None
-            if rel is not None and stream is not None:
-                with stream:
-                    yield rel, stream
+            extracted = tarred.extractfile(member) if rel is not None else None
+            if rel is not None and extracted is not None:
+                with extracted:
+                    yield rel, extracted
 
 
 def _copy(stream: IO[bytes], target: Path) -> str:
