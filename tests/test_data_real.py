@@ -152,8 +152,8 @@ def test_imdb_texts_and_sequences_agree(home):
         assert tokens.min() >= 1 and (tokens == 2).any()
         words = json.loads((imdb.student_dir / "imdb_word_index.json").read_text())
         rank = {index + 3: word for word, index in words.items()}
-        decoded = [rank.get(int(t), "?") for t in tokens[offsets[0] + 1 : offsets[0] + 6]]
-        assert " ".join(decoded) in first["text"].lower().replace("<br />", " br ")
+        decoded = [rank[int(t)] for t in tokens[offsets[0] + 1 : offsets[1]] if t > 2]
+        assert decoded and all(word in first["text"].lower() for word in decoded)
 
 
 def test_movielens_holds_out_ten_ratings_per_user_that_students_never_see(home):

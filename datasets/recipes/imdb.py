@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -49,12 +50,14 @@ def read_split(root: Path, split: str) -> tuple[list[str], np.ndarray]:
 
 def encode(texts: list[str], word_index: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray]:
     """Flat token array and offsets of TEXTS under the index_from=3 convention."""
-    index = {word: rank + INDEX_FROM for word, rank in word_index.items()}.get
+    index = defaultdict(lambda: OOV, {word: rank + INDEX_FROM for word, rank in word_index.items()})
     tokens: list[int] = []
     offsets = [0]
     for text in texts:
         tokens.append(START)
-        tokens.extend([index(w, OOV) for w in text.lower().translate(FILTERS).split(" ") if w])
+        tokens.extend(
+            map(index.__getitem__, filter(None, text.lower().translate(FILTERS).split(" ")))
+        )
         offsets.append(len(tokens))
     return np.array(tokens, dtype=np.int32), np.array(offsets, dtype=np.int64)
 

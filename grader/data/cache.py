@@ -81,6 +81,10 @@ def check(entry: Entry, data_home: Path) -> Status:
 
 def require(entry: Entry, data_home: Path) -> Path:
     """The verified cached copy of ENTRY, or a DataError that says how to get a good one."""
+    if entry.kind == "generated":
+        raise DataError(
+            f"dataset {entry.name!r} is made by recipe {entry.recipe!r}: it is no recipe's input"
+        )
     status = check(entry, data_home)
     if not status.present:
         raise DataError(

@@ -57,7 +57,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=3,
         metavar="N",
-        help="tries after a server error, timeout or cut transfer (default: 3)",
+        help="more tries after a server error, timeout or cut transfer (default: 3)",
     )
     fetching.add_argument(
         "--backoff",

@@ -16,9 +16,12 @@ import logging
 import os
 import shutil
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+
+import numpy as np
 
 from ..errors import DataError
 from .cache import SUMS
@@ -57,8 +60,10 @@ def course_registry(course: Path) -> Registry:
 
 
 def cache_key(source: bytes, version: str, inputs: list[Entry]) -> str:
-    """Hash of everything a prepared result depends on: recipe source, version, input content."""
-    key = hashlib.sha256(f"format {FORMAT}\0version {version}\0".encode())
+    """Hash of what a prepared result depends on: recipe source and version, input content."""
+    # numpy and zlib write the bytes: a new version may write them differently.
+    tools = f"numpy {np.__version__}\0zlib {zlib.ZLIB_RUNTIME_VERSION}"
+    key = hashlib.sha256(f"format {FORMAT}\0version {version}\0{tools}\0".encode())
     key.update(hashlib.sha256(source).digest())
     for entry in sorted(inputs, key=lambda e: e.name):
         key.update(f"{entry.name}\0{entry.content_hash}\0".encode())
