@@ -17,8 +17,6 @@ from grader.data.npz import FIXED_DATE, save_npz
 from grader.data.registry import load_registry, mirror_url, raw_inputs
 from grader.errors import DataError
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture
 def registry(tmp_path: Path):

@@ -128,7 +128,7 @@ def _download_once(
             raise Transient(f"server error HTTP {error.code}") from None
         raise DataError(f"cannot download {url}: HTTP {error.code} {error.reason}") from None
     except (TimeoutError, urllib.error.URLError, http.client.HTTPException, OSError) as error:
-        reason = getattr(error, "reason", None) or error or type(error).__name__
+        reason = getattr(error, "reason", None) or error
         if isinstance(reason, TimeoutError) or isinstance(error, TimeoutError):
             reason = f"no data for {timeout:g} s (timed out)"
         raise Transient(str(reason)) from None
