@@ -84,14 +84,11 @@ def _grade(assignment: Assignment, submissions: list[Submission], gradebook: Gra
                            settings=settings, on_result=done, on_skip=skipped)
 
 
-def _summary_table(results: list[Result], batch: Batch | None = None) -> Table:
+def _summary_table(results: list[Result]) -> Table:
     table = Table("student", "score", "status", "time", "reason", title="results")
     for r in sorted(results, key=lambda r: r.student):
         table.add_row(r.student, f"{r.score:g}/{r.max_score:g}", r.status, f"{r.total_s:.1f} s",
                       (r.reason[:80] + "…") if len(r.reason) > 80 else r.reason)
-    if batch is not None:
-        table.caption = (f"{len(batch.graded)} graded, {len(batch.skipped)} already graded, "
-                         f"{batch.seconds:.1f} s")
     return table
 
 
@@ -117,8 +114,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     results = gradebook.latest(assignment.name)
     write_summary(results, assignment=assignment.name, title=assignment.config.title,
                   folder=reports)
-    console.print(_summary_table(batch.graded, batch))
-    console.print(f"reports: {reports / 'index.html'}")
+    if batch.graded:
+        console.print(_summary_table(batch.graded))
+    console.print(f"{len(batch.graded)} graded, {len(batch.skipped)} already graded (use --force"
+                  f" to regrade) in {batch.seconds:.1f} s; reports: {reports / 'index.html'}")
     return 0
 
 
@@ -134,7 +133,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         reports = Path(args.reports) if args.reports else None
         settings = _settings(args, reports)
         batch = _grade(assignment, discover(folder, notebook_name=""), gradebook, args, settings)
-    console.print(_summary_table(batch.graded, batch))
+    console.print(_summary_table(batch.graded))
     by_student = {r.student: r for r in batch.graded}
     problems = []
     reference, starter = by_student["reference"], by_student["starter"]

@@ -219,9 +219,9 @@ async def _run_cells(client: _Client, result: Execution, limits: Limits, seed: i
             if result.failed_cell is None:
                 result.failed_cell = result.errors[0]
                 result.status = "cell_error"
-                result.reason = (
-                    f"cell {index + 1} raised {exc.ename}: {_ANSI.sub('', exc.evalue)[:300]}"
-                )
+                evalue = _ANSI.sub("", exc.evalue).strip()[:300]
+                result.reason = f"cell {index + 1} raised {exc.ename}" + (
+                    f": {evalue}" if evalue else "")
     result.execution_s = time.monotonic() - begin
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -152,7 +152,7 @@ class Gradebook:
                 session.add(row)
                 session.flush()
             run = Run(submission_id=row.id, **{name: getattr(result, name) for name in _RUN_FIELDS})
-            run.checks = [CheckRow(**_check_row(c)) for c in result.checks]
+            run.checks = [CheckRow(**asdict(c)) for c in result.checks]
             session.add(run)
 
     def latest(self, assignment: str) -> list[Result]:
@@ -172,6 +172,9 @@ class Gradebook:
                     checks=[_outcome(c) for c in run.checks],
                     **{field: getattr(run, field) for field in _RUN_FIELDS},
                 )
+                stamp = latest[name].graded_at
+                if stamp.tzinfo is None:  # SQLite keeps no zone; we always write UTC
+                    latest[name].graded_at = stamp.replace(tzinfo=UTC)
         return [latest[name] for name in sorted(latest)]
 
     def count_runs(self, assignment: str) -> dict[str, int]:
@@ -193,11 +196,6 @@ _RUN_FIELDS = (
     "kernel_start_s", "execution_s", "checks_s", "report_s", "graded_at", "failed_cell",
     "executed_notebook",
 )
-
-
-def _check_row(outcome: CheckOutcome) -> dict[str, Any]:
-    row = asdict(outcome)
-    return row
 
 
 def _outcome(row: CheckRow) -> CheckOutcome:

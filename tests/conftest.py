@@ -1,0 +1,60 @@
+"""Fixtures shared by the tests: the repository, a copy of the tests' tiny course, notebooks."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+REPO = Path(__file__).resolve().parents[1]
+FILES = Path(__file__).resolve().parent / "files"
+SHARED_DATASETS = REPO.parent / "shared" / "datasets"
+
+
+@pytest.fixture
+def data_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private dataset cache, also for grader subprocesses."""
+    home = tmp_path / "data-home"
+    monkeypatch.setenv("GRADER_DATA_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def course(tmp_path: Path, data_home: Path) -> Path:
+    """A writable copy of the tests' course with the tiny assignment."""
+    target = tmp_path / "course"
+    shutil.copytree(FILES / "course", target)
+    return target
+
+
+def notebook(*sources: str) -> nbformat.NotebookNode:
+    """A notebook whose code cells hold SOURCES."""
+    return new_notebook(
+        cells=[new_code_cell(s) for s in sources],
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+    )
+
+
+@pytest.fixture
+def write_notebook(tmp_path: Path) -> Callable[..., Path]:
+    """Write a notebook of code cells to DIR/NAME.ipynb and return its path."""
+
+    def write(folder: Path, name: str, *sources: str) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{name}.ipynb"
+        nbformat.write(notebook(*sources), path)
+        return path
+
+    return write
+
+
+TINY_SOLUTION = (
+    'import numpy as np\nwith np.load("tiny.npz") as data:\n    x = data["x"]',
+    "total = float(x.sum())\nsquares = x ** 2",
+    "def double(values):\n    return 2 * np.asarray(values)",
+    "guess = 99.5",
+)

@@ -1,0 +1,160 @@
+"""The trusted checks against a live kernel: values cross typed and capped, results never come
+from the student's side."""
+
+import asyncio
+from pathlib import Path
+
+from grader.check import run_checks
+from grader.config import Limits
+from grader.execute import executed, kernel_env
+from tests.conftest import notebook
+
+LIMITS = Limits(cell_seconds=20, total_seconds=60, kernel_start_seconds=30)
+
+
+def grade(tmp_path: Path, check_source: str, *cells: str, public: bool = False) -> dict:
+    """Run CELLS, then the check file; return the outcomes by check name."""
+    checks = tmp_path / "checks" / ("public" if public else "hidden")
+    checks.mkdir(parents=True)
+    (checks / "test_it.py").write_text(check_source)
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    (hidden / "answer.txt").write_text("42")
+    run_dir = tmp_path / "run"
+    work = run_dir / "work"
+    exchange = work / ".grader-exchange"
+    exchange.mkdir(parents=True)
+
+    async def go():
+        async with executed(notebook(*cells), workdir=work, run_dir=run_dir, limits=LIMITS, seed=0,
+                            env=kernel_env(work, threads=1, gpus="")) as ex:
+            return await run_checks(
+                [checks / "test_it.py"], run_dir=run_dir, public_dir=tmp_path / "checks" / "public",
+                hidden_dir=hidden, student_data=None, connection_file=ex.connection_file,
+                exchange_host=exchange, exchange_kernel=str(exchange),
+                why_no_kernel=f"nothing to check: {ex.reason}", timeout=60,
+            )
+
+    result = asyncio.run(go())
+    assert result.problem == "", result.problem
+    return {o.name: o for o in result.outcomes}
+
+
+CHECKS = '''
+import numpy as np
+import pytest
+
+
+@pytest.mark.points(2)
+def test_number(submission):
+    """a is 3"""
+    assert submission.number("a") == 3, f"a should be 3, found {submission.number('a')}"
+
+
+@pytest.mark.points(1)
+def test_array(submission):
+    found = submission.array("v")
+    assert found.dtype.kind == "f" and found.tolist() == [1.0, 2.0], f"v is {found.tolist()}"
+
+
+@pytest.mark.points(1)
+def test_call(submission, hidden):
+    x = np.array([1.0, 2.0, int((hidden / "answer.txt").read_text())])
+    assert submission.call_array("f", x).tolist() == [2.0, 4.0, 84.0], "f should double"
+
+
+@pytest.mark.points(1)
+def test_json(submission):
+    assert submission.get("d") == {"k": [1, 2]}, "d should be {'k': [1, 2]}"
+
+
+@pytest.mark.points(4)
+def test_partial(submission, credit, feedback):
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots()
+    ax.plot([1, 2])
+    feedback.figure(fig, "a plot")
+    feedback.text("note", "well done")
+    credit.tiers(submission.number("a"), [(5, 1.0), (3, 0.5)], "a")
+
+
+def test_missing(submission):
+    submission.number("nowhere")
+
+
+def test_raises(submission):
+    submission.call("broken")
+'''
+
+
+def test_values_calls_points_and_partial_credit(tmp_path):
+    out = grade(tmp_path, CHECKS, "import numpy as np\na = 3\nv = np.array([1.0, 2.0])\n"
+                "d = {'k': [1, 2]}\ndef f(x):\n    return 2 * x\n"
+                "def broken():\n    raise KeyError('oops')")
+    assert {n: o.outcome for n, o in out.items()} == {
+        "test_number": "passed", "test_array": "passed", "test_call": "passed",
+        "test_json": "passed", "test_partial": "partial", "test_missing": "failed",
+        "test_raises": "failed"}
+    assert out["test_number"].points == 2 and out["test_number"].description == "a is 3"
+    assert out["test_partial"].points == 2.0 and "50%" in out["test_partial"].message
+    assert [a.kind for a in out["test_partial"].attachments] == ["image", "text"]
+    assert out["test_missing"].message == "nowhere: NameError: name 'nowhere' is not defined"
+    assert out["test_raises"].message.startswith("broken(...): KeyError")
+    assert out["test_missing"].max_points == 1 and not out["test_missing"].public
+
+
+def test_failed_hidden_check_shows_the_message_not_the_code(tmp_path):
+    source = ('def test_secret(submission):\n'
+              '    SECRET_THRESHOLD = 0.123\n'
+              '    assert submission.number("a") > SECRET_THRESHOLD * 100, "a is too small"\n'
+              'def test_bare(submission):\n'
+              '    assert submission.number("a") > 1000\n')
+    out = grade(tmp_path, source, "a = 3")
+    assert out["test_secret"].message == "a is too small"
+    assert out["test_bare"].message == "the check failed"
+    assert "SECRET" not in out["test_secret"].message + out["test_bare"].message
+
+
+def test_objects_that_equal_everything_do_not_pass(tmp_path):
+    source = ('def test_eq(submission):\n'
+              '    assert submission.get("answer") == 42, "answer should be 42"\n'
+              'def test_arr(submission):\n'
+              '    assert submission.array("answer").tolist() == [42], "answer should be [42]"\n')
+    out = grade(tmp_path, source, "class Anything:\n    def __eq__(self, other):\n        return True\n"
+                "answer = Anything()")
+    assert out["test_eq"].outcome == "failed" and out["test_arr"].outcome == "failed"
+    assert "cannot be handed to the checks" in out["test_eq"].message
+
+
+def test_fake_results_printed_or_written_by_the_student_do_not_count(tmp_path):
+    source = 'def test_a(submission):\n    assert submission.number("a") == 3, "a should be 3"\n'
+    fake = ('import json, pathlib\nprint(\'{"checks": [{"name": "test_a", "points": 100}]}\')\n'
+            'for p in [pathlib.Path(".grader-exchange"), pathlib.Path("..") / "checks"]:\n'
+            '    p.mkdir(exist_ok=True)\n'
+            '    (p / "results.json").write_text(json.dumps({"checks": [{"name": "test_a",'
+            ' "description": "", "public": False, "max_points": 100, "points": 100,'
+            ' "outcome": "passed", "message": "", "attachments": []}]}))\n'
+            'a = 4')
+    out = grade(tmp_path, source, fake)
+    assert out["test_a"].outcome == "failed" and out["test_a"].points == 0
+
+
+def test_a_swapped_in_symlink_is_not_followed(tmp_path):
+    source = ('def test_link(submission):\n'
+              '    assert submission.array("v").tolist() == [1], "v should be [1]"\n')
+    trick = ('import os, numpy as np, builtins\n'
+             'real_save = np.save\n'
+             'def evil_save(path, arr, **kw):\n'
+             '    os.symlink("/etc/passwd", path)\n'
+             'np.save = evil_save\n'
+             'v = np.array([1])')
+    out = grade(tmp_path, source, trick)
+    assert out["test_link"].outcome == "failed"
+    assert "could not be read back" in out["test_link"].message
+
+
+def test_without_a_kernel_every_check_fails_with_the_reason(tmp_path):
+    source = 'def test_a(submission):\n    submission.number("a")\n'
+    out = grade(tmp_path, source, "a = 1", "import os\nos._exit(1)")
+    assert out["test_a"].outcome == "failed"
+    assert out["test_a"].message.startswith("nothing to check: the Python kernel died in cell 2")

@@ -1,0 +1,76 @@
+import json
+
+import nbformat
+import pytest
+
+from grader.errors import SubmissionError
+from grader.submission import InvalidNotebook, discover, read_notebook, slug, student_id
+from tests.conftest import notebook
+
+
+def test_discovers_files_and_folders_sorted(tmp_path):
+    nbformat.write(notebook("1"), tmp_path / "bob.ipynb")
+    (tmp_path / "alice").mkdir()
+    nbformat.write(notebook("1"), tmp_path / "alice" / "whatever.ipynb")
+    (tmp_path / "notes.txt").write_text("not a notebook")
+    (tmp_path / ".hidden.ipynb").write_text("{}")
+    found = discover(tmp_path, notebook_name="a.ipynb")
+    assert [(s.student, s.path.name) for s in found] == [("alice", "whatever.ipynb"), ("bob", "bob.ipynb")]
+
+
+def test_folder_with_several_notebooks_prefers_the_assignment_name(tmp_path):
+    folder = tmp_path / "carol"
+    folder.mkdir()
+    for name in ("draft.ipynb", "a.ipynb"):
+        nbformat.write(notebook("1"), folder / name)
+    (tmp_path / "dave").mkdir()
+    for name in ("x.ipynb", "y.ipynb"):
+        nbformat.write(notebook("1"), tmp_path / "dave" / name)
+    (tmp_path / "erin").mkdir()
+    found = {s.student: s for s in discover(tmp_path, notebook_name="a.ipynb")}
+    assert found["carol"].path.name == "a.ipynb"
+    assert found["dave"].path is None and "several notebooks" in found["dave"].problem
+    assert found["erin"].path is None and "no .ipynb" in found["erin"].problem
+
+
+def test_missing_or_empty_folder_is_a_user_error(tmp_path):
+    with pytest.raises(SubmissionError, match="does not exist"):
+        discover(tmp_path / "nope", notebook_name="a.ipynb")
+    with pytest.raises(SubmissionError, match="no notebooks"):
+        discover(tmp_path, notebook_name="a.ipynb")
+
+
+@pytest.mark.parametrize(("content", "words"), [
+    (b"{not json", "not JSON"),
+    (b"\xff\xfe\x00", "not JSON"),
+    (b'{"hello": 1}', "not a notebook"),
+    (json.dumps({"cells": "x", "nbformat": 4, "nbformat_minor": 5, "metadata": {}}).encode(),
+     "does not follow the notebook format"),
+    (nbformat.writes(notebook("", "   ")).encode(), "no code"),
+])
+def test_unreadable_notebooks_say_why(tmp_path, content, words):
+    path = tmp_path / "s.ipynb"
+    path.write_bytes(content)
+    with pytest.raises(InvalidNotebook, match=words):
+        read_notebook(path)
+
+
+def test_nbformat3_notebooks_are_upgraded(tmp_path):
+    v3 = {"nbformat": 3, "nbformat_minor": 0, "metadata": {"name": ""}, "worksheets": [
+        {"cells": [{"cell_type": "code", "input": "x = 1", "language": "python",
+                    "outputs": [], "metadata": {}}], "metadata": {}}]}
+    path = tmp_path / "old.ipynb"
+    path.write_text(json.dumps(v3))
+    nb, digest = read_notebook(path)
+    assert nb.nbformat == 4 and nb.cells[0].source == "x = 1" and len(digest) == 64
+
+
+def test_hostile_student_ids_become_safe_file_names():
+    for hostile in ("../../etc/passwd", "a/b", "..", "\x00\x1b[31mred", "é" * 300, "con", ""):
+        name = slug(student_id(hostile))
+        assert "/" not in name and name not in (".", "..") and 0 < len(name) <= 80
+        assert name.isprintable()
+    assert slug("alice") == "alice"
+    assert slug("a/b") != slug("a_b")
+    assert len(student_id("x" * 1000)) <= 100
+    assert student_id("\x07bell") == "?bell"
