@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -83,20 +84,36 @@ def _strings(node: object) -> list[str]:
     return []
 
 
+def _pairs(lines: list[str]) -> set[tuple[str, str]]:
+    """Consecutive pairs of non-empty stripped lines."""
+    kept = [line.strip() for line in lines if line.strip()]
+    return set(itertools.pairwise(kept))
+
+
 def find_leaks(starter: NotebookNode, source_nb: NotebookNode, hidden_sources: list[str]) -> list[str]:
-    """Solution lines or hidden check lines found anywhere in the starter notebook."""
+    """Solution lines or hidden checks found anywhere in the starter notebook.
+
+    A solution line is a leak unless the instructor also gives it outside a solution. A hidden
+    check leaks when its name, or two of its lines in a row, show up: one line alone (loading
+    the data, say) is too often shared with the notebook on purpose.
+    """
     given: list[str] = []
     solutions: list[str] = []
     for cell in source_nb.cells:
         kept, removed = _strip_solutions(cell.source, "")
         given.extend(line.strip() for line in kept.splitlines())
         solutions.extend(removed)
-    found = set(_strings(starter))
-    solution = _distinctive(solutions, set(given))  # a line also given outside a solution is fine
-    hidden = _distinctive([ln for src in hidden_sources for ln in src.splitlines()], set(given))
+    strings = _strings(starter)
+    found = set(strings)
+    solution = _distinctive(solutions, set(given))
     leaks = [f"solution line {line!r}" for line in sorted(solution & found)]
-    leaks += [f"hidden check line {line!r}" for line in sorted(hidden & found)]
-    text = "\n".join(found)
+    hidden_lines = [ln for src in hidden_sources for ln in src.splitlines()]
+    names = {m.group(1) for m in re.finditer(r"def (test_\w+)", "\n".join(hidden_lines))}
+    text = "\n".join(strings)
+    leaks += [f"hidden check name {name!r}" for name in sorted(names) if name in text]
+    copied = _pairs(hidden_lines) & _pairs(strings)
+    leaks += [f"hidden check lines {a!r} / {b!r}" for a, b in sorted(copied)
+              if len(a) + len(b) >= 2 * _MIN_LEAK]
     leaks += [f"solution marker {m!r}" for m in (BEGIN, END) if m in text]
     leaks += [f"path into the hidden checks {p!r}" for p in re.findall(r"checks/hidden\S*", text)]
     return leaks

@@ -102,7 +102,7 @@ def read_notebook(path: Path) -> tuple[NotebookNode, str]:
         raw = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidNotebook(f"the file is not a valid notebook (not JSON: {exc})") from None
-    if not isinstance(raw, dict) or "cells" not in raw and "worksheets" not in raw:
+    if not isinstance(raw, dict) or ("cells" not in raw and "worksheets" not in raw):
         raise InvalidNotebook("the file is JSON but not a notebook (no cells)")
     try:
         nb = nbformat.reads(json.dumps(raw), as_version=4)

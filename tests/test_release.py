@@ -40,13 +40,35 @@ def test_solution_text_anywhere_in_the_starter_is_a_leak():
     assert "solution line 'answer = compute_the_answer(42)'" in leaks
 
 
-def test_hidden_check_lines_and_paths_are_leaks():
+HIDDEN = """def test_answer(submission, hidden):
+    expected = load_hidden_answers(hidden)
+    assert submission.number("answer") == expected, "answer is wrong"
+"""
+
+
+def test_a_hidden_check_pasted_into_the_notebook_is_a_leak():
     source = source_notebook()
     starter = make_starter(source)
-    starter.cells[0].source += "\nexpected = load_hidden_answers()  # see checks/hidden/test_a.py"
-    leaks = find_leaks(starter, source, ["expected = load_hidden_answers()  # see checks/hidden/test_a.py"])
-    assert any(leak.startswith("hidden check line") for leak in leaks)
+    starter.cells[1].source += "\n    expected = load_hidden_answers(hidden)\n" \
+        '    assert submission.number("answer") == expected, "answer is wrong"'
+    leaks = find_leaks(starter, source, [HIDDEN])
+    assert any(leak.startswith("hidden check lines") for leak in leaks)
+
+
+def test_hidden_check_names_and_paths_are_leaks():
+    source = source_notebook()
+    starter = make_starter(source)
+    starter.cells[0].source += "\n# run test_answer from checks/hidden/test_a.py to see"
+    leaks = find_leaks(starter, source, [HIDDEN])
+    assert "hidden check name 'test_answer'" in leaks
     assert any(leak.startswith("path into the hidden checks") for leak in leaks)
+
+
+def test_one_shared_line_is_not_a_leak():
+    source = source_notebook()
+    starter = make_starter(source)
+    starter.cells[0].source += "\nexpected = load_hidden_answers(hidden)"
+    assert find_leaks(starter, source, [HIDDEN]) == []
 
 
 def test_committed_starters_reproduce_byte_for_byte():

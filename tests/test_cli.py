@@ -1,0 +1,108 @@
+"""The command line as a user runs it."""
+
+import argparse
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+
+from grader.cli import EXPORT_COLUMNS, build_parser
+from tests.conftest import TINY_SOLUTION
+
+
+def grader(*args, cwd=None, ok=True):
+    run = subprocess.run([sys.executable, "-m", "grader", *map(str, args)], cwd=cwd,
+                         capture_output=True, text=True, timeout=300)
+    if ok:
+        assert run.returncode == 0, run.stderr[-3000:]
+    return run
+
+
+def _subparsers(parser):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            yield from action.choices.items()
+
+
+def test_every_command_and_option_has_help_text():
+    parser = build_parser()
+    seen = []
+    stack = list(_subparsers(parser))
+    while stack:
+        name, sub = stack.pop()
+        seen.append(name)
+        assert sub.description, f"`grader {name}` has no description"
+        for action in sub._actions:
+            if not isinstance(action, argparse._SubParsersAction):
+                assert action.help, f"`grader {name}` option {action.dest} has no help"
+        stack.extend(_subparsers(sub))
+    assert {"list", "release", "validate", "run", "report", "export", "data"} <= set(seen)
+
+
+@pytest.mark.parametrize("args", [
+    ["run", "nope", "--submissions", "."],
+    ["run", "tiny", "--submissions", "missing-folder"],
+    ["run", "tiny", "--submissions", ".", "--workers", "0"],
+    ["export", "tiny", "--gradebook", "missing.sqlite"],
+    ["report", "tiny", "--gradebook", "missing.sqlite"],
+    ["release", "../../etc"],
+    ["list", "--course", "/nonexistent"],
+])
+def test_bad_input_is_one_line_and_exit_2(course, args):
+    run = grader(*args, "--course", course, cwd=course, ok=False) if "--course" not in args else \
+        grader(*args, cwd=course, ok=False)
+    assert run.returncode == 2
+    assert run.stderr.startswith("error: ") and run.stderr.count("\n") == 1, run.stderr
+    assert "Traceback" not in run.stderr + run.stdout
+
+
+def test_run_export_report_and_list(course, tmp_path, write_notebook):
+    subs = tmp_path / "subs"
+    write_notebook(subs, "alice", *TINY_SOLUTION)
+    write_notebook(subs / "bob", "work", "raise ValueError('bob')")
+    listed = grader("list", "--course", course)
+    assert "tiny" in listed.stdout and "Tiny: the tests' own assignment" in listed.stdout
+    run = grader("run", "tiny", "--course", course, "--submissions", subs, cwd=tmp_path)
+    assert "2 graded, 0 already graded" in run.stdout
+    assert (tmp_path / "reports" / "tiny" / "index.html").exists()
+    assert (tmp_path / "gradebook.sqlite").exists()
+    again = grader("run", "tiny", "--course", course, "--submissions", subs, cwd=tmp_path)
+    assert "0 graded, 2 already graded" in again.stdout
+    rows = list(csv.DictReader(io.StringIO(grader("export", "tiny", "--course", course,
+                                                  cwd=tmp_path).stdout)))
+    assert tuple(rows[0]) == EXPORT_COLUMNS
+    assert [(r["student"], r["score"], r["status"]) for r in rows] == [
+        ("alice", "6.0", "graded"), ("bob", "0.0", "cell_error")]
+    data = json.loads(grader("export", "tiny", "--format", "json", "--course", course,
+                             cwd=tmp_path).stdout)
+    assert data[1]["reason"] == "cell 1 raised ValueError: bob" and data[0]["graded_at"].endswith("+00:00")
+    (tmp_path / "reports" / "tiny" / "alice.html").unlink()
+    grader("report", "tiny", "--course", course, cwd=tmp_path)
+    assert "6 / 6" in (tmp_path / "reports" / "tiny" / "alice.html").read_text()
+
+
+def test_release_and_validate(course):
+    release = course / "assignments" / "tiny" / "release" / "tiny.ipynb"
+    committed = release.read_bytes()
+    release.unlink()
+    grader("release", "tiny", "--course", course)
+    assert release.read_bytes() == committed
+    grader("validate", "tiny", "--course", course)
+
+
+def test_validate_fails_when_the_reference_is_wrong(course):
+    source = course / "assignments" / "tiny" / "source" / "tiny.ipynb"
+    source.write_text(source.read_text().replace("guess = 99.5", "guess = 1"))
+    run = grader("validate", "tiny", "--course", course, ok=False)
+    assert run.returncode == 1 and "the reference got 4/6" in run.stderr
+
+
+def test_release_refuses_a_leaking_starter(course):
+    source = course / "assignments" / "tiny" / "source" / "tiny.ipynb"
+    source.write_text(source.read_text().replace(
+        "# Tiny", "# Tiny\\n\\nSee test_double for how we grade."))
+    run = grader("release", "tiny", "--course", course, ok=False)
+    assert run.returncode == 2 and "would leak" in run.stderr and "test_double" in run.stderr
