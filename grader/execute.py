@@ -18,12 +18,14 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from jupyter_client.manager import AsyncKernelManager
+from jupyter_core.utils import ensure_async
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
+from traitlets import List, Unicode
 
 from .config import Limits
 from .launch import module_command
@@ -78,7 +80,7 @@ class Execution:
 class _KernelManager(AsyncKernelManager):
     """A kernel of the grader's own interpreter, started through the launcher above."""
 
-    command_prefix: ClassVar[list[str]] = []
+    command_prefix = List(Unicode(), help="argv put before the kernel's (a sandbox)")
 
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         cmd = module_command("ipykernel_launcher", "-f", os.path.realpath(self.connection_file))
@@ -235,15 +237,15 @@ async def _recover(client: _Client) -> None:
     """After a timeout, interrupt the cell; a kernel that will not stop is killed."""
     assert client.km is not None
     with contextlib.suppress(Exception):
-        await client.km.interrupt_kernel()
+        await ensure_async(client.km.interrupt_kernel())
     if not await _answers(client):
         with contextlib.suppress(Exception):
-            await client.km.shutdown_kernel(now=True)
+            await ensure_async(client.km.shutdown_kernel(now=True))
 
 
 async def _answers(client: _Client, timeout: float = 10.0) -> bool:
     """Whether the kernel is alive and runs a trivial request."""
-    if client.kc is None or client.km is None or not await client.km.is_alive():
+    if client.kc is None or client.km is None or not await ensure_async(client.km.is_alive()):
         return False
     deadline = time.monotonic() + timeout
     while (left := deadline - time.monotonic()) > 0:
