@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import devices, release
+from . import devices, release, sandbox
 from .assignments import Assignment, list_assignments, load_assignment
 from .data.prepare import Prepared, prepare
 from .errors import GraderError, ValidationFailed
@@ -95,9 +95,13 @@ def _summary_table(results: list[Result]) -> Table:
 def _settings(args: argparse.Namespace, reports: Path | None) -> Settings:
     if args.workers < 1:
         raise GraderError(f"--workers must be at least 1, found {args.workers}")
+    if not args.no_sandbox and sandbox.bwrap() is None:
+        raise GraderError("cannot isolate the notebooks: bubblewrap is missing or cannot make a "
+                          "sandbox here (apt-get install bubblewrap); or pass --no-sandbox to "
+                          "grade without isolation")
     return Settings(workers=args.workers, force=getattr(args, "force", False), reports=reports,
                     notebook_html=not args.no_notebook_html,
-                    devices=tuple(devices.choose(args.gpus)))
+                    devices=tuple(devices.choose(args.gpus)), sandboxed=not args.no_sandbox)
 
 
 def _reports_dir(args: argparse.Namespace, assignment: Assignment) -> Path:
@@ -218,6 +222,8 @@ def _grading_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-home", help="dataset cache (default $GRADER_DATA_HOME or ~/.cache/grader)")
     p.add_argument("--no-notebook-html", action="store_true",
                    help="do not write each executed notebook as HTML beside its feedback")
+    p.add_argument("--no-sandbox", action="store_true",
+                   help="run kernels without the bubblewrap sandbox (reports say so)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,7 +19,10 @@ class Limits:
     cell_seconds: float = 300.0  # wall time for one cell
     kernel_start_seconds: float = 60.0  # for the kernel to start and answer
     check_seconds: float = 300.0  # for all checks of one submission together
-    memory_mb: int = 4096  # address space of the kernel (enforced by the sandbox)
+    memory_mb: int = 4096  # address space of each process of the kernel
+    disk_mb: int = 1024  # the working directory and /tmp each, and the largest file written
+    processes: int = 256  # processes and threads of the kernel together (sandbox only)
+    open_files: int = 1024  # open files of each process
     output_bytes: int = 2_000_000  # stored outputs of the executed notebook, all cells together
 
 

@@ -6,6 +6,7 @@ shut down, with every process in its group, when the `executed` block ends.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -25,7 +26,7 @@ from jupyter_core.utils import ensure_async
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
-from traitlets import List, Unicode
+from traitlets import Integer, List, Unicode
 
 from .config import Limits
 from .launch import module_command
@@ -78,9 +79,23 @@ class Execution:
 
 
 class _KernelManager(AsyncKernelManager):
-    """A kernel of the grader's own interpreter, started through the launcher above."""
+    """A kernel of the grader's own interpreter, started through the launcher, interrupted by
+    message (a signal would not reach it inside a sandbox)."""
 
     command_prefix = List(Unicode(), help="argv put before the kernel's (a sandbox)")
+    owner = Integer(-1, help="user the kernel runs as, who must read the connection file")
+
+    @property
+    def kernel_spec(self) -> Any:
+        spec = super().kernel_spec
+        if spec is not None:
+            spec.interrupt_mode = "message"
+        return spec
+
+    def write_connection_file(self, **kwargs: Any) -> None:
+        super().write_connection_file(**kwargs)
+        if self.owner >= 0:
+            os.chown(self.connection_file, self.owner, self.owner)
 
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         cmd = module_command("ipykernel_launcher", "-f", os.path.realpath(self.connection_file))
@@ -137,17 +152,23 @@ async def executed(
     nb: NotebookNode,
     *,
     workdir: Path,
-    run_dir: Path,
+    shared: Path,
     limits: Limits,
     seed: int,
     env: dict[str, str],
     command_prefix: list[str] | None = None,
+    owner: int = -1,
 ) -> AsyncIterator[Execution]:
-    """Execute NB in a new kernel started in WORKDIR; yield the result with the kernel still up."""
+    """Execute NB in a new kernel started in WORKDIR; yield the result with the kernel still up.
+
+    SHARED holds the connection file and the kernel's sockets; a sandboxed kernel (COMMAND_PREFIX)
+    running as OWNER sees it at the same path.
+    """
     km = _KernelManager(
-        connection_file=str(run_dir / "kernel.json"), transport="ipc", ip=str(run_dir / "kernel")
+        connection_file=str(shared / "kernel.json"), transport="ipc", ip=str(shared / "kernel")
     )
     km.command_prefix = list(command_prefix or [])
+    km.owner = owner
     client = _Client(
         nb,
         km=km,
@@ -162,10 +183,11 @@ async def executed(
     result = Execution(status="ok", reason="", notebook=client.nb)
     started = time.monotonic()
     stack = contextlib.AsyncExitStack()
+    log = stack.enter_context(open(shared / "kernel.log", "wb"))
     try:
         try:
             await stack.enter_async_context(client.async_setup_kernel(
-                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                env=env, stdout=subprocess.DEVNULL, stderr=log, independent=True
             ))
         except Exception as exc:  # noqa: BLE001 - any failure to start is reported as such
             result.status = "kernel_failed"
@@ -180,6 +202,7 @@ async def executed(
                 result.status, result.reason = "kernel_died", _died_reason(result)
         yield result
     finally:
+        atexit.unregister(client._cleanup_kernel)  # nbclient's own, for kernels it owns at exit
         with contextlib.suppress(Exception):
             await stack.aclose()
         with contextlib.suppress(Exception):

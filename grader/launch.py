@@ -11,8 +11,14 @@ try:
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 except Exception:
     pass
-if os.environ.get("GRADER_PARENT_PID") and os.getppid() != int(os.environ["GRADER_PARENT_PID"]):
-    sys.exit(1)  # the grader died before prctl took hold
+if not os.environ.get("GRADER_SANDBOXED") and os.environ.get("GRADER_PARENT_PID") \
+        and os.getppid() != int(os.environ["GRADER_PARENT_PID"]):
+    sys.exit(1)  # the grader died before prctl took hold (a sandbox dies with it by itself)
+limits = os.environ.pop("GRADER_RLIMITS", "")
+if limits:
+    import json, resource
+    for name, value in json.loads(limits).items():
+        resource.setrlimit(getattr(resource, "RLIMIT_" + name), (value, value))
 module = sys.argv[1]
 sys.argv = [module, *sys.argv[2:]]
 runpy.run_module(module, run_name="__main__", alter_sys=True)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
+import os
 import queue
 import shutil
 import tempfile
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import nbformat
 
+from . import sandbox
 from .assignments import Assignment
 from .check import run_checks
 from .data.prepare import Prepared
@@ -41,6 +44,7 @@ class Settings:
     reports: Path | None = None  # feedback pages go here when set
     notebook_html: bool = True  # also write each executed notebook as HTML
     devices: tuple[Device, ...] = (CPU,)
+    sandboxed: bool = True  # run each kernel in the bubblewrap sandbox
     work_root: Path | None = None  # where each submission's private folder is made
 
 
@@ -69,14 +73,15 @@ def _submitted_at(path: Path | None) -> datetime | None:
 
 def grade_submission(
     assignment: Assignment, submission: Submission, *, prepared: Prepared | None,
-    device: Device = CPU, threads: int = 1, work_root: Path | None = None,
+    device: Device = CPU, threads: int = 1, work_root: Path | None = None, sandboxed: bool = True,
+    slot: int = 0,
 ) -> Result:
     """Grade one submission; never raises for anything the notebook does."""
     result = Result(
         student=submission.student, assignment=assignment.name,
         notebook=str(submission.path or ""), sha256=_digest(submission.path),
         checks_sha256=assignment.checks_digest(), status="invalid", reason=submission.problem or "",
-        score=0.0, max_score=assignment.config.points, device=device.label,
+        score=0.0, max_score=assignment.config.points, device=device.label, sandboxed=sandboxed,
         submitted_at=_submitted_at(submission.path),
     )
     if submission.path is None:
@@ -87,8 +92,9 @@ def grade_submission(
         result.reason = str(exc)
         return result
     run_dir = Path(tempfile.mkdtemp(prefix="grader-", dir=work_root))
+    kernel = _Kernel(assignment, prepared, run_dir, device, threads, sandboxed, SANDBOX_UID + slot)
     try:
-        asyncio.run(_execute_and_check(assignment, nb, result, run_dir, prepared, device, threads))
+        asyncio.run(_execute_and_check(assignment, nb, result, kernel))
     except Exception:  # noqa: BLE001 - the grader's own failure, stored so the batch goes on
         result.status = "internal_error"
         result.reason = "the grader failed: " + traceback.format_exc(limit=3).strip()[-1500:]
@@ -98,24 +104,74 @@ def grade_submission(
     return result
 
 
-async def _execute_and_check(
-    assignment: Assignment, nb: nbformat.NotebookNode, result: Result, run_dir: Path,
-    prepared: Prepared | None, device: Device, threads: int,
-) -> None:
-    workdir = run_dir / "work"
-    workdir.mkdir()
-    _stage_files(assignment, prepared, workdir)
-    nbformat.write(nb, workdir / assignment.config.notebook)
-    exchange = workdir / EXCHANGE
-    exchange.mkdir()
+SANDBOX_UID = 61000  # kernels run as 61000 + their worker slot, so each has its own process limit
+
+
+@dataclass
+class _Kernel:
+    """Where and how one submission's kernel runs."""
+
+    assignment: Assignment
+    prepared: Prepared | None
+    run_dir: Path
+    device: Device
+    threads: int
+    sandboxed: bool
+    uid: int
+
+    def stage(self, nb: nbformat.NotebookNode) -> tuple[Path, Path, dict[str, str], list[str], int]:
+        """Lay out the files; return the kernel's host cwd, the exchange folder as the kernel
+        sees it, its environment, the sandbox command and the user it runs as."""
+        name = self.assignment.config.notebook
+        shared = self.run_dir / "shared"
+        exchange = shared / EXCHANGE
+        exchange.mkdir(parents=True)
+        limits = self.assignment.config.limits
+        env = kernel_env(self.run_dir, threads=self.threads, gpus=self.device.cuda_visible_devices)
+        files = {name: self.run_dir / name, **self._data_files()}
+        nbformat.write(nb, files[name])
+        if not self.sandboxed:
+            workdir = self.run_dir / "work"
+            workdir.mkdir()
+            for target, source in files.items():
+                (shutil.copytree if source.is_dir() else shutil.copy2)(source, workdir / target)
+            env["HOME"] = str(workdir)
+            rlimits = json.loads(sandbox.rlimits(limits))
+            rlimits.pop("NPROC")  # would count every process of the grader's user
+            env["GRADER_RLIMITS"] = json.dumps(rlimits)
+            return workdir, exchange, env, [], -1
+        owner = self.uid if os.geteuid() == 0 else -1
+        for folder in (shared, exchange):
+            os.chmod(folder, 0o700)
+            if owner >= 0:
+                os.chown(folder, owner, owner)
+        env.update(HOME=sandbox.HOME, GRADER_SANDBOXED="1", GRADER_RLIMITS=sandbox.rlimits(limits))
+        spec = sandbox.Spec(files=files, shared=shared, limits=limits,
+                            gpus=self.device.cuda_visible_devices, uid=self.uid)
+        return self.run_dir, exchange, env, sandbox.command([], spec), owner
+
+    def _data_files(self) -> dict[str, Path]:
+        """The student-visible data, by name in the working directory; never anything hidden."""
+        if self.prepared is None:
+            return {}
+        folder = self.prepared.student_dir
+        names = self.assignment.config.data.student_files or tuple(
+            p.name for p in sorted(folder.iterdir()))
+        return {name: folder / name for name in names}
+
+
+async def _execute_and_check(assignment: Assignment, nb: nbformat.NotebookNode, result: Result,
+                             kernel: _Kernel) -> None:
+    workdir, exchange, env, prefix, owner = kernel.stage(nb)
     limits = assignment.config.limits
-    env = kernel_env(workdir, threads=threads, gpus=device.cuda_visible_devices)
-    async with executed(nb, workdir=workdir, run_dir=run_dir, limits=limits,
-                        seed=assignment.config.seed, env=env) as execution:
+    prepared = kernel.prepared
+    async with executed(nb, workdir=workdir, shared=exchange.parent, limits=limits,
+                        seed=assignment.config.seed, env=env, command_prefix=prefix,
+                        owner=owner) as execution:
         result.kernel_start_s = execution.kernel_start_s
         result.execution_s = execution.execution_s
         checks = await run_checks(
-            assignment.check_files(), run_dir=run_dir, public_dir=assignment.public_checks,
+            assignment.check_files(), run_dir=kernel.run_dir, public_dir=assignment.public_checks,
             hidden_dir=prepared.hidden_dir if prepared else None,
             student_data=prepared.student_dir if prepared else None,
             connection_file=execution.connection_file, exchange_host=exchange,
@@ -133,20 +189,6 @@ async def _execute_and_check(
         "evalue": cell.evalue[:2000], "traceback": cell.traceback,
     }
     result.executed_notebook = nbformat.writes(execution.notebook)
-
-
-def _stage_files(assignment: Assignment, prepared: Prepared | None, workdir: Path) -> None:
-    """Copy the student-visible data next to the notebook; never anything hidden."""
-    if prepared is None:
-        return
-    names = assignment.config.data.student_files or tuple(
-        p.name for p in sorted(prepared.student_dir.iterdir()))
-    for name in names:
-        source = prepared.student_dir / name
-        if source.is_dir():
-            shutil.copytree(source, workdir / name)
-        else:
-            shutil.copy2(source, workdir / name)
 
 
 def grade_batch(
@@ -169,19 +211,20 @@ def grade_batch(
                 on_skip(submission)
         else:
             todo.append(submission)
-    devices: queue.Queue[Device] = queue.Queue()
+    devices: queue.Queue[tuple[int, Device]] = queue.Queue()
     slots = max(1, settings.workers)
     for i in range(slots):
-        devices.put(settings.devices[i % len(settings.devices)])
+        devices.put((i, settings.devices[i % len(settings.devices)]))
     threads = threads_per_kernel(slots)
 
     def work(submission: Submission) -> Result:
-        device = devices.get()
+        slot, device = devices.get()
         try:
             result = grade_submission(assignment, submission, prepared=prepared, device=device,
-                                      threads=threads, work_root=settings.work_root)
+                                      threads=threads, work_root=settings.work_root,
+                                      sandboxed=settings.sandboxed, slot=slot)
         finally:
-            devices.put(device)
+            devices.put((slot, device))
         if settings.reports is not None:
             started = time.monotonic()
             try:

@@ -26,7 +26,7 @@ def grade(tmp_path: Path, check_source: str, *cells: str, public: bool = False) 
     exchange.mkdir(parents=True)
 
     async def go():
-        async with executed(notebook(*cells), workdir=work, run_dir=run_dir, limits=LIMITS, seed=0,
+        async with executed(notebook(*cells), workdir=work, shared=run_dir, limits=LIMITS, seed=0,
                             env=kernel_env(work, threads=1, gpus="")) as ex:
             return await run_checks(
                 [checks / "test_it.py"], run_dir=run_dir, public_dir=tmp_path / "checks" / "public",

@@ -16,7 +16,7 @@ def run(tmp_path: Path, *sources: str, limits: Limits = LIMITS):
     work.mkdir(parents=True, exist_ok=True)
 
     async def go():
-        async with executed(notebook(*sources), workdir=work, run_dir=tmp_path, limits=limits,
+        async with executed(notebook(*sources), workdir=work, shared=tmp_path, limits=limits,
                             seed=3, env=kernel_env(work, threads=1, gpus="")) as ex:
             return ex, ex.connection_file is not None
 

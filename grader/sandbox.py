@@ -1,0 +1,138 @@
+"""Contain a student's kernel with bubblewrap: no network, a private filesystem view, an
+unprivileged user, resource limits, and every process gone when it ends.
+
+Inside, the kernel sees the Python it runs on (read-only), the system's /usr (read-only), a
+size-capped private working directory /home/student/work holding the notebook and the student's
+data (both read-only), a private size-capped /tmp, and one small folder shared with the grader
+(the kernel's sockets and the exchange folder), at the same path as outside. Nothing else of
+the machine is there: not the checks, the hidden data, the gradebook, the reports, the other
+submissions, the course folder or anyone's home.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Limits
+
+HOME = "/home/student"
+WORKDIR = f"{HOME}/work"
+_ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime", "fonts",
+        "nsswitch.conf", "mime.types")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What one sandbox holds and may use."""
+
+    files: dict[str, Path]  # name in the working directory -> host file or folder (read-only)
+    shared: Path  # host folder bound read-write at the same path (sockets, exchange)
+    limits: Limits
+    gpus: str = ""  # CUDA_VISIBLE_DEVICES of the kernel: which /dev/nvidiaN to let in
+    uid: int = 65534  # the unprivileged user the kernel runs as
+
+
+@functools.cache
+def bwrap() -> str | None:
+    """The bubblewrap binary, if it can make a sandbox on this machine."""
+    path = shutil.which("bwrap")
+    if path is None:
+        return None
+    probe = [path, "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "true"]
+    try:
+        ok = subprocess.run(probe, capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        ok = False
+    return path if ok else None
+
+
+def _python_roots() -> list[str]:
+    """Folders the interpreter and its packages live in: the venv and the Python it was made from.
+
+    Only these: never sys.path as a whole, which may hold the working directory or the course."""
+    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+             os.path.dirname(sys.executable), os.path.dirname(os.path.realpath(sys.executable))}
+    roots |= {os.path.realpath(r) for r in roots}
+    ordered = sorted(r for r in roots if os.path.isdir(r) and r != "/" and not r.startswith("/usr/"))
+    return [r for i, r in enumerate(ordered) if not any(r.startswith(o + "/") for o in ordered[:i])]
+
+
+def _ancestors(folder: str) -> list[str]:
+    """The folders above FOLDER, outermost first (/root, /root/.pyenv, ...)."""
+    parts = Path(folder).parts[1:-1]
+    return ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def _gpu_devices(gpus: str) -> list[str]:
+    if not gpus:
+        return []
+    wanted = [f"/dev/nvidia{g}" for g in gpus.split(",") if g.strip().isdigit()]
+    common = ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", *glob.glob("/dev/nvidia-caps/*")]
+    return [d for d in [*wanted, *common] if os.path.exists(d)]
+
+
+def rlimits(limits: Limits) -> str:
+    """The resource limits the kernel's launcher applies to itself, as JSON."""
+    memory = limits.memory_mb * 1024 * 1024
+    return json.dumps({
+        "AS": memory, "NPROC": limits.processes, "NOFILE": limits.open_files,
+        "FSIZE": limits.disk_mb * 1024 * 1024, "CORE": 0,
+        "CPU": int(limits.total_seconds * max(1, os.cpu_count() or 1) + 60),
+    })
+
+
+def command(argv: list[str], spec: Spec) -> list[str]:
+    """ARGV wrapped in a bubblewrap sandbox as SPEC says."""
+    path = bwrap()
+    if path is None:
+        raise RuntimeError("bubblewrap cannot make a sandbox on this machine")
+    disk = str(spec.limits.disk_mb * 1024 * 1024)
+    root = os.geteuid() == 0
+    args = [path, "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
+            "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--hostname", "sandbox"]
+    if not root:  # an unprivileged grader gets a user namespace, with its own user as SPEC.uid
+        args += ["--unshare-user", "--uid", str(spec.uid), "--gid", str(spec.uid)]
+    args += ["--ro-bind", "/usr", "/usr", "--proc", "/proc", "--dev", "/dev"]
+    for link in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        target = os.path.realpath(f"/{link}")
+        if os.path.islink(f"/{link}") and target.startswith("/usr/"):
+            args += ["--symlink", target, f"/{link}"]
+    for name in _ETC:
+        if os.path.exists(f"/etc/{name}"):
+            args += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
+    made: set[str] = set()
+    for folder in _python_roots():
+        for above in _ancestors(folder):  # traversable, even where the host's are not (/root)
+            if above not in made:
+                made.add(above)
+                args += ["--perms", "0755", "--dir", above]
+        args += ["--ro-bind", folder, folder]
+    args += ["--perms", "01777", "--size", disk, "--tmpfs", "/tmp"]
+    args += ["--perms", "01777", "--size", disk, "--tmpfs", HOME]
+    args += ["--perms", "01777", "--dir", WORKDIR]
+    for name, source in sorted(spec.files.items()):
+        args += ["--ro-bind", str(source), f"{WORKDIR}/{name}"]
+    for above in _ancestors(str(spec.shared)):
+        if above not in made and above != "/tmp":
+            args += ["--perms", "0755", "--dir", above]
+    args += ["--bind", str(spec.shared), str(spec.shared)]
+    for device in _gpu_devices(spec.gpus):
+        args += ["--dev-bind", device, device]
+    if spec.gpus and os.path.isdir("/sys"):
+        args += ["--ro-bind", "/sys", "/sys"]  # the CUDA runtime reads the PCI topology there
+    args += ["--chdir", WORKDIR, "--setenv", "HOME", HOME]
+    if root:  # a real unprivileged user, so that the process limit counts this kernel alone
+        setpriv = shutil.which("setpriv") or "/usr/bin/setpriv"
+        args += ["--", setpriv, f"--reuid={spec.uid}", f"--regid={spec.uid}", "--clear-groups",
+                 "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"]
+    else:
+        args += ["--"]
+    return [*args, *argv]
