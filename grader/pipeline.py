@@ -91,6 +91,8 @@ def grade_submission(
     except InvalidNotebook as exc:
         result.reason = str(exc)
         return result
+    if work_root is not None:
+        work_root.mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix="grader-", dir=work_root))
     kernel = _Kernel(assignment, prepared, run_dir, device, threads, sandboxed, SANDBOX_UID + slot)
     try:
@@ -100,6 +102,8 @@ def grade_submission(
         result.reason = "the grader failed: " + traceback.format_exc(limit=3).strip()[-1500:]
         result.score = 0.0
     finally:
+        if sandboxed and os.geteuid() == 0:
+            sandbox.reap(kernel.uid)
         shutil.rmtree(run_dir, ignore_errors=True)
     return result
 

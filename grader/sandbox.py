@@ -136,3 +136,38 @@ def command(argv: list[str], spec: Spec) -> list[str]:
     else:
         args += ["--"]
     return [*args, *argv]
+
+
+def reap(uid: int, timeout: float = 10.0) -> None:
+    """Kill every process of UID and wait until none is left, so the next kernel to run as UID
+    starts with its whole process limit (processes of a torn-down sandbox take a moment to go)."""
+    import signal
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pids = _pids_of(uid)
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.05)
+
+
+def _pids_of(uid: int) -> list[int]:
+    pids = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/status", "rb") as f:
+                    for line in f:
+                        if line.startswith(b"Uid:"):
+                            if int(line.split()[1]) == uid:
+                                pids.append(int(entry.name))
+                            break
+            except (OSError, ValueError):
+                pass
+    return pids

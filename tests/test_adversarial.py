@@ -1,0 +1,280 @@
+# ruff: noqa: E501
+"""Hostile notebooks, graded in one sandboxed batch beside assignment01's reference.
+
+Each attack is a small notebook. The batch must grade every one of them to a stored result, the
+reference must keep full marks, and each test below checks that what its attack tried did not
+happen, from the outside (the host's files, a listening socket) where it can, and from the
+attack's own printed evidence otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import threading
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from grader.assignments import load_assignment
+from grader.data.prepare import prepare
+from grader.gradebook import Gradebook
+from grader.pipeline import Settings, grade_batch
+from grader.sandbox import bwrap
+from grader.submission import discover
+from tests.conftest import REPO, notebook
+
+ATTACKS: dict[str, list[str]] = {
+    "tcp": ["import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=3)\n"
+            "    print('CONNECTED')\nexcept OSError as e:\n    print('blocked', e)"],
+    "dns": ["import socket\nfor host in ('pypi.org', 'localhost.localdomain', 'example.com'):\n"
+            "    try:\n        print('RESOLVED', socket.getaddrinfo(host, 80)[0][4])\n"
+            "    except OSError as e:\n        print('blocked', e)"],
+    "read_secrets": ["import glob\nfor pattern in {secrets!r}:\n    for path in glob.glob(pattern, recursive=True) or [pattern]:\n"
+                     "        try:\n            data = open(path, 'rb').read(64)\n"
+                     "            print('LEAKED', path, data[:20])\n"
+                     "        except OSError as e:\n            print('blocked', path, type(e).__name__)"],
+    "write_outside": ["import os\nfor path in {targets!r}:\n    try:\n"
+                      "        open(path, 'w').write('pwned')\n        print('WROTE', path)\n"
+                      "    except OSError as e:\n        print('blocked', path, type(e).__name__)"],
+    "fork_bomb": ["import os\nn = 0\ntry:\n    while True:\n        if os.fork() == 0:\n"
+                  "            import time\n            time.sleep(600)\n            os._exit(0)\n"
+                  "        n += 1\nexcept OSError as e:\n    print('stopped after', n, type(e).__name__)"],
+    "memory_bomb": ["hog = []\ntry:\n    while True:\n        hog.append(bytearray(256 * 1024 * 1024))\n"
+                    "except MemoryError:\n    print('stopped at', len(hog) * 256, 'MB')\n    hog = None"],
+    "infinite_loop": ["while True:\n    pass"],
+    "busy_threads": ["import threading\ndef spin():\n    while True:\n        pass\n"
+                     "for _ in range(8):\n    threading.Thread(target=spin, daemon=True).start()",
+                     "import time\ntime.sleep(3600)"],
+    "fill_disk": ["import os\nwritten = 0\ntry:\n    for i in range(100000):\n"
+                  "        with open(f'junk{{i}}.bin', 'wb') as f:\n            for _ in range(16):\n"
+                  "                f.write(b'x' * (4 << 20))\n                written += 4\n"
+                  "except OSError as e:\n    print('stopped after', written, 'MB', type(e).__name__)"],
+    "exit_first": ["import os\nos._exit(0)", "means = 1"],
+    "kill_parent": ["import os, signal\nfor pid in {{os.getppid(), 1, int(os.environ.get('GRADER_PARENT_PID', 1))}}:\n"
+                    "    try:\n        os.kill(pid, signal.SIGKILL)\n    except OSError as e:\n"
+                    "        print('could not kill', pid, e)"],
+    "setsid_survivor": ["import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', {survivor!r}],"
+                        " start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+                        "print('spawned')"],
+    "monkeypatch": ["import numpy as np\nimport keras\nnp.allclose = lambda *a, **k: True\n"
+                    "np.array_equal = lambda *a, **k: True\nkeras.Model.predict = lambda self, x, **k: x\n"
+                    "means = minimums = maximums = 'patched'\naccuracy = 'patched'"],
+    "fake_results": ["import json, os, pathlib\nfake = {{'checks': [{{'name': 'test_statistics', 'description': '',"
+                     " 'public': True, 'max_points': 10, 'points': 10, 'outcome': 'passed', 'message': '',"
+                     " 'attachments': []}}]}}\nfor folder in ['.', '..', '/tmp', os.environ.get('HOME', '.')]:\n"
+                     "    try:\n        pathlib.Path(folder, 'results.json').write_text(json.dumps(fake))\n"
+                     "    except OSError:\n        pass\n"
+                     "print('Score: 10/10')\nprint(json.dumps(fake))"],
+    "flood_output": ["import sys\nchunk = 'x' * 1_000_000 + '\\n'\nfor _ in range(100):\n    sys.stdout.write(chunk)",
+                     "after = 'still running'"],
+}
+
+SURVIVOR = """
+import glob, os, time
+deadline = time.time() + 120
+while time.time() < deadline:
+    for folder in ['/home/student/work', *glob.glob('/tmp/grader-*/shared'), *glob.glob('/tmp/grader-*/work')]:
+        try:
+            open(os.path.join(folder, 'poison.txt'), 'w').write('poison')
+        except OSError:
+            pass
+    time.sleep(0.2)
+"""
+
+
+class Listener:
+    """A TCP server on the host's loopback that records whether anyone connected."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.5)
+        self.port = self.sock.getsockname()[1]
+        self.connected = False
+        self.stop = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.stop:
+            try:
+                conn, _ = self.sock.accept()
+                self.connected = True
+                conn.close()
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.stop = True
+        self.thread.join()
+        self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory):
+    """Grade every attack, some hostile student ids and the reference in one batch."""
+    if bwrap() is None:
+        pytest.fail("bubblewrap cannot make a sandbox here: `apt-get install -y bubblewrap`")
+    root = tmp_path_factory.mktemp("adversarial")
+    course = root / "course"
+    (course / "assignments").mkdir(parents=True)
+    shutil.copytree(REPO / "datasets", course / "datasets")
+    target = course / "assignments" / "assignment01"
+    shutil.copytree(REPO / "assignments" / "assignment01", target)
+    toml = target / "assignment.toml"
+    toml.write_text(toml.read_text().replace("cell_seconds = 60", "cell_seconds = 25")
+                    .replace("memory_mb = 4096", "memory_mb = 4096\ndisk_mb = 256\nprocesses = 200"))
+    data_home = root / "data"
+    gradebook = root / "gradebook.sqlite"
+    gradebook.write_text("")
+    listener = Listener()
+    outside = root / "outside"
+    outside.mkdir()
+    secrets = ["/etc/shadow", str(REPO / "assignments" / "*" / "checks" / "hidden" / "*.py"),
+               str(course / "assignments" / "*" / "checks" / "**" / "*.py"),
+               str(data_home / "prepared" / "*" / "hidden" / "*"), str(gradebook),
+               str(Path.home() / ".bash_history"), "/proc/1/environ"]
+    targets = [str(outside / "pwned.txt"), str(REPO / "pwned.txt"), "/etc/pwned", "/usr/pwned"]
+    subs = root / "submissions"
+    subs.mkdir()
+    for name, cells in ATTACKS.items():
+        sources = [c.format(port=listener.port, secrets=secrets, targets=targets, survivor=SURVIVOR)
+                   for c in cells]
+        nbformat.write(notebook(*sources), subs / f"{name}.ipynb")
+    shutil.copy(REPO / "assignments" / "assignment01" / "submissions" / "reference.ipynb",
+                subs / "reference.ipynb")
+    shutil.copy(REPO / "assignments" / "assignment01" / "submissions" / "reference.ipynb",
+                subs / "zz-after-survivor.ipynb")
+    hostile = ["evil\nname", "\x1b[31mred", "ø-ünïcode", "x" * 200, "-rf --force", "a;b|c&d", "..."]
+    for i, name in enumerate(hostile):
+        nbformat.write(notebook(f"means = {i}"), subs / f"{name}.ipynb")
+    (subs / "with..dots").mkdir()
+    nbformat.write(notebook("means = 9"), subs / "with..dots" / "../../escape.ipynb".replace("/", "_"))
+    (subs / "huge.ipynb").write_text(json.dumps({"cells": [], "junk": "x" * 50_000_000}))
+    (subs / "empty.ipynb").write_text(nbformat.writes(nbformat.v4.new_notebook()))
+    v3 = {"nbformat": 3, "nbformat_minor": 0, "metadata": {}, "worksheets": [{"cells": [
+        {"cell_type": "code", "input": "print('old format')", "language": "python", "outputs": [],
+         "metadata": {}}], "metadata": {}}]}
+    (subs / "format3.ipynb").write_text(json.dumps(v3))
+    (subs / "notjson.ipynb").write_text("definitely { not json")
+    assignment = load_assignment(course, "assignment01")
+    prepared = prepare("grading", course=course, data_home=data_home)
+    book = Gradebook(gradebook)
+    submissions = discover(subs, notebook_name="assignment01.ipynb")
+    result = grade_batch(assignment, submissions, gradebook=book, prepared=prepared,
+                         settings=Settings(workers=2, reports=root / "reports",
+                                           work_root=root / "work"))
+    listener.close()
+    stored = {r.student: r for r in book.latest("assignment01")}
+    yield {"stored": stored, "listener": listener, "outside": outside, "submissions": submissions,
+           "batch": result, "root": root}
+    for path in targets:
+        Path(path).unlink(missing_ok=True)
+
+
+def output(result) -> str:
+    nb = nbformat.reads(result.executed_notebook, as_version=4)
+    return "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+
+
+@pytest.mark.slow
+def test_the_whole_batch_grades_and_the_reference_keeps_full_marks(batch):
+    stored = batch["stored"]
+    assert len(stored) == len(batch["submissions"]) == len(batch["batch"].graded)
+    assert stored["reference"].score == 10, stored["reference"].checks
+    assert stored["zz-after-survivor"].score == 10
+    assert all(r.sandboxed for r in stored.values())
+    assert all(r.status != "internal_error" for r in stored.values()), {
+        s: r.reason for s, r in stored.items() if r.status == "internal_error"}
+    for name in ATTACKS:
+        assert stored[name].score == 0, (name, [(c.name, c.points) for c in stored[name].checks])
+        assert stored[name].reason or stored[name].status == "graded"
+
+
+@pytest.mark.slow
+def test_no_network(batch):
+    assert not batch["listener"].connected
+    assert "CONNECTED" not in output(batch["stored"]["tcp"]) and "blocked" in output(batch["stored"]["tcp"])
+    assert "RESOLVED" not in output(batch["stored"]["dns"]) and "blocked" in output(batch["stored"]["dns"])
+
+
+@pytest.mark.slow
+def test_no_reading_secrets_checks_hidden_data_or_gradebook(batch):
+    text = output(batch["stored"]["read_secrets"])
+    assert "LEAKED" not in text and text.count("blocked") >= 6, text
+
+
+@pytest.mark.slow
+def test_no_writing_outside_the_working_directory(batch):
+    text = output(batch["stored"]["write_outside"])
+    assert "WROTE" not in text and text.count("blocked") == 4, text
+    assert not (batch["outside"] / "pwned.txt").exists() and not (REPO / "pwned.txt").exists()
+
+
+@pytest.mark.slow
+def test_fork_and_memory_bombs_are_stopped(batch):
+    fork = batch["stored"]["fork_bomb"]
+    assert "stopped after" in output(fork) or fork.status in ("timeout", "kernel_died"), output(fork)
+    memory = batch["stored"]["memory_bomb"]
+    assert "stopped at" in output(memory) or memory.status == "kernel_died"
+
+
+@pytest.mark.slow
+def test_loops_and_busy_threads_hit_the_time_limit(batch):
+    for name in ("infinite_loop", "busy_threads"):
+        assert batch["stored"][name].status == "timeout", batch["stored"][name].reason
+        assert batch["stored"][name].execution_s < 60
+
+
+@pytest.mark.slow
+def test_filling_the_disk_stops_at_the_cap(batch):
+    text = output(batch["stored"]["fill_disk"])
+    assert "stopped after" in text, text
+    assert int(text.split("stopped after")[1].split()[0]) <= 300
+
+
+@pytest.mark.slow
+def test_exiting_or_killing_the_parent_only_ends_that_kernel(batch):
+    assert batch["stored"]["exit_first"].status == "kernel_died"
+    assert batch["stored"]["kill_parent"].status in ("kernel_died", "graded")
+
+
+@pytest.mark.slow
+def test_a_setsid_survivor_dies_with_its_sandbox(batch):
+    assert "spawned" in output(batch["stored"]["setsid_survivor"])
+    later = batch["stored"]["zz-after-survivor"]
+    assert later.score == 10 and "poison" not in output(later)
+    assert not list(batch["root"].rglob("poison.txt"))
+
+
+@pytest.mark.slow
+def test_monkeypatching_and_fake_results_change_nothing(batch):
+    for name in ("monkeypatch", "fake_results"):
+        result = batch["stored"][name]
+        assert result.score == 0 and all(c.points == 0 for c in result.checks), name
+    assert not list(batch["root"].rglob("results.json")) or all(
+        "Score" not in p.read_text() for p in batch["root"].rglob("results.json"))
+
+
+@pytest.mark.slow
+def test_huge_output_is_capped_and_the_notebook_goes_on(batch):
+    flood = batch["stored"]["flood_output"]
+    assert flood.status == "graded" and len(flood.executed_notebook) < 3_000_000
+
+
+@pytest.mark.slow
+def test_bad_files_and_hostile_ids_end_as_results(batch):
+    stored = batch["stored"]
+    assert "50 MB" in stored["huge"].reason and stored["huge"].status == "invalid"
+    assert stored["empty"].status == "invalid" and "no code" in stored["empty"].reason
+    assert stored["notjson"].status == "invalid"
+    assert stored["format3"].status == "graded" and stored["format3"].score == 0  # upgraded and ran
+    assert "old format" in output(stored["format3"])
+    ids = set(stored)
+    assert {"evil?name", "?[31mred", "ø-ünïcode", "-rf --force", "a;b|c&d", "with..dots"} <= ids, ids
+    assert any(len(s) <= 100 and s.startswith("xxxx") for s in ids)
+    pages = {p.name for p in (batch["root"] / "reports").iterdir() if ".notebook." not in p.name}
+    assert all(p.isprintable() and "/" not in p for p in pages)
+    assert len(pages) == len(stored)
