@@ -23,7 +23,7 @@ import nbformat
 
 from . import sandbox
 from .assignments import Assignment
-from .check import run_checks
+from .check import start_checks
 from .data.prepare import Prepared
 from .devices import CPU, Device, threads_per_kernel
 from .execute import executed, kernel_env
@@ -169,19 +169,22 @@ async def _execute_and_check(assignment: Assignment, nb: nbformat.NotebookNode, 
     workdir, exchange, env, prefix, owner = kernel.stage(nb)
     limits = assignment.config.limits
     prepared = kernel.prepared
-    async with executed(nb, workdir=workdir, shared=exchange.parent, limits=limits,
-                        seed=assignment.config.seed, env=env, command_prefix=prefix,
-                        owner=owner) as execution:
-        result.kernel_start_s = execution.kernel_start_s
-        result.execution_s = execution.execution_s
-        checks = await run_checks(
-            assignment.check_files(), run_dir=kernel.run_dir, public_dir=assignment.public_checks,
-            hidden_dir=prepared.hidden_dir if prepared else None,
-            student_data=prepared.student_dir if prepared else None,
-            connection_file=execution.connection_file, exchange_host=exchange,
-            exchange_kernel=str(exchange),
-            why_no_kernel=f"nothing to check: {execution.reason}", timeout=limits.check_seconds,
-        )
+    checker = await start_checks(  # imports its libraries while the notebook runs
+        assignment.check_files(), run_dir=kernel.run_dir, public_dir=assignment.public_checks,
+        hidden_dir=prepared.hidden_dir if prepared else None,
+        student_data=prepared.student_dir if prepared else None,
+        exchange_host=exchange, exchange_kernel=str(exchange), timeout=limits.check_seconds,
+    )
+    try:
+        async with executed(nb, workdir=workdir, shared=exchange.parent, limits=limits,
+                            seed=assignment.config.seed, env=env, command_prefix=prefix,
+                            owner=owner) as execution:
+            result.kernel_start_s = execution.kernel_start_s
+            result.execution_s = execution.execution_s
+            checks = await checker.finish(execution.connection_file,
+                                          f"nothing to check: {execution.reason}")
+    finally:
+        checker.kill()
     result.checks_s = checks.seconds
     result.checks = checks.outcomes
     result.status = status_of(execution.status, checks.problem)
