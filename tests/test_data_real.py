@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -66,24 +65,51 @@ def test_prepare_is_deterministic_and_hidden_files_stay_out(home, recipe, tmp_pa
     assert not set(student.values()) & set(hidden.values())
 
 
+PROBE = """
+import hashlib, json, os, sys
+skip = (os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix), "/usr", "/proc", "/sys", "/dev")
+seen = {}
+for folder, dirs, files in os.walk("/"):
+    dirs[:] = [d for d in dirs if not os.path.realpath(os.path.join(folder, d)).startswith(skip)]
+    for name in files:
+        path = os.path.join(folder, name)
+        digest = hashlib.sha256()
+        try:
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(chunk)
+            seen[path] = digest.hexdigest()
+        except OSError:
+            seen[path] = "unreadable"
+print("SEEN " + json.dumps(seen))
+"""
+
+
 @pytest.mark.parametrize("toml", ASSIGNMENTS, ids=[p.parent.name for p in ASSIGNMENTS])
-def test_no_hidden_file_enters_an_assignments_working_directory(home, toml, tmp_path):
-    data = tomllib.loads(toml.read_text()).get("data", {})
-    if not data.get("recipe"):
-        pytest.skip("this assignment reads no data")
-    prepared = prepare(data["recipe"], course=REPO, data_home=home)
-    workdir = tmp_path / "kernel"
-    workdir.mkdir()
-    for name in data.get("student_files") or sorted(p.name for p in prepared.student_dir.iterdir()):
-        source = prepared.student_dir / name  # staged the way the engine stages student files
-        if source.is_dir():
-            shutil.copytree(source, workdir / name)
-        else:
-            shutil.copyfile(source, workdir / name)
-    hidden = hash_tree(prepared.hidden_dir)
-    staged = hash_tree(workdir)
-    assert staged and not set(staged.values()) & set(hidden.values())
-    assert not {Path(r).name for r in staged} & {Path(r).name for r in hidden}
+def test_no_hidden_file_is_visible_to_an_assignments_kernel(home, toml, tmp_path):
+    """The real engine stages the files and runs a probe that hashes all it can see."""
+    from grader.assignments import load_assignment
+    from grader.pipeline import grade_submission
+    from grader.submission import Submission
+    from tests.conftest import notebook
+
+    assignment = load_assignment(REPO, toml.parent.name)
+    recipe = assignment.config.data.recipe
+    prepared = prepare(recipe, course=REPO, data_home=home) if recipe else None
+    probe = tmp_path / "probe.ipynb"
+    probe.write_text(__import__("nbformat").writes(notebook(PROBE)))
+    result = grade_submission(assignment, Submission("probe", probe), prepared=prepared)
+    cells = json.loads(result.executed_notebook)["cells"]
+    text = "".join("".join(o.get("text", "")) for o in cells[0]["outputs"])
+    seen = json.loads(text.split("SEEN ", 1)[1])
+    in_workdir = {p for p in seen if p.startswith("/home/student/work/")}
+    assert result.sandboxed and in_workdir, result.reason
+    if prepared is not None:
+        hidden = hash_tree(prepared.hidden_dir)
+        assert not set(seen.values()) & set(hidden.values())
+        assert not {Path(p).name for p in seen} & {Path(r).name for r in hidden}
+        student = {Path(r).name for r in hash_tree(prepared.student_dir)}
+        assert {Path(p).name for p in in_workdir} & student
 
 
 def one_cached_file(name: str, home: Path) -> Path:
