@@ -74,7 +74,7 @@ def _submitted_at(path: Path | None) -> datetime | None:
 def grade_submission(
     assignment: Assignment, submission: Submission, *, prepared: Prepared | None,
     device: Device = CPU, threads: int = 1, work_root: Path | None = None, sandboxed: bool = True,
-    slot: int = 0,
+    uid: int | None = None,
 ) -> Result:
     """Grade one submission; never raises for anything the notebook does."""
     result = Result(
@@ -94,7 +94,9 @@ def grade_submission(
     if work_root is not None:
         work_root.mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix="grader-", dir=work_root))
-    kernel = _Kernel(assignment, prepared, run_dir, device, threads, sandboxed, SANDBOX_UID + slot)
+    if uid is None:
+        uid = sandbox.claim_user() if sandboxed and os.geteuid() == 0 else 65534
+    kernel = _Kernel(assignment, prepared, run_dir, device, threads, sandboxed, uid)
     try:
         asyncio.run(_execute_and_check(assignment, nb, result, kernel))
     except Exception:  # noqa: BLE001 - the grader's own failure, stored so the batch goes on
@@ -106,9 +108,6 @@ def grade_submission(
             sandbox.reap(kernel.uid)
         shutil.rmtree(run_dir, ignore_errors=True)
     return result
-
-
-SANDBOX_UID = 61000  # kernels run as 61000 + their worker slot, so each has its own process limit
 
 
 @dataclass
@@ -218,20 +217,23 @@ def grade_batch(
                 on_skip(submission)
         else:
             todo.append(submission)
+    # Each slot is a device and, for a root grader, a user of its own: a kernel's process limit
+    # and the reaping after it concern that kernel alone.
     devices: queue.Queue[tuple[int, Device]] = queue.Queue()
     slots = max(1, settings.workers)
+    root = settings.sandboxed and os.geteuid() == 0
     for i in range(slots):
-        devices.put((i, settings.devices[i % len(settings.devices)]))
+        devices.put((sandbox.claim_user() if root else 65534, settings.devices[i % len(settings.devices)]))
     threads = threads_per_kernel(slots)
 
     def work(submission: Submission) -> Result:
-        slot, device = devices.get()
+        uid, device = devices.get()
         try:
             result = grade_submission(assignment, submission, prepared=prepared, device=device,
                                       threads=threads, work_root=settings.work_root,
-                                      sandboxed=settings.sandboxed, slot=slot)
+                                      sandboxed=settings.sandboxed, uid=uid)
         finally:
-            devices.put((slot, device))
+            devices.put((uid, device))
         if settings.reports is not None:
             started = time.monotonic()
             try:

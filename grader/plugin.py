@@ -157,16 +157,20 @@ class Credit:
         if self.fraction == 0.0:
             raise AssertionError(message)
 
-    def tiers(self, value: float, tiers: list[tuple[float, float]], what: str) -> None:
-        """Award the fraction of the highest threshold VALUE reaches; TIERS is (threshold, fraction)."""
-        ordered = sorted(tiers, reverse=True)
+    def tiers(self, value: float, tiers: list[tuple[float, float]], what: str, *,
+              lower_is_better: bool = False) -> None:
+        """Award the fraction of the best threshold VALUE reaches; TIERS is (threshold, fraction).
+
+        Thresholds are minimums, or maxima with LOWER_IS_BETTER (an error, say)."""
+        ordered = sorted(tiers, reverse=not lower_is_better)
         best = ordered[0][0]
+        word, miss = ("or less", "above") if lower_is_better else ("or more", "below")
         for threshold, fraction in ordered:
-            if value >= threshold:
-                note = "" if fraction >= 1 else f"; {best:g} or more earns full points"
+            if value <= threshold if lower_is_better else value >= threshold:
+                note = "" if fraction >= 1 else f"; {best:g} {word} earns full points"
                 self.award(fraction, f"{what} is {value:.4g}: {fraction:.0%} of the points{note}")
                 return
-        self.award(0.0, f"{what} is {value:.4g}, below {ordered[-1][0]:g} needed for any points")
+        self.award(0.0, f"{what} is {value:.4g}, {miss} {ordered[-1][0]:g} needed for any points")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -263,7 +267,7 @@ _CREDIT = pytest.StashKey[Credit]()
 def _message(excinfo: pytest.ExceptionInfo[BaseException]) -> str:
     """What the student reads for a failed check: the author's words, never the check's code."""
     exc = excinfo.value
-    if isinstance(exc, AssertionError):
+    if isinstance(exc, AssertionError) or excinfo.errisinstance(pytest.fail.Exception):
         return str(exc).strip() or "the check failed"
     if isinstance(exc, StudentValueError):
         return str(exc)

@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,6 +137,31 @@ def command(argv: list[str], spec: Spec) -> list[str]:
     else:
         args += ["--"]
     return [*args, *argv]
+
+
+_CLAIMS: list[object] = []  # open lock files: a claim lasts as long as this process
+
+
+def claim_user(first: int = 61000, last: int = 64999) -> int:
+    """A user id no other grader on this machine is using now, for one kernel slot.
+
+    Each claim holds an flock on /tmp/grader-users/UID.lock until this process ends (killed or
+    not), so two graders at once never share a user, its process limit, or `reap`.
+    """
+    import fcntl
+
+    folder = Path(tempfile.gettempdir()) / "grader-users"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    for uid in range(first, last + 1):
+        handle = open(folder / f"{uid}.lock", "w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            continue
+        _CLAIMS.append(handle)
+        return uid
+    raise RuntimeError(f"every sandbox user from {first} to {last} is in use")
 
 
 def reap(uid: int, timeout: float = 10.0) -> None:

@@ -158,3 +158,24 @@ def test_without_a_kernel_every_check_fails_with_the_reason(tmp_path):
     out = grade(tmp_path, source, "a = 1", "import os\nos._exit(1)")
     assert out["test_a"].outcome == "failed"
     assert out["test_a"].message.startswith("nothing to check: the Python kernel died in cell 2")
+
+
+def test_partial_credit_tiers_both_ways():
+    import pytest
+
+    from grader.plugin import Credit
+
+    credit = Credit()
+    credit.tiers(0.85, [(0.9, 1.0), (0.8, 0.5)], "accuracy")
+    assert credit.fraction == 0.5 and "0.9 or more earns full points" in credit.message
+    credit = Credit()
+    credit.tiers(30.0, [(25, 1.0), (40, 0.25)], "test MSE", lower_is_better=True)
+    assert credit.fraction == 0.25 and "25 or less earns full points" in credit.message
+    credit = Credit()
+    with pytest.raises(AssertionError, match="above 40 needed"):
+        credit.tiers(50.0, [(25, 1.0), (40, 0.25)], "test MSE", lower_is_better=True)
+
+
+def test_pytest_fail_reads_like_an_assertion(tmp_path):
+    source = 'import pytest\ndef test_f(submission):\n    pytest.fail("a should be 4")\n'
+    assert grade(tmp_path, source, "a = 3")["test_f"].message == "a should be 4"

@@ -59,3 +59,10 @@ def test_sandboxed_reports_do_not_warn(course, write_notebook, tmp_path):
     ran = grader(course, "run", "tiny", "--submissions", subs)
     assert ran.returncode == 0, ran.stderr
     assert "not isolated" not in (course / "reports" / "tiny" / "alice.html").read_text()
+
+
+def test_each_claim_gets_a_user_no_other_grader_holds():
+    first, second = sandbox.claim_user(), sandbox.claim_user()
+    other = subprocess.run([sys.executable, "-c", "from grader import sandbox; print(sandbox.claim_user())"],
+                           capture_output=True, text=True, check=True, cwd=REPO)
+    assert len({first, second, int(other.stdout)}) == 3
