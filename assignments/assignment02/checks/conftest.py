@@ -8,6 +8,8 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
+from grader import models
+
 N_TRAIN = 320  # the notebook's given cell: the first 320 houses train, the last 84 validate
 FEATURES = ("CRIM", "ZN", "INDUS", "CHAS", "NOX", "RM", "AGE", "DIS", "RAD", "TAX", "PTRATIO",
             "B", "LSTAT")
@@ -119,53 +121,22 @@ def probe_normalize():
     return _probe_normalize
 
 
-def _linear_problem(model) -> str:
-    """Why MODEL is not linear, or '' when it is: one Dense layer without activation, after at
-    most some affine scaling (Normalization, Rescaling)."""
-    import keras
-
-    affine = (keras.layers.InputLayer, keras.layers.Normalization, keras.layers.Rescaling)
-    dense = [layer for layer in model.layers if not isinstance(layer, affine)]
-    for layer in dense:
-        if not isinstance(layer, keras.layers.Dense):
-            return f"it has a {type(layer).__name__} layer; a linear model has only one Dense layer"
-        activation = getattr(layer.activation, "__name__", str(layer.activation))
-        if activation != "linear":
-            return f"its Dense layer uses the {activation} activation; a linear model uses none"
-    if len(dense) != 1:
-        return f"it has {len(dense)} Dense layers; a linear model has exactly one, no hidden layer"
-    return ""
-
-
-def _untrained(model) -> bool:
-    """Whether MODEL's Dense layers still have the zero biases Keras starts them with."""
-    import keras
-
-    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
-    return bool(dense) and all(
-        layer.use_bias and not np.any(layer.get_weights()[1]) for layer in dense)
-
-
 @pytest.fixture
 def untrained():
     """Whether a model was never trained (its Dense biases are still all zero)."""
-    return _untrained
+    return models.untrained
 
 
 def _affine_error(model, houses: Houses) -> float:
-    """How far MODEL is from affine: |f(a u + (1-a) v) - (a f(u) + (1-a) f(v))|, largest."""
-    u = houses.made_up(64, seed=21).astype("float32")
-    v = houses.made_up(64, seed=22).astype("float32")
-    a = np.random.default_rng(23).uniform(-1, 2, size=(64, 1)).astype("float32")
-    mix = model.predict(a * u + (1 - a) * v, verbose=0)
-    apart = a * model.predict(u, verbose=0) + (1 - a) * model.predict(v, verbose=0)
-    return float(np.max(np.abs(mix - apart)))
+    """How far MODEL is from affine on made-up houses."""
+    u, v = houses.made_up(64, seed=21), houses.made_up(64, seed=22)
+    return models.affine_error(model, u, v, np.random.default_rng(23))
 
 
 @pytest.fixture
 def linear_problem():
     """Why a model is not linear ('' when it is)."""
-    return _linear_problem
+    return models.linear_problem
 
 
 @pytest.fixture

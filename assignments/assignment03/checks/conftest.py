@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from grader import models
+
 N_TRAIN = 50_000  # the notebook's given cell: the first 50,000 digits train, the last 10,000 validate
 
 
@@ -81,16 +83,7 @@ def shape_problem():
     return _shape_problem
 
 
-def _untrained(model) -> bool:
-    """Whether MODEL's Dense layers still have the zero biases Keras starts them with."""
-    import keras
-
-    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
-    return bool(dense) and all(
-        layer.use_bias and not np.any(layer.get_weights()[1]) for layer in dense)
-
-
 @pytest.fixture
 def untrained():
     """Whether a model was never trained (its Dense biases are still all zero)."""
-    return _untrained
+    return models.untrained
