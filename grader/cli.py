@@ -17,6 +17,7 @@ from rich.table import Table
 
 from . import devices, release, sandbox
 from .assignments import Assignment, list_assignments, load_assignment
+from .data import cli as data_cli
 from .data.prepare import Prepared, prepare
 from .errors import GraderError, ValidationFailed
 from .gradebook import Gradebook
@@ -43,7 +44,7 @@ def _prepared(assignment: Assignment, args: argparse.Namespace) -> Prepared | No
 
 def cmd_list(args: argparse.Namespace) -> int:
     """List the course's assignments."""
-    table = Table("assignment", "title", "points", "checks")
+    table = Table("assignment", "title", "points", "check files")
     for a in list_assignments(course_root(args.course)):
         table.add_row(a.name, a.config.title, f"{a.config.points:g}", str(len(a.check_files())))
     console.print(table)
@@ -67,21 +68,18 @@ def cmd_release(args: argparse.Namespace) -> int:
 
 def _grade(assignment: Assignment, submissions: list[Submission], gradebook: Gradebook,
            args: argparse.Namespace, settings: Settings) -> Batch:
-    """Grade with a progress bar; print one line per graded submission."""
+    """Grade with a progress bar that advances as each submission is graded or skipped."""
     prepared = _prepared(assignment, args)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task(f"grading {assignment.name}", total=len(submissions))
 
-        def done(result: Result) -> None:
-            progress.advance(task)
-
-        def skipped(_: Submission) -> None:
+        def advance(_: object) -> None:
             progress.advance(task)
 
         return grade_batch(assignment, submissions, gradebook=gradebook, prepared=prepared,
-                           settings=settings, on_result=done, on_skip=skipped)
+                           settings=settings, on_result=advance, on_skip=advance)
 
 
 def _summary_table(results: list[Result]) -> Table:
@@ -264,12 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("csv", "json"), default="csv", help="output format")
     p.add_argument("--gradebook", default="gradebook.sqlite", help="SQLite file or SQLAlchemy URL")
     p.add_argument("--output", "-o", help="write to this file instead of standard output")
-    try:
-        from .data import cli as data_cli
-    except ImportError:
-        data_cli = None  # type: ignore[assignment]
-    if data_cli is not None and hasattr(data_cli, "add_parser"):
-        data_cli.add_parser(sub)
+    data_cli.add_parser(sub)
     return parser
 
 
