@@ -6,20 +6,19 @@ them the hangs example waiting out its 60 s cell limit.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from grader.gradebook import Gradebook
+from tests.examples import (
+    assert_release_reproduces,
+    assert_validates,
+    grade_examples,
+    images_on_page,
+    import_real_data,
+)
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 NAME = "assignment03"
-ASSIGNMENT = REPO / "assignments" / NAME
 
 EXPECTED = {  # student: (score, status, words in the reason)
     "reference": (10, "graded", ""),
@@ -46,53 +45,22 @@ CHECKS = {  # student: points of each check, where the example is about the chec
 @pytest.fixture(scope="module")
 def data_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh dataset cache with MNIST imported from ../shared/datasets."""
-    if not SHARED.is_dir():
-        pytest.skip(f"no real datasets at {SHARED}")
-    home = tmp_path_factory.mktemp("data-home")
-    run = grader("data", "import", SHARED, "mnist", home=home, cwd=home)
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    return home
-
-
-def grader(*args: object, home: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "GRADER_DATA_HOME": str(home)}
-    return subprocess.run([sys.executable, "-m", "grader", *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=900)
+    return import_real_data(tmp_path_factory, "mnist")
 
 
 def test_release_reproduces_the_committed_starter(tmp_path):
-    course = tmp_path / "course"
-    shutil.copytree(ASSIGNMENT, course / "assignments" / NAME)
-    (course / "assignments" / NAME / "release" / f"{NAME}.ipynb").unlink()
-    run = grader("release", NAME, "--course", course, home=tmp_path, cwd=tmp_path)
-    assert run.returncode == 0, run.stderr[-2000:]
-    made = (course / "assignments" / NAME / "release" / f"{NAME}.ipynb").read_bytes()
-    assert made == (ASSIGNMENT / "release" / f"{NAME}.ipynb").read_bytes()
-    assert made == (ASSIGNMENT / "submissions" / "starter.ipynb").read_bytes()
+    assert_release_reproduces(NAME, tmp_path)
 
 
 @pytest.mark.slow
 def test_validate(data_home, tmp_path):
-    run = grader("validate", NAME, "--course", REPO, home=data_home, cwd=tmp_path)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert f"{NAME} is valid: reference 10/10, starter 0" in run.stdout
+    assert_validates(NAME, data_home, tmp_path)
 
 
 @pytest.mark.slow
 def test_examples_get_their_expected_scores(data_home, tmp_path):
-    run = grader("run", NAME, "--course", REPO, "--workers", "2",
-                 "--submissions", ASSIGNMENT / "submissions", home=data_home, cwd=tmp_path)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    results = {r.student: r for r in Gradebook(tmp_path / "gradebook.sqlite").latest(NAME)}
-    found = {s: (r.score, r.status) for s, r in results.items()}
-    assert found == {s: (score, status) for s, (score, status, _) in EXPECTED.items()}, {
-        s: r.reason[:200] for s, r in results.items()}
-    for student, (_, _, words) in EXPECTED.items():
-        assert words in results[student].reason, (student, results[student].reason)
-    for student, points in CHECKS.items():
-        assert {c.name: c.points for c in results[student].checks} == points, student
+    results = grade_examples(NAME, data_home, tmp_path, EXPECTED, CHECKS)
     hidden = {c.name: c.message for c in results["reference"].checks}["test_hidden_accuracy"]
     assert "100% of the points" in hidden, hidden
-    page = (tmp_path / "reports" / NAME / "reference.html").read_text(encoding="utf-8")
     # regression box plot, training curves, confusion matrix, misclassified digits
-    assert page.count("data:image/png;base64,") == 4
+    assert images_on_page(NAME, "reference", tmp_path) == 4

@@ -1,0 +1,79 @@
+"""Shared steps of the per-assignment tests: release, validate, and grading the examples."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from grader.gradebook import Gradebook
+from grader.score import Result
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "datasets"
+
+
+def grader(*args: object, home: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run the grader CLI with HOME as its dataset cache."""
+    env = {**os.environ, "GRADER_DATA_HOME": str(home)}
+    return subprocess.run([sys.executable, "-m", "grader", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+def import_real_data(tmp_path_factory: pytest.TempPathFactory, *names: str) -> Path:
+    """A fresh dataset cache with NAMES imported from ../shared/datasets."""
+    if not SHARED.is_dir():
+        pytest.skip(f"no real datasets at {SHARED}")
+    home = tmp_path_factory.mktemp("data-home")
+    run = grader("data", "import", SHARED, *names, home=home, cwd=home)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    return home
+
+
+def assert_release_reproduces(name: str, tmp_path: Path) -> None:
+    """`grader release` rebuilds the committed starter, which is also the starter example."""
+    assignment = REPO / "assignments" / name
+    course = tmp_path / "course"
+    shutil.copytree(assignment, course / "assignments" / name)
+    (course / "assignments" / name / "release" / f"{name}.ipynb").unlink()
+    run = grader("release", name, "--course", course, home=tmp_path, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    made = (course / "assignments" / name / "release" / f"{name}.ipynb").read_bytes()
+    assert made == (assignment / "release" / f"{name}.ipynb").read_bytes()
+    assert made == (assignment / "submissions" / "starter.ipynb").read_bytes()
+
+
+def assert_validates(name: str, home: Path, tmp_path: Path) -> None:
+    run = grader("validate", name, "--course", REPO, home=home, cwd=tmp_path)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert f"{name} is valid: reference 10/10, starter 0" in run.stdout
+
+
+def grade_examples(name: str, home: Path, tmp_path: Path,
+                   expected: dict[str, tuple[float, str, str]],
+                   checks: dict[str, dict[str, float]] | None = None) -> dict[str, Result]:
+    """Grade the assignment's examples; assert each (score, status, words in the reason) and,
+    for the students in CHECKS, the points of every check. Return the results by student."""
+    run = grader("run", name, "--course", REPO, "--workers", "2",
+                 "--submissions", REPO / "assignments" / name / "submissions", home=home, cwd=tmp_path)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    results = {r.student: r for r in Gradebook(tmp_path / "gradebook.sqlite").latest(name)}
+    found = {s: (r.score, r.status) for s, r in results.items()}
+    assert found == {s: (score, status) for s, (score, status, _) in expected.items()}, {
+        s: r.reason[:200] for s, r in results.items()}
+    for student, (_, _, words) in expected.items():
+        page = (tmp_path / "reports" / name / f"{student}.html").read_text(encoding="utf-8")
+        assert words in results[student].reason and words in page, (student, results[student].reason)
+    for student, points in (checks or {}).items():
+        assert {c.name: c.points for c in results[student].checks} == points, student
+    return results
+
+
+def images_on_page(name: str, student: str, tmp_path: Path) -> int:
+    """How many plots the student's feedback page embeds."""
+    page = (tmp_path / "reports" / name / f"{student}.html").read_text(encoding="utf-8")
+    return page.count("data:image/png;base64,")
