@@ -143,21 +143,3 @@ def linear_problem():
 def affine_error():
     """How far a model's predictions are from an affine function of its inputs."""
     return _affine_error
-
-
-def _error_tiers(credit, value: float, tiers: list[tuple[float, float]], what: str) -> None:
-    """Award the fraction of the lowest ceiling VALUE stays under; TIERS is (ceiling, fraction)."""
-    ordered = sorted(tiers)
-    best = ordered[0][0]
-    for ceiling, fraction in ordered:
-        if value <= ceiling:
-            note = "" if fraction >= 1 else f"; {best:g} or less earns full points"
-            credit.award(fraction, f"{what} is {value:.4g}: {fraction:.0%} of the points{note}")
-            return
-    credit.award(0.0, f"{what} is {value:.4g}, above {ordered[-1][0]:g}, the most any points allow")
-
-
-@pytest.fixture
-def error_tiers():
-    """Partial credit where lower is better (an error), the mirror of credit.tiers."""
-    return _error_tiers
