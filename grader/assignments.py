@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.metadata
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,14 +53,35 @@ class Assignment:
             files.extend(sorted(folder.glob("test_*.py")) if folder.is_dir() else [])
         return files
 
-    def checks_digest(self) -> str:
-        """A sha256 over the config and every check file: a change regrades."""
-        digest = hashlib.sha256((self.root / "assignment.toml").read_bytes())
-        for folder in (self.public_checks, self.hidden_checks):
-            for path in sorted(folder.rglob("*.py")) if folder.is_dir() else []:
-                digest.update(str(path.relative_to(self.root)).encode() + b"\0")
+    def grading_key(self, data_key: str = "") -> str:
+        """A sha256 over everything that decides a grade besides the notebook: every file under
+        checks/ (conftest.py and helpers included), assignment.toml, the prepared data's key
+        (DATA_KEY, which covers the recipe and its inputs) and the grader's own code. Any change
+        regrades on the next run."""
+        digest = hashlib.sha256(b"grader-key-1\0")
+        digest.update((self.root / "assignment.toml").read_bytes())
+        checks = self.root / "checks"
+        for path in sorted(checks.rglob("*")) if checks.is_dir() else []:
+            if path.is_file() and "__pycache__" not in path.parts:
+                digest.update(b"\0" + str(path.relative_to(self.root)).encode() + b"\0")
                 digest.update(path.read_bytes())
+        digest.update(b"\0data\0" + data_key.encode() + b"\0grader\0" + grader_fingerprint().encode())
         return digest.hexdigest()
+
+
+@functools.cache
+def grader_fingerprint() -> str:
+    """The grader's version and a digest of its own source: a new grader regrades."""
+    try:
+        version = importlib.metadata.version("grader")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parent
+    for path in sorted(package.rglob("*")):
+        if path.is_file() and path.suffix in (".py", ".j2", ".toml") and "__pycache__" not in path.parts:
+            digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    return f"{version}+{digest.hexdigest()[:16]}"
 
 
 def load_assignment(course: Path, name: str) -> Assignment:

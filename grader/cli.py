@@ -1,4 +1,4 @@
-"""The command line: `grader list | release | validate | run | report | export | data`."""
+"""The command line: `grader list | release | validate | run | report | export | doctor | data`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import devices, release, sandbox
+from . import devices, doctor, release, sandbox
 from .assignments import Assignment, list_assignments, load_assignment
 from .data import cli as data_cli
 from .data.prepare import Prepared, prepare
@@ -23,8 +23,9 @@ from .errors import GraderError, ValidationFailed
 from .gradebook import Gradebook
 from .paths import course_root, data_home
 from .pipeline import Batch, Settings, grade_batch
+from .preflight import PreflightFailed, preflight
 from .report import write_feedback, write_summary
-from .score import Result
+from .score import GRADER_FAULT, Result
 from .submission import Submission, discover
 
 DEFAULTS = Settings()
@@ -68,8 +69,11 @@ def cmd_release(args: argparse.Namespace) -> int:
 
 def _grade(assignment: Assignment, submissions: list[Submission], gradebook: Gradebook,
            args: argparse.Namespace, settings: Settings) -> Batch:
-    """Grade with a progress bar that advances as each submission is graded or skipped."""
+    """Check that a kernel and the checker work here, then grade with a progress bar that
+    advances as each submission is graded or skipped."""
     prepared = _prepared(assignment, args)
+    with console.status("checking that a sandboxed kernel and the checker start…"):
+        preflight(assignment, settings=settings, prepared=prepared)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
@@ -118,8 +122,26 @@ def cmd_run(args: argparse.Namespace) -> int:
                   folder=reports)
     if batch.graded:
         console.print(_summary_table(batch.graded))
+    faults = sum(r.status == GRADER_FAULT for r in batch.graded)
     console.print(f"{len(batch.graded)} graded, {len(batch.skipped)} already graded (use --force"
                   f" to regrade) in {batch.seconds:.1f} s; reports: {reports / 'index.html'}")
+    return _batch_exit(batch, faults)
+
+
+def _batch_exit(batch: Batch, faults: int) -> int:
+    """One line on stderr and exit 1 when the batch stopped, lost writes, or met grader faults."""
+    if batch.stopped:
+        print(f"error: {batch.stopped}", file=sys.stderr)
+        return 1
+    if batch.unstored:
+        student, why = batch.unstored[0]
+        print(f"error: {len(batch.unstored)} result(s) could not be stored in the gradebook "
+              f"(first: {student}: {why}); run again to grade them", file=sys.stderr)
+        return 1
+    if faults:
+        print(f"error: {faults} submission(s) were not graded because of a grader problem (see "
+              "the summary page); `grader run` grades them again", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -136,6 +158,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         settings = _settings(args, reports)
         batch = _grade(assignment, discover(folder, notebook_name=""), gradebook, args, settings)
     console.print(_summary_table(batch.graded))
+    if batch.stopped or batch.unstored:
+        return _batch_exit(batch, 0)
     by_student = {r.student: r for r in batch.graded}
     problems = []
     reference, starter = by_student["reference"], by_student["starter"]
@@ -189,7 +213,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Print each student's latest grade as CSV or JSON."""
     assignment = _assignment(args)
     rows = [
-        {"student": r.student, "score": r.score, "max_score": r.max_score, "status": r.status,
+        {"student": r.student, "score": r.score if r.counted else None, "max_score": r.max_score,
+         "status": r.status,
          "reason": r.reason, "graded_at": r.graded_at.isoformat(), "sha256": r.sha256}
         for r in _stored(args, assignment)
     ]
@@ -205,6 +230,23 @@ def cmd_export(args: argparse.Namespace) -> int:
         Path(args.output).write_text(text, encoding="utf-8")
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Check what grading needs on this machine, as seen from inside the sandbox."""
+    rows = doctor.diagnose(course=args.course, data_home_dir=args.data_home, gradebook=args.gradebook,
+                           gpus=args.gpus)
+    table = Table("check", "status", "detail", title="grader doctor")
+    for row in rows:
+        style = {"ok": "green", "warn": "yellow"}.get(row.status, "bold red")
+        table.add_row(row.name, f"[{style}]{row.status}[/{style}]", row.detail)
+    console.print(table)
+    failed = [r.name for r in rows if r.status == "FAIL"]
+    if failed:
+        print(f"error: grading cannot work here: {', '.join(failed)} failed (see the table)",
+              file=sys.stderr)
+        return 1
     return 0
 
 
@@ -262,6 +304,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("csv", "json"), default="csv", help="output format")
     p.add_argument("--gradebook", default="gradebook.sqlite", help="SQLite file or SQLAlchemy URL")
     p.add_argument("--output", "-o", help="write to this file instead of standard output")
+    p = command("doctor", cmd_doctor, "check bubblewrap, the kernel's Python and packages, "
+                "TensorFlow's devices inside the sandbox, the data cache, the gradebook, Chromium",
+                assignment=False)
+    p.add_argument("--gpus", default="auto", help="GPUs to probe: auto, none, or indices like 0,1")
+    p.add_argument("--data-home", help="dataset cache (default $GRADER_DATA_HOME or ~/.cache/grader)")
+    p.add_argument("--gradebook", default="gradebook.sqlite", help="SQLite file or SQLAlchemy URL")
     data_cli.add_parser(sub)
     return parser
 
@@ -273,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args))
     except GraderError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1 if isinstance(exc, ValidationFailed) else 2
+        return 1 if isinstance(exc, ValidationFailed | PreflightFailed) else 2
     except KeyboardInterrupt:
         print("error: interrupted; results graded so far are in the gradebook", file=sys.stderr)
         return 130

@@ -6,6 +6,7 @@ shut down, with every process in its group, when the `executed` block ends.
 
 from __future__ import annotations
 
+import ast
 import atexit
 import contextlib
 import json
@@ -76,6 +77,7 @@ class Execution:
     output_truncated: bool = False
     connection_file: Path | None = None  # set while the kernel is up and answering
     errors: list[FailedCell] = field(default_factory=list)
+    gpus_used: list[str] | None = None  # TensorFlow's logical GPUs in the kernel; None: no TF
 
 
 class _KernelManager(AsyncKernelManager):
@@ -84,6 +86,7 @@ class _KernelManager(AsyncKernelManager):
 
     command_prefix = List(Unicode(), help="argv put before the kernel's (a sandbox)")
     owner = Integer(-1, help="user the kernel runs as, who must read the connection file")
+    python = Unicode(sys.executable, help="the interpreter the kernel runs on")
 
     @property
     def kernel_spec(self) -> Any:
@@ -98,7 +101,8 @@ class _KernelManager(AsyncKernelManager):
             os.chown(self.connection_file, self.owner, self.owner)
 
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
-        cmd = module_command("ipykernel_launcher", "-f", os.path.realpath(self.connection_file))
+        cmd = module_command("ipykernel_launcher", "-f", os.path.realpath(self.connection_file),
+                             python=self.python)
         return [*self.command_prefix, *cmd, *(extra_arguments or [])]
 
 
@@ -158,6 +162,7 @@ async def executed(
     env: dict[str, str],
     command_prefix: list[str] | None = None,
     owner: int = -1,
+    python: str = sys.executable,
 ) -> AsyncIterator[Execution]:
     """Execute NB in a new kernel started in WORKDIR; yield the result with the kernel still up.
 
@@ -169,6 +174,7 @@ async def executed(
     )
     km.command_prefix = list(command_prefix or [])
     km.owner = owner
+    km.python = python
     client = _Client(
         nb,
         km=km,
@@ -198,6 +204,7 @@ async def executed(
             result.output_truncated = client.output_truncated
             if result.status != "kernel_died" and await _answers(client):
                 result.connection_file = Path(km.connection_file)
+                result.gpus_used = await _gpus_used(client)
             elif result.status in ("ok", "cell_error"):
                 result.status, result.reason = "kernel_died", _died_reason(result)
         yield result
@@ -278,6 +285,33 @@ async def _answers(client: _Client, timeout: float = 10.0) -> bool:
         if reply["content"].get("status") != "aborted":  # aborted: queued behind an interrupt
             return reply["content"].get("status") == "ok"
     return False
+
+
+# What TensorFlow in the kernel really runs on: its logical GPUs, if the notebook imported it.
+_GPUS_USED = ("[d.name for d in __import__('sys').modules['tensorflow'].config.list_logical_devices('GPU')]"
+              " if 'tensorflow' in __import__('sys').modules else None")
+
+
+async def _gpus_used(client: _Client) -> list[str] | None:
+    """The GPUs TensorFlow uses in the kernel, [] for none, None if it never imported TF."""
+    assert client.kc is not None
+    msg_id = client.kc.execute("", silent=True, store_history=False, allow_stdin=False,
+                               user_expressions={"gpus": _GPUS_USED})
+    deadline = time.monotonic() + 20
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            msg = await client.kc.shell_channel.get_msg(timeout=left)
+        except queue.Empty:
+            break
+        if msg["parent_header"].get("msg_id") == msg_id:
+            value = msg["content"].get("user_expressions", {}).get("gpus", {})
+            text = value.get("data", {}).get("text/plain", "None") if value.get("status") == "ok" else "None"
+            try:
+                found = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                return None
+            return [str(g)[:100] for g in found][:16] if isinstance(found, list) else None
+    return None
 
 
 async def _request(client: _Client, code: str, timeout: float) -> dict[str, Any] | None:

@@ -1,14 +1,17 @@
 """The gradebook: students, submissions, grading runs and check results, in SQL.
 
 SQLite by default; any SQLAlchemy URL (PostgreSQL, say) works unchanged. Only this module speaks
-SQL. Each result is written in one transaction, so a killed grader leaves no half-stored run.
+SQL. Each result is written in one transaction, so a killed grader leaves no half-stored run; a
+write that fails is retried before it is reported. Every string that came from a submission is
+cleaned (lone surrogates, NUL bytes) and capped before it reaches the database.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,9 +28,11 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    inspect,
     select,
+    text,
 )
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 from .errors import GradebookError
@@ -54,6 +59,8 @@ class SubmissionRow(Base):
     notebook_sha256: Mapped[str] = mapped_column(String(64))
     path: Mapped[str] = mapped_column(Text)
     submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # when a run last found this notebook on disk: the student's current hand-in is the latest seen
+    seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     student: Mapped[Student] = relationship()
     runs: Mapped[list[Run]] = relationship(back_populates="submission", order_by="Run.id")
 
@@ -76,6 +83,8 @@ class Run(Base):
     graded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     failed_cell: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     executed_notebook: Mapped[str | None] = mapped_column(Text, nullable=True)
+    staff_detail: Mapped[str] = mapped_column(Text, default="")
+    report_error: Mapped[str] = mapped_column(Text, default="")
     submission: Mapped[SubmissionRow] = relationship(back_populates="runs")
     checks: Mapped[list[CheckRow]] = relationship(back_populates="run", order_by="CheckRow.id")
 
@@ -92,6 +101,8 @@ class CheckRow(Base):
     outcome: Mapped[str] = mapped_column(String(20))
     message: Mapped[str] = mapped_column(Text, default="")
     attachments: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    fault: Mapped[str] = mapped_column(String(20), default="")
+    detail: Mapped[str] = mapped_column(Text, default="")
     run: Mapped[Run] = relationship(back_populates="checks")
 
 
@@ -103,8 +114,9 @@ def _url(target: str | Path) -> str:
 class Gradebook:
     """An open gradebook."""
 
-    def __init__(self, target: str | Path):
+    def __init__(self, target: str | Path, *, attempts: int = 3):
         url = _url(target)
+        self.attempts = attempts
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -112,6 +124,7 @@ class Gradebook:
             if url.startswith("sqlite"):
                 event.listen(self.engine, "connect", _sqlite_pragmas)
             Base.metadata.create_all(self.engine)
+            _add_missing_columns(self.engine)
         except SQLAlchemyError as exc:
             raise GradebookError(f"cannot open the gradebook {target}: {exc.__class__.__name__}:"
                                  f" {str(exc).splitlines()[0]}") from None
@@ -121,20 +134,52 @@ class Gradebook:
         with Session(self.engine, expire_on_commit=False) as session, session.begin():
             yield session
 
-    def already_graded(self, student: str, assignment: str, sha256: str, checks: str) -> bool:
-        """Whether this exact notebook was graded with these exact checks."""
+    def already_graded(self, student: str, assignment: str, sha256: str, key: str) -> bool:
+        """Whether this exact notebook was graded with this exact grading key, with a result
+        that counts (a grader fault is graded again)."""
         query = (
             select(Run.id).join(SubmissionRow).join(Student)
-            .where(Student.name == student, SubmissionRow.assignment == assignment,
-                   SubmissionRow.notebook_sha256 == sha256, Run.checks_sha256 == checks,
-                   Run.status != "internal_error")
+            .where(Student.name == _clean(student, 200), SubmissionRow.assignment == assignment,
+                   SubmissionRow.notebook_sha256 == sha256, Run.checks_sha256 == key,
+                   Run.status.not_in(("error", "internal_error")))
             .limit(1)
         )
         with self.session() as session:
             return session.execute(query).first() is not None
 
+    def mark_seen(self, student: str, assignment: str, sha256: str) -> None:
+        """Record that STUDENT's current hand-in is the notebook SHA256 (graded before)."""
+        self._retrying(lambda: self._mark_seen(_clean(student, 200), assignment, sha256))
+
+    def _mark_seen(self, student: str, assignment: str, sha256: str) -> None:
+        with self.session() as session:
+            row = session.scalar(select(SubmissionRow).join(Student).where(
+                Student.name == student, SubmissionRow.assignment == assignment,
+                SubmissionRow.notebook_sha256 == sha256))
+            if row is not None:
+                row.seen_at = datetime.now(UTC)
+
     def store(self, result: Result) -> None:
-        """Record one grading run and its checks in a single transaction."""
+        """Record one grading run and its checks in a single transaction, retrying a write that
+        fails for a passing reason (a locked database); GradebookError if it cannot be stored."""
+        clean = _cleaned(result)
+        self._retrying(lambda: self._store(clean))
+
+    def _retrying(self, write: Callable[[], None]) -> None:
+        for attempt in range(1, self.attempts + 1):
+            try:
+                write()
+                return
+            except OperationalError as exc:
+                if attempt == self.attempts:
+                    raise GradebookError(f"the gradebook write failed {self.attempts} times: "
+                                         f"{str(exc).splitlines()[0][:300]}") from None
+                time.sleep(0.2 * 2 ** attempt)
+            except SQLAlchemyError as exc:
+                raise GradebookError(f"the gradebook write failed: {exc.__class__.__name__}: "
+                                     f"{str(exc).splitlines()[0][:300]}") from None
+
+    def _store(self, result: Result) -> None:
         with self.session() as session:
             person = session.scalar(select(Student).where(Student.name == result.student))
             if person is None:
@@ -151,31 +196,34 @@ class Gradebook:
                                     submitted_at=result.submitted_at)
                 session.add(row)
                 session.flush()
+            row.seen_at = datetime.now(UTC)
             run = Run(submission_id=row.id, **{name: getattr(result, name) for name in _RUN_FIELDS})
             run.checks = [CheckRow(**asdict(c)) for c in result.checks]
             session.add(run)
 
     def latest(self, assignment: str) -> list[Result]:
-        """Each student's most recent result for ASSIGNMENT, by student name."""
+        """Each student's result for ASSIGNMENT, by student name: the latest run of the hand-in
+        last found on disk (a student who hands in an older version again gets its grade)."""
         query = (
             select(Student.name, SubmissionRow, Run)
             .join(SubmissionRow, Run.submission_id == SubmissionRow.id)
             .join(Student, SubmissionRow.student_id == Student.id)
             .where(SubmissionRow.assignment == assignment).order_by(Run.id)
         )
-        latest: dict[str, Result] = {}
+        latest: dict[str, tuple[datetime, int, Result]] = {}
         with self.session() as session:
             for name, submission, run in session.execute(query):
-                latest[name] = Result(
+                result = Result(
                     student=name, assignment=assignment, notebook=submission.path,
                     sha256=submission.notebook_sha256, submitted_at=submission.submitted_at,
                     checks=[_outcome(c) for c in run.checks],
                     **{field: getattr(run, field) for field in _RUN_FIELDS},
                 )
-                stamp = latest[name].graded_at
-                if stamp.tzinfo is None:  # SQLite keeps no zone; we always write UTC
-                    latest[name].graded_at = stamp.replace(tzinfo=UTC)
-        return [latest[name] for name in sorted(latest)]
+                result.graded_at = _utc(result.graded_at)
+                seen = _utc(submission.seen_at or run.graded_at)
+                if name not in latest or (seen, run.id) >= latest[name][:2]:
+                    latest[name] = (seen, run.id, result)
+        return [latest[name][2] for name in sorted(latest)]
 
     def count_runs(self, assignment: str) -> dict[str, int]:
         """How many runs each student has for ASSIGNMENT."""
@@ -194,15 +242,71 @@ class Gradebook:
 _RUN_FIELDS = (
     "checks_sha256", "status", "reason", "score", "max_score", "device", "sandboxed",
     "kernel_start_s", "execution_s", "checks_s", "report_s", "graded_at", "failed_cell",
-    "executed_notebook",
+    "executed_notebook", "staff_detail", "report_error",
 )
+
+
+def _utc(stamp: datetime) -> datetime:
+    """SQLite keeps no zone; we always write UTC."""
+    return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp
+
+
+def _clean(text: str, cap: int) -> str:
+    """TEXT as the database can store it: lone surrogates and NUL bytes replaced, at most CAP
+    characters."""
+    text = text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
+    return text if len(text) <= cap else text[: cap - 1] + "…"
+
+
+def _clean_json(value: Any) -> Any:
+    if isinstance(value, str):
+        return _clean(value, 100_000)
+    if isinstance(value, dict):
+        return {_clean(str(k), 200): _clean_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean_json(v) for v in value]
+    return value
+
+
+def _cleaned(result: Result) -> Result:
+    """A copy of RESULT with every string fit to store (student-derived text may hold anything)."""
+    checks = [replace(c, name=_clean(c.name, 200), description=_clean(c.description, 2000),
+                      message=_clean(c.message, 5000), detail=_clean(c.detail, 20_000),
+                      attachments=[replace(a, title=_clean(a.title, 500),
+                                           content=_clean(a.content, 5_000_000))
+                                   for a in c.attachments])
+              for c in result.checks]
+    return replace(
+        result, student=_clean(result.student, 200), notebook=_clean(result.notebook, 4000),
+        reason=_clean(result.reason, 5000), staff_detail=_clean(result.staff_detail, 50_000),
+        report_error=_clean(result.report_error, 5000), device=_clean(result.device, 200),
+        failed_cell=_clean_json(result.failed_cell), checks=checks,
+        executed_notebook=None if result.executed_notebook is None
+        else _clean(result.executed_notebook, 200_000_000),
+    )
+
+
+def _add_missing_columns(engine: Any) -> None:
+    """Add the columns a newer grader defines to a gradebook made by an older one."""
+    inspector = inspect(engine)
+    with engine.begin() as connection:
+        for table in Base.metadata.sorted_tables:
+            have = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in have:
+                    continue
+                kind = column.type.compile(engine.dialect)
+                default = " DEFAULT ''" if isinstance(column.type, String | Text) else ""
+                connection.execute(text(
+                    f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}{default}'))
 
 
 def _outcome(row: CheckRow) -> CheckOutcome:
     return CheckOutcome(
         name=row.name, description=row.description, public=row.public,
         max_points=row.max_points, points=row.points, outcome=row.outcome, message=row.message,
-        attachments=[Attachment(**a) for a in row.attachments or []],
+        attachments=[Attachment(**a) for a in row.attachments or []], fault=row.fault or "",
+        detail=row.detail or "",
     )
 
 

@@ -5,11 +5,13 @@ sinking the rest."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import os
 import queue
 import shutil
+import sys
 import tempfile
 import time
 import traceback
@@ -26,10 +28,11 @@ from .assignments import Assignment
 from .check import start_checks
 from .data.prepare import Prepared
 from .devices import CPU, Device, threads_per_kernel
+from .errors import GradebookError, GraderError
 from .execute import executed, kernel_env
 from .gradebook import Gradebook
 from .report import write_feedback
-from .score import Result, status_of, total
+from .score import GRADER_FAULT, Result, grader_faults, mark_fault, status_of, total
 from .submission import InvalidNotebook, Submission, read_notebook
 
 EXCHANGE = ".grader-exchange"
@@ -46,6 +49,8 @@ class Settings:
     devices: tuple[Device, ...] = (CPU,)
     sandboxed: bool = True  # run each kernel in the bubblewrap sandbox
     work_root: Path | None = None  # where each submission's private folder is made
+    python: str = ""  # the kernels' interpreter; "" is the grader's own ($GRADER_KERNEL_PYTHON)
+    stop_after: int = 6  # stop the batch if more than half of its first results are grader faults
 
 
 @dataclass
@@ -55,6 +60,12 @@ class Batch:
     graded: list[Result] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    unstored: list[tuple[str, str]] = field(default_factory=list)  # (student, why) not stored
+    stopped: str = ""  # why the batch stopped before grading everyone, if it did
+
+
+class BatchStopped(GraderError):
+    """Too many grader faults at the start of a batch: something is wrong with the machine."""
 
 
 def _digest(path: Path | None) -> str:
@@ -71,16 +82,23 @@ def _submitted_at(path: Path | None) -> datetime | None:
         return None
 
 
+def kernel_python(explicit: str = "") -> str:
+    """The interpreter kernels run on: EXPLICIT, else $GRADER_KERNEL_PYTHON, else the grader's."""
+    return explicit or os.environ.get("GRADER_KERNEL_PYTHON") or sys.executable
+
+
 def grade_submission(
     assignment: Assignment, submission: Submission, *, prepared: Prepared | None,
     device: Device = CPU, threads: int = 1, work_root: Path | None = None, sandboxed: bool = True,
-    uid: int | None = None,
+    uid: int | None = None, key: str | None = None, python: str = "",
 ) -> Result:
-    """Grade one submission; never raises for anything the notebook does."""
+    """Grade one submission; never raises, whatever the notebook or the grader does."""
+    if key is None:
+        key = assignment.grading_key(prepared.key if prepared else "")
     result = Result(
         student=submission.student, assignment=assignment.name,
         notebook=str(submission.path or ""), sha256=_digest(submission.path),
-        checks_sha256=assignment.checks_digest(), status="invalid", reason=submission.problem or "",
+        checks_sha256=key, status="invalid", reason=submission.problem or "",
         score=0.0, max_score=assignment.config.points, device=device.label, sandboxed=sandboxed,
         submitted_at=_submitted_at(submission.path),
     )
@@ -91,22 +109,23 @@ def grade_submission(
     except InvalidNotebook as exc:
         result.reason = str(exc)
         return result
-    if work_root is not None:
-        work_root.mkdir(parents=True, exist_ok=True)
-    run_dir = Path(tempfile.mkdtemp(prefix="grader-", dir=work_root))
-    if uid is None:
-        uid = sandbox.claim_user() if sandboxed and os.geteuid() == 0 else 65534
-    kernel = _Kernel(assignment, prepared, run_dir, device, threads, sandboxed, uid)
+    run_dir: Path | None = None
     try:
+        if work_root is not None:
+            work_root.mkdir(parents=True, exist_ok=True)
+        run_dir = Path(tempfile.mkdtemp(prefix="grader-", dir=work_root))
+        if uid is None:
+            uid = sandbox.claim_user() if sandboxed and os.geteuid() == 0 else 65534
+        kernel = _Kernel(assignment, prepared, run_dir, device, threads, sandboxed, uid,
+                         kernel_python(python))
         asyncio.run(_execute_and_check(assignment, nb, result, kernel))
     except Exception:  # noqa: BLE001 - the grader's own failure, stored so the batch goes on
-        result.status = "internal_error"
-        result.reason = "the grader failed: " + traceback.format_exc(limit=3).strip()[-1500:]
-        result.score = 0.0
+        mark_fault(result, "the grader failed:\n" + traceback.format_exc()[-8000:])
     finally:
-        if sandboxed and os.geteuid() == 0:
-            sandbox.reap(kernel.uid)
-        shutil.rmtree(run_dir, ignore_errors=True)
+        if sandboxed and os.geteuid() == 0 and uid is not None:
+            sandbox.reap(uid)
+        if run_dir is not None:
+            shutil.rmtree(run_dir, ignore_errors=True)
     return result
 
 
@@ -121,6 +140,7 @@ class _Kernel:
     threads: int
     sandboxed: bool
     uid: int
+    python: str = sys.executable
 
     def stage(self, nb: nbformat.NotebookNode) -> tuple[Path, Path, dict[str, str], list[str], int]:
         """Lay out the files; return the kernel's host cwd, the exchange folder as the kernel
@@ -168,6 +188,7 @@ async def _execute_and_check(assignment: Assignment, nb: nbformat.NotebookNode, 
     workdir, exchange, env, prefix, owner = kernel.stage(nb)
     limits = assignment.config.limits
     prepared = kernel.prepared
+    log = kernel.run_dir / "shared" / "kernel.log"
     checker = await start_checks(  # imports its libraries while the notebook runs
         assignment.check_files(), run_dir=kernel.run_dir, public_dir=assignment.public_checks,
         hidden_dir=prepared.hidden_dir if prepared else None,
@@ -177,18 +198,26 @@ async def _execute_and_check(assignment: Assignment, nb: nbformat.NotebookNode, 
     try:
         async with executed(nb, workdir=workdir, shared=exchange.parent, limits=limits,
                             seed=assignment.config.seed, env=env, command_prefix=prefix,
-                            owner=owner) as execution:
+                            owner=owner, python=kernel.python) as execution:
             result.kernel_start_s = execution.kernel_start_s
             result.execution_s = execution.execution_s
             checks = await checker.finish(execution.connection_file,
                                           f"nothing to check: {execution.reason}")
     finally:
         checker.kill()
+    result.device = device_used(kernel.device, execution.gpus_used)
     result.checks_s = checks.seconds
     result.checks = checks.outcomes
-    result.status = status_of(execution.status, checks.problem)
-    result.reason = checks.problem or execution.reason
-    result.score = 0.0 if checks.problem else total(checks.outcomes)
+    result.status = status_of(execution.status, checks.problem, checks.outcomes)
+    result.reason = execution.reason
+    result.score = total(checks.outcomes)
+    if execution.status in ("kernel_died", "kernel_failed"):
+        result.staff_detail = "the kernel's stderr, last lines:\n" + _tail(log)
+    if result.status == GRADER_FAULT:
+        detail = [execution.reason if execution.status == "kernel_failed" else "",
+                  f"the checks broke: {checks.problem}" if checks.problem else "",
+                  *(f"check {c.name} broke: {c.detail}" for c in grader_faults(checks.outcomes))]
+        mark_fault(result, "\n".join(d for d in detail if d))
     cell = execution.failed_cell
     result.failed_cell = None if cell is None else {
         "index": cell.index, "source": cell.source[:5000], "ename": cell.ename,
@@ -197,22 +226,50 @@ async def _execute_and_check(assignment: Assignment, nb: nbformat.NotebookNode, 
     result.executed_notebook = nbformat.writes(execution.notebook)
 
 
+def device_used(assigned: Device, gpus: list[str] | None) -> str:
+    """What the report says the notebook ran on: what TensorFlow in the kernel used."""
+    if not assigned.cuda_visible_devices:
+        return CPU.label
+    if gpus:
+        return assigned.label
+    if gpus is None:
+        return f"CPU ({assigned.label} was assigned; the notebook did not use TensorFlow)"
+    return f"CPU ({assigned.label} was assigned but TensorFlow did not use it)"
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    """The last LINES lines of a log file, for staff."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - 20_000))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.strip().splitlines()[-lines:]) or "(empty)"
+
+
 def grade_batch(
     assignment: Assignment, submissions: list[Submission], *, gradebook: Gradebook,
     prepared: Prepared | None, settings: Settings = Settings(),
     on_result: Callable[[Result], None] | None = None,
     on_skip: Callable[[Submission], None] | None = None,
 ) -> Batch:
-    """Grade every submission not graded before, WORKERS at a time, storing each at once."""
+    """Grade every submission not graded before, WORKERS at a time, storing each at once.
+
+    A result that cannot be stored is reported in Batch.unstored and the batch goes on; if more
+    than half of the first results are grader faults, the batch stops (Batch.stopped)."""
     began = time.monotonic()
     batch = Batch()
-    checks_sha = assignment.checks_digest()
+    key = assignment.grading_key(prepared.key if prepared else "")
     todo = []
     for submission in submissions:
+        sha = _digest(submission.path)
         if not settings.force and submission.path is not None and gradebook.already_graded(
-            submission.student, assignment.name, _digest(submission.path), checks_sha
+            submission.student, assignment.name, sha, key
         ):
             batch.skipped.append(submission.student)
+            _store_safely(batch, submission.student, functools.partial(
+                gradebook.mark_seen, submission.student, assignment.name, sha))
             if on_skip:
                 on_skip(submission)
         else:
@@ -231,7 +288,8 @@ def grade_batch(
         try:
             result = grade_submission(assignment, submission, prepared=prepared, device=device,
                                       threads=threads, work_root=settings.work_root,
-                                      sandboxed=settings.sandboxed, uid=uid)
+                                      sandboxed=settings.sandboxed, uid=uid, key=key,
+                                      python=settings.python)
         finally:
             devices.put((uid, device))
         if settings.reports is not None:
@@ -239,18 +297,46 @@ def grade_batch(
             try:
                 write_feedback(result, title=assignment.config.title, folder=settings.reports,
                                notebook_html=settings.notebook_html)
-            except Exception:  # noqa: BLE001 - the result still counts; `grader report` retries
-                traceback.print_exc()
+            except Exception as exc:  # noqa: BLE001 - the grade stands; `grader report` retries
+                result.report_error = f"{type(exc).__name__}: {exc}"[:2000]
             result.report_s = time.monotonic() - started
         return result
 
+    window = min(settings.stop_after, len(todo))
     with ThreadPoolExecutor(max_workers=slots, thread_name_prefix="grader") as pool:
         futures = [pool.submit(work, s) for s in todo]
         for future in as_completed(futures):
+            if future.cancelled():  # the batch stopped before it started
+                continue
             result = future.result()
-            gradebook.store(result)
+            _store_safely(batch, result.student, functools.partial(gradebook.store, result))
             batch.graded.append(result)
             if on_result:
                 on_result(result)
+            if len(batch.graded) == window < len(todo):  # only where there is more to stop
+                faults = [r for r in batch.graded if r.status == GRADER_FAULT]
+                if window and len(faults) * 2 > window:
+                    batch.stopped = (
+                        f"stopped: {len(faults)} of the first {window} submissions failed on the"
+                        f" grader's side ({_first_line(faults[0].staff_detail)}); fix the machine"
+                        " or the checks and run again (faults are regraded)")
+                    for pending in futures:
+                        pending.cancel()
     batch.seconds = time.monotonic() - began
     return batch
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return (lines[-1] if lines else "no detail")[:200]
+
+
+def _store_safely(batch: Batch, student: str, write: Callable[[], None]) -> None:
+    """Write to the gradebook; a write that fails (after the gradebook's retries) is kept in
+    BATCH.unstored and never stops the batch."""
+    try:
+        write()
+    except GradebookError as exc:
+        batch.unstored.append((student, str(exc)))
+    except Exception as exc:  # noqa: BLE001 - a failed write never sinks the batch
+        batch.unstored.append((student, f"{type(exc).__name__}: {exc}"[:500]))

@@ -39,8 +39,10 @@ class CheckOutcome:
     max_points: float
     points: float = 0.0
     outcome: str = "failed"  # passed | partial | failed | error
-    message: str = ""
+    message: str = ""  # for the student
     attachments: list[Attachment] = field(default_factory=list)
+    fault: str = ""  # "grader" when the check's own code broke, not the student's values
+    detail: str = ""  # for staff only: the traceback of a check that broke
 
 
 class Submission:
@@ -264,16 +266,23 @@ _ATTACHMENTS = pytest.StashKey[list[Attachment]]()
 _CREDIT = pytest.StashKey[Credit]()
 
 
+def _student_caused(excinfo: pytest.ExceptionInfo[BaseException]) -> bool:
+    """Whether a check failed because of the submission: a failed assert or pytest.fail, or a
+    value the student handed over that was missing, of the wrong kind or broke. Anything else
+    raised in a check is a bug of the check or the grader, never the student's zero."""
+    return (excinfo.errisinstance((AssertionError, StudentValueError))
+            or excinfo.errisinstance(pytest.fail.Exception)
+            or excinfo.errisinstance(pytest.skip.Exception))
+
+
 def _message(excinfo: pytest.ExceptionInfo[BaseException]) -> str:
     """What the student reads for a failed check: the author's words, never the check's code."""
     exc = excinfo.value
-    if isinstance(exc, AssertionError) or excinfo.errisinstance(pytest.fail.Exception):
-        return str(exc).strip() or "the check failed"
-    if isinstance(exc, StudentValueError):
-        return str(exc)
     if excinfo.errisinstance(pytest.skip.Exception):
         return f"not graded: {exc}"
-    return f"the check could not run: {type(exc).__name__}: {str(exc)[:500]}"
+    if _student_caused(excinfo):
+        return str(exc).strip() or "the check failed"
+    return "this check could not run because of a problem on the grader's side (not your fault)"
 
 
 class _Collector:
@@ -309,6 +318,10 @@ class _Collector:
             outcome.outcome = "failed" if call.when == "call" else "error"
             outcome.points = 0.0
             outcome.message = _message(call.excinfo)
+            if not _student_caused(call.excinfo):
+                outcome.outcome, outcome.fault = "error", "grader"
+                outcome.detail = f"{item.nodeid} ({call.when}): " + str(
+                    call.excinfo.getrepr(style="short", chain=True))[-8000:]
         elif call.when == "call":
             credit = item.stash.get(_CREDIT, None)
             fraction = 1.0 if credit is None or credit.fraction is None else credit.fraction
@@ -316,6 +329,18 @@ class _Collector:
             outcome.outcome = "passed" if fraction >= 1.0 else "partial"
             outcome.message = credit.message if credit is not None else ""
 
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        """With --collect-only, list each check and its points (the preflight reads them)."""
+        if not session.config.option.collectonly:
+            return
+        listed = [{"name": item.name, "file": str(item.path), "public": self._outcome(item).public,
+                   "points": self._outcome(item).max_points,
+                   "marked": bool((m := item.get_closest_marker("points")) and m.args)}
+                  for item in session.items]
+        self.path.write_text(json.dumps({"collected": listed}), encoding="utf-8")
+
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if session.config.option.collectonly:
+            return
         data = [asdict(o) for o in self.outcomes.values()]
         self.path.write_text(json.dumps({"checks": data}), encoding="utf-8")

@@ -1,4 +1,9 @@
-"""Turn an execution and its checks into a score, a status and a reason the student understands."""
+"""Turn an execution and its checks into a score, a status and a reason the student understands.
+
+Two kinds of outcome never mix: what the student's notebook did (graded, cell_error, timeout,
+kernel_died, invalid) earns a score; a fault of the grader or the machine (`error`) earns none,
+is shown to staff with its detail, and is graded again by the next run.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +19,13 @@ STATUSES = {
     "cell_error": "a cell raised an error",
     "timeout": "stopped at the time limit",
     "kernel_died": "the kernel died",
-    "kernel_failed": "the kernel did not start",
     "invalid": "not a notebook the grader can run",
-    "internal_error": "the grader failed (not the student's fault)",
+    "error": "not graded: grader problem",
 }
+GRADER_FAULT = "error"
+# What a student reads when the grader, not their notebook, failed.
+FAULT_REASON = ("not graded yet: the grader had a problem that is not your fault; the course staff"
+                " see it and your notebook will be graded again")
 
 
 @dataclass
@@ -28,9 +36,9 @@ class Result:
     assignment: str
     notebook: str  # path the notebook was read from
     sha256: str
-    checks_sha256: str
+    checks_sha256: str  # the grading key: checks, config, data, grader (see Assignment.grading_key)
     status: str
-    reason: str
+    reason: str  # for the student: never a traceback or a path of the grading machine
     score: float
     max_score: float
     checks: list[CheckOutcome] = field(default_factory=list)
@@ -44,10 +52,17 @@ class Result:
     submitted_at: datetime | None = None
     graded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     executed_notebook: str | None = None  # JSON of the executed notebook, outputs capped
+    staff_detail: str = ""  # for staff pages only: tracebacks, the kernel's stderr, paths
+    report_error: str = ""  # why the feedback page could not be written, if it could not
 
     @property
     def total_s(self) -> float:
         return self.kernel_start_s + self.execution_s + self.checks_s + self.report_s
+
+    @property
+    def counted(self) -> bool:
+        """Whether the score is a grade (not a grader fault waiting to be graded again)."""
+        return self.status != GRADER_FAULT
 
 
 def total(checks: list[CheckOutcome]) -> float:
@@ -55,8 +70,21 @@ def total(checks: list[CheckOutcome]) -> float:
     return round(sum(c.points for c in checks), 4)
 
 
-def status_of(execution_status: str, check_problem: str) -> str:
-    """The run's status: the checks breaking outranks whatever the notebook did."""
-    if check_problem:
-        return "internal_error"
+def grader_faults(checks: list[CheckOutcome]) -> list[CheckOutcome]:
+    """The checks whose own code broke (not the student's values)."""
+    return [c for c in checks if c.fault == "grader"]
+
+
+def status_of(execution_status: str, check_problem: str, checks: list[CheckOutcome]) -> str:
+    """The run's status: any fault of the grader outranks whatever the notebook did."""
+    if check_problem or grader_faults(checks) or execution_status == "kernel_failed":
+        return GRADER_FAULT
     return {"ok": "graded"}.get(execution_status, execution_status)
+
+
+def mark_fault(result: Result, detail: str) -> None:
+    """Turn RESULT into a grader fault: no score, a plain reason, the detail for staff."""
+    result.status = GRADER_FAULT
+    result.reason = FAULT_REASON
+    result.score = 0.0
+    result.staff_detail = (result.staff_detail + "\n" + detail).strip()[-20_000:]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +13,18 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 REPO = Path(__file__).resolve().parents[1]
 FILES = Path(__file__).resolve().parent / "files"
-SHARED_DATASETS = REPO.parent / "shared" / "datasets"
+# Real copies of every dataset: ../shared/datasets beside the checkout, or $GRADER_TEST_DATASETS.
+SHARED_DATASETS = Path(os.environ.get("GRADER_TEST_DATASETS") or REPO.parent / "shared" / "datasets")
+
+
+def require_real_datasets() -> Path:
+    """The folder of real datasets; fails loudly (never skips) when it is missing."""
+    if not (SHARED_DATASETS / "MANIFEST.md").is_file() and not SHARED_DATASETS.is_dir():
+        pytest.fail(
+            f"these tests need the real datasets, and {SHARED_DATASETS} does not exist: put the "
+            "course's shared/datasets folder beside the checkout (../shared/datasets) or point "
+            "GRADER_TEST_DATASETS at a copy (see README.md, Development)", pytrace=False)
+    return SHARED_DATASETS
 
 
 @pytest.fixture

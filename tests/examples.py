@@ -12,9 +12,9 @@ import pytest
 
 from grader.gradebook import Gradebook
 from grader.score import Result
+from tests.conftest import require_real_datasets
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "datasets"
 
 
 def grader(*args: object, home: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -26,10 +26,9 @@ def grader(*args: object, home: Path, cwd: Path) -> subprocess.CompletedProcess[
 
 def import_real_data(tmp_path_factory: pytest.TempPathFactory, *names: str) -> Path:
     """A fresh dataset cache with NAMES imported from ../shared/datasets."""
-    if not SHARED.is_dir():
-        pytest.skip(f"no real datasets at {SHARED}")
+    shared = require_real_datasets()
     home = tmp_path_factory.mktemp("data-home")
-    run = grader("data", "import", SHARED, *names, home=home, cwd=home)
+    run = grader("data", "import", shared, *names, home=home, cwd=home)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     return home
 

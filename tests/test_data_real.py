@@ -20,15 +20,18 @@ from grader.data.cli import main
 from grader.data.digest import hash_tree
 from grader.data.prepare import load_recipe
 from grader.errors import DataError
+from tests.conftest import SHARED_DATASETS, require_real_datasets
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "datasets"
+SHARED = SHARED_DATASETS
 RECIPES = sorted(p.stem for p in (REPO / "datasets" / "recipes").glob("*.py"))
 ASSIGNMENTS = sorted((REPO / "assignments").glob("*/assignment.toml"))
 REGISTRY = load_registry()
 DOWNLOADED = [name for name, entry in REGISTRY.items() if entry.kind != "generated"]
 
-pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason=f"no real datasets at {SHARED}")
+@pytest.fixture(autouse=True)
+def _real_datasets() -> None:
+    require_real_datasets()
 
 
 @pytest.fixture(scope="module")

@@ -39,6 +39,7 @@ class Prepared:
 
     student_dir: Path  # copied next to the notebook into the kernel's working directory
     hidden_dir: Path  # read by trusted checks only; never enters a kernel
+    key: str = ""  # hash of the recipe, its version and its inputs: part of the grading key
 
 
 def load_recipe(course: Path, name: str) -> ModuleType:
@@ -85,7 +86,7 @@ def prepare(recipe: str, *, course: Path, data_home: Path) -> Prepared:
     if problem != "":  # never built, or just discarded
         raw = raw_inputs(list(module.INPUTS), data_home=data_home, registry=registry)
         build(module, raw, target)
-    return Prepared(student_dir=target / "student", hidden_dir=target / "hidden")
+    return Prepared(student_dir=target / "student", hidden_dir=target / "hidden", key=key)
 
 
 def damage(target: Path) -> str | None:

@@ -1,0 +1,155 @@
+"""`grader doctor`: what grading needs on this machine, checked the way grading uses it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import devices, sandbox
+from .errors import GraderError
+from .paths import course_root, data_home
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the doctor's table."""
+
+    name: str
+    status: str  # ok | warn | FAIL
+    detail: str
+
+
+def diagnose(*, course: str | None, data_home_dir: str | None, gradebook: str, gpus: str) -> list[Row]:
+    """Every check, in the order a batch needs them."""
+    rows = [_bubblewrap(), _user_namespaces()]
+    try:
+        chosen = devices.choose(gpus)
+    except GraderError as exc:
+        rows.append(Row("GPUs", "FAIL", str(exc)))
+        chosen = [devices.CPU]
+    else:
+        labels = ", ".join(d.label for d in chosen)
+        rows.append(Row("GPUs (nvidia-smi)", "ok", labels if chosen != [devices.CPU] else "none: CPU"))
+    rows += _kernel(chosen[0], sandboxed=sandbox.bwrap() is not None)
+    rows += [_course(course), _data(course, data_home_dir), _gradebook(gradebook), _chromium()]
+    return rows
+
+
+def _bubblewrap() -> Row:
+    path = shutil.which("bwrap")
+    if path is None:
+        return Row("bubblewrap", "FAIL", "not installed: apt-get install bubblewrap")
+    version = _run([path, "--version"])
+    if sandbox.bwrap() is None:
+        return Row("bubblewrap", "FAIL", f"{version} cannot make a sandbox here (namespaces refused)")
+    return Row("bubblewrap", "ok", f"{version} at {path}")
+
+
+def _user_namespaces() -> Row:
+    limit = _read("/proc/sys/user/max_user_namespaces")
+    if os.geteuid() == 0:
+        return Row("user namespaces", "ok", f"not needed as root (max_user_namespaces {limit})")
+    if limit in ("", "0"):
+        return Row("user namespaces", "FAIL", "disabled: a non-root grader needs them")
+    return Row("user namespaces", "ok", f"max_user_namespaces {limit}")
+
+
+def _kernel(device: devices.Device, *, sandboxed: bool) -> list[Row]:
+    from .pipeline import Settings
+    from .preflight import probe_assignment, probe_kernel
+
+    where = "inside the sandbox" if sandboxed else "WITHOUT a sandbox"
+    settings = Settings(sandboxed=sandboxed, devices=(device,))
+    try:
+        info = asyncio.run(probe_kernel(probe_assignment(), settings=settings, prepared=None,
+                                        device=device, full=True))
+    except GraderError as exc:
+        return [Row(f"kernel {where}", "FAIL", str(exc))]
+    packages = info.get("packages", {})
+    missing = [name for name, version in packages.items() if str(version).startswith("MISSING")]
+    rows = [
+        Row(f"kernel {where}", "ok" if sandboxed else "warn",
+            f"Python {info.get('python')} ({info.get('executable')}) on {device.label}"),
+        Row("packages in the kernel", "FAIL" if missing else "ok",
+            ", ".join(f"{name} {version}" for name, version in packages.items())),
+    ]
+    listed = ", ".join(info.get("devices", [])) or "none"
+    failed = listed.startswith("TensorFlow failed")
+    wanted_gpu = device.cuda_visible_devices != ""
+    status = "FAIL" if failed or (wanted_gpu and not info.get("gpus")) else "ok"
+    rows.append(Row(f"TensorFlow {packages.get('tensorflow', '?')} devices", status, listed))
+    return rows
+
+
+def _course(course: str | None) -> Row:
+    try:
+        root = course_root(course)
+    except GraderError as exc:
+        return Row("course", "warn", str(exc))
+    names = sorted(p.name for p in (root / "assignments").iterdir() if (p / "assignment.toml").is_file())
+    return Row("course", "ok", f"{root}: {len(names)} assignments ({', '.join(names)})")
+
+
+def _data(course: str | None, data_home_dir: str | None) -> Row:
+    from .data.cache import cached_path
+    from .data.prepare import course_registry
+
+    home = data_home(data_home_dir)
+    try:
+        registry = course_registry(course_root(course))
+    except GraderError:
+        from .data.registry import load_registry
+
+        registry = load_registry(None)
+    raw = [e for e in registry.entries if e.kind != "generated"]
+    present = [e.name for e in raw if cached_path(e, home).exists()]
+    missing = [e.name for e in raw if e.name not in present]
+    detail = f"{home}: {len(present)} of {len(raw)} datasets present"
+    if missing:
+        detail += f"; missing {', '.join(missing)} (`grader data fetch NAME` or `grader data import DIR`)"
+    return Row("data cache", "ok" if not missing else "warn", detail + "; `grader data list` verifies hashes")
+
+
+def _gradebook(target: str) -> Row:
+    if "://" in target:
+        from .gradebook import Gradebook
+
+        try:
+            Gradebook(target)
+        except GraderError as exc:
+            return Row("gradebook", "FAIL", str(exc))
+        return Row("gradebook", "ok", f"{target.split('://')[0]} opens")
+    path = Path(target).resolve()
+    if path.exists():
+        ok = os.access(path, os.W_OK)
+        return Row("gradebook", "ok" if ok else "FAIL", f"{path} ({'writable' if ok else 'read-only'})")
+    folder = path.parent
+    ok = folder.is_dir() and os.access(folder, os.W_OK)
+    return Row("gradebook", "ok" if ok else "FAIL",
+               f"{path} will be made on the first run" if ok else f"cannot write in {folder}")
+
+
+def _chromium() -> Row:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return Row("Chromium (page tests)", "ok", _run([path, "--version"]) or path)
+    return Row("Chromium (page tests)", "warn", "missing: only the tests need it (apt-get install chromium)")
+
+
+def _run(argv: list[str]) -> str:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return ""

@@ -1,0 +1,197 @@
+"""Before a batch: one sandboxed kernel and one checker process must work, or nobody is graded.
+
+`preflight` starts a kernel exactly as a submission's would be started (same sandbox, same data,
+same interpreter) on a notebook of one probe cell, and, at the same time, the trusted pytest
+process collecting the assignment's checks. Either failing stops the command before anything is
+stored, with one line that says what failed. The collected checks also prove, on every run, that
+each check declares its points and that they add up to the assignment's points.
+`grader doctor` runs the same probe with TensorFlow imported, to show what a kernel sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nbformat.v4 import new_code_cell, new_notebook
+
+from .assignments import Assignment
+from .check import _trusted_env
+from .config import AssignmentConfig, Limits
+from .data.prepare import Prepared
+from .devices import CPU, Device
+from .errors import GraderError
+from .execute import executed
+from .launch import module_command
+from .pipeline import Settings, _Kernel, _tail, kernel_python
+
+# The probe cell: what the kernel runs on, as one JSON line. FULL also imports TensorFlow.
+_PROBE = """\
+import json, os, platform, sys
+info = {"python": platform.python_version(), "executable": sys.executable, "packages": {}}
+for name in ("numpy", "keras", "tensorflow", "matplotlib", "ipykernel"):
+    if %(full)s or name in ("numpy", "ipykernel"):
+        try:
+            info["packages"][name] = __import__(name).__version__
+        except Exception as exc:
+            info["packages"][name] = "MISSING: " + type(exc).__name__
+if %(full)s:
+    try:
+        import tensorflow as tf
+        info["devices"] = [d.name + " (" + d.device_type + ")" for d in tf.config.list_logical_devices()]
+        info["gpus"] = [d.name for d in tf.config.list_physical_devices("GPU")]
+    except Exception as exc:
+        info["devices"] = ["TensorFlow failed: " + type(exc).__name__ + ": " + str(exc)[:200]]
+        info["gpus"] = []
+print("GRADER-PROBE " + json.dumps(info))
+"""
+
+
+class PreflightFailed(GraderError):
+    """A kernel or the checker cannot start on this machine: nothing was graded."""
+
+
+@dataclass(frozen=True)
+class CollectedCheck:
+    """One check as pytest collected it."""
+
+    name: str
+    file: str
+    public: bool
+    points: float
+    marked: bool  # has an explicit @pytest.mark.points(n)
+
+
+@dataclass
+class Preflight:
+    """What the preflight saw."""
+
+    kernel: dict[str, Any] = field(default_factory=dict)
+    checks: list[CollectedCheck] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def preflight(assignment: Assignment, *, settings: Settings, prepared: Prepared | None) -> Preflight:
+    """Start one sandboxed kernel and collect the checks, at once; PreflightFailed if either
+    fails, AssignmentError-like GraderError if the checks' points are wrong."""
+    began = time.monotonic()
+
+    async def both() -> tuple[dict[str, Any], list[CollectedCheck]]:
+        kernel = probe_kernel(assignment, settings=settings, prepared=prepared,
+                              device=settings.devices[0])
+        return await asyncio.gather(kernel, collect_checks(assignment, prepared=prepared))
+
+    info, checks = asyncio.run(both())
+    check_points(assignment, checks)
+    return Preflight(kernel=info, checks=checks, seconds=time.monotonic() - began)
+
+
+def check_points(assignment: Assignment, checks: list[CollectedCheck]) -> None:
+    """Every check declares its points, and they add up to the assignment's points."""
+    where = assignment.root / "checks"
+    if not checks:
+        raise GraderError(f"{where} holds no checks (test_*.py in public/ and hidden/)")
+    for check in checks:
+        if not check.marked:
+            raise GraderError(f"{check.file}: {check.name} has no @pytest.mark.points(n): every "
+                              "check must say what it is worth")
+    found = round(sum(c.points for c in checks), 4)
+    if found != assignment.config.points:
+        raise GraderError(f"the checks in {where} are worth {found:g} points but "
+                          f"{assignment.root / 'assignment.toml'} says points = "
+                          f"{assignment.config.points:g}: make them agree")
+
+
+async def probe_kernel(assignment: Assignment, *, settings: Settings, prepared: Prepared | None,
+                       device: Device = CPU, full: bool = False) -> dict[str, Any]:
+    """Run the probe cell in a kernel started as a submission's would be; what it printed."""
+    root = settings.work_root
+    if root is not None:
+        root.mkdir(parents=True, exist_ok=True)
+    run_dir = Path(tempfile.mkdtemp(prefix="grader-", dir=root))
+    kernel = _Kernel(assignment, prepared, run_dir, device, 1, settings.sandboxed,
+                     _probe_user(settings), kernel_python(settings.python))
+    try:
+        nb = new_notebook(cells=[new_code_cell(_PROBE % {"full": bool(full)})], metadata={
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+        workdir, exchange, env, prefix, owner = kernel.stage(nb)
+        limits = assignment.config.limits
+        async with executed(nb, workdir=workdir, shared=exchange.parent, limits=limits,
+                            seed=0, env=env, command_prefix=prefix, owner=owner,
+                            python=kernel.python) as execution:
+            status, reason, ran = execution.status, execution.reason, execution.notebook
+        if status != "ok":
+            log = _tail(run_dir / "shared" / "kernel.log", 4).replace("\n", " | ")
+            raise PreflightFailed(f"a sandboxed kernel cannot run here ({reason}); its stderr: "
+                                  f"{log[-600:]}; nothing was graded (`grader doctor` shows more)")
+        text = "".join(o.get("text", "") for o in ran.cells[0].get("outputs", []))
+        line = next((x for x in text.splitlines() if x.startswith("GRADER-PROBE ")), "")
+        try:
+            return dict(json.loads(line.removeprefix("GRADER-PROBE ")))
+        except ValueError:
+            raise PreflightFailed("a sandboxed kernel started but its probe printed nothing "
+                                  "readable; nothing was graded") from None
+    finally:
+        if settings.sandboxed and os.geteuid() == 0:
+            from . import sandbox
+
+            sandbox.reap(kernel.uid)
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _probe_user(settings: Settings) -> int:
+    if settings.sandboxed and os.geteuid() == 0:
+        from . import sandbox
+
+        return sandbox.claim_user()
+    return 65534
+
+
+async def collect_checks(assignment: Assignment, *, prepared: Prepared | None,
+                         timeout: float = 180.0) -> list[CollectedCheck]:
+    """Collect the assignment's checks in the trusted pytest process, as grading would."""
+    files = assignment.check_files()
+    if not files:
+        return []
+    with tempfile.TemporaryDirectory(prefix="grader-collect-") as folder:
+        results = Path(folder) / "collected.json"
+        (Path(folder) / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
+        args = [*map(str, files), "--collect-only", "-q", "-c", str(Path(folder) / "pytest.ini"),
+                "--rootdir", folder, "--confcutdir", str(assignment.public_checks.parent),
+                "-p", "grader.plugin", "-p", "no:cacheprovider", "--import-mode=importlib",
+                "--grader-results", str(results), "--grader-public", str(assignment.public_checks)]
+        process = await asyncio.create_subprocess_exec(
+            *module_command("pytest", *args), cwd=folder, env=_trusted_env(),
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT)
+        try:
+            output, _ = await asyncio.wait_for(process.communicate(), timeout)
+        except TimeoutError:
+            process.kill()
+            raise PreflightFailed(f"the checker did not collect the checks within {timeout:.0f} s;"
+                                  " nothing was graded") from None
+        try:
+            listed = json.loads(results.read_text(encoding="utf-8"))["collected"]
+        except (OSError, ValueError, KeyError):
+            listed = None
+        if listed is None or process.returncode not in (0, 5):
+            lines = [x for x in output.decode("utf-8", "replace").splitlines() if x.strip()]
+            cause = " | ".join(lines[-4:])[-600:] or f"pytest exited with {process.returncode}"
+            raise PreflightFailed(f"the checker cannot collect the checks of {assignment.name}: "
+                                  f"{cause}; nothing was graded")
+    return [CollectedCheck(**item) for item in listed]
+
+
+def probe_assignment(limits: Limits | None = None) -> Assignment:
+    """A stand-in assignment for probing a kernel outside any course (`grader doctor`)."""
+    config = AssignmentConfig(title="probe", notebook="probe.ipynb", points=1.0,
+                              limits=limits or Limits())
+    return Assignment(name="probe", root=Path(tempfile.gettempdir()), config=config)
+
