@@ -44,6 +44,7 @@ class Result:
     submitted_at: datetime | None = None
     graded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     executed_notebook: str | None = None  # JSON of the executed notebook, outputs capped
+    staff_detail: str = ""  # tracebacks, kernel stderr, paths: shown on staff pages only
 
     @property
     def total_s(self) -> float:
