@@ -20,7 +20,7 @@ from .errors import GraderError, ValidationFailed
 from .gradebook import Gradebook
 from .paths import course_root, data_home
 from .pipeline import Batch, Settings, grade_batch
-from .report import write_feedback, write_summary
+from .report import write_feedback_pages, write_summary
 from .score import Result
 from .submission import Submission, discover
 
@@ -158,9 +158,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     assignment = _assignment(args)
     results = _stored(args, assignment)
     reports = _reports_dir(args, assignment)
-    for result in results:
-        write_feedback(result, title=assignment.config.title, folder=reports,
-                       notebook_html=not args.no_notebook_html)
+    problems = write_feedback_pages(results, title=assignment.config.title, folder=reports,
+                                    notebook_html=not args.no_notebook_html)
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
     write_summary(results, assignment=assignment.name, title=assignment.config.title,
                   folder=reports)
     console.print(f"wrote {len(results)} feedback pages and {reports / 'index.html'}")

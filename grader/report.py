@@ -147,6 +147,7 @@ def write_feedback(result: Result, *, title: str, folder: Path, notebook_html: b
     if with_notebook and result.executed_notebook:
         problem = _render_notebook_page(result.executed_notebook, notebook_page, limits)
         if problem:
+            notebook_page.with_name(f".{notebook_page.name}.partial").unlink(missing_ok=True)
             _write_whole(notebook_page, _plain_page(
                 f"{title}: your executed notebook",
                 "Your executed notebook could not be shown as a web page: it is too large or too "
@@ -155,6 +156,19 @@ def write_feedback(result: Result, *, title: str, folder: Path, notebook_html: b
             raise ReportError(f"the executed notebook of {result.student} could not be rendered "
                               f"({problem}); a plain page says so instead")
     return page
+
+
+def write_feedback_pages(results: list[Result], *, title: str, folder: Path, notebook_html: bool,
+                         limits: RenderLimits = RenderLimits()) -> list[str]:
+    """Write every result's feedback pages; what could not be rendered (fallbacks stand in)."""
+    problems = []
+    for result in results:
+        try:
+            write_feedback(result, title=title, folder=folder, notebook_html=notebook_html,
+                           limits=limits)
+        except ReportError as exc:
+            problems.append(str(exc))
+    return problems
 
 
 def _render_notebook_page(notebook_json: str, page: Path, limits: RenderLimits) -> str:

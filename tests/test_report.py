@@ -16,6 +16,7 @@ from grader.report import (
     notebook_name,
     scrub_paths,
     write_feedback,
+    write_feedback_pages,
     write_summary,
 )
 from grader.score import Result
@@ -102,6 +103,12 @@ def test_student_pages_show_no_host_path_nor_staff_detail(tmp_path):
     assert "STAFF ONLY" not in page.read_text() and "not isolated" not in page.read_text()
 
 
+def test_a_lone_surrogate_in_student_text_does_not_break_the_page(tmp_path):
+    r = result("bob", 1, "cell_error", "cell 3 raised ValueError: \ud800")
+    r.checks[1].message = "found \udcff"
+    assert "ValueError: ?" in write_feedback(r, title="A1", folder=tmp_path, notebook_html=False).read_text()
+
+
 def test_scrub_paths_keeps_text_that_only_looks_like_a_prefix():
     home = str(Path.home())
     assert scrub_paths(f"{home}/x and {home}x") == f"~/x and {home}x"
@@ -159,6 +166,15 @@ def test_a_notebook_too_slow_to_render_leaves_a_plain_page(tmp_path):
     assert "3 s" in str(caught.value)
     assert "could not be shown" in (tmp_path / notebook_name("mallory")).read_text()
     assert "4 / 4" in (tmp_path / feedback_name("mallory")).read_text()
+
+
+def test_one_page_that_cannot_be_rendered_does_not_stop_the_others(tmp_path):
+    slow, fine = result("mallory", 4), result("zoe", 3)
+    slow.executed_notebook = nbformat.writes(new_notebook(cells=[new_markdown_cell("[" * 100_000)]))
+    problems = write_feedback_pages([slow, fine], title="A1", folder=tmp_path, notebook_html=True,
+                                    limits=RenderLimits(seconds=2))
+    assert len(problems) == 1 and "mallory" in problems[0]
+    assert "3 / 4" in (tmp_path / feedback_name("zoe")).read_text()
 
 
 def test_a_render_over_its_memory_limit_leaves_a_plain_page(tmp_path):
