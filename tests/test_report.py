@@ -109,6 +109,14 @@ def test_a_lone_surrogate_in_student_text_does_not_break_the_page(tmp_path):
     assert "ValueError: ?" in write_feedback(r, title="A1", folder=tmp_path, notebook_html=False).read_text()
 
 
+def test_the_failed_cell_is_named_as_the_executed_notebook_shows_it(tmp_path):
+    r = result("bob", 1, "cell_error", "code cell 2 raised ValueError")
+    assert "Cell 3:" in write_feedback(r, title="A1", folder=tmp_path, notebook_html=False).read_text()
+    r.failed_cell.update(code_index=1, execution_count=2)
+    html = write_feedback(r, title="A1", folder=tmp_path, notebook_html=False).read_text()
+    assert "Code cell 2 (In [2] in your executed notebook):" in html
+
+
 def test_scrub_paths_keeps_text_that_only_looks_like_a_prefix():
     home = str(Path.home())
     assert scrub_paths(f"{home}/x and {home}x") == f"~/x and {home}x"
