@@ -54,6 +54,7 @@ class RenderLimits:
 
 # Host paths -------------------------------------------------------------------------------------
 
+@functools.cache
 def _host_prefixes() -> dict[str, str]:
     """Folders of the grading machine and what students see instead."""
     prefixes: dict[str, str] = {}
