@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import json
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -15,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import devices, doctor, release, sandbox
+from . import devices, doctor, export, options, release, sandbox
 from .assignments import Assignment, list_assignments, load_assignment
 from .data import cli as data_cli
 from .data.prepare import Prepared, prepare
@@ -24,7 +21,7 @@ from .gradebook import Gradebook
 from .paths import course_root, data_home
 from .pipeline import Batch, Settings, grade_batch
 from .preflight import PreflightFailed, preflight
-from .report import write_feedback, write_summary
+from .report import write_feedback_pages, write_summary
 from .score import GRADER_FAULT, Result
 from .submission import Submission, discover
 
@@ -107,7 +104,7 @@ def _settings(args: argparse.Namespace, reports: Path | None) -> Settings:
 
 
 def _reports_dir(args: argparse.Namespace, assignment: Assignment) -> Path:
-    return Path(args.reports) if args.reports else Path("reports") / assignment.name
+    return options.reports_folder(Path(args.reports) if args.reports else Path("reports") / assignment.name)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -154,7 +151,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         (folder / "reference.ipynb").write_bytes(assignment.source_notebook.read_bytes())
         (folder / "starter.ipynb").write_bytes(assignment.release_notebook.read_bytes())
         gradebook = Gradebook(Path(tmp) / "validate.sqlite")
-        reports = Path(args.reports) if args.reports else None
+        reports = options.reports_folder(Path(args.reports)) if args.reports else None
         settings = _settings(args, reports)
         batch = _grade(assignment, discover(folder, notebook_name=""), gradebook, args, settings)
     console.print(_summary_table(batch.graded))
@@ -185,9 +182,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     assignment = _assignment(args)
     results = _stored(args, assignment)
     reports = _reports_dir(args, assignment)
-    for result in results:
-        write_feedback(result, title=assignment.config.title, folder=reports,
-                       notebook_html=not args.no_notebook_html)
+    problems = write_feedback_pages(results, title=assignment.config.title, folder=reports,
+                                    notebook_html=not args.no_notebook_html)
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
     write_summary(results, assignment=assignment.name, title=assignment.config.title,
                   folder=reports)
     console.print(f"wrote {len(results)} feedback pages and {reports / 'index.html'}")
@@ -206,26 +204,13 @@ def _stored(args: argparse.Namespace, assignment: Assignment) -> list[Result]:
     return results
 
 
-EXPORT_COLUMNS = ("student", "score", "max_score", "status", "reason", "graded_at", "sha256")
+EXPORT_COLUMNS = export.COLUMNS
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Print each student's latest grade as CSV or JSON."""
     assignment = _assignment(args)
-    rows = [
-        {"student": r.student, "score": r.score if r.counted else None, "max_score": r.max_score,
-         "status": r.status,
-         "reason": r.reason, "graded_at": r.graded_at.isoformat(), "sha256": r.sha256}
-        for r in _stored(args, assignment)
-    ]
-    if args.format == "json":
-        text = json.dumps(rows, indent=2, ensure_ascii=False) + "\n"
-    else:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        text = buffer.getvalue()
+    text = export.render(_stored(args, assignment), args.format)
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
     else:

@@ -7,6 +7,8 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
+from .errors import GraderError
+
 
 @dataclass(frozen=True)
 class Device:
@@ -46,9 +48,15 @@ def choose(spec: str) -> list[Device]:
     found = detect_gpus()
     if spec == "auto":
         return found or [CPU]
-    wanted = {s.strip() for s in spec.split(",") if s.strip()}
-    chosen = [d for d in found if d.cuda_visible_devices in wanted]
-    return chosen or [CPU]
+    wanted = [s.strip() for s in spec.split(",") if s.strip()]
+    if not wanted or not all(w.isdigit() for w in wanted):
+        raise GraderError(f"--gpus {spec!r} is not auto, none or GPU indices like 0,1")
+    missing = [w for w in wanted if w not in {d.cuda_visible_devices for d in found}]
+    if missing:
+        listed = ", ".join(d.label for d in found) or "no GPU (nvidia-smi lists none)"
+        raise GraderError(f"--gpus {spec}: this machine has no GPU {', '.join(missing)}; it has "
+                          f"{listed}. Pass indices it has, auto, or none")
+    return [d for d in found if d.cuda_visible_devices in wanted]
 
 
 def threads_per_kernel(workers: int) -> int:

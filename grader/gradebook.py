@@ -29,6 +29,7 @@ from sqlalchemy import (
     create_engine,
     event,
     inspect,
+    make_url,
     select,
     text,
 )
@@ -111,6 +112,11 @@ def _url(target: str | Path) -> str:
     return text if "://" in text else f"sqlite:///{Path(text).resolve()}"
 
 
+# pip packages of the SQLAlchemy drivers a gradebook URL may name, by the module that is missing.
+DRIVER_PACKAGES = {"psycopg2": "psycopg2-binary", "psycopg": "'psycopg[binary]'", "asyncpg": "asyncpg",
+                   "pymysql": "pymysql", "MySQLdb": "mysqlclient", "pg8000": "pg8000"}
+
+
 class Gradebook:
     """An open gradebook."""
 
@@ -128,6 +134,11 @@ class Gradebook:
         except SQLAlchemyError as exc:
             raise GradebookError(f"cannot open the gradebook {target}: {exc.__class__.__name__}:"
                                  f" {str(exc).splitlines()[0]}") from None
+        except ModuleNotFoundError as exc:  # the URL's database driver is not installed
+            package = DRIVER_PACKAGES.get((exc.name or "").partition(".")[0], exc.name)
+            raise GradebookError(f"cannot open the gradebook {make_url(url).render_as_string()}: its"
+                                 f" database driver {exc.name} is not installed; run"
+                                 f" `pip install {package}`") from None
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -1,18 +1,106 @@
-"""Feedback for each student and a summary for the class, as self-contained HTML pages."""
+"""Feedback for each student and a summary for the class, as self-contained HTML pages.
+
+The summary (index.html) is the staff page: it shows grader problems with their staff detail.
+A student's pages never show staff detail nor a path of the grading machine. Each student's
+pages are rendered in a child process with time and memory limits, since a notebook is student
+data that nbconvert may take minutes over.
+"""
 
 from __future__ import annotations
 
+import functools
+import html
+import os
+import re
+import resource
+import signal
+import site
 import statistics
+import subprocess
+import sys
+import sysconfig
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jinja2
 import nbformat
 
+from .errors import GraderError
 from .paths import templates_dir
 from .score import STATUSES, Result
 from .submission import slug
 
+SUMMARY_PAGE = "index.html"
+NOTEBOOK_SUFFIX = "~notebook.html"  # a slug has "~" only before its 10-digit digest: no clash
+GRADER_PROBLEM = "not graded: grader problem"
+# Statuses whose kernel ran the notebook: the only ones whose runtimes say anything.
+RAN = frozenset({"graded", "cell_error", "timeout", "kernel_died"})
+GRADER_FAULTS = frozenset({"error", "internal_error", "kernel_failed"})
+
+
+class ReportError(GraderError):
+    """A student's pages could not be rendered; plain fallback pages stand in their place."""
+
+
+@dataclass(frozen=True)
+class RenderLimits:
+    """What rendering one student's pages may take."""
+
+    seconds: float = 60.0  # wall clock, and CPU time, of the rendering child
+    memory_mb: int = 2048  # address space of the rendering child
+
+
+# Host paths -------------------------------------------------------------------------------------
+
+@functools.cache
+def _host_prefixes() -> dict[str, str]:
+    """Folders of the grading machine and what students see instead."""
+    prefixes: dict[str, str] = {}
+    sites = [*site.getsitepackages(), site.getusersitepackages(),
+             *(sysconfig.get_paths().get(k, "") for k in ("purelib", "platlib"))]
+    for path in sites:
+        prefixes[path] = "<site-packages>"
+    for path in (sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix):
+        prefixes[path] = "<python>"
+    prefixes[str(Path(__file__).resolve().parent.parent)] = "<grader>"
+    prefixes[str(Path.home())] = "~"
+    for path, label in list(prefixes.items()):
+        prefixes.setdefault(os.path.realpath(path), label)
+    return {p.rstrip("/"): label for p, label in prefixes.items() if p and p.rstrip("/")}
+
+
+@functools.cache
+def _host_pattern() -> re.Pattern[str]:
+    runs = {re.escape(d) for d in ("/tmp", tempfile.gettempdir(), os.path.realpath(tempfile.gettempdir()))}
+    run_dirs = rf"(?:{'|'.join(sorted(runs))})/grader-[^/\s'\"]*"
+    fixed = "|".join(re.escape(p) for p in sorted(_host_prefixes(), key=len, reverse=True))
+    return re.compile(rf"(?P<run>{run_dirs})|(?P<fixed>{fixed})(?=[/\\\s'\":,)\]]|$)")
+
+
+def scrub_paths(text: str) -> str:
+    """TEXT with the grading machine's folders (venv, site-packages, run dirs, home) named generically."""
+    prefixes = _host_prefixes()
+
+    def name(match: re.Match[str]) -> str:
+        return "<run>" if match.group("run") else prefixes[match.group("fixed")]
+
+    return _host_pattern().sub(name, text)
+
+
+def _scrub_outputs(value: Any) -> Any:
+    """Every string in an output (tracebacks, stderr, text) with host paths scrubbed."""
+    if isinstance(value, str):
+        return scrub_paths(value)
+    if isinstance(value, list):
+        return [_scrub_outputs(v) for v in value]
+    if isinstance(value, dict):
+        return type(value)({k: _scrub_outputs(v) for k, v in value.items()})
+    return value
+
+
+# Student pages ---------------------------------------------------------------------------------
 
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
@@ -24,7 +112,11 @@ def _environment() -> jinja2.Environment:
     )
     env.filters["seconds"] = lambda s: f"{s:.1f} s"
     env.filters["points"] = lambda p: f"{p:g}"
+    env.filters["hostless"] = lambda s: scrub_paths(str(s))
     env.globals["STATUSES"] = STATUSES
+    env.globals["GRADER_PROBLEM"] = GRADER_PROBLEM
+    env.globals["GRADER_FAULTS"] = GRADER_FAULTS
+    env.globals["RAN"] = RAN
     return env
 
 
@@ -33,29 +125,135 @@ def feedback_name(student: str) -> str:
     return f"{slug(student)}.html"
 
 
-def write_feedback(result: Result, *, title: str, folder: Path, notebook_html: bool) -> Path:
-    """Write RESULT's feedback page (and the executed notebook beside it) into FOLDER."""
+def notebook_name(student: str) -> str:
+    """The file name of a student's executed notebook page; no student's feedback page has it."""
+    return f"{slug(student)}{NOTEBOOK_SUFFIX}"
+
+
+def write_feedback(result: Result, *, title: str, folder: Path, notebook_html: bool,
+                   limits: RenderLimits = RenderLimits()) -> Path:
+    """Write RESULT's feedback page (and the executed notebook beside it) into FOLDER.
+
+    The executed notebook is rendered in a child process within LIMITS. When that fails (time or
+    memory limit, a crash), a plain page saying the notebook could not be rendered stands in its
+    place and ReportError is raised: its message says what happened, for the staff (record it on
+    the result). Returns the feedback page's path.
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    page = folder / feedback_name(result.student)
-    notebook_page = None
-    if notebook_html and result.executed_notebook:
-        notebook_page = page.with_suffix(".notebook.html")
-        notebook_page.write_text(_notebook_html(result.executed_notebook), encoding="utf-8")
-    html = _environment().get_template("feedback.html.j2").render(
-        r=result, title=title, notebook_page=notebook_page.name if notebook_page else None,
-    )
-    page.write_text(html, encoding="utf-8")
+    page, notebook_page = folder / feedback_name(result.student), folder / notebook_name(result.student)
+    notebook_page.unlink(missing_ok=True)
+    with_notebook = bool(notebook_html and result.executed_notebook)
+    _write_whole(page, _environment().get_template("feedback.html.j2").render(
+        r=result, title=title, notebook_page=notebook_page.name if with_notebook else None))
+    if with_notebook and result.executed_notebook:
+        problem = _render_notebook_page(result.executed_notebook, notebook_page, limits)
+        if problem:
+            notebook_page.with_name(f".{notebook_page.name}.partial").unlink(missing_ok=True)
+            _write_whole(notebook_page, _plain_page(
+                f"{title}: your executed notebook",
+                "Your executed notebook could not be shown as a web page: it is too large or too "
+                "complex to render (a very long markdown cell, for example). This does not change "
+                "your grade; open your own notebook in Jupyter to see it."))
+            raise ReportError(f"the executed notebook of {result.student} could not be rendered "
+                              f"({problem}); a plain page says so instead")
     return page
 
 
+def write_feedback_pages(results: list[Result], *, title: str, folder: Path, notebook_html: bool,
+                         limits: RenderLimits = RenderLimits()) -> list[str]:
+    """Write every result's feedback pages; what could not be rendered (fallbacks stand in)."""
+    problems = []
+    for result in results:
+        try:
+            write_feedback(result, title=title, folder=folder, notebook_html=notebook_html,
+                           limits=limits)
+        except ReportError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def _render_notebook_page(notebook_json: str, page: Path, limits: RenderLimits) -> str:
+    """Render the notebook to PAGE in a limited child process; what went wrong, or ''."""
+    command = [sys.executable, "-c", "from grader.report import _render_child; _render_child()",
+               str(page), str(limits.memory_mb), str(max(1, int(limits.seconds)))]
+    try:
+        run = subprocess.run(command, input=notebook_json.encode("utf-8", "surrogatepass"),
+                             capture_output=True, timeout=limits.seconds, check=False)
+    except subprocess.TimeoutExpired:
+        return f"rendering took longer than {limits.seconds:g} s"
+    if run.returncode == 0:
+        return ""
+    stderr = run.stderr.decode("utf-8", "replace").strip()
+    if run.returncode == -signal.SIGXCPU:
+        return f"rendering used more than {limits.seconds:g} s of CPU"
+    if "MemoryError" in stderr or run.returncode == -signal.SIGKILL:
+        return f"rendering needed more than {limits.memory_mb} MB of memory"
+    last = stderr.splitlines()[-1] if stderr else f"exit status {run.returncode}"
+    return f"the renderer failed: {last[:500]}"
+
+
+def _render_child() -> None:
+    """In the rendering child: limit this process, then render the notebook on stdin to a page."""
+    page, memory_mb, seconds = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    resource.setrlimit(resource.RLIMIT_AS, (memory_mb * 2**20, memory_mb * 2**20))
+    resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds + 1))
+    notebook_json = sys.stdin.buffer.read().decode("utf-8", "surrogatepass")
+    _write_whole(page, _notebook_html(notebook_json))
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """Write TEXT to PATH through a temporary file, so that PATH is never half written."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text, encoding="utf-8", errors="replace")
+    partial.replace(path)
+
+
+def _plain_page(heading: str, text: str) -> str:
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>'
+            f"{html.escape(heading)}</title></head>\n<body><h1>{html.escape(heading)}</h1>\n"
+            f"<p>{html.escape(text)}</p></body></html>\n")
+
+
+# Markdown renders as HTML; whatever the student wrote is cleaned to these tags and attributes.
+SAFE_TAGS = frozenset({
+    "a", "abbr", "acronym", "b", "blockquote", "br", "code", "dd", "del", "details", "div", "dl",
+    "dt", "em", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "img", "kbd", "li", "ol", "p", "pre",
+    "s", "span", "strong", "sub", "summary", "sup", "table", "tbody", "td", "tfoot", "th", "thead",
+    "tr", "u", "ul",
+})
+SAFE_ATTRIBUTES = {
+    "*": ["class", "id", "title"], "a": ["href"], "img": ["src", "alt", "width", "height"],
+    "td": ["align", "colspan", "rowspan"], "th": ["align", "colspan", "rowspan"],
+}
+
+
+def _clean_html(element: str | bytes) -> str:
+    """Student HTML reduced to SAFE_TAGS: no script, style, event handler or javascript: URL."""
+    import bleach
+
+    text = element.decode() if isinstance(element, bytes) else str(element)
+    return bleach.clean(text, tags=SAFE_TAGS, attributes=SAFE_ATTRIBUTES,
+                        protocols={"http", "https", "mailto"})
+
+
 def _notebook_html(notebook_json: str) -> str:
-    """The executed notebook through nbconvert, student HTML sanitised."""
+    """The executed notebook through nbconvert: markdown rendered, student HTML cleaned, host
+    paths scrubbed from outputs."""
     from nbconvert import HTMLExporter
 
-    exporter = HTMLExporter(template_name="classic", sanitize_html=True)
-    body, _ = exporter.from_notebook_node(nbformat.reads(notebook_json, as_version=4))
+    notebook = nbformat.reads(notebook_json, as_version=4)
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            cell.outputs = _scrub_outputs(cell.get("outputs", []))
+    # nbconvert's own clean_html escapes <h1> and <p>, so markdown showed as literal tags; ours
+    # keeps what markdown makes and still drops scripts (nbconvert issue #2016).
+    exporter = HTMLExporter(template_name="classic", sanitize_html=True,
+                            filters={"clean_html": _clean_html})
+    body, _ = exporter.from_notebook_node(notebook)
     return body
 
+
+# Class summary ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class CheckSummary:
@@ -77,7 +275,7 @@ def _histogram(results: list[Result], bins: int = 10) -> list[tuple[str, int]]:
     top = max((r.max_score for r in results), default=1.0) or 1.0
     counts = [0] * bins
     for r in results:
-        counts[min(bins - 1, int(r.score / top * bins))] += 1
+        counts[max(0, min(bins - 1, int(r.score / top * bins)))] += 1
     width = top / bins
     return [(f"{i * width:g}–{(i + 1) * width:g}", n) for i, n in enumerate(counts)]
 
@@ -96,27 +294,33 @@ def _check_summaries(results: list[Result]) -> list[CheckSummary]:
 
 
 def _phase_stats(results: list[Result]) -> list[tuple[str, float, float, float]]:
+    """Fastest, median and slowest of each phase, over the notebooks that actually ran."""
+    ran = [r for r in results if r.status in RAN]
+    if not ran:
+        return []
     rows = []
     for label, attr in (("kernel start", "kernel_start_s"), ("execution", "execution_s"),
                         ("checks", "checks_s"), ("report", "report_s"), ("total", "total_s")):
-        values = [getattr(r, attr) for r in results] or [0.0]
+        values = [getattr(r, attr) for r in ran]
         rows.append((label, min(values), statistics.median(values), max(values)))
     return rows
 
 
 def write_summary(results: list[Result], *, assignment: str, title: str, folder: Path) -> Path:
-    """Write the class summary page, index.html, into FOLDER."""
+    """Write the class summary page, index.html, into FOLDER: the staff's page."""
     folder.mkdir(parents=True, exist_ok=True)
-    scores = [r.score for r in results]
-    html = _environment().get_template("summary.html.j2").render(
-        assignment=assignment, title=title, results=results,
-        histogram=_histogram(results), checks=_check_summaries(results),
+    scored = [r for r in results if r.status not in GRADER_FAULTS]
+    scores = [r.score for r in scored]
+    html_text = _environment().get_template("summary.html.j2").render(
+        assignment=assignment, title=title, results=results, scored=scored,
+        histogram=_histogram(scored), checks=_check_summaries(scored),
         phases=_phase_stats(results), feedback_name=feedback_name,
         mean=statistics.fmean(scores) if scores else 0.0,
         median=statistics.median(scores) if scores else 0.0,
         max_score=max((r.max_score for r in results), default=0.0),
         failures=[r for r in results if r.status != "graded"],
+        not_isolated=[r for r in results if not r.sandboxed],
     )
-    page = folder / "index.html"
-    page.write_text(html, encoding="utf-8")
+    page = folder / SUMMARY_PAGE
+    _write_whole(page, html_text)
     return page

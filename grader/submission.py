@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
 import re
+import stat
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,72 +34,100 @@ class InvalidNotebook(Exception):
     """The file is no notebook the grader can run; the message is for the student."""
 
 
+RESERVED_SLUGS = frozenset({"index"})  # index.html is the class summary
+
+
 def slug(student: str) -> str:
-    """A file name for a student id that cannot escape a folder or collide with another id."""
+    """A file name for a student id that cannot escape a folder or collide with another id.
+
+    An id made only of [A-Za-z0-9_.-] (and not a reserved name) is its own slug; any other gets
+    "~" and a digest of the id, and "~" is in no id that is its own slug."""
     clean = re.sub(r"[^A-Za-z0-9_.-]", "_", student)[:60].strip("._") or "student"
-    if clean == student:
+    if clean == student and clean.lower() not in RESERVED_SLUGS:
         return clean
-    return f"{clean}-{hashlib.sha256(student.encode('utf-8', 'surrogateescape')).hexdigest()[:10]}"
+    return f"{clean}~{hashlib.sha256(student.encode('utf-8', 'surrogatepass')).hexdigest()[:10]}"
 
 
 def student_id(name: str) -> str:
-    """The id kept in the gradebook: printable, bounded, the same for the same file name."""
+    """The id kept in the gradebook: NFC, printable, bounded, the same for the same file name."""
+    name = unicodedata.normalize("NFC", name)
     text = "".join(ch if unicodedata.category(ch)[0] != "C" else "?" for ch in name)
-    text = text.encode("utf-8", "replace").decode("utf-8", "replace")
     if len(text) > MAX_STUDENT_ID:
-        digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:10]
+        digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:10]
         text = f"{text[: MAX_STUDENT_ID - 12]}~{digest}"
     return text or "?"
 
 
 def discover(folder: Path, *, notebook_name: str) -> list[Submission]:
-    """Every DIR/STUDENT.ipynb and DIR/STUDENT/*.ipynb, sorted by student."""
+    """Every DIR/STUDENT.ipynb and DIR/STUDENT/*.ipynb, sorted by student.
+
+    Symbolic links are refused, and hand-ins whose ids are one after normalising (an NFC and an
+    NFD spelling, or STUDENT.ipynb beside STUDENT/) are all refused: each is `invalid` with why."""
+    if folder.is_file():
+        raise SubmissionError(f"--submissions {folder} is a file, not a folder of submissions; "
+                              "pass the folder that holds it")
     if not folder.is_dir():
         raise SubmissionError(f"submissions folder {folder} does not exist: pass --submissions DIR")
     found: list[Submission] = []
     for entry in sorted(folder.iterdir()):
         if entry.name.startswith("."):
             continue
-        if entry.is_file() and entry.suffix == ".ipynb":
+        if entry.is_symlink() and (entry.suffix == ".ipynb" or entry.is_dir()):
+            student = student_id(entry.stem if entry.suffix == ".ipynb" else entry.name)
+            found.append(Submission(student, None, f"{entry.name} is a symbolic link, not a "
+                                    "hand-in: submit the notebook file itself"))
+        elif entry.is_file() and entry.suffix == ".ipynb":
             found.append(Submission(student_id(entry.stem), entry))
-        elif entry.is_dir() and not entry.is_symlink():
+        elif entry.is_dir():
             found.append(_from_folder(entry, notebook_name))
     if not found:
         raise SubmissionError(
             f"no notebooks in {folder}: expected DIR/STUDENT.ipynb or DIR/STUDENT/*.ipynb"
         )
-    return found
+    return sorted(_refuse_collisions(found), key=lambda s: s.student)
+
+
+def _refuse_collisions(found: list[Submission]) -> list[Submission]:
+    """Every hand-in of an id handed in more than once, made invalid: which one counts is unclear."""
+    by_student: dict[str, list[Submission]] = {}
+    for s in found:
+        by_student.setdefault(s.student, []).append(s)
+    kept = []
+    for student, subs in by_student.items():
+        if len(subs) == 1:
+            kept.append(subs[0])
+            continue
+        kept.append(Submission(student, None, f"{len(subs)} hand-ins have the same student id "
+                               f"{student!r} (names that differ only in Unicode form or as a "
+                               "file and a folder): the staff must keep one and rename the rest"))
+    return kept
 
 
 def _from_folder(folder: Path, notebook_name: str) -> Submission:
     """A student folder holds one notebook; with several, the one named like the assignment."""
     student = student_id(folder.name)
-    notebooks = sorted(p for p in folder.glob("*.ipynb") if p.is_file())
+    notebooks = sorted(p for p in folder.glob("*.ipynb") if p.is_file() or p.is_symlink())
+    chosen = None
     if len(notebooks) == 1:
-        return Submission(student, notebooks[0])
-    named = [p for p in notebooks if p.name == notebook_name]
-    if named:
-        return Submission(student, named[0])
-    if not notebooks:
+        chosen = notebooks[0]
+    elif named := [p for p in notebooks if p.name == notebook_name]:
+        chosen = named[0]
+    elif not notebooks:
         return Submission(student, None, f"no .ipynb file in the folder {folder.name}/")
-    names = ", ".join(p.name for p in notebooks)
-    return Submission(
-        student, None, f"several notebooks ({names}) and none named {notebook_name}: hand in one"
-    )
+    if chosen is None:
+        names = ", ".join(p.name for p in notebooks)
+        return Submission(
+            student, None, f"several notebooks ({names}) and none named {notebook_name}: hand in one"
+        )
+    if chosen.is_symlink():
+        return Submission(student, None, f"{folder.name}/{chosen.name} is a symbolic link, not a "
+                          "hand-in: submit the notebook file itself")
+    return Submission(student, chosen)
 
 
 def read_notebook(path: Path) -> tuple[NotebookNode, str]:
     """The notebook (upgraded to format 4) and the sha256 of its bytes."""
-    try:
-        size = path.stat().st_size
-        if size > MAX_NOTEBOOK_BYTES:
-            raise InvalidNotebook(
-                f"the notebook is {size / 1e6:.0f} MB; the limit is {MAX_NOTEBOOK_BYTES / 1e6:.0f} MB"
-                " (clear large outputs before handing in)"
-            )
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InvalidNotebook(f"the notebook could not be read: {exc.strerror}") from None
+    data = _read_regular_file(path)
     digest = hashlib.sha256(data).hexdigest()
     try:
         raw = json.loads(data.decode("utf-8"))
@@ -112,3 +143,27 @@ def read_notebook(path: Path) -> tuple[NotebookNode, str]:
     if not any(cell.cell_type == "code" and cell.source.strip() for cell in nb.cells):
         raise InvalidNotebook("the notebook has no code to run")
     return nb, digest
+
+
+def _read_regular_file(path: Path) -> bytes:
+    """The bytes of PATH, which must be a regular file and no symbolic link, within the size limit."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InvalidNotebook("the notebook is a symbolic link, not a file: hand in the "
+                                  "notebook itself") from None
+        raise InvalidNotebook(f"the notebook could not be read: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise InvalidNotebook("the hand-in is not a regular file: hand in the notebook itself")
+        if info.st_size > MAX_NOTEBOOK_BYTES:
+            raise InvalidNotebook(
+                f"the notebook is {info.st_size / 1e6:.0f} MB; the limit is "
+                f"{MAX_NOTEBOOK_BYTES / 1e6:.0f} MB (clear large outputs before handing in)"
+            )
+        try:
+            return file.read(MAX_NOTEBOOK_BYTES + 1)
+        except OSError as exc:
+            raise InvalidNotebook(f"the notebook could not be read: {exc.strerror}") from None

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from grader.cli import EXPORT_COLUMNS, build_parser
-from tests.conftest import TINY_SOLUTION
+from tests.conftest import REPO, TINY_SOLUTION
 
 
 def grader(*args, cwd=None, ok=True):
@@ -106,3 +106,50 @@ def test_release_refuses_a_leaking_starter(course):
         "# Tiny", "# Tiny\\n\\nSee test_double for how we grade."))
     run = grader("release", "tiny", "--course", course, ok=False)
     assert run.returncode == 2 and "would leak" in run.stderr and "test_double" in run.stderr
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["run", "tiny", "--submissions", "assignments/tiny/assignment.toml"],
+     "is a file, not a folder of submissions; pass the folder that holds it"),
+    (["run", "tiny", "--submissions", ".", "--gradebook", "postgresql://u:secret@localhost/db"],
+     "pip install"),
+    (["report", "tiny", "--gradebook", "postgresql://u:secret@localhost/db"], "pip install"),
+    (["run", "tiny", "--submissions", ".", "--reports", "assignments/tiny/assignment.toml"],
+     "is a file, not a folder"),
+    (["report", "tiny", "--reports", "assignments/tiny/assignment.toml/sub"], "is a file"),
+    (["run", "tiny", "--submissions", ".", "--no-sandbox", "--gpus", "99"], "no GPU 99"),
+])
+def test_edge_cases_are_one_line_exit_2_and_say_what_to_do(course, args, words):
+    if args[0] == "report":
+        grader("run", "tiny", "--submissions", "assignments", "--no-sandbox", "--course", course, cwd=course)
+    run = grader(*args, "--course", course, cwd=course, ok=False)
+    assert run.returncode == 2
+    assert run.stderr.startswith("error: ") and run.stderr.count("\n") == 1, run.stderr
+    assert words in run.stderr and "secret" not in run.stderr
+    assert "Traceback" not in run.stderr + run.stdout
+
+
+def test_export_neutralises_formulas_and_leaves_grader_faults_unscored(tmp_path, capsys):
+    from grader.cli import main
+    from grader.gradebook import Gradebook
+    from grader.score import Result
+
+    book = tmp_path / "book.sqlite"
+    gradebook = Gradebook(book)
+    for student, status, score, reason in [
+        ("=HYPERLINK(\"http://x\")", "graded", 4.0, "+1 cell"),
+        ("@sum", "cell_error", 1.0, "-2 is wrong"),
+        ("carol", "error", 0.0, "\tthe grader failed"),
+    ]:
+        gradebook.store(Result(student=student, assignment="tiny", notebook="n.ipynb", sha256="ab" * 32,
+                               checks_sha256="c", status=status, reason=reason, score=score, max_score=6))
+    course = REPO / "tests" / "files" / "course"
+    assert main(["export", "tiny", "--course", str(course), "--gradebook", str(book)]) == 0
+    rows = {r["status"]: r for r in csv.DictReader(io.StringIO(capsys.readouterr().out))}
+    assert rows["graded"]["student"] == "'=HYPERLINK(\"http://x\")" and rows["graded"]["reason"] == "'+1 cell"
+    assert rows["cell_error"]["student"] == "'@sum" and rows["cell_error"]["reason"] == "'-2 is wrong"
+    assert rows["cell_error"]["score"] == "1.0"
+    assert rows["error"]["score"] == "" and rows["error"]["reason"] == "'\tthe grader failed"
+    assert main(["export", "tiny", "--course", str(course), "--gradebook", str(book), "--format", "json"]) == 0
+    data = {r["status"]: r for r in json.loads(capsys.readouterr().out)}
+    assert data["error"]["score"] is None and data["graded"]["score"] == 4.0

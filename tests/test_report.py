@@ -1,10 +1,24 @@
+import re
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
+import nbformat
 import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from grader.plugin import Attachment, CheckOutcome
-from grader.report import feedback_name, write_feedback, write_summary
+from grader.report import (
+    RenderLimits,
+    ReportError,
+    feedback_name,
+    notebook_name,
+    scrub_paths,
+    write_feedback,
+    write_feedback_pages,
+    write_summary,
+)
 from grader.score import Result
 
 PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==")
@@ -38,21 +52,146 @@ def test_feedback_shows_score_checks_error_and_plots_escaped(tmp_path):
     assert "&lt;img src=x onerror=alert(1)&gt;" in html
     assert f"data:image/png;base64,{PNG}" in html
     assert "hidden" in html and "public" in html
-    assert "not isolated" in html
 
 
 def test_feedback_links_the_executed_notebook(tmp_path):
-    import nbformat
-    from nbformat.v4 import new_code_cell, new_notebook, new_output
-
     r = result("alice", 4)
     cell = new_code_cell("display()")
     cell.outputs = [new_output("display_data", data={"text/html": "<script>alert(1)</script><b>ok</b>"})]
     r.executed_notebook = nbformat.writes(new_notebook(cells=[cell]))
     page = write_feedback(r, title="A1", folder=tmp_path, notebook_html=True)
-    notebook_page = tmp_path / "alice.notebook.html"
-    assert 'href="alice.notebook.html"' in page.read_text()
+    notebook_page = tmp_path / notebook_name("alice")
+    assert f'href="{notebook_page.name}"' in page.read_text()
     assert "<script>alert(1)" not in notebook_page.read_text(), "student HTML is sanitised"
+    assert "<b>ok</b>" in notebook_page.read_text()
+
+
+def test_notebook_page_renders_markdown_and_still_cleans_student_html(tmp_path):
+    r = result("alice", 4)
+    cell = new_code_cell("show()")
+    cell.outputs = [new_output("display_data", data={
+        "text/html": "<p onclick='steal()'>table</p><script>alert(1)</script><img src=x onerror=alert(2)>"})]
+    markdown = new_markdown_cell("# Title\n\nSome *words*, a [link](javascript:alert(3)) "
+                                 "and <script>alert(4)</script>\n\n| a | b |\n|---|---|\n| 1 | 2 |")
+    r.executed_notebook = nbformat.writes(new_notebook(cells=[markdown, cell]))
+    write_feedback(r, title="A1", folder=tmp_path, notebook_html=True)
+    html = (tmp_path / notebook_name("alice")).read_text()
+    assert re.search(r"<h1[^>]*>Title", html) and "<em>words</em>" in html and "<td>1</td>" in html
+    assert "&lt;h1" not in html and "&lt;p&gt;" not in html, "markdown shows as HTML, not as tags"
+    assert "alert(1)</script>" not in html and "<script>alert(4)" not in html
+    assert "onerror" not in html and "onclick" not in html and "javascript:alert(3)" not in html
+
+
+def test_student_pages_show_no_host_path_nor_staff_detail(tmp_path):
+    site_packages = next(p for p in sys.path if p.endswith("site-packages"))
+    home, run = str(Path.home()), "/tmp/grader-x1y2z3/kernel.json"
+    where = [f"{site_packages}/numpy/core.py", f"{sys.prefix}/bin/python", f"{home}/course/checks.py", run]
+    r = result("bob", 1, "cell_error", f"cell 3 raised ValueError at {where[0]}")
+    r.failed_cell["traceback"] = "\n".join(f'File "{w}", line 3' for w in where)
+    r.checks[1].message = f"could not read {where[3]}"
+    r.staff_detail = "STAFF ONLY: the checker's traceback"
+    r.sandboxed = False
+    cell = new_code_cell("1/0")
+    cell.outputs = [new_output("error", ename="ValueError", evalue=where[2], traceback=where),
+                    new_output("stream", name="stderr", text=f"{where[0]}:12: UserWarning")]
+    r.executed_notebook = nbformat.writes(new_notebook(cells=[cell]))
+    page = write_feedback(r, title="A1", folder=tmp_path, notebook_html=True)
+    for html in (page.read_text(), (tmp_path / notebook_name("bob")).read_text()):
+        for path in (site_packages, sys.prefix, home, "/tmp/grader-x1y2z3"):
+            assert path not in html, f"{path} shown to the student"
+        assert "numpy/core.py" in html, "the traceback stays readable"
+    assert "STAFF ONLY" not in page.read_text() and "not isolated" not in page.read_text()
+
+
+def test_a_lone_surrogate_in_student_text_does_not_break_the_page(tmp_path):
+    r = result("bob", 1, "cell_error", "cell 3 raised ValueError: \ud800")
+    r.checks[1].message = "found \udcff"
+    assert "ValueError: ?" in write_feedback(r, title="A1", folder=tmp_path, notebook_html=False).read_text()
+
+
+def test_the_failed_cell_is_named_as_the_executed_notebook_shows_it(tmp_path):
+    r = result("bob", 1, "cell_error", "code cell 2 raised ValueError")
+    assert "Cell 3:" in write_feedback(r, title="A1", folder=tmp_path, notebook_html=False).read_text()
+    r.failed_cell.update(code_index=1, execution_count=2)
+    html = write_feedback(r, title="A1", folder=tmp_path, notebook_html=False).read_text()
+    assert "Code cell 2 (In [2] in your executed notebook):" in html
+
+
+def test_scrub_paths_keeps_text_that_only_looks_like_a_prefix():
+    home = str(Path.home())
+    assert scrub_paths(f"{home}/x and {home}x") == f"~/x and {home}x"
+
+
+def test_grader_problems_show_only_on_the_summary_and_count_for_nothing(tmp_path):
+    broken = result("carol", 0, "error", "the grader failed; the staff will regrade")
+    broken.staff_detail = "TypeError in checks/test_a.py line 3"
+    broken.failed_cell = None
+    broken.sandboxed = False
+    results = [result("a", 4), result("b", 2), broken]
+    html = write_summary(results, assignment="a1", title="A1", folder=tmp_path).read_text()
+    assert "not graded: grader problem" in html and "TypeError in checks/test_a.py line 3" in html
+    assert "mean 3.00" in html and "median 3.00" in html, "the error is not a score of 0"
+    counts = [int(n) for n in re.findall(r'class="axis count"[^>]*>(\d+)<', html)]
+    assert sum(counts) == 2, counts
+    assert "without the grader's sandbox" in html
+    page = write_feedback(broken, title="A1", folder=tmp_path, notebook_html=False).read_text()
+    assert "TypeError" not in page and "not your fault" in page
+
+
+def test_runtimes_are_over_notebooks_that_ran(tmp_path):
+    ran = result("a", 4)
+    invalid = result("b", 0, "invalid", "not JSON")
+    invalid.execution_s = invalid.kernel_start_s = invalid.checks_s = 0.0
+    html = write_summary([ran, invalid], assignment="a1", title="A1", folder=tmp_path).read_text()
+    assert "<td>execution</td><td>1.5 s</td><td>1.5 s</td><td>1.5 s</td>" in html
+    only_invalid = write_summary([invalid], assignment="a1", title="A1", folder=tmp_path).read_text()
+    assert "No notebook ran" in only_invalid and "<td>0.0 s</td>" not in only_invalid
+
+
+def test_page_names_never_collide(tmp_path):
+    students = ["alice", "alice.notebook", "alice~notebook", "alice.html", "index", "Index",
+                "a/b", "a_b", "ålice", "alice~notebook.html"]
+    names = [feedback_name(s) for s in students] + [notebook_name(s) for s in students]
+    assert len(set(names)) == len(names), names
+    assert all("/" not in n for n in names) and "index.html" not in names
+    assert feedback_name("alice") == "alice.html"
+    for s in students:
+        r = result(s, 4)
+        if s == "alice":  # its notebook page was alice.notebook's feedback page
+            r.executed_notebook = nbformat.writes(new_notebook(cells=[new_code_cell("x = 1")]))
+        write_feedback(r, title="A1", folder=tmp_path, notebook_html=True)
+    write_summary([result(s, 4) for s in students], assignment="a1", title="A1", folder=tmp_path)
+    assert len(list(tmp_path.glob("*.html"))) == len(students) + 1 + 1
+    assert "4 / 4" in (tmp_path / feedback_name("alice.notebook")).read_text()
+
+
+def test_a_notebook_too_slow_to_render_leaves_a_plain_page(tmp_path):
+    r = result("mallory", 4)
+    r.executed_notebook = nbformat.writes(new_notebook(cells=[new_markdown_cell("[" * 100_000)]))
+    with pytest.raises(ReportError, match="could not be rendered") as caught:
+        write_feedback(r, title="A1", folder=tmp_path, notebook_html=True,
+                       limits=RenderLimits(seconds=3))
+    assert "3 s" in str(caught.value)
+    assert "could not be shown" in (tmp_path / notebook_name("mallory")).read_text()
+    assert "4 / 4" in (tmp_path / feedback_name("mallory")).read_text()
+
+
+def test_one_page_that_cannot_be_rendered_does_not_stop_the_others(tmp_path):
+    slow, fine = result("mallory", 4), result("zoe", 3)
+    slow.executed_notebook = nbformat.writes(new_notebook(cells=[new_markdown_cell("[" * 100_000)]))
+    problems = write_feedback_pages([slow, fine], title="A1", folder=tmp_path, notebook_html=True,
+                                    limits=RenderLimits(seconds=2))
+    assert len(problems) == 1 and "mallory" in problems[0]
+    assert "3 / 4" in (tmp_path / feedback_name("zoe")).read_text()
+
+
+def test_a_render_over_its_memory_limit_leaves_a_plain_page(tmp_path):
+    r = result("mallory", 4)
+    r.executed_notebook = nbformat.writes(new_notebook(cells=[new_markdown_cell("# hi")]))
+    with pytest.raises(ReportError, match="could not be rendered"):
+        write_feedback(r, title="A1", folder=tmp_path, notebook_html=True,
+                       limits=RenderLimits(memory_mb=60))
+    assert "could not be shown" in (tmp_path / notebook_name("mallory")).read_text()
 
 
 def test_summary_has_histogram_pass_rates_runtimes_and_failures(tmp_path):
@@ -60,7 +199,7 @@ def test_summary_has_histogram_pass_rates_runtimes_and_failures(tmp_path):
     html = write_summary(results, assignment="a1", title="A1", folder=tmp_path).read_text()
     assert "3 submissions" in html and "mean 2.00" in html
     assert html.count('class="bar"') == 10
-    assert "cell 2 ran too long" in html and 'href="c.html"' in html
+    assert "cell 2 ran too long" in html and f'href="{feedback_name("c")}"' in html
     assert "67%" in html  # test_a passed by two of three
 
 
@@ -88,3 +227,32 @@ def test_pages_render_in_headless_chromium_without_console_errors(tmp_path):
         console = [line for line in run.stderr.splitlines() if ":CONSOLE" in line]
         assert console == [], f"{page.name}: {console}"
         assert shot.exists() and shot.stat().st_size > 10_000, run.stderr[-2000:]
+
+
+MEASURE = """<script>
+window.addEventListener("load", () => {
+  const svg = document.querySelector("svg").getBoundingClientRect();
+  const clipped = [...document.querySelectorAll("svg text")].filter(t => {
+    const box = t.getBoundingClientRect();
+    return box.top < svg.top || box.bottom > svg.bottom;
+  });
+  document.body.dataset.clipped = String(clipped.length);
+});
+</script>"""
+
+
+@pytest.mark.slow
+def test_the_count_over_the_tallest_bar_is_not_clipped(tmp_path):
+    results = [result(f"s{i}", 4) for i in range(5)] + [result("t", 1)]
+    page = write_summary(results, assignment="a1", title="A1", folder=tmp_path)
+    measured = tmp_path / "measured.html"
+    measured.write_text(page.read_text().replace("</body>", MEASURE + "</body>"))
+    run = subprocess.run(
+        [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1100,1600",
+         "--virtual-time-budget=2000", "--dump-dom", measured.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )
+    found = re.search(r'data-clipped="(\d+)"', run.stdout)
+    assert found, run.stderr[-2000:]
+    assert found.group(1) == "0", "a count or label is cut off by the chart's edge"

@@ -1,4 +1,6 @@
 import json
+import os
+import unicodedata
 
 import nbformat
 import pytest
@@ -36,6 +38,10 @@ def test_folder_with_several_notebooks_prefers_the_assignment_name(tmp_path):
 def test_missing_or_empty_folder_is_a_user_error(tmp_path):
     with pytest.raises(SubmissionError, match="does not exist"):
         discover(tmp_path / "nope", notebook_name="a.ipynb")
+    nbformat.write(notebook("1"), tmp_path / "alice.ipynb")
+    with pytest.raises(SubmissionError, match="is a file, not a folder of submissions; pass the folder"):
+        discover(tmp_path / "alice.ipynb", notebook_name="a.ipynb")
+    (tmp_path / "alice.ipynb").unlink()
     with pytest.raises(SubmissionError, match="no notebooks"):
         discover(tmp_path, notebook_name="a.ipynb")
 
@@ -71,6 +77,45 @@ def test_hostile_student_ids_become_safe_file_names():
         assert "/" not in name and name not in (".", "..") and 0 < len(name) <= 80
         assert name.isprintable()
     assert slug("alice") == "alice"
-    assert slug("a/b") != slug("a_b")
+    assert slug("a/b") != slug("a_b") and slug("index") != "index"
     assert len(student_id("x" * 1000)) <= 100
     assert student_id("\x07bell") == "?bell"
+
+
+def test_nfc_and_nfd_spellings_are_one_student_and_both_hand_ins_are_refused(tmp_path):
+    nfc, nfd = unicodedata.normalize("NFC", "José"), unicodedata.normalize("NFD", "José")
+    assert nfc != nfd and student_id(nfd) == student_id(nfc) == nfc
+    nbformat.write(notebook("1"), tmp_path / f"{nfc}.ipynb")
+    nbformat.write(notebook("2"), tmp_path / f"{nfd}.ipynb")
+    nbformat.write(notebook("3"), tmp_path / "bob.ipynb")
+    (tmp_path / "bob").mkdir()
+    nbformat.write(notebook("4"), tmp_path / "bob" / "a.ipynb")
+    nbformat.write(notebook("5"), tmp_path / "carol.ipynb")
+    found = discover(tmp_path, notebook_name="a.ipynb")
+    assert [s.student for s in found] == ["José", "bob", "carol"]
+    for s in found[:2]:
+        assert s.path is None and "2 hand-ins have the same student id" in s.problem
+    assert found[2].path == tmp_path / "carol.ipynb"
+
+
+def test_symlinked_hand_ins_are_refused(tmp_path):
+    instructor = tmp_path / "instructor.ipynb"
+    nbformat.write(notebook("answer = 42"), instructor)
+    subs = tmp_path / "subs"
+    (subs / "bob").mkdir(parents=True)
+    (subs / "alice.ipynb").symlink_to(instructor)
+    (subs / "bob" / "a.ipynb").symlink_to(instructor)
+    (subs / "carol").symlink_to(tmp_path)
+    found = {s.student: s for s in discover(subs, notebook_name="a.ipynb")}
+    assert set(found) == {"alice", "bob", "carol"}
+    for s in found.values():
+        assert s.path is None and "symbolic link" in s.problem, s
+    with pytest.raises(InvalidNotebook, match="symbolic link"):
+        read_notebook(subs / "alice.ipynb")
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "s.ipynb"
+    os.mkfifo(fifo)
+    with pytest.raises(InvalidNotebook, match="not a regular file"):
+        read_notebook(fifo)
