@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from grader.assignments import load_assignment
 from grader.gradebook import Gradebook
 from grader.score import Result
 
@@ -45,6 +47,28 @@ def assert_release_reproduces(name: str, tmp_path: Path) -> None:
     made = (course / "assignments" / name / "release" / f"{name}.ipynb").read_bytes()
     assert made == (assignment / "release" / f"{name}.ipynb").read_bytes()
     assert made == (assignment / "submissions" / "starter.ipynb").read_bytes()
+
+
+def _points(check: ast.FunctionDef) -> float | None:
+    """The N of the check's `@pytest.mark.points(N)`, or None when it has no such marker."""
+    for decorator in check.decorator_list:
+        if (isinstance(decorator, ast.Call) and ast.unparse(decorator.func) == "pytest.mark.points"
+                and len(decorator.args) == 1 and isinstance(decorator.args[0], ast.Constant)):
+            return float(decorator.args[0].value)
+    return None
+
+
+def assert_points_add_up(name: str) -> None:
+    """Every check of the assignment carries an explicit points marker, and they add up to the
+    points of its assignment.toml."""
+    assignment = load_assignment(REPO, name)
+    points: dict[str, float | None] = {}
+    for path in assignment.check_files():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        points.update({f"{path.name}::{node.name}": _points(node) for node in tree.body
+                       if isinstance(node, ast.FunctionDef) and node.name.startswith("test")})
+    assert points and None not in points.values(), f"checks without a points marker: {points}"
+    assert sum(p for p in points.values() if p is not None) == assignment.config.points, points
 
 
 def assert_validates(name: str, home: Path, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 import pytest
 
 from tests.examples import (
+    assert_points_add_up,
     assert_release_reproduces,
     assert_validates,
     grade_examples,
@@ -13,14 +14,23 @@ NAME = "assignment01"
 EXPECTED = {  # student: (score, status, words in the reason)
     "reference": (10, "graded", ""),
     "partial": (5, "graded", ""),
+    "fit-fails": (6, "cell_error", "TypeError"),
     "starter": (0, "cell_error", "NotImplementedError"),
     "raises": (0, "cell_error", "FileNotFoundError"),
     "hangs": (0, "timeout", "ran longer than 60 s"),
     "invalid": (0, "invalid", "not a valid notebook"),
 }
-CHECKS = {  # the partly right example: statistics, model and curve right; the rest wrong
-    "partial": {"test_statistics": 2, "test_model_is_linear": 2, "test_training_history": 1,
+CHECKS = {  # student: points of each check, where the example is about the checks
+    # statistics, model and curve right (its fit records no val_loss: the given plot cell copes)
+    "partial": {"test_means": 1, "test_minimums": 1, "test_maximums": 1,
+                "test_model_is_linear": 1, "test_training_history": 1,
                 "test_accuracy_reported": 0, "test_predict_grades": 0, "test_hidden_accuracy": 0},
+    # fit raises: every part that needs no trained model still scores; the hidden check says why
+    # it cannot evaluate the model instead of plotting an untrained one
+    "fit-fails": {"test_means": 1, "test_minimums": 1, "test_maximums": 1,
+                  "test_model_is_linear": 1, "test_training_history": 0,
+                  "test_accuracy_reported": 1, "test_predict_grades": 1,
+                  "test_hidden_accuracy": 0},
 }
 
 
@@ -35,5 +45,12 @@ def test_validate_assignment01(data_home, tmp_path):
 
 @pytest.mark.slow
 def test_examples_get_the_expected_scores_and_reasons(data_home, tmp_path):
-    grade_examples(NAME, data_home, tmp_path, EXPECTED, CHECKS)
+    results = grade_examples(NAME, data_home, tmp_path, EXPECTED, CHECKS)
     assert images_on_page(NAME, "reference", tmp_path) == 2  # training curve, predicted vs true
+    hidden = {c.name: c.message for c in results["fit-fails"].checks}["test_hidden_accuracy"]
+    assert hidden.startswith("the model could not be evaluated: it was never trained"), hidden
+    assert images_on_page(NAME, "fit-fails", tmp_path) == 0  # no plot of an untrained model
+
+
+def test_the_checks_add_up_to_the_assignment_points():
+    assert_points_add_up(NAME)
