@@ -66,3 +66,7 @@ def test_examples_get_their_expected_scores(data_home, tmp_path):
     hidden = {c.name: c.message for c in results["reference"].checks}["test_hidden_error"]
     assert "100% of the points" in hidden, hidden
     assert images_on_page(NAME, "reference", tmp_path) == 2  # training curves, predicted against true
+    # raises: its model was built, but fit never ran; the hidden check says so instead of plotting
+    unevaluated = {c.name: c.message for c in results["raises"].checks}["test_hidden_error"]
+    assert unevaluated.startswith("the model could not be evaluated: it was never trained")
+    assert images_on_page(NAME, "raises", tmp_path) == 0
