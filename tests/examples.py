@@ -71,6 +71,64 @@ def assert_points_add_up(name: str) -> None:
     assert sum(p for p in points.values() if p is not None) == assignment.config.points, points
 
 
+def _names(node: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+
+
+def _tainted(function: ast.FunctionDef | ast.AsyncFunctionDef) -> set[str]:
+    """The names in FUNCTION whose values are computed from the `hidden` fixture."""
+    tainted = {"hidden"}
+    while True:
+        before = len(tainted)
+        for node in ast.walk(function):
+            pairs: list[tuple[ast.AST, ast.AST | None]] = []
+            if isinstance(node, ast.Assign):
+                pairs = [(target, node.value) for target in node.targets]
+            elif isinstance(node, (ast.AnnAssign, ast.AugAssign, ast.NamedExpr)):
+                pairs = [(node.target, node.value)]
+            elif isinstance(node, (ast.For, ast.comprehension)):
+                pairs = [(node.target, node.iter)]
+            elif isinstance(node, ast.withitem) and node.optional_vars is not None:
+                pairs = [(node.optional_vars, node.context_expr)]
+            for target, value in pairs:
+                if value is not None and _names(value) & tainted:
+                    tainted |= _names(target)
+        if len(tainted) == before:
+            return tainted
+
+
+def hidden_data_to_kernel(source: str) -> list[str]:
+    """Calls in check code that may hand hidden data to the student's kernel: a
+    `submission.call`/`call_array`, or any call that is also given `submission`, with an
+    argument computed from the `hidden` fixture. A conservative reading of the code: it follows
+    assignments within each function, not values returned by helpers it calls."""
+    found = []
+    for function in ast.walk(ast.parse(source)):
+        if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        tainted = _tainted(function)
+        for call in ast.walk(function):
+            if not isinstance(call, ast.Call):
+                continue
+            args = [*call.args, *(k.value for k in call.keywords)]
+            to_kernel = (isinstance(call.func, ast.Attribute)
+                         and call.func.attr in ("call", "call_array")) or any(
+                isinstance(a, ast.Name) and a.id == "submission" for a in args)
+            if to_kernel and any(_names(a) & tainted for a in args):
+                found.append(f"{function.name}, line {call.lineno}: {ast.unparse(call)}")
+    return found
+
+
+def assert_no_hidden_data_reaches_the_kernel(name: str) -> None:
+    """No check of the assignment passes anything computed from hidden data to the student's
+    functions."""
+    assignment = load_assignment(REPO, name)
+    paths = [*assignment.check_files(), assignment.root / "checks" / "conftest.py"]
+    found = [f"{path.name}: {call}" for path in paths if path.is_file()
+             for call in hidden_data_to_kernel(path.read_text(encoding="utf-8"))]
+    assert not found, found
+
+
 def assert_validates(name: str, home: Path, tmp_path: Path) -> None:
     run = grader("validate", name, "--course", REPO, home=home, cwd=tmp_path)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]

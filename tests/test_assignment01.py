@@ -3,10 +3,12 @@
 import pytest
 
 from tests.examples import (
+    assert_no_hidden_data_reaches_the_kernel,
     assert_points_add_up,
     assert_release_reproduces,
     assert_validates,
     grade_examples,
+    hidden_data_to_kernel,
     images_on_page,
 )
 
@@ -54,3 +56,23 @@ def test_examples_get_the_expected_scores_and_reasons(data_home, tmp_path):
 
 def test_the_checks_add_up_to_the_assignment_points():
     assert_points_add_up(NAME)
+
+
+def test_no_check_sends_hidden_data_to_the_students_functions():
+    assert_no_hidden_data_reaches_the_kernel(NAME)
+
+
+def test_the_hidden_data_check_catches_hidden_rows_sent_to_a_student_function():
+    # assignment01's predict_grades check as it was: it sent 50 hidden students to the kernel
+    before = '''
+def test_predict_grades(submission, hidden):
+    model = submission.model("model")
+    x, _ = _hidden(hidden)
+    sample = x[:50]
+    found = submission.call_array("predict_grades", sample).ravel()
+'''
+    assert len(hidden_data_to_kernel(before)) == 1
+    helper = "def test_h(submission, hidden, probe):\n    probe(submission, hidden / 'x.npz')\n"
+    assert len(hidden_data_to_kernel(helper)) == 1
+    made_up = before.replace("x, _ = _hidden(hidden)", "x = made_up_points(50, seed=7)")
+    assert hidden_data_to_kernel(made_up) == []

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.examples import (
+    assert_no_hidden_data_reaches_the_kernel,
     assert_points_add_up,
     assert_release_reproduces,
     assert_validates,
@@ -51,6 +52,10 @@ def data_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_the_checks_add_up_to_the_assignment_points():
     assert_points_add_up(NAME)
+
+
+def test_no_check_sends_hidden_data_to_the_students_functions():
+    assert_no_hidden_data_reaches_the_kernel(NAME)
 
 
 def test_release_reproduces_the_committed_starter(tmp_path):
