@@ -44,3 +44,14 @@ def affine_error(model: Any, u: np.ndarray, v: np.ndarray, rng: np.random.Genera
     mix = model.predict(a * u + (1 - a) * v, verbose=0)
     ends = a * model.predict(u, verbose=0) + (1 - a) * model.predict(v, verbose=0)
     return float(np.max(np.abs(mix - ends)))
+
+
+def unevaluable(model: Any) -> str:
+    """Why MODEL's predictions would say nothing about the student's work, or '' when they
+    would: a model that was never trained (its notebook stopped before fit) is not graded on
+    data, nor plotted."""
+    if untrained(model):
+        return ("the model could not be evaluated: it was never trained (its biases are still 0,"
+                " where Keras starts them); check that the cell that calls fit runs without an"
+                " error")
+    return ""

@@ -3,9 +3,12 @@
 import pytest
 
 from tests.examples import (
+    assert_no_hidden_data_reaches_the_kernel,
+    assert_points_add_up,
     assert_release_reproduces,
     assert_validates,
     grade_examples,
+    hidden_data_to_kernel,
     images_on_page,
 )
 
@@ -13,14 +16,23 @@ NAME = "assignment01"
 EXPECTED = {  # student: (score, status, words in the reason)
     "reference": (10, "graded", ""),
     "partial": (5, "graded", ""),
+    "fit-fails": (6, "cell_error", "TypeError"),
     "starter": (0, "cell_error", "NotImplementedError"),
     "raises": (0, "cell_error", "FileNotFoundError"),
     "hangs": (0, "timeout", "ran longer than 60 s"),
     "invalid": (0, "invalid", "not a valid notebook"),
 }
-CHECKS = {  # the partly right example: statistics, model and curve right; the rest wrong
-    "partial": {"test_statistics": 2, "test_model_is_linear": 2, "test_training_history": 1,
+CHECKS = {  # student: points of each check, where the example is about the checks
+    # statistics, model and curve right (its fit records no val_loss: the given plot cell copes)
+    "partial": {"test_means": 1, "test_minimums": 1, "test_maximums": 1,
+                "test_model_is_linear": 1, "test_training_history": 1,
                 "test_accuracy_reported": 0, "test_predict_grades": 0, "test_hidden_accuracy": 0},
+    # fit raises: every part that needs no trained model still scores; the hidden check says why
+    # it cannot evaluate the model instead of plotting an untrained one
+    "fit-fails": {"test_means": 1, "test_minimums": 1, "test_maximums": 1,
+                  "test_model_is_linear": 1, "test_training_history": 0,
+                  "test_accuracy_reported": 1, "test_predict_grades": 1,
+                  "test_hidden_accuracy": 0},
 }
 
 
@@ -35,5 +47,32 @@ def test_validate_assignment01(data_home, tmp_path):
 
 @pytest.mark.slow
 def test_examples_get_the_expected_scores_and_reasons(data_home, tmp_path):
-    grade_examples(NAME, data_home, tmp_path, EXPECTED, CHECKS)
+    results = grade_examples(NAME, data_home, tmp_path, EXPECTED, CHECKS)
     assert images_on_page(NAME, "reference", tmp_path) == 2  # training curve, predicted vs true
+    hidden = {c.name: c.message for c in results["fit-fails"].checks}["test_hidden_accuracy"]
+    assert hidden.startswith("the model could not be evaluated: it was never trained"), hidden
+    assert images_on_page(NAME, "fit-fails", tmp_path) == 0  # no plot of an untrained model
+
+
+def test_the_checks_add_up_to_the_assignment_points():
+    assert_points_add_up(NAME)
+
+
+def test_no_check_sends_hidden_data_to_the_students_functions():
+    assert_no_hidden_data_reaches_the_kernel(NAME)
+
+
+def test_the_hidden_data_check_catches_hidden_rows_sent_to_a_student_function():
+    # assignment01's predict_grades check as it was: it sent 50 hidden students to the kernel
+    before = '''
+def test_predict_grades(submission, hidden):
+    model = submission.model("model")
+    x, _ = _hidden(hidden)
+    sample = x[:50]
+    found = submission.call_array("predict_grades", sample).ravel()
+'''
+    assert len(hidden_data_to_kernel(before)) == 1
+    helper = "def test_h(submission, hidden, probe):\n    probe(submission, hidden / 'x.npz')\n"
+    assert len(hidden_data_to_kernel(helper)) == 1
+    made_up = before.replace("x, _ = _hidden(hidden)", "x = made_up_points(50, seed=7)")
+    assert hidden_data_to_kernel(made_up) == []

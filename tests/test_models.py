@@ -1,6 +1,6 @@
 import numpy as np
 
-from grader.models import affine_error, linear_problem, untrained
+from grader.models import affine_error, linear_problem, unevaluable, untrained
 
 
 def models():
@@ -43,3 +43,11 @@ def test_untrained_means_biases_still_zero():
     kernel, bias = linear.layers[-1].get_weights()
     linear.layers[-1].set_weights([kernel, bias + 0.5])
     assert not untrained(linear)
+
+
+def test_an_untrained_model_cannot_be_evaluated_and_says_why():
+    linear, _, _ = models()
+    assert unevaluable(linear).startswith("the model could not be evaluated: it was never trained")
+    kernel, bias = linear.layers[-1].get_weights()
+    linear.layers[-1].set_weights([kernel, bias + 0.5])
+    assert unevaluable(linear) == ""

@@ -33,11 +33,17 @@ class Houses:
         return np.random.default_rng(seed).uniform(middle - half, middle + half, size=(n, 13))
 
 
+    def matches(self, name: str, found: np.ndarray, x: np.ndarray) -> bool:
+        """Whether FOUND is the NAME ('mean' or 'std') of houses X (np.std's ddof 0 or 1 alike)."""
+        if name == "mean":
+            spread = self.x_train.std(axis=0)
+            return bool(np.allclose(found, x.mean(axis=0), rtol=0, atol=2e-3 * spread))
+        return any(np.allclose(found, x.std(axis=0, ddof=ddof), rtol=5e-3, atol=0)
+                   for ddof in (0, 1))
+
     def close(self, mean: np.ndarray, std: np.ndarray, x: np.ndarray) -> bool:
         """Whether MEAN and STD are the statistics of houses X (np.std's ddof 0 or 1 alike)."""
-        spread = self.x_train.std(axis=0)
-        return bool(np.allclose(mean, x.mean(axis=0), rtol=0, atol=2e-3 * spread)
-                    and np.allclose(std, x.std(axis=0), rtol=5e-3, atol=0))
+        return self.matches("mean", mean, x) and self.matches("std", std, x)
 
 
 @pytest.fixture(scope="session")
@@ -48,14 +54,16 @@ def houses(student_data) -> Houses:
     return Houses(x[:N_TRAIN], y[:N_TRAIN], x[N_TRAIN:], y[N_TRAIN:])
 
 
+def _other_houses(houses: Houses) -> dict[str, np.ndarray]:
+    """The houses a wrong mean or std is most often taken from, by how a student reads them."""
+    return {"all 404 houses, validation houses included": np.concatenate([houses.x_train,
+                                                                          houses.x_val]),
+            "the validation houses (x_val)": houses.x_val}
+
+
 def _statistics_source(mean: np.ndarray, std: np.ndarray, houses: Houses) -> str:
     """Which houses MEAN and STD look like the statistics of, for a student's message."""
-    everything = np.concatenate([houses.x_train, houses.x_val])
-    sources = {
-        "all 404 houses, validation houses included": everything,
-        "the validation houses (x_val)": houses.x_val,
-    }
-    for where, x in sources.items():
+    for where, x in _other_houses(houses).items():
         if houses.close(mean, std, x):
             return where
     if houses.close(mean, std / 2, houses.x_train):
@@ -67,6 +75,23 @@ def _statistics_source(mean: np.ndarray, std: np.ndarray, houses: Houses) -> str
 def statistics_source():
     """Where a wrong mean and std seem to come from ('' when nothing fits)."""
     return _statistics_source
+
+
+def _statistic_source(name: str, found: np.ndarray, houses: Houses) -> str:
+    """What a wrong NAME ('mean' or 'std') seems to be, completing 'yours is ...' ('' when
+    nothing fits)."""
+    for where, x in _other_houses(houses).items():
+        if houses.matches(name, found, x):
+            return f"the {name} of {where}"
+    if name == "std" and houses.matches("std", found / 2, houses.x_train):
+        return "twice the std of the training houses: keep the std itself"
+    return ""
+
+
+@pytest.fixture
+def statistic_source():
+    """What a wrong mean or std seems to be ('' when nothing fits)."""
+    return _statistic_source
 
 
 def _implied_statistics(x: np.ndarray, fx: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -125,6 +150,12 @@ def probe_normalize():
 def untrained():
     """Whether a model was never trained (its Dense biases are still all zero)."""
     return models.untrained
+
+
+@pytest.fixture
+def unevaluable():
+    """Why a model's predictions would mean nothing ('' when they would not)."""
+    return models.unevaluable
 
 
 def _affine_error(model, houses: Houses) -> float:

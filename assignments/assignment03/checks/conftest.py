@@ -87,3 +87,9 @@ def shape_problem():
 def untrained():
     """Whether a model was never trained (its Dense biases are still all zero)."""
     return models.untrained
+
+
+@pytest.fixture
+def unevaluable():
+    """Why a model's predictions would mean nothing ('' when they would not)."""
+    return models.unevaluable

@@ -1,4 +1,7 @@
-"""Hidden checks of assignment01: they grade the model on students it has never seen."""
+"""Hidden checks of assignment01: they grade the model on students it has never seen.
+
+The hidden students never enter the notebook's kernel: the model is evaluated on them here, in
+the trusted process; the student's functions get only made-up students."""
 
 import numpy as np
 import pytest
@@ -28,30 +31,35 @@ def test_accuracy_reported(submission, student_data):
 
 
 @pytest.mark.points(1)
-def test_predict_grades(submission, hidden):
+def test_predict_grades(submission, made_up_points):
     """predict_grades gives whole grades 0-5 that match the model"""
     model = submission.model("model")
-    x, _ = _hidden(hidden)
-    sample = x[:50]
-    found = submission.call_array("predict_grades", sample).ravel()
+    points = made_up_points(50, seed=7)  # made-up students: no hidden row enters the notebook
+    found = submission.call_array("predict_grades", points).ravel()
     assert found.shape == (50,), f"predict_grades should give one grade per row: 50, found {found.shape}"
     assert np.all(found == np.round(found)), "predict_grades should give whole grades"
     assert found.min() >= 0 and found.max() <= 5, "predict_grades should give grades from 0 to 5"
-    agree = float(np.mean(found == _grades(model, sample)))
+    agree = float(np.mean(found == _grades(model, points)))
     assert agree >= 0.95, f"predict_grades agrees with the model on {agree:.0%} of students only"
 
 
 @pytest.mark.points(3)
-def test_hidden_accuracy(submission, hidden, credit, feedback, linear_problem, affine_error):
+def test_hidden_accuracy(submission, hidden, credit, feedback, linear_problem, affine_error,
+                         unevaluable):
     """The model grades unseen students right"""
     import matplotlib.pyplot as plt
 
     model = submission.model("model")
+    problem = unevaluable(model)
+    assert not problem, problem
     problem = linear_problem(model) or (
         "it is not affine" if affine_error(model, np.random.default_rng(0)) > 1e-2 else "")
     assert not problem, f"only a linear model earns these points: {problem}"
     x, y = _hidden(hidden)
     raw = model.predict(x, verbose=0).ravel()
+    assert np.all(np.isfinite(raw)), (
+        "the model could not be evaluated: its predictions for unseen students are not finite"
+        " numbers (did training diverge?)")
     accuracy = float(np.mean(np.clip(np.round(raw), 0, 5) == y))
     fig, ax = plt.subplots(figsize=(5, 3.5))
     jitter = np.random.default_rng(1).uniform(-0.15, 0.15, size=y.shape)

@@ -4,21 +4,36 @@ import numpy as np
 import pytest
 
 
-@pytest.mark.points(2)
-def test_statistics(submission, student_data):
-    """The means, minimums and maximums of the three parts"""
+def _statistic(submission, student_data, name: str, compute) -> None:
+    """Check the student's NAME against COMPUTE(x) on the student file, one value per part."""
     with np.load(student_data / "grading.npz") as data:
-        x = data["x"]
-    for name, expected in (("means", x.mean(axis=0)), ("minimums", x.min(axis=0)),
-                           ("maximums", x.max(axis=0))):
-        found = submission.array(name).ravel()
-        assert found.shape == (3,), f"{name} should hold 3 values, one per part; found shape {found.shape}"
-        assert np.allclose(found, expected, atol=1e-3), (
-            f"{name} should be {np.round(expected, 3).tolist()}, found {np.round(found, 3).tolist()}"
-        )
+        expected = compute(data["x"])
+    found = submission.array(name).ravel()
+    assert found.shape == (3,), f"{name} should hold 3 values, one per part; found shape {found.shape}"
+    assert np.allclose(found, expected, atol=1e-3), (
+        f"{name} should be {np.round(expected, 3).tolist()}, found {np.round(found, 3).tolist()}"
+    )
 
 
-@pytest.mark.points(2)
+@pytest.mark.points(1)
+def test_means(submission, student_data):
+    """means holds the mean points of each of the three parts"""
+    _statistic(submission, student_data, "means", lambda x: x.mean(axis=0))
+
+
+@pytest.mark.points(1)
+def test_minimums(submission, student_data):
+    """minimums holds the lowest points of each of the three parts"""
+    _statistic(submission, student_data, "minimums", lambda x: x.min(axis=0))
+
+
+@pytest.mark.points(1)
+def test_maximums(submission, student_data):
+    """maximums holds the highest points of each of the three parts"""
+    _statistic(submission, student_data, "maximums", lambda x: x.max(axis=0))
+
+
+@pytest.mark.points(1)
 def test_model_is_linear(submission, linear_problem):
     """model is a linear Keras model with 3 inputs and 1 output"""
     model = submission.model("model")

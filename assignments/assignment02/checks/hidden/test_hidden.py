@@ -1,4 +1,7 @@
-"""Hidden checks of assignment02: the model prices houses it has never seen."""
+"""Hidden checks of assignment02: the model prices houses it has never seen.
+
+The hidden houses never enter the notebook's kernel: the model is evaluated on them here, in the
+trusted process; the student's normalize gets only made-up houses."""
 
 import numpy as np
 import pytest
@@ -15,11 +18,13 @@ def _test_houses(hidden):
 
 @pytest.mark.points(4)
 def test_hidden_error(submission, hidden, houses, credit, feedback, probe_normalize,
-                      linear_problem, affine_error):
+                      linear_problem, affine_error, unevaluable):
     """The model prices unseen houses well"""
     import matplotlib.pyplot as plt
 
     model = submission.model("model")
+    problem = unevaluable(model)
+    assert not problem, problem
     problem = linear_problem(model) or (
         "it is not affine" if affine_error(model, houses) > 1e-2 else "")
     assert not problem, f"only a linear model earns these points: {problem}"
@@ -33,18 +38,20 @@ def test_hidden_error(submission, hidden, houses, credit, feedback, probe_normal
                       " normalised with the mean and std of the training houses instead.")
     x, y = _test_houses(hidden)
     predicted = model.predict((x * scale + shift).astype("float32"), verbose=0).ravel()
+    assert np.all(np.isfinite(predicted)), (
+        "the model could not be evaluated: its predictions for unseen houses are not finite"
+        " numbers (did training diverge?)")
     mse = float(np.mean((predicted - y) ** 2))
     mae = float(np.mean(np.abs(predicted - y)))
     fig, ax = plt.subplots(figsize=(4.8, 4.4))
     ax.scatter(y, predicted, s=14, alpha=0.7, color="tab:red")
-    top = max(50.0, float(np.nanmax(predicted)) if np.isfinite(predicted).any() else 50.0)
+    top = max(50.0, float(predicted.max()))
     ax.plot([0, top], [0, top], color="tab:blue", linewidth=1, label="predicted = true")
     ax.set_xlabel(r"true median price (k\$)")
     ax.set_ylabel(r"your model's prediction (k\$)")
     ax.set_title(rf"MSE {mse:.1f} k\$², MAE {mae:.2f} k\$", fontsize=10)
     ax.legend(loc="upper left")
     feedback.figure(fig, f"Predicted against true prices of {len(y)} houses your model never saw")
-    assert np.isfinite(mse), "the model's predictions for unseen houses are not finite numbers"
     credit.tiers(mse, [(FULL_MSE, 1.0), (27.0, 0.75), (32.0, 0.5), (45.0, 0.25)],
                  f"mean squared error on {len(y)} unseen houses (mean absolute error {mae:.2f} k$)",
                  lower_is_better=True)

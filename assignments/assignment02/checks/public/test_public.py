@@ -4,27 +4,36 @@ import numpy as np
 import pytest
 
 
-@pytest.mark.points(2)
-def test_training_statistics(submission, houses, statistics_source):
-    """mean and std are the statistics of the training houses only"""
-    mean = submission.array("mean").ravel().astype(float)
-    std = submission.array("std").ravel().astype(float)
-    for name, found in (("mean", mean), ("std", std)):
-        assert found.shape == (13,), (
-            f"{name} should hold 13 values, one per feature; found shape {found.shape}")
-    if houses.close(mean, std, houses.x_train):
+def _training_statistic(submission, houses, statistic_source, name: str) -> None:
+    """Check the student's NAME ('mean' or 'std') against that of the training houses."""
+    found = submission.array(name).ravel().astype(float)
+    assert found.shape == (13,), (
+        f"{name} should hold 13 values, one per feature; found shape {found.shape}")
+    if houses.matches(name, found, houses.x_train):
         return
-    where = statistics_source(mean, std, houses)
-    expected_mean, expected_std = houses.x_train.mean(axis=0), houses.x_train.std(axis=0)
-    worst = int(np.argmax(np.abs(mean - expected_mean) / expected_std
-                          + np.abs(std / expected_std - 1)))
-    detail = (f"yours are the statistics of {where}" if where else
-              f"{houses.FEATURES[worst]} should have mean {expected_mean[worst]:.4g} and std"
-              f" {expected_std[worst]:.4g}, yours are {mean[worst]:.4g} and {std[worst]:.4g}")
+    expected = getattr(houses.x_train, name)(axis=0)
+    worst = int(np.argmax(np.abs(found - expected) / houses.x_train.std(axis=0)
+                          if name == "mean" else np.abs(found / expected - 1)))
+    where = statistic_source(name, found, houses)
+    detail = (f"yours is {where}" if where else
+              f"{houses.FEATURES[worst]} should have {name} {expected[worst]:.4g}, yours has"
+              f" {found[worst]:.4g}")
     raise AssertionError(
-        f"mean and std should be the mean and standard deviation of each feature over the 320"
-        f" training houses (x_train) only: {detail}. Validation and test houses must not shape"
-        " anything the model learns from.")
+        f"{name} should be the {name} of each feature over the 320 training houses (x_train)"
+        f" only: {detail}. Validation and test houses must not shape anything the model learns"
+        " from.")
+
+
+@pytest.mark.points(1)
+def test_training_mean(submission, houses, statistic_source):
+    """mean is the mean of each feature over the training houses only"""
+    _training_statistic(submission, houses, statistic_source, "mean")
+
+
+@pytest.mark.points(1)
+def test_training_std(submission, houses, statistic_source):
+    """std is the standard deviation of each feature over the training houses only"""
+    _training_statistic(submission, houses, statistic_source, "std")
 
 
 @pytest.mark.points(2)
