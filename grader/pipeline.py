@@ -31,7 +31,7 @@ from .devices import CPU, Device, threads_per_kernel
 from .errors import GradebookError, GraderError
 from .execute import executed, kernel_env
 from .gradebook import Gradebook
-from .report import write_feedback
+from .report import ReportError, write_feedback
 from .score import GRADER_FAULT, Result, grader_faults, mark_fault, status_of, total
 from .submission import InvalidNotebook, Submission, read_notebook
 
@@ -297,8 +297,11 @@ def grade_batch(
             try:
                 write_feedback(result, title=assignment.config.title, folder=settings.reports,
                                notebook_html=settings.notebook_html)
-            except Exception as exc:  # noqa: BLE001 - the grade stands; `grader report` retries
+            except ReportError as exc:  # the student's notebook would not render: the grade stands
+                result.report_error = str(exc)[:2000]
+            except Exception as exc:  # noqa: BLE001 - the page is missing: graded again next run
                 result.report_error = f"{type(exc).__name__}: {exc}"[:2000]
+                mark_fault(result, f"the feedback page could not be written: {result.report_error}")
             result.report_s = time.monotonic() - started
         return result
 

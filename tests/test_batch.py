@@ -1,0 +1,72 @@
+"""Batch-level rules that need no kernel: invalid notebooks are graded without one."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from grader import pipeline
+from grader.assignments import load_assignment
+from grader.errors import GradebookError
+from grader.gradebook import Gradebook
+from grader.pipeline import Settings, grade_batch
+from grader.report import ReportError
+from grader.submission import discover
+
+
+def invalid_batch(folder: Path, *names: str) -> list:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / f"{name}.ipynb").write_text("{ not json")
+    return discover(folder, notebook_name="tiny.ipynb")
+
+
+def test_a_result_that_cannot_be_stored_never_stops_the_batch(course, tmp_path):
+    class Flaky(Gradebook):
+        def store(self, result):
+            if result.student == "bob":
+                raise GradebookError("the gradebook write failed 3 times: disk I/O error")
+            super().store(result)
+
+    book = Flaky(tmp_path / "g.sqlite")
+    subs = invalid_batch(tmp_path / "subs", "alice", "bob", "carol")
+    batch = grade_batch(load_assignment(course, "tiny"), subs, gradebook=book, prepared=None)
+    assert len(batch.graded) == 3
+    assert batch.unstored == [("bob", "the gradebook write failed 3 times: disk I/O error")]
+    assert {r.student for r in book.latest("tiny")} == {"alice", "carol"}
+
+
+def test_a_file_name_that_is_not_utf8_is_stored(course, tmp_path):
+    book = Gradebook(tmp_path / "g.sqlite")
+    folder = tmp_path / "subs"
+    folder.mkdir()
+    with open(os.fsencode(folder) + b"/eve\xff\xfe.ipynb", "w") as f:  # a lone surrogate in Python
+        f.write("{")
+    subs = discover(folder, notebook_name="")
+    batch = grade_batch(load_assignment(course, "tiny"), subs, gradebook=book, prepared=None)
+    assert batch.unstored == []
+    [stored] = book.latest("tiny")
+    assert stored.status == "invalid" and stored.student.startswith("eve")
+
+
+@pytest.mark.parametrize(("raised", "status"), [
+    (OSError(28, "No space left on device"), "error"),
+    (ReportError("the executed notebook of alice could not be rendered (took too long)"), "invalid"),
+], ids=["page-not-written", "notebook-not-rendered"])
+def test_report_failures_are_recorded_on_the_result(course, tmp_path, monkeypatch, raised, status):
+    def failing(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr(pipeline, "write_feedback", failing)
+    book = Gradebook(tmp_path / "g.sqlite")
+    subs = invalid_batch(tmp_path / "subs", "alice")
+    assignment = load_assignment(course, "tiny")
+    settings = Settings(reports=tmp_path / "reports")
+    grade_batch(assignment, subs, gradebook=book, prepared=None, settings=settings)
+    stored = book.latest("tiny")[0]
+    assert stored.status == status and str(raised.args[-1]) in stored.report_error
+    rerun = grade_batch(assignment, subs, gradebook=book, prepared=None, settings=settings)
+    # A page that was never written is a grader fault: the next run grades it again.
+    assert len(rerun.graded) == (1 if status == "error" else 0)
