@@ -10,7 +10,6 @@ import json
 import os
 import queue
 import shutil
-import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import nbformat
 
-from . import sandbox
+from . import runs, sandbox
 from .assignments import Assignment
 from .check import start_checks
 from .data.prepare import Prepared
@@ -91,12 +90,10 @@ def grade_submission(
     except InvalidNotebook as exc:
         result.reason = str(exc)
         return result
-    if work_root is not None:
-        work_root.mkdir(parents=True, exist_ok=True)
-    run_dir = Path(tempfile.mkdtemp(prefix="grader-", dir=work_root))
+    folder = runs.make(work_root)
     if uid is None:
         uid = sandbox.claim_user() if sandboxed and os.geteuid() == 0 else 65534
-    kernel = _Kernel(assignment, prepared, run_dir, device, threads, sandboxed, uid)
+    kernel = _Kernel(assignment, prepared, folder.path, device, threads, sandboxed, uid, folder)
     try:
         asyncio.run(_execute_and_check(assignment, nb, result, kernel))
     except Exception:  # noqa: BLE001 - the grader's own failure, stored so the batch goes on
@@ -106,7 +103,7 @@ def grade_submission(
     finally:
         if sandboxed and os.geteuid() == 0:
             sandbox.reap(kernel.uid)
-        shutil.rmtree(run_dir, ignore_errors=True)
+        folder.remove()
     return result
 
 
@@ -121,15 +118,16 @@ class _Kernel:
     threads: int
     sandboxed: bool
     uid: int
+    folder: runs.RunFolder
 
     def stage(self, nb: nbformat.NotebookNode) -> tuple[Path, Path, dict[str, str], list[str], int]:
         """Lay out the files; return the kernel's host cwd, the exchange folder as the kernel
         sees it, its environment, the sandbox command and the user it runs as."""
         name = self.assignment.config.notebook
-        shared = self.run_dir / "shared"
-        exchange = shared / EXCHANGE
-        exchange.mkdir(parents=True)
         limits = self.assignment.config.limits
+        shared = self.folder.share(disk_mb=limits.disk_mb if self.sandboxed else None)
+        exchange = shared / EXCHANGE
+        exchange.mkdir()
         env = kernel_env(self.run_dir, threads=self.threads, gpus=self.device.cuda_visible_devices)
         files = {name: self.run_dir / name, **self._data_files()}
         nbformat.write(nb, files[name])
@@ -150,7 +148,8 @@ class _Kernel:
                 os.chown(folder, owner, owner)
         env.update(HOME=sandbox.HOME, GRADER_SANDBOXED="1", GRADER_RLIMITS=sandbox.rlimits(limits))
         spec = sandbox.Spec(files=files, shared=shared, limits=limits,
-                            gpus=self.device.cuda_visible_devices, uid=self.uid)
+                            gpus=self.device.cuda_visible_devices, uid=self.uid,
+                            cgroups=self.folder.confine(limits))
         return self.run_dir, exchange, env, sandbox.command([], spec), owner
 
     def _data_files(self) -> dict[str, Path]:
