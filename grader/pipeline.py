@@ -147,7 +147,7 @@ class _Kernel:
             if owner >= 0:
                 os.chown(folder, owner, owner)
         env.update(HOME=sandbox.HOME, GRADER_SANDBOXED="1", GRADER_RLIMITS=sandbox.rlimits(limits))
-        spec = sandbox.Spec(files=files, shared=shared, limits=limits,
+        spec = sandbox.Spec(files=self.folder.private_files(files), shared=shared, limits=limits,
                             gpus=self.device.cuda_visible_devices, uid=self.uid,
                             cgroups=self.folder.confine(limits))
         return self.run_dir, exchange, env, sandbox.command([], spec), owner

@@ -11,7 +11,9 @@ running beside it, and remove only the former. While sandboxed it also carries:
 - a memory and a pids cgroup (v1 controllers, or v2 where both are delegated), so that memory no
   process maps (memfd, SysV shm, tmpfs files) counts against `memory_mb` and every process and
   thread against `processes`. Where no cgroup can be made, RLIMIT_AS and RLIMIT_NPROC alone
-  apply, as before.
+  apply, as before;
+- a tmpfs holding copies of the notebook and the student's data, bound from there into the
+  sandbox, so that its /proc/self/mountinfo names no host folder for them (root only).
 """
 
 from __future__ import annotations
@@ -61,6 +63,21 @@ class RunFolder:
             options = f"size={disk_mb}m,nr_inodes={max(1024, disk_mb * 16)},mode=0700"
             self.capped = _mount_tmpfs(self.shared, options)
         return self.shared
+
+    def private_files(self, files: dict[str, Path]) -> dict[str, Path]:
+        """FILES copied onto a tmpfs of the run's own where this is root, so that the sandbox
+        binds them without a host path showing in its mountinfo; else FILES as they are."""
+        if os.geteuid() != 0:
+            return files
+        folder = self.path / "files"
+        folder.mkdir(mode=0o755)
+        size = sum(_size(p) for p in files.values()) + (1 << 20)
+        if not _mount_tmpfs(folder, f"size={size},mode=0755"):
+            return files
+        copies = {name: folder / name for name in files}
+        for name, source in files.items():
+            (shutil.copytree if source.is_dir() else shutil.copy2)(source, copies[name])
+        return copies
 
     def confine(self, limits: Limits) -> tuple[Path, ...]:
         """Make the run's cgroups; return the cgroup.procs files a sandbox joins (maybe none)."""
@@ -120,10 +137,13 @@ def remove_stale(work_root: Path) -> list[Path]:
 
 
 def _idle_for(path: Path) -> float:
-    """Seconds since anything directly in PATH, or PATH itself, last changed."""
-    times = [path.stat().st_mtime]
-    with contextlib.suppress(OSError):
+    """Seconds since anything directly in PATH, or PATH itself, last changed (0 if it just went:
+    another grader is removing it)."""
+    try:
+        times = [path.stat().st_mtime]
         times += [entry.stat(follow_symlinks=False).st_mtime for entry in os.scandir(path)]
+    except OSError:
+        return 0.0
     return time.time() - max(times)
 
 
@@ -137,10 +157,16 @@ def _clean(path: Path) -> None:
         group = Path(name)
         if group.is_relative_to(_CGROUP_ROOT) and group.name == path.name:  # never another's
             _remove_cgroup(group)
-    shared = path / "shared"
-    if os.path.ismount(shared):
-        _umount(shared)
+    for mount in (path / "shared", path / "files"):
+        if os.path.ismount(mount):
+            _umount(mount)
     shutil.rmtree(path, ignore_errors=True)
+
+
+def _size(path: Path) -> int:
+    """Bytes PATH takes on a tmpfs, a page per file at least."""
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    return sum(max(4096, p.stat().st_size + 4096) for p in files) + 4096
 
 
 def _libc() -> ctypes.CDLL:

@@ -1,12 +1,19 @@
 """Contain a student's kernel with bubblewrap: no network, a private filesystem view, an
-unprivileged user, resource limits, and every process gone when it ends.
+unprivileged user, a seccomp filter, resource limits, and every process gone when it ends.
 
 Inside, the kernel sees the Python it runs on (read-only), the system's /usr (read-only), a
 size-capped private working directory /home/student/work holding the notebook and the student's
 data (both read-only), a private size-capped /tmp, and one small folder shared with the grader
-(the kernel's sockets and the exchange folder), at the same path as outside. Nothing else of
-the machine is there: not the checks, the hidden data, the gradebook, the reports, the other
-submissions, the course folder or anyone's home.
+(the kernel's sockets and the exchange folder), at the same path as outside or at SHARED_INSIDE.
+Nothing else of the machine is there: not the checks, the hidden data, the gradebook, the
+reports, the other submissions, the course folder or anyone's home.
+
+What /proc/self/mountinfo shows: each bind mount names the folder it comes from, relative to the
+root of that folder's filesystem. Binds of folders on a tmpfs of the run's own (the shared folder,
+the notebook and data copies of grader.runs, when the grader is root) name nothing of the host;
+the Python environment cannot be hidden that way: it must be bound from where it is installed
+(a venv holds absolute paths to itself and to its base Python), so its folders show, as do /usr
+and the few files of /etc.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ WORKDIR = f"{HOME}/work"
 _ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime", "fonts",
         "nsswitch.conf", "mime.types")
 _PACKAGE_DIRS = ("site-packages", "dist-packages")
+SHARED_INSIDE = "/run/grader"  # a neutral path for the shared folder, no host path in it
 
 
 class SandboxError(RuntimeError):
@@ -48,6 +56,7 @@ class Spec:
     python: str = sys.executable  # the kernel's interpreter: its folders are bound read-only
     cgroups: tuple[Path, ...] = ()  # cgroup.procs files the sandbox joins before it starts
     seccomp: bool = True  # load the filter of grader.seccomp into the kernel
+    shared_inside: str = ""  # where the kernel sees SHARED: SHARED_INSIDE, or "" for its host path
 
 
 @functools.cache
@@ -134,8 +143,8 @@ def _system() -> list[str]:
     return args
 
 
-def _folders(roots: tuple[str, ...], shared: str) -> list[str]:
-    """Bind the Python ROOTS read-only, then SHARED read-write at its own path.
+def _folders(roots: tuple[str, ...], shared: str, inside: str) -> list[str]:
+    """Bind the Python ROOTS read-only, then SHARED read-write at INSIDE.
 
     bubblewrap mounts in argument order and a later mount hides what was there, so these come
     after the private /tmp and home: a venv or a run folder under /tmp then sits on the private
@@ -151,13 +160,13 @@ def _folders(roots: tuple[str, ...], shared: str) -> list[str]:
                 args += ["--perms", "0755", "--dir", above]
         args += ["--ro-bind", folder, folder]
     for root in roots:
-        if shared.startswith(root + "/"):  # other runs beside it: hide them with an empty folder
-            mask = os.path.join(root, Path(shared).relative_to(root).parts[0])
+        if inside.startswith(root + "/"):  # other runs beside it: hide them with an empty folder
+            mask = os.path.join(root, Path(inside).relative_to(root).parts[0])
             args += ["--tmpfs", mask]
-    for above in _ancestors(shared):
+    for above in _ancestors(inside):
         if above not in made:
             args += ["--perms", "0755", "--dir", above]
-    return [*args, "--bind", shared, shared]
+    return [*args, "--bind", shared, inside]
 
 
 # Runs on the host right before bubblewrap: join the run's cgroups, hand bubblewrap the seccomp
@@ -202,7 +211,7 @@ def command(argv: list[str], spec: Spec) -> list[str]:
     args += ["--perms", "01777", "--dir", WORKDIR]
     for name, source in sorted(spec.files.items()):
         args += ["--ro-bind", str(source), f"{WORKDIR}/{name}"]
-    args += _folders(python_roots(spec.python), str(spec.shared))
+    args += _folders(python_roots(spec.python), str(spec.shared), spec.shared_inside or str(spec.shared))
     for device in _gpu_devices(spec.gpus):
         args += ["--dev-bind", device, device]
     if spec.gpus and os.path.isdir("/sys"):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from grader import sandbox
+from grader import runs, sandbox
 from grader.config import Limits
 from tests.conftest import REPO, TINY_SOLUTION
 
@@ -159,6 +159,28 @@ def test_without_the_filter_those_calls_reach_the_kernel(tmp_path):
     code = SYSCALLS.split("found =")[0] + "print(call(435, 0, 0), call(250, 0, 0))"
     ran = run_sandboxed(code, spec)
     assert ran.stdout.split() == ["EINVAL", "EINVAL"], ran.stdout + ran.stderr[-2000:]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root mounts the run's own tmpfs")
+def test_mountinfo_names_no_run_folder_and_no_data_path(tmp_path):
+    data = tmp_path / "course data" / "train.npz"
+    data.parent.mkdir()
+    data.write_bytes(b"student data")
+    folder = runs.make(tmp_path / "runs")
+    try:
+        shared = folder.share(disk_mb=8)
+        shared.chmod(0o777)
+        spec = sandbox.Spec(files=folder.private_files({"train.npz": data}), shared=shared,
+                            limits=Limits(), shared_inside=sandbox.SHARED_INSIDE)
+        code = ("print(open('train.npz').read())\nopen('/run/grader/out', 'w').write('ok')\n"
+                "print(open('/proc/self/mountinfo').read())")
+        ran = run_sandboxed(code, spec)
+        assert ran.returncode == 0, ran.stderr[-2000:]
+        assert (shared / "out").read_text() == "ok"
+    finally:
+        folder.remove()
+    assert ran.stdout.startswith("student data") and " /run/grader " in ran.stdout
+    assert str(tmp_path) not in ran.stdout and "course data" not in ran.stdout, ran.stdout
 
 
 def test_limits_reach_the_kernel_as_rlimits():
