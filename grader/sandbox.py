@@ -49,7 +49,7 @@ class Spec:
     """What one sandbox holds and may use."""
 
     files: dict[str, Path]  # name in the working directory -> host file or folder (read-only)
-    shared: Path  # host folder bound read-write at the same path (sockets, exchange)
+    shared: Path  # host folder bound read-write (sockets, exchange), at shared_inside if set
     limits: Limits
     gpus: str = ""  # CUDA_VISIBLE_DEVICES of the kernel: which /dev/nvidiaN to let in
     uid: int = 65534  # the unprivileged user the kernel runs as
