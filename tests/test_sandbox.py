@@ -89,6 +89,8 @@ def small_venv(folder: Path) -> Path:
     packages = next((folder / "lib").glob("python3*/site-packages"))
     (packages / "main-venv.pth").write_text(
         f"import site; site.addsitedir({site.getsitepackages()[0]!r})\n")
+    (folder / "share").mkdir()  # nbconvert's templates, for the reports written outside
+    (folder / "share" / "jupyter").symlink_to(Path(sys.prefix) / "share" / "jupyter")
     return folder / "bin" / "python"
 
 
