@@ -1,5 +1,6 @@
 """The sandbox's shape, and what the grader does where none can be made."""
 
+import dataclasses
 import json
 import os
 import site
@@ -153,6 +154,27 @@ def test_the_seccomp_filter_refuses_namespaces_keyrings_bpf_io_uring(tmp_path):
     assert found.pop("clone3") == "ENOSYS" and found.pop("subprocess") == 0
     assert found.pop("thread") == "ok"
     assert set(found.values()) == {"EPERM"}, found
+
+
+FOREIGN = {  # a system call through another table than x86_64's
+    "i386": "import ctypes, mmap\n"
+            "code = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)\n"
+            "code.write(bytes.fromhex('b814000000cd80c3'))  # mov eax, 20 (getpid); int 0x80; ret\n"
+            "address = ctypes.addressof(ctypes.c_char.from_buffer(code))\n"
+            "print(ctypes.CFUNCTYPE(ctypes.c_int)(address)())",
+    "x32": "import ctypes\nprint(ctypes.CDLL(None).syscall(0x40000000 | 39))  # x32 getpid",
+}
+
+
+@pytest.mark.parametrize("table", sorted(FOREIGN))
+def test_a_call_through_a_foreign_system_call_table_kills_the_process(tmp_path, table):
+    assert os.uname().machine == "x86_64", "the probe below is x86_64 machine code"
+    (tmp_path / "shared").mkdir()
+    spec = sandbox.Spec(files={}, shared=tmp_path / "shared", limits=Limits())
+    ran = run_sandboxed(FOREIGN[table], spec)
+    assert ran.returncode == 128 + 31 and ran.stdout == "", (ran.returncode, ran.stdout)  # SIGSYS
+    unfiltered = run_sandboxed(FOREIGN[table], dataclasses.replace(spec, seccomp=False))
+    assert unfiltered.returncode == 0 and unfiltered.stdout.strip(), unfiltered.stderr[-2000:]
 
 
 def test_without_the_filter_those_calls_reach_the_kernel(tmp_path):
