@@ -12,7 +12,6 @@ import os
 import queue
 import shutil
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import nbformat
 
-from . import sandbox
+from . import runs, sandbox
 from .assignments import Assignment
 from .check import start_checks
 from .data.prepare import Prepared
@@ -109,14 +108,12 @@ def grade_submission(
     except InvalidNotebook as exc:
         result.reason = str(exc)
         return result
-    run_dir: Path | None = None
+    folder: runs.RunFolder | None = None
     try:
-        if work_root is not None:
-            work_root.mkdir(parents=True, exist_ok=True)
-        run_dir = Path(tempfile.mkdtemp(prefix="grader-", dir=work_root))
+        folder = runs.make(work_root)
         if uid is None:
             uid = sandbox.claim_user() if sandboxed and os.geteuid() == 0 else 65534
-        kernel = _Kernel(assignment, prepared, run_dir, device, threads, sandboxed, uid,
+        kernel = _Kernel(assignment, prepared, folder.path, device, threads, sandboxed, uid, folder,
                          kernel_python(python))
         asyncio.run(_execute_and_check(assignment, nb, result, kernel))
     except Exception:  # noqa: BLE001 - the grader's own failure, stored so the batch goes on
@@ -124,8 +121,8 @@ def grade_submission(
     finally:
         if sandboxed and os.geteuid() == 0 and uid is not None:
             sandbox.reap(uid)
-        if run_dir is not None:
-            shutil.rmtree(run_dir, ignore_errors=True)
+        if folder is not None:
+            folder.remove()
     return result
 
 
@@ -140,16 +137,17 @@ class _Kernel:
     threads: int
     sandboxed: bool
     uid: int
+    folder: runs.RunFolder
     python: str = sys.executable
 
     def stage(self, nb: nbformat.NotebookNode) -> tuple[Path, Path, dict[str, str], list[str], int]:
         """Lay out the files; return the kernel's host cwd, the exchange folder as the kernel
         sees it, its environment, the sandbox command and the user it runs as."""
         name = self.assignment.config.notebook
-        shared = self.run_dir / "shared"
-        exchange = shared / EXCHANGE
-        exchange.mkdir(parents=True)
         limits = self.assignment.config.limits
+        shared = self.folder.share(disk_mb=limits.disk_mb if self.sandboxed else None)
+        exchange = shared / EXCHANGE
+        exchange.mkdir()
         env = kernel_env(self.run_dir, threads=self.threads, gpus=self.device.cuda_visible_devices)
         files = {name: self.run_dir / name, **self._data_files()}
         nbformat.write(nb, files[name])
@@ -169,8 +167,9 @@ class _Kernel:
             if owner >= 0:
                 os.chown(folder, owner, owner)
         env.update(HOME=sandbox.HOME, GRADER_SANDBOXED="1", GRADER_RLIMITS=sandbox.rlimits(limits))
-        spec = sandbox.Spec(files=files, shared=shared, limits=limits,
-                            gpus=self.device.cuda_visible_devices, uid=self.uid)
+        spec = sandbox.Spec(files=self.folder.private_files(files), shared=shared, limits=limits,
+                            gpus=self.device.cuda_visible_devices, uid=self.uid,
+                            cgroups=self.folder.confine(limits), python=self.python)
         return self.run_dir, exchange, env, sandbox.command([], spec), owner
 
     def _data_files(self) -> dict[str, Path]:

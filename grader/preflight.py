@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any
 
 from nbformat.v4 import new_code_cell, new_notebook
 
+from . import runs
 from .assignments import Assignment
 from .check import _trusted_env
 from .config import AssignmentConfig, Limits
@@ -112,16 +112,18 @@ def check_points(assignment: Assignment, checks: list[CollectedCheck]) -> None:
 async def probe_kernel(assignment: Assignment, *, settings: Settings, prepared: Prepared | None,
                        device: Device = CPU, full: bool = False) -> dict[str, Any]:
     """Run the probe cell in a kernel started as a submission's would be; what it printed."""
-    root = settings.work_root
-    if root is not None:
-        root.mkdir(parents=True, exist_ok=True)
-    run_dir = Path(tempfile.mkdtemp(prefix="grader-", dir=root))
-    kernel = _Kernel(assignment, prepared, run_dir, device, 1, settings.sandboxed,
-                     _probe_user(settings), kernel_python(settings.python))
+    folder = runs.make(settings.work_root)
+    kernel = _Kernel(assignment, prepared, folder.path, device, 1, settings.sandboxed,
+                     _probe_user(settings), folder, kernel_python(settings.python))
+    run_dir = folder.path
     try:
         nb = new_notebook(cells=[new_code_cell(_PROBE % {"full": bool(full)})], metadata={
             "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
-        workdir, exchange, env, prefix, owner = kernel.stage(nb)
+        try:
+            workdir, exchange, env, prefix, owner = kernel.stage(nb)
+        except (OSError, RuntimeError) as exc:
+            raise PreflightFailed(f"a sandboxed kernel cannot be set up here: {exc}; nothing was "
+                                  "graded (`grader doctor` shows more)") from None
         limits = assignment.config.limits
         async with executed(nb, workdir=workdir, shared=exchange.parent, limits=limits,
                             seed=0, env=env, command_prefix=prefix, owner=owner,
@@ -143,7 +145,7 @@ async def probe_kernel(assignment: Assignment, *, settings: Settings, prepared: 
             from . import sandbox
 
             sandbox.reap(kernel.uid)
-        shutil.rmtree(run_dir, ignore_errors=True)
+        folder.remove()
 
 
 def _probe_user(settings: Settings) -> int:

@@ -1,12 +1,19 @@
 """Contain a student's kernel with bubblewrap: no network, a private filesystem view, an
-unprivileged user, resource limits, and every process gone when it ends.
+unprivileged user, a seccomp filter, resource limits, and every process gone when it ends.
 
 Inside, the kernel sees the Python it runs on (read-only), the system's /usr (read-only), a
 size-capped private working directory /home/student/work holding the notebook and the student's
 data (both read-only), a private size-capped /tmp, and one small folder shared with the grader
-(the kernel's sockets and the exchange folder), at the same path as outside. Nothing else of
-the machine is there: not the checks, the hidden data, the gradebook, the reports, the other
-submissions, the course folder or anyone's home.
+(the kernel's sockets and the exchange folder), at the same path as outside or at SHARED_INSIDE.
+Nothing else of the machine is there: not the checks, the hidden data, the gradebook, the
+reports, the other submissions, the course folder or anyone's home.
+
+What /proc/self/mountinfo shows: each bind mount names the folder it comes from, relative to the
+root of that folder's filesystem. Binds of folders on a tmpfs of the run's own (the shared folder,
+the notebook and data copies of grader.runs, when the grader is root) name nothing of the host;
+the Python environment cannot be hidden that way: it must be bound from where it is installed
+(a venv holds absolute paths to itself and to its base Python), so its folders show, as do /usr
+and the few files of /etc.
 """
 
 from __future__ import annotations
@@ -22,12 +29,19 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import seccomp
 from .config import Limits
 
 HOME = "/home/student"
 WORKDIR = f"{HOME}/work"
 _ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime", "fonts",
         "nsswitch.conf", "mime.types")
+_PACKAGE_DIRS = ("site-packages", "dist-packages")
+SHARED_INSIDE = "/run/grader"  # a neutral path for the shared folder, no host path in it
+
+
+class SandboxError(RuntimeError):
+    """A sandbox cannot be made for this kernel on this machine."""
 
 
 @dataclass(frozen=True)
@@ -35,10 +49,14 @@ class Spec:
     """What one sandbox holds and may use."""
 
     files: dict[str, Path]  # name in the working directory -> host file or folder (read-only)
-    shared: Path  # host folder bound read-write at the same path (sockets, exchange)
+    shared: Path  # host folder bound read-write (sockets, exchange), at shared_inside if set
     limits: Limits
     gpus: str = ""  # CUDA_VISIBLE_DEVICES of the kernel: which /dev/nvidiaN to let in
     uid: int = 65534  # the unprivileged user the kernel runs as
+    python: str = sys.executable  # the kernel's interpreter: its folders are bound read-only
+    cgroups: tuple[Path, ...] = ()  # cgroup.procs files the sandbox joins before it starts
+    seccomp: bool = True  # load the filter of grader.seccomp into the kernel
+    shared_inside: str = ""  # where the kernel sees SHARED: SHARED_INSIDE, or "" for its host path
 
 
 @functools.cache
@@ -55,15 +73,41 @@ def bwrap() -> str | None:
     return path if ok else None
 
 
-def _python_roots() -> list[str]:
-    """Folders the interpreter and its packages live in: the venv and the Python it was made from.
+_PROBE = ("import json, site, sys; print(json.dumps({'prefixes': [sys.prefix, sys.base_prefix,"
+          " sys.exec_prefix, sys.base_exec_prefix], 'site': site.getsitepackages(),"
+          " 'path': sys.path}))")
 
-    Only these: never sys.path as a whole, which may hold the working directory or the course."""
-    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
-             os.path.dirname(sys.executable), os.path.dirname(os.path.realpath(sys.executable))}
-    roots |= {os.path.realpath(r) for r in roots}
-    ordered = sorted(r for r in roots if os.path.isdir(r) and r != "/" and not r.startswith("/usr/"))
-    return [r for i, r in enumerate(ordered) if not any(r.startswith(o + "/") for o in ordered[:i])]
+
+@functools.cache
+def python_roots(python: str = sys.executable) -> tuple[str, ...]:
+    """Folders PYTHON and its packages live in, outermost only, as the sandbox binds them.
+
+    These are the interpreter's prefixes (the venv and the Python it was made from), the folders
+    of its executable (and of the file it links to), and every package folder it uses: those of
+    `site.getsitepackages()` and the `site-packages`/`dist-packages` folders its .pth files add
+    (a venv that reaches another environment's packages that way). Asked of the interpreter
+    itself, isolated (-I), so that neither the working directory nor PYTHONPATH counts. Never
+    any other sys.path entry: an editable install adds its source checkout, and a checkout may
+    be the course, with its checks and hidden data.
+    """
+    try:
+        probe = subprocess.run([python, "-I", "-c", _PROBE], capture_output=True, text=True,
+                               timeout=60, check=True)
+        seen = json.loads(probe.stdout)
+    except subprocess.CalledProcessError as exc:
+        said = " | ".join((exc.stderr or "").strip().splitlines()[-3:])[-500:]
+        raise SandboxError(f"the kernel's interpreter {python} does not run (exit {exc.returncode}"
+                           f"{': ' + said if said else ''})") from None
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        raise SandboxError(f"the kernel's interpreter {python} does not run: {exc}") from None
+    found = {*seen["prefixes"], *seen["site"], os.path.dirname(python),
+             os.path.dirname(os.path.realpath(python))}
+    found |= {p for p in seen["path"] if os.path.basename(p.rstrip("/")) in _PACKAGE_DIRS}
+    found |= {os.path.realpath(r) for r in found}
+    ordered = sorted(r for r in found if os.path.isdir(r) and r not in ("/", "/usr")
+                     and not r.startswith("/usr/"))
+    return tuple(r for i, r in enumerate(ordered)
+                 if not any(r.startswith(o + "/") for o in ordered[:i]))
 
 
 def _ancestors(folder: str) -> list[str]:
@@ -90,18 +134,9 @@ def rlimits(limits: Limits) -> str:
     })
 
 
-def command(argv: list[str], spec: Spec) -> list[str]:
-    """ARGV wrapped in a bubblewrap sandbox as SPEC says."""
-    path = bwrap()
-    if path is None:
-        raise RuntimeError("bubblewrap cannot make a sandbox on this machine")
-    disk = str(spec.limits.disk_mb * 1024 * 1024)
-    root = os.geteuid() == 0
-    args = [path, "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
-            "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--hostname", "sandbox"]
-    if not root:  # an unprivileged grader gets a user namespace, with its own user as SPEC.uid
-        args += ["--unshare-user", "--uid", str(spec.uid), "--gid", str(spec.uid)]
-    args += ["--ro-bind", "/usr", "/usr", "--proc", "/proc", "--dev", "/dev"]
+def _system() -> list[str]:
+    """The read-only system every kernel sees: /usr, its links, a few files of /etc."""
+    args = ["--ro-bind", "/usr", "/usr", "--proc", "/proc", "--dev", "/dev"]
     for link in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
         target = os.path.realpath(f"/{link}")
         if os.path.islink(f"/{link}") and target.startswith("/usr/"):
@@ -109,22 +144,78 @@ def command(argv: list[str], spec: Spec) -> list[str]:
     for name in _ETC:
         if os.path.exists(f"/etc/{name}"):
             args += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
+    return args
+
+
+def _folders(roots: tuple[str, ...], shared: str, inside: str) -> list[str]:
+    """Bind the Python ROOTS read-only, then SHARED read-write at INSIDE.
+
+    bubblewrap mounts in argument order and a later mount hides what was there, so these come
+    after the private /tmp and home: a venv or a run folder under /tmp then sits on the private
+    /tmp instead of vanishing under it. Each folder above them is made traversable (/root is not
+    on the host). A run folder inside a Python root gets the rest of that root hidden around it.
+    """
+    args: list[str] = []
     made: set[str] = set()
-    for folder in _python_roots():
-        for above in _ancestors(folder):  # traversable, even where the host's are not (/root)
+    for folder in roots:
+        for above in _ancestors(folder):
             if above not in made:
                 made.add(above)
                 args += ["--perms", "0755", "--dir", above]
         args += ["--ro-bind", folder, folder]
+    for root in roots:
+        if inside.startswith(root + "/"):  # other runs beside it: hide them with an empty folder
+            mask = os.path.join(root, Path(inside).relative_to(root).parts[0])
+            args += ["--tmpfs", mask]
+    for above in _ancestors(inside):
+        if above not in made:
+            args += ["--perms", "0755", "--dir", above]
+    return [*args, "--bind", shared, inside]
+
+
+# Runs on the host right before bubblewrap: join the run's cgroups, hand bubblewrap the seccomp
+# filter through a pipe (jupyter_client starts the kernel with no file descriptor of ours).
+_ENTRY = """\
+import os, sys
+program, count = bytes.fromhex(sys.argv[1]), int(sys.argv[2])
+for procs in sys.argv[3:3 + count]:
+    with open(procs, "w") as f:
+        f.write(str(os.getpid()))
+argv = sys.argv[3 + count:]
+if program:
+    read, write = os.pipe()
+    os.write(write, program)
+    os.close(write)
+    os.set_inheritable(read, True)
+    argv[1:1] = ["--seccomp", str(read)]
+os.execv(argv[0], argv)
+"""
+
+
+def _entry(spec: Spec) -> list[str]:
+    program = seccomp.program().hex() if spec.seccomp else ""
+    return [sys.executable, "-I", "-S", "-c", _ENTRY, program, str(len(spec.cgroups)),
+            *map(str, spec.cgroups)]
+
+
+def command(argv: list[str], spec: Spec) -> list[str]:
+    """ARGV wrapped in a bubblewrap sandbox as SPEC says."""
+    path = bwrap()
+    if path is None:
+        raise SandboxError("bubblewrap cannot make a sandbox on this machine")
+    disk = str(spec.limits.disk_mb * 1024 * 1024)
+    root = os.geteuid() == 0
+    args = [path, "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
+            "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--hostname", "sandbox"]
+    if not root:  # an unprivileged grader gets a user namespace, with its own user as SPEC.uid
+        args += ["--unshare-user", "--uid", str(spec.uid), "--gid", str(spec.uid)]
+    args += _system()
     args += ["--perms", "01777", "--size", disk, "--tmpfs", "/tmp"]
     args += ["--perms", "01777", "--size", disk, "--tmpfs", HOME]
     args += ["--perms", "01777", "--dir", WORKDIR]
     for name, source in sorted(spec.files.items()):
         args += ["--ro-bind", str(source), f"{WORKDIR}/{name}"]
-    for above in _ancestors(str(spec.shared)):
-        if above not in made and above != "/tmp":
-            args += ["--perms", "0755", "--dir", above]
-    args += ["--bind", str(spec.shared), str(spec.shared)]
+    args += _folders(python_roots(spec.python), str(spec.shared), spec.shared_inside or str(spec.shared))
     for device in _gpu_devices(spec.gpus):
         args += ["--dev-bind", device, device]
     if spec.gpus and os.path.isdir("/sys"):
@@ -136,7 +227,7 @@ def command(argv: list[str], spec: Spec) -> list[str]:
                  "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"]
     else:
         args += ["--"]
-    return [*args, *argv]
+    return [*_entry(spec), *args, *argv]
 
 
 _CLAIMS: list[object] = []  # open lock files: a claim lasts as long as this process

@@ -10,8 +10,10 @@ attack's own printed evidence otherwise.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
+import sys
 import threading
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from grader.assignments import load_assignment
 from grader.data.prepare import prepare
 from grader.gradebook import Gradebook
 from grader.pipeline import Settings, grade_batch
-from grader.sandbox import bwrap
+from grader.sandbox import bwrap, python_roots
 from grader.submission import discover
 from tests.conftest import REPO, notebook
 
@@ -68,6 +70,46 @@ ATTACKS: dict[str, list[str]] = {
                      "    try:\n        pathlib.Path(folder, 'results.json').write_text(json.dumps(fake))\n"
                      "    except OSError:\n        pass\n"
                      "print('Score: 10/10')\nprint(json.dumps(fake))"],
+    "syscalls": ["import ctypes, errno, json, platform, subprocess\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+                 "arm = platform.machine() == 'aarch64'\ndef call(x86, aarch64, *args):\n    ctypes.set_errno(0)\n"
+                 "    failed = libc.syscall(aarch64 if arm else x86, *args) < 0\n"
+                 "    return errno.errorcode.get(ctypes.get_errno(), '?') if failed else 'ALLOWED'\n"
+                 "print(json.dumps({{'unshare_user': call(272, 97, 0x10000000), 'unshare_mount': call(272, 97, 0x20000),"
+                 " 'clone_user': call(56, 220, 0x10000000 | 17, 0, 0, 0, 0), 'clone3': call(435, 435, 0, 0),"
+                 " 'setns': call(308, 268, 0, 0), 'keyctl': call(250, 219, 0, 0), 'add_key': call(248, 217, 0, 0, 0, 0, 0),"
+                 " 'request_key': call(249, 218, 0, 0, 0, 0), 'bpf': call(321, 280, 0, 0, 0),"
+                 " 'io_uring_setup': call(425, 425, 1, 0), 'userfaultfd': call(323, 282, 0),"
+                 " 'perf_event_open': call(298, 241, 0, 0, -1, -1, 0), 'ptrace': call(101, 117, 0, 0, 0, 0),"
+                 " 'unshare_command': subprocess.run(['unshare', '--user', '--map-root-user', 'true'],"
+                 " capture_output=True).returncode}}))"],
+    "fill_shared": ["import errno, os\nfrom ipykernel.connect import get_connection_file\n"
+                    "shared = os.path.dirname(get_connection_file())\nn = 0\ntry:\n"
+                    "    while n < 40000:  # 640 MB, over the 256 MB cap, should the cap fail\n"
+                    "        with open(os.path.join(shared, f'junk{{n}}'), 'wb') as f:\n"
+                    "            f.write(b'x' * 16384)\n        n += 1\n    print('WROTE', n * 16 // 1024, 'MB')\n"
+                    "except OSError as e:\n    print('stopped after', n * 16 // 1024, 'MB', errno.errorcode[e.errno])\n"
+                    "for i in range(n + 1):\n    try:\n        os.remove(os.path.join(shared, f'junk{{i}}'))\n"
+                    "    except OSError:\n        pass"],
+    "memfd": ["import os\nchunk, written = b'x' * (8 << 20), 0\ntry:\n    for i in range(24):  # 4.8 GB, over memory_mb\n"
+              "        fd = os.memfd_create(f'hog{{i}}')\n        for _ in range(25):\n"
+              "            os.write(fd, chunk)\n            written += 8\n        print('at', written, 'MB', flush=True)\n"
+              "    print('WROTE', written, 'MB')\nexcept OSError as e:\n    print('refused after', written, 'MB', e)"],
+    "sysv_shm": ["import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+                 "libc.shmget.argtypes = [ctypes.c_int, ctypes.c_size_t, ctypes.c_int]\n"
+                 "libc.shmat.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]\nlibc.shmat.restype = ctypes.c_void_p\n"
+                 "libc.shmdt.argtypes = [ctypes.c_void_p]\nsize, total = 200 << 20, 0\n"
+                 "for i in range(24):  # 4.8 GB, over memory_mb, each segment detached after filling\n"
+                 "    segment = libc.shmget(0, size, 0o1000 | 0o600)\n"
+                 "    address = libc.shmat(segment, None, 0) if segment >= 0 else None\n"
+                 "    if address in (None, ctypes.c_void_p(-1).value):\n"
+                 "        print('refused after', total, 'MB', ctypes.get_errno())\n        break\n"
+                 "    ctypes.memset(address, 1, size)\n    libc.shmdt(address)\n    total += 200\n    print('at', total, 'MB', flush=True)\n"
+                 "else:\n    print('WROTE', total, 'MB')"],
+    "dev_shm": ["chunk, written = b'x' * (8 << 20), 0\ntry:\n    for i in range(24):  # 4.8 GB into the sandbox's /dev/shm\n"
+                "        with open(f'/dev/shm/hog{{i}}', 'wb') as f:\n            for _ in range(25):\n"
+                "                f.write(chunk)\n                written += 8\n"
+                "    print('WROTE', written, 'MB')\nexcept OSError as e:\n    print('refused after', written, 'MB', e)"],
+    "mountinfo": ["print(open('/proc/self/mountinfo').read())"],
     "flood_output": ["import sys\nchunk = 'x' * 1_000_000 + '\\n'\nfor _ in range(100):\n    sys.stdout.write(chunk)",
                      "after = 'still running'"],
 }
@@ -278,3 +320,42 @@ def test_bad_files_and_hostile_ids_end_as_results(batch):
     pages = {p.name for p in (batch["root"] / "reports").iterdir() if ".notebook." not in p.name}
     assert all(p.isprintable() and "/" not in p for p in pages)
     assert len(pages) == len(stored)
+
+
+@pytest.mark.slow
+def test_the_seccomp_filter_refuses_namespaces_keyrings_bpf_and_io_uring(batch):
+    found = json.loads(output(batch["stored"]["syscalls"]))
+    assert found.pop("clone3") == "ENOSYS", found  # so that the C library falls back to clone
+    assert found.pop("unshare_command") != 0
+    assert set(found.values()) == {"EPERM"}, found
+
+
+@pytest.mark.slow
+def test_writes_into_the_shared_folder_stop_at_disk_mb(batch):
+    text = output(batch["stored"]["fill_shared"])
+    assert "stopped after" in text and "ENOSPC" in text, text
+    assert int(text.split("stopped after")[1].split()[0]) <= 256
+
+
+@pytest.mark.slow
+def test_memfd_sysv_shm_and_dev_shm_stay_within_memory_mb(batch):
+    for name in ("memfd", "sysv_shm", "dev_shm"):
+        result = batch["stored"][name]
+        text = output(result)
+        reached = [int(n) for n in re.findall(r"^(?:at|refused after) (\d+) MB", text, re.MULTILINE)]
+        assert "WROTE" not in text and max(reached, default=0) <= 4096, (name, text)
+        # Killed at the cap, or refused; on a loaded machine the cell may hit its time limit first
+        # (tests/test_runs.py proves the cap itself without a time limit in the way).
+        assert result.status in ("kernel_died", "timeout") or "refused after" in text, (name, result.status, text)
+
+
+@pytest.mark.slow
+def test_mountinfo_names_no_course_data_gradebook_or_checkout_path(batch):
+    fields = [f for line in output(batch["stored"]["mountinfo"]).splitlines() for f in line.split()[3:5]]
+    assert "/proc" in fields, fields  # the attack did read the table
+    python = python_roots(sys.executable)
+    outside = [f for f in fields if f.startswith((str(batch["root"]), str(REPO), str(Path.home())))
+               and not f.startswith(python)]
+    # The shared folder keeps its host path as mount point until the kernel's connection file is
+    # written for sandbox.SHARED_INSIDE; what it holds comes from the run's own tmpfs ("/").
+    assert all(f.startswith(str(batch["root"] / "work")) and f.endswith("/shared") for f in outside), outside

@@ -116,7 +116,9 @@ def test_a_kernel_that_cannot_start_is_an_error_and_the_batch_stops(course, data
     assert not any(book.already_graded(r.student, "tiny", r.sha256, r.checks_sha256) for r in stored)
 
 
-def test_a_broken_interpreter_stops_the_run_before_anyone_is_graded(course, tmp_path, write_notebook):
+@pytest.mark.parametrize("sandbox", [[], ["--no-sandbox"]], ids=["sandboxed", "no-sandbox"])
+def test_a_broken_interpreter_stops_the_run_before_anyone_is_graded(course, tmp_path, write_notebook,
+                                                                    sandbox):
     broken = tmp_path / "python"
     broken.write_text("#!/bin/sh\necho 'Fatal Python error: broken on purpose' >&2\nexit 1\n")
     broken.chmod(0o755)
@@ -124,7 +126,7 @@ def test_a_broken_interpreter_stops_the_run_before_anyone_is_graded(course, tmp_
     write_notebook(submissions, "alice", *TINY_SOLUTION)
     book = tmp_path / "g.sqlite"
     run = grader("run", "tiny", "--submissions", submissions, "--course", course, "--gradebook", book,
-                 "--reports", tmp_path / "reports", "--no-sandbox", cwd=tmp_path,
+                 "--reports", tmp_path / "reports", *sandbox, cwd=tmp_path,
                  env={"GRADER_KERNEL_PYTHON": str(broken)})
     assert run.returncode == 1, run.stdout + run.stderr
     lines = run.stderr.strip().splitlines()

@@ -1,12 +1,16 @@
 """The sandbox's shape, and what the grader does where none can be made."""
 
+import dataclasses
 import json
 import os
+import site
 import subprocess
 import sys
 from pathlib import Path
 
-from grader import sandbox
+import pytest
+
+from grader import runs, sandbox
 from grader.config import Limits
 from tests.conftest import REPO, TINY_SOLUTION
 
@@ -26,6 +30,183 @@ def test_the_sandbox_binds_only_python_the_work_and_the_shared_folder(tmp_path):
     assert argv[-1] == "python"
 
 
+def mounts(argv: list[str]) -> dict[str, str]:
+    """The sandbox's mount table once bubblewrap has run ARGV's mounts in order: destination ->
+    source ("tmpfs" for a private one); a mount hides every earlier one at or below its path."""
+    table: dict[str, str] = {}
+    i = argv.index(sandbox.bwrap())
+    while argv[i] != "--":
+        if argv[i] in ("--bind", "--ro-bind", "--dev-bind", "--tmpfs", "--proc", "--dev"):
+            two = argv[i] not in ("--tmpfs", "--proc", "--dev")
+            source, dest = (argv[i + 1], argv[i + 2]) if two else ("tmpfs", argv[i + 1])
+            table = {d: s for d, s in table.items() if d != dest and not d.startswith(dest + "/")}
+            table[dest] = source
+            i += 2 if two else 1
+        i += 1
+    return table
+
+
+def argv_with(monkeypatch, roots: tuple[str, ...], shared: str) -> list[str]:
+    monkeypatch.setattr(sandbox, "python_roots", lambda python: roots)
+    return sandbox.command(["python"], sandbox.Spec(files={}, shared=Path(shared), limits=Limits()))
+
+
+@pytest.mark.parametrize("roots, shared", [
+    (("/tmp/venv", "/root/.pyenv/versions/3.11.7"), "/tmp/grader-abcdefgh/shared"),
+    (("/tmp/x y/venv", "/tmp/x y/python"), "/tmp/x y/runs/grader-abcdefgh/shared"),
+    (("/home/x/venv", "/home/x/.pyenv/versions/3.12.1"), "/home/x/runs/grader-abcdefgh/shared"),
+    (("/srv/course/.venv",), "/srv/runs/grader-abcdefgh/shared"),
+    (("/home/student/venv",), "/tmp/grader-abcdefgh/shared"),
+])
+def test_python_and_the_run_folder_stay_visible_wherever_they_live(monkeypatch, roots, shared):
+    table = mounts(argv_with(monkeypatch, roots, shared))
+    for root in roots:
+        assert table.get(root) == root, (root, table)
+    assert table.get(shared) == shared, table
+    assert table["/tmp"] == "tmpfs" and table[sandbox.HOME] == "tmpfs"
+    assert {d for d, s in table.items() if s not in ("tmpfs", d)} <= {"/etc/localtime"}, table
+
+
+def test_a_run_folder_inside_the_venv_hides_the_other_runs_there(monkeypatch):
+    shared = "/srv/venv/runs/grader-abcdefgh/shared"
+    table = mounts(argv_with(monkeypatch, ("/srv/venv",), shared))
+    assert table["/srv/venv"] == "/srv/venv" and table["/srv/venv/runs"] == "tmpfs"
+    assert table[shared] == shared
+
+
+def test_python_roots_are_the_interpreters_folders_and_packages_never_the_checkout():
+    roots = sandbox.python_roots(sys.executable)
+    assert any(sys.prefix == r or sys.prefix.startswith(r + "/") for r in roots)
+    for packages in site.getsitepackages():
+        assert any(packages == r or packages.startswith(r + "/") for r in roots), roots
+    assert not any(str(REPO) == r or str(REPO).startswith(r + "/") for r in roots
+                   if not r.startswith(str(REPO / ".venv"))), roots
+
+
+def small_venv(folder: Path) -> Path:
+    """A venv in FOLDER whose only packages are this environment's, reached through a .pth."""
+    base = Path(sys.base_prefix) / "bin" / "python3"
+    subprocess.run([str(base), "-m", "venv", "--without-pip", str(folder)], check=True)
+    packages = next((folder / "lib").glob("python3*/site-packages"))
+    (packages / "main-venv.pth").write_text(
+        f"import site; site.addsitedir({site.getsitepackages()[0]!r})\n")
+    (folder / "share").mkdir()  # nbconvert's templates, for the reports written outside
+    (folder / "share" / "jupyter").symlink_to(Path(sys.prefix) / "share" / "jupyter")
+    return folder / "bin" / "python"
+
+
+def run_sandboxed(code: str, spec: sandbox.Spec) -> subprocess.CompletedProcess:
+    argv = sandbox.command([spec.python, "-c", code], spec)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120)
+
+
+def test_a_venv_under_tmp_with_a_space_runs_in_the_sandbox(tmp_path):
+    python = small_venv(tmp_path / "x y" / "venv")
+    shared = tmp_path / "x y" / "runs" / "grader-abcdefgh" / "shared"
+    shared.mkdir(parents=True)
+    shared.chmod(0o777)  # the sandbox's user writes there
+    code = ("import sys, ipykernel, numpy\nprint(sys.prefix)\n"
+            "try:\n    import grader\nexcept ImportError:\n    print('no grader')\n"
+            f"open({str(shared / 'out')!r}, 'w').write('ok')")
+    ran = run_sandboxed(code, sandbox.Spec(files={}, shared=shared, limits=Limits(), python=str(python)))
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert ran.stdout.split("\n")[:2] == [str(tmp_path / "x y" / "venv"), "no grader"], ran.stdout
+    assert (shared / "out").read_text() == "ok"
+
+
+@pytest.mark.slow
+def test_a_venv_under_a_temporary_folder_grades_the_tiny_course(course, write_notebook, tmp_path):
+    python = small_venv(tmp_path / "x y" / "venv")
+    subs = tmp_path / "subs"
+    write_notebook(subs, "alice", *TINY_SOLUTION)
+    ran = subprocess.run([str(python), "-m", "grader", "run", "tiny", "--submissions", str(subs),
+                          "--course", str(course)],
+                         capture_output=True, text=True, timeout=300, cwd=course)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert "6 / 6" in (course / "reports" / "tiny" / "alice.html").read_text()
+
+
+SYSCALLS = """
+import ctypes, errno, json, subprocess, threading
+libc = ctypes.CDLL(None, use_errno=True)
+def call(nr, *args):
+    ctypes.set_errno(0)
+    return errno.errorcode.get(ctypes.get_errno()) if libc.syscall(nr, *args) < 0 else "ok"
+found = {name: call(nr, *args) for name, nr, args in [
+    ("unshare_user", 272, (0x10000000,)), ("unshare_net", 272, (0x40000000,)),
+    ("clone_user", 56, (0x10000000 | 17, 0, 0, 0, 0)), ("clone3", 435, (0, 0)),
+    ("setns", 308, (0, 0)), ("keyctl", 250, (0, 0)), ("add_key", 248, (0, 0, 0, 0, 0)),
+    ("bpf", 321, (0, 0, 0)), ("io_uring_setup", 425, (1, 0)), ("userfaultfd", 323, (0,)),
+    ("perf_event_open", 298, (0, 0, -1, -1, 0)), ("ptrace", 101, (0, 0, 0, 0))]}
+found["subprocess"] = subprocess.run(["true"]).returncode
+thread = threading.Thread(target=lambda: found.update(thread="ok"))
+thread.start(); thread.join()
+print(json.dumps(found))
+"""
+
+
+def test_the_seccomp_filter_refuses_namespaces_keyrings_bpf_io_uring(tmp_path):
+    assert os.uname().machine == "x86_64", "the probe below uses x86_64 system call numbers"
+    (tmp_path / "shared").mkdir()
+    ran = run_sandboxed(SYSCALLS, sandbox.Spec(files={}, shared=tmp_path / "shared", limits=Limits()))
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    found = json.loads(ran.stdout)
+    assert found.pop("clone3") == "ENOSYS" and found.pop("subprocess") == 0
+    assert found.pop("thread") == "ok"
+    assert set(found.values()) == {"EPERM"}, found
+
+
+FOREIGN = {  # a system call through another table than x86_64's
+    "i386": "import ctypes, mmap\n"
+            "code = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)\n"
+            "code.write(bytes.fromhex('b814000000cd80c3'))  # mov eax, 20 (getpid); int 0x80; ret\n"
+            "address = ctypes.addressof(ctypes.c_char.from_buffer(code))\n"
+            "print(ctypes.CFUNCTYPE(ctypes.c_int)(address)())",
+    "x32": "import ctypes\nprint(ctypes.CDLL(None).syscall(0x40000000 | 39))  # x32 getpid",
+}
+
+
+@pytest.mark.parametrize("table", sorted(FOREIGN))
+def test_a_call_through_a_foreign_system_call_table_kills_the_process(tmp_path, table):
+    assert os.uname().machine == "x86_64", "the probe below is x86_64 machine code"
+    (tmp_path / "shared").mkdir()
+    spec = sandbox.Spec(files={}, shared=tmp_path / "shared", limits=Limits())
+    ran = run_sandboxed(FOREIGN[table], spec)
+    assert ran.returncode == 128 + 31 and ran.stdout == "", (ran.returncode, ran.stdout)  # SIGSYS
+    unfiltered = run_sandboxed(FOREIGN[table], dataclasses.replace(spec, seccomp=False))
+    assert unfiltered.returncode == 0 and unfiltered.stdout.strip(), unfiltered.stderr[-2000:]
+
+
+def test_without_the_filter_those_calls_reach_the_kernel(tmp_path):
+    (tmp_path / "shared").mkdir()
+    spec = sandbox.Spec(files={}, shared=tmp_path / "shared", limits=Limits(), seccomp=False)
+    code = SYSCALLS.split("found =")[0] + "print(call(435, 0, 0), call(250, 0, 0))"
+    ran = run_sandboxed(code, spec)
+    assert ran.stdout.split() == ["EINVAL", "EINVAL"], ran.stdout + ran.stderr[-2000:]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root mounts the run's own tmpfs")
+def test_mountinfo_names_no_run_folder_and_no_data_path(tmp_path):
+    data = tmp_path / "course data" / "train.npz"
+    data.parent.mkdir()
+    data.write_bytes(b"student data")
+    folder = runs.make(tmp_path / "runs")
+    try:
+        shared = folder.share(disk_mb=8)
+        shared.chmod(0o777)
+        spec = sandbox.Spec(files=folder.private_files({"train.npz": data}), shared=shared,
+                            limits=Limits(), shared_inside=sandbox.SHARED_INSIDE)
+        code = ("print(open('train.npz').read())\nopen('/run/grader/out', 'w').write('ok')\n"
+                "print(open('/proc/self/mountinfo').read())")
+        ran = run_sandboxed(code, spec)
+        assert ran.returncode == 0, ran.stderr[-2000:]
+        assert (shared / "out").read_text() == "ok"
+    finally:
+        folder.remove()
+    assert ran.stdout.startswith("student data") and " /run/grader " in ran.stdout
+    assert str(tmp_path) not in ran.stdout and "course data" not in ran.stdout, ran.stdout
+
+
 def test_limits_reach_the_kernel_as_rlimits():
     limits = Limits(memory_mb=100, disk_mb=10, processes=7, open_files=50, total_seconds=10)
     values = json.loads(sandbox.rlimits(limits))
@@ -38,6 +219,7 @@ def grader(course, *args, env=None):
                           capture_output=True, text=True, env=env, timeout=300, cwd=course)
 
 
+@pytest.mark.slow
 def test_without_a_sandbox_the_grader_refuses_unless_told(course, write_notebook, tmp_path):
     subs = tmp_path / "subs"
     write_notebook(subs, "alice", *TINY_SOLUTION)
@@ -54,6 +236,7 @@ def test_without_a_sandbox_the_grader_refuses_unless_told(course, write_notebook
     assert "not isolated" in (course / "reports" / "tiny" / "index.html").read_text()
 
 
+@pytest.mark.slow
 def test_sandboxed_reports_do_not_warn(course, write_notebook, tmp_path):
     subs = tmp_path / "subs"
     write_notebook(subs, "alice", *TINY_SOLUTION)

@@ -1,0 +1,143 @@
+"""Run folders: locked while their grader lives, removed after it dies, and the caps they carry."""
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from grader import runs, sandbox
+from grader.config import Limits
+from tests.conftest import REPO
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+from grader import runs
+folder = runs.make(Path(sys.argv[1]))
+folder.share(disk_mb=8)
+print(folder.path, flush=True)
+time.sleep(600)
+"""
+
+
+def mounted(path: Path) -> bool:
+    return any(line.split()[4] == str(path) for line in Path("/proc/self/mountinfo").read_text().splitlines())
+
+
+def test_a_live_graders_folder_survives_the_sweep_and_a_dead_ones_goes(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)], stdout=subprocess.PIPE,
+                              text=True, cwd=REPO)
+    try:
+        assert holder.stdout is not None
+        path = Path(holder.stdout.readline().strip())
+        assert runs.remove_stale(tmp_path) == [] and (path / "shared").is_dir()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert path.is_dir(), "a killed grader leaves its folder behind"
+    assert runs.remove_stale(tmp_path) == [path]
+    assert not path.exists() and not mounted(path / "shared")
+
+
+def test_the_sweep_leaves_young_unlocked_folders_and_other_names_alone(tmp_path):
+    young = tmp_path / "grader-abcd1234"  # an older grader's folder, without a lock, in use
+    other = tmp_path / "grader-users"  # the user claims of graders running now
+    old = tmp_path / "grader-old12345"
+    for folder in (young, other, old):
+        folder.mkdir()
+    long_ago = time.time() - runs.LOCKLESS_AGE - 60
+    os.utime(old, (long_ago, long_ago))
+    assert runs.remove_stale(tmp_path) == [old]
+    assert young.is_dir() and other.is_dir()
+
+
+def test_making_a_folder_sweeps_its_work_root_once(tmp_path):
+    dead = tmp_path / "grader-dead1234"
+    dead.mkdir()
+    (dead / ".lock").touch()  # a lock nobody holds
+    folder = runs.make(tmp_path)
+    assert not dead.exists() and folder.path.parent == tmp_path
+    folder.remove()
+    assert not folder.path.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root mounts the capped tmpfs")
+def test_the_shared_folder_is_capped_at_disk_mb(tmp_path):
+    folder = runs.make(tmp_path)
+    shared = folder.share(disk_mb=4)
+    assert folder.capped and mounted(shared)
+    written = 0
+    with pytest.raises(OSError) as full:
+        for i in range(100_000):  # many small files, as a notebook filling its exchange would
+            (shared / f"junk{i}").write_bytes(b"x" * 4096)
+            written += 4096
+    assert full.value.errno == errno.ENOSPC and written <= 4 << 20
+    folder.remove()
+    assert not mounted(shared) and not folder.path.exists()
+
+
+MEMFD = """
+import os
+written = 0
+try:
+    for i in range(40):  # each under RLIMIT_FSIZE, together well over the memory limit
+        fd = os.memfd_create(f"hog{i}")
+        for _ in range(10):
+            os.write(fd, b"x" * (1 << 20) * 4)
+            written += 4
+except OSError as e:
+    print("refused after", written, "MB", e)
+else:
+    print("WROTE", written, "MB")
+"""
+
+FORKS = """
+import os, time
+n = 0
+try:
+    for _ in range(200):
+        if os.fork() == 0:
+            time.sleep(30)
+            os._exit(0)
+        n += 1
+except OSError as e:
+    print("stopped after", n, e.errno)
+"""
+
+
+def confined(tmp_path: Path, code: str, limits: Limits) -> tuple[subprocess.CompletedProcess, runs.RunFolder]:
+    folder = runs.make(tmp_path)
+    shared = folder.share()
+    shared.chmod(0o777)
+    spec = sandbox.Spec(files={}, shared=shared, limits=limits, cgroups=folder.confine(limits))
+    argv = sandbox.command([sys.executable, "-c", code], spec)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120), folder
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root makes cgroups")
+def test_memory_no_process_maps_counts_against_memory_mb(tmp_path):
+    ran, folder = confined(tmp_path, MEMFD, Limits(memory_mb=256))
+    try:
+        assert folder.cgroups, "no cgroup could be made on this machine"
+        assert "WROTE" not in ran.stdout, ran.stdout
+        killed = ran.returncode in (-signal.SIGKILL, 128 + signal.SIGKILL)  # bwrap passes it on as 137
+        assert killed or "refused" in ran.stdout, (ran.returncode, ran.stdout)
+    finally:
+        folder.remove()
+    assert not any(group.exists() for group in folder.cgroups)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root makes cgroups")
+def test_processes_stop_at_the_pids_limit(tmp_path):
+    ran, folder = confined(tmp_path, FORKS, Limits(processes=20))
+    try:
+        assert "stopped after" in ran.stdout, ran.stdout + ran.stderr[-2000:]
+        assert int(ran.stdout.split()[2]) < 20 and ran.stdout.split()[3] == str(errno.EAGAIN)
+    finally:
+        folder.remove()
+    assert not any(group.exists() for group in folder.cgroups)
