@@ -64,6 +64,10 @@ def test_a_non_editable_install_grades_the_tiny_course_through_the_sandbox(tmp_p
     page = (course / "reports" / "tiny" / "alice.html").read_text(encoding="utf-8")
     assert "6 / 6" in page  # rendered from the templates inside the installed package
     assert "not isolated" not in page  # graded in the sandbox, not with --no-sandbox
+    # Outside the course, --course names it; without it the grader says what to do.
+    assert "tiny" in _run(grader, "list", "--course", course, cwd=root, env=env).stdout
+    lost = subprocess.run([grader, "list"], cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert lost.returncode == 2 and lost.stderr.startswith("error: no course folder found"), lost.stderr
 
     # TODO(lead): once `grader doctor` exists on main, run it from this venv and assert it exits 0
     # and lists bubblewrap, the interpreter seen inside the sandbox and TensorFlow's version and
