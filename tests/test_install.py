@@ -51,8 +51,14 @@ def test_a_non_editable_install_grades_the_tiny_course_through_the_sandbox(tmp_p
 
     course = root / "course"
     shutil.copytree(FILES / "course", course)
+    config = course / "assignments" / "tiny" / "assignment.toml"  # time to import TensorFlow
+    config.write_text(config.read_text().replace("total_seconds = 30", "total_seconds = 300")
+                      .replace("cell_seconds = 10", "cell_seconds = 120"))
     (root / "subs" / "bob").mkdir(parents=True)
-    nbformat.write(notebook(*TINY_SOLUTION), root / "subs" / "alice.ipynb")
+    # The locked TensorFlow is its GPU-capable build: on a CPU it must still run, quietly.
+    devices = ("import tensorflow as tf\n"
+               "print('devices:', [d.device_type for d in tf.config.list_physical_devices()])")
+    nbformat.write(notebook(*TINY_SOLUTION, devices), root / "subs" / "alice.ipynb")
     nbformat.write(notebook("raise ValueError('bob')"), root / "subs" / "bob" / "work.ipynb")
     env = {**os.environ, "GRADER_DATA_HOME": str(root / "data home")}
     env.pop("GRADER_COURSE", None)
@@ -64,6 +70,9 @@ def test_a_non_editable_install_grades_the_tiny_course_through_the_sandbox(tmp_p
     page = (course / "reports" / "tiny" / "alice.html").read_text(encoding="utf-8")
     assert "6 / 6" in page  # rendered from the templates inside the installed package
     assert "not isolated" not in page  # graded in the sandbox, not with --no-sandbox
+    executed = (course / "reports" / "tiny" / "alice.notebook.html").read_text(encoding="utf-8")
+    assert "devices: [" in executed and "CPU" in executed
+    assert "cuInit" not in executed and "cuda drivers" not in executed  # no CUDA noise for students
     # Outside the course, --course names it; without it the grader says what to do.
     assert "tiny" in _run(grader, "list", "--course", course, cwd=root, env=env).stdout
     lost = subprocess.run([grader, "list"], cwd=root, env=env, capture_output=True, text=True, timeout=120)
