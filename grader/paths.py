@@ -1,12 +1,16 @@
-"""Where the course lives: assignments/, datasets/ and templates/ beside each other."""
+"""Where things live: the course (assignments/, datasets/recipes/), the files shipped inside the
+package (templates, the dataset registry) and the dataset cache."""
 
 from __future__ import annotations
 
 import os
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from .errors import GraderError
 
+# The checkout an editable install runs from; in site-packages this folder has no pyproject.toml.
 _SOURCE_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -24,14 +28,17 @@ def course_root(explicit: str | os.PathLike[str] | None = None) -> Path:
     for folder in (here, *here.parents):
         if (folder / "assignments").is_dir():
             return folder
-    if (_SOURCE_ROOT / "assignments").is_dir():
+    if (_SOURCE_ROOT / "pyproject.toml").is_file() and (_SOURCE_ROOT / "assignments").is_dir():
         return _SOURCE_ROOT
-    raise GraderError("no course folder found: run inside a folder with assignments/ or pass --course")
+    raise GraderError(
+        "no course folder found: run inside a folder with assignments/, pass --course DIR "
+        "or set GRADER_COURSE"
+    )
 
 
-def templates_dir() -> Path:
-    """The Jinja2 templates shipped with the grader."""
-    return _SOURCE_ROOT / "templates"
+def package_file(*parts: str) -> Traversable:
+    """A file shipped inside the grader package, e.g. package_file("templates", "feedback.html.j2")."""
+    return resources.files("grader").joinpath(*parts)
 
 
 def data_home(explicit: str | os.PathLike[str] | None = None) -> Path:

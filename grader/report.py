@@ -28,7 +28,7 @@ import jinja2
 import nbformat
 
 from .errors import GraderError
-from .paths import templates_dir
+from .paths import package_file
 from .score import STATUSES, Result
 from .submission import slug
 
@@ -102,9 +102,15 @@ def _scrub_outputs(value: Any) -> Any:
 
 # Student pages ---------------------------------------------------------------------------------
 
+def _template_source(name: str) -> str | None:
+    """The text of the shipped template NAME, or None (Jinja2 then says it is not found)."""
+    path = package_file("templates", name)
+    return path.read_text(encoding="utf-8") if path.is_file() else None
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(templates_dir()),
+        loader=jinja2.FunctionLoader(_template_source),
         autoescape=jinja2.select_autoescape(["html", "j2"], default=True),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,

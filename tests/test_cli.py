@@ -59,6 +59,22 @@ def test_bad_input_is_one_line_and_exit_2(course, args):
     assert "Traceback" not in run.stderr + run.stdout
 
 
+@pytest.mark.parametrize(("edit", "key"), [
+    (("cell_seconds = 10", "cell_seconds = -1"), "limits.cell_seconds must be a number above 0"),
+    (("points = 6", 'points = "six"'), "points must be a number"),
+    (("seed = 7", "seed = 7\ncolour = 1"), "unknown key colour"),
+])
+def test_run_on_a_bad_assignment_toml_is_one_line_exit_2_and_stores_nothing(course, write_notebook, edit, key):
+    config = course / "assignments" / "tiny" / "assignment.toml"
+    config.write_text(config.read_text().replace(*edit))
+    write_notebook(course / "subs", "alice", *TINY_SOLUTION)
+    run = grader("run", "tiny", "--submissions", course / "subs", "--course", course, cwd=course, ok=False)
+    assert run.returncode == 2
+    assert run.stderr.startswith(f"error: {config}: {key}"), run.stderr
+    assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr + run.stdout
+    assert not (course / "gradebook.sqlite").exists()
+
+
 def test_run_export_report_and_list(course, tmp_path, write_notebook):
     subs = tmp_path / "subs"
     write_notebook(subs, "alice", *TINY_SOLUTION)

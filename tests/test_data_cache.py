@@ -61,19 +61,81 @@ def test_course_registry_lists_every_dataset_with_hash_terms_and_citation():
         assert len(entry.sha256 or entry.content_sha256) == 64, entry.name
 
 
-def test_registry_refuses_unknown_keys_missing_hashes_and_unknown_kinds(tmp_path: Path):
-    cases = {
-        'colour = "red"': "unknown keys",
-        'kind = "file"\nurl = "u"\nfile = "f"\nbytes = 1': "lacks sha256 or md5",
-        'kind = "folder"': "has kind 'folder'",
-    }
-    for body, message in cases.items():
-        path = tmp_path / "bad.toml"
-        path.write_text(f'[x]\ntitle = "t"\nterms = "t"\ncitation = "c"\n{body}\n')
-        if "kind" not in body:
-            path.write_text(path.read_text() + 'kind = "generated"\nrecipe = "r"\n')
-        with pytest.raises(DataError, match=message):
-            load_registry(path)
+GOOD_FILE = (
+    'title = "t"\nterms = "t"\ncitation = "c"\nkind = "file"\nurl = "https://x/f.bin"\n'
+    'file = "f.bin"\nbytes = 5\n'
+)
+SHA = "a" * 64
+
+# A registry entry [x], what its one-line message must name (file, key) and say is expected.
+BAD_ENTRIES = [
+    (GOOD_FILE + f'sha256 = "{SHA}"\ncolour = "red"\n', "unknown key x.colour", "expected one of: x.title"),
+    (GOOD_FILE, "x.sha256 or md5 is missing", "kind 'file' needs url, file, bytes"),
+    (GOOD_FILE.replace('kind = "file"', 'kind = "folder"'), "x.kind must be one of file, archive, generated",
+     "'folder'"),
+    (GOOD_FILE + 'sha256 = "abc"\n', "x.sha256 must be 64 lowercase hex digits", "'abc'"),
+    (GOOD_FILE + f'sha256 = "{SHA.upper()}"\n', "x.sha256 must be 64 lowercase hex digits", "AAAA"),
+    (GOOD_FILE + 'md5 = "xyz"\n', "x.md5 must be 32 lowercase hex digits", "'xyz'"),
+    (GOOD_FILE.replace("bytes = 5", "bytes = -5") + f'sha256 = "{SHA}"\n', "x.bytes must be a whole number, "
+     "0 or more", "found -5"),
+    (GOOD_FILE.replace("bytes = 5", "bytes = 0") + f'sha256 = "{SHA}"\n', "x.bytes is missing", "above 0"),
+    (GOOD_FILE.replace("bytes = 5", 'bytes = "5"') + f'sha256 = "{SHA}"\n', "x.bytes must be a whole number",
+     "found '5'"),
+    (GOOD_FILE.replace("https://x/f.bin", "ftp://x/f.bin") + f'sha256 = "{SHA}"\n',
+     "x.url must be an http:// or https:// URL", "ftp://"),
+    (GOOD_FILE.replace('file = "f.bin"', 'file = "../f.bin"') + f'sha256 = "{SHA}"\n',
+     "x.file must be a plain name", "'../f.bin'"),
+    (GOOD_FILE + f'sha256 = "{SHA}"\nlocal = ["/etc/passwd"]\n', "x.local must be a list of relative paths",
+     "/etc/passwd"),
+    (GOOD_FILE + f'sha256 = "{SHA}"\nlocal = "f.bin"\n', "x.local must be a list of strings", "'f.bin'"),
+    (GOOD_FILE.replace('title = "t"', 'title = ""') + f'sha256 = "{SHA}"\n', "x.title must be a non-empty "
+     "string", "found ''"),
+    (GOOD_FILE.replace('title = "t"\n', "") + f'sha256 = "{SHA}"\n', "x.title is missing", "expected a string"),
+    ('title = "t"\nterms = "t"\ncitation = "c"\nkind = "generated"\n', "x.recipe is missing",
+     "kind 'generated' needs recipe"),
+    ('title = "t"\nterms = "t"\ncitation = "c"\nkind = "archive"\nurl = "https://x/a.zip"\nfile = "a.zip"\n'
+     'root = "a"\nmembers = ["../*"]\ncontent_files = 1\ncontent_sha256 = "' + SHA + '"\n',
+     "x.members must be a list of relative paths without '..'", "'../*'"),
+]
+
+
+@pytest.mark.parametrize(("body", "key", "expected"), BAD_ENTRIES)
+def test_registry_refuses_a_bad_entry_with_one_line_naming_file_key_and_expectation(
+    tmp_path: Path, body: str, key: str, expected: str
+):
+    path = tmp_path / "bad.toml"
+    path.write_text(f"[x]\n{body}")
+    with pytest.raises(DataError) as caught:
+        load_registry(path)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: "), message
+    assert key in message and expected in message, message
+
+
+def test_registry_refuses_an_entry_that_is_no_table_or_has_an_unsafe_name(tmp_path: Path):
+    path = tmp_path / "bad.toml"
+    path.write_text('x = "mnist"\n')
+    with pytest.raises(DataError, match=f"^{path}: x must be a table, found 'mnist'$"):
+        load_registry(path)
+    path.write_text(f'["../up"]\n{GOOD_FILE}sha256 = "{SHA}"\n')
+    with pytest.raises(DataError, match=r"\[\.\./up\] must be a plain name"):
+        load_registry(path)
+
+
+def test_a_valid_entry_loads_with_its_types(tmp_path: Path):
+    path = tmp_path / "good.toml"
+    path.write_text(f'[x]\n{GOOD_FILE}sha256 = "{SHA}"\nlocal = ["x/f.bin"]\n')
+    entry = load_registry(path)["x"]
+    assert (entry.name, entry.bytes, entry.local, entry.content_hash) == ("x", 5, ("x/f.bin",), SHA)
+
+
+def test_the_shipped_registry_is_read_from_inside_the_package():
+    import grader
+
+    shipped = Path(grader.__file__).parent / "data" / "registry.toml"
+    assert load_registry().path == str(shipped)
+    assert shipped.is_file()
 
 
 def test_unknown_dataset_lists_the_known_ones(registry):

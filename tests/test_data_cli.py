@@ -99,3 +99,12 @@ def test_fetch_all_skips_what_is_already_verified(setup, capsys):
     assert main(["data", "fetch", "--all", *options]) == 0
     out = capsys.readouterr().out
     assert "tiny: verified, nothing to fetch" in out and "made: generated, nothing to fetch" in out
+
+
+def test_a_bad_registry_is_one_line_naming_file_and_key_and_exit_2(tmp_path: Path, capsys):
+    registry = tmp_path / "registry.toml"
+    registry.write_text(registry_text().replace("bytes = ", "bytes = -", 1))
+    assert main(["data", "list", "--registry", str(registry), "--data-home", str(tmp_path / "home")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {registry}: tiny.bytes must be a whole number, 0 or more, found -")
+    assert err.count("\n") == 1 and "Traceback" not in err

@@ -1,18 +1,45 @@
-"""The dataset registry (datasets/registry.toml) and the verified raw inputs of a recipe."""
+"""The dataset registry (registry.toml, shipped beside this module) and the verified raw inputs
+of a recipe."""
 
 from __future__ import annotations
 
 import os
 import tomllib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from ..errors import DataError
+from ..paths import package_file
+from ..settings import (
+    NOT_EMPTY,
+    NOT_NEGATIVE,
+    PLAIN_NAME,
+    RELATIVE_PATHS,
+    Rule,
+    from_table,
+    hex_digest,
+    plain_name,
+    setting,
+)
 from . import cache
 
-DEFAULT_REGISTRY = Path(__file__).resolve().parents[2] / "datasets" / "registry.toml"
 KINDS = ("file", "archive", "generated")
+KIND = Rule(lambda v: v in KINDS, f"one of {', '.join(KINDS)}")
+URL = Rule(lambda v: v == "" or v.startswith(("https://", "http://")), "an http:// or https:// URL")
+OPTIONAL_NAME = Rule(lambda v: v == "" or plain_name(v), PLAIN_NAME.expect)
+# What each kind needs besides title, terms and citation (a hash of kind "file" is checked apart).
+NEEDED = {
+    "file": ("url", "file", "bytes"),
+    "archive": ("url", "file", "root", "members", "content_files", "content_sha256"),
+    "generated": ("recipe",),
+}
+
+
+def default_registry() -> Traversable:
+    """The registry shipped inside the grader package."""
+    return package_file("data", "registry.toml")
 
 
 @dataclass(frozen=True)
@@ -20,22 +47,22 @@ class Entry:
     """One dataset of the registry; see the comment at the top of registry.toml."""
 
     name: str  # the registry key, used on the command line and in recipe INPUTS
-    title: str  # what it is, in a few words
-    kind: str  # "file", "archive" or "generated"
-    terms: str  # licence or terms of use, one line
-    citation: str  # what to cite
-    url: str = ""  # canonical download URL
-    file: str = ""  # canonical file name
-    bytes: int = 0  # size of the canonical download
-    sha256: str = ""  # kind file: sha256 of the file
-    md5: str = ""  # kind file: md5, where that is what the publisher gives
-    archive_md5: str = ""  # kind archive: publisher's md5 of the canonical archive (not required)
-    root: str = ""  # kind archive: top folder inside the archive
-    members: tuple[str, ...] = ()  # kind archive: patterns (relative to root) of the files kept
-    content_files: int = 0  # kind archive: how many files match members
-    content_sha256: str = ""  # kind archive: digest over those files (grader.data.digest)
-    local: tuple[str, ...] = ()  # where `grader data import DIR` looks, relative to DIR
-    recipe: str = ""  # kind generated: the recipe that makes it
+    title: str = setting(rule=NOT_EMPTY)  # what it is, in a few words
+    kind: str = setting(rule=KIND)  # "file", "archive" or "generated"
+    terms: str = setting(rule=NOT_EMPTY)  # licence or terms of use, one line
+    citation: str = setting(rule=NOT_EMPTY)  # what to cite
+    url: str = setting("", URL)  # canonical download URL
+    file: str = setting("", OPTIONAL_NAME)  # canonical file name
+    bytes: int = setting(0, NOT_NEGATIVE)  # size of the canonical download
+    sha256: str = setting("", hex_digest(64))  # kind file: sha256 of the file
+    md5: str = setting("", hex_digest(32))  # kind file: md5, where that is what the publisher gives
+    archive_md5: str = setting("", hex_digest(32))  # kind archive: publisher's md5 (not required)
+    root: str = setting("", OPTIONAL_NAME)  # kind archive: top folder inside the archive
+    members: tuple[str, ...] = setting((), RELATIVE_PATHS)  # kind archive: patterns of files kept
+    content_files: int = setting(0, NOT_NEGATIVE)  # kind archive: how many files match members
+    content_sha256: str = setting("", hex_digest(64))  # kind archive: digest over those files
+    local: tuple[str, ...] = setting((), RELATIVE_PATHS)  # where `grader data import DIR` looks
+    recipe: str = setting("", OPTIONAL_NAME)  # kind generated: the recipe that makes it
 
     @property
     def content_hash(self) -> str:
@@ -48,7 +75,7 @@ class Registry(Mapping[str, Entry]):
     """All registry entries by name, in file order."""
 
     entries: tuple[Entry, ...]
-    path: Path
+    path: str  # where it was read from, for messages
 
     def __getitem__(self, name: str) -> Entry:
         for entry in self.entries:
@@ -70,39 +97,28 @@ class Registry(Mapping[str, Entry]):
         return len(self.entries)
 
 
-def load_registry(path: Path | None = None) -> Registry:
-    """Read and check a registry file; PATH defaults to the grader's datasets/registry.toml."""
-    path = path or DEFAULT_REGISTRY
+def load_registry(path: Path | Traversable | None = None) -> Registry:
+    """Read and check a registry file; PATH defaults to the registry shipped with the grader."""
+    path = path or default_registry()
     try:
         table = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as error:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
         raise DataError(f"cannot read the dataset registry {path}: {error}") from None
-    return Registry(tuple(_entry(name, item, path) for name, item in table.items()), path)
+    return Registry(tuple(_entry(name, item, str(path)) for name, item in table.items()), str(path))
 
 
-def _entry(name: str, item: dict[str, object], path: Path) -> Entry:
-    """Build one Entry from its TOML table, refusing unknown keys and incomplete entries."""
-    known = {f.name for f in fields(Entry)} - {"name"}
-    unknown = set(item) - known
-    if unknown:
-        raise DataError(f"{path}: [{name}] has unknown keys {sorted(unknown)}")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in item.items()}
-    try:
-        entry = Entry(name=name, **values)  # type: ignore[arg-type]
-    except TypeError as error:
-        raise DataError(f"{path}: [{name}] is incomplete: {error}") from None
-    needed = {
-        "file": ("url", "file", "bytes"),
-        "archive": ("url", "file", "root", "members", "content_files", "content_sha256"),
-        "generated": ("recipe",),
-    }.get(entry.kind)
-    if needed is None:
-        raise DataError(f"{path}: [{name}] has kind {entry.kind!r}, expected one of {KINDS}")
-    missing = [key for key in needed if not getattr(entry, key)]
+def _entry(name: str, item: object, where: str) -> Entry:
+    """Build one Entry from its TOML table; any problem is one line naming the file and the key."""
+    if not plain_name(name):
+        raise DataError(f"{where}: [{name}] must be {PLAIN_NAME.expect}: it names a cache folder")
+    entry: Entry = from_table(Entry, item, where=where, error=DataError, prefix=f"{name}.",
+                              given={"name": name})
+    missing = [key for key in NEEDED[entry.kind] if not getattr(entry, key)]
     if entry.kind == "file" and not (entry.sha256 or entry.md5):
         missing.append("sha256 or md5")
     if missing:
-        raise DataError(f"{path}: [{name}] lacks {', '.join(missing)}")
+        raise DataError(f"{where}: {name}.{missing[0]} is missing: kind {entry.kind!r} needs "
+                        f"{', '.join(NEEDED[entry.kind])} (non-empty, above 0)")
     return entry
 
 
