@@ -15,6 +15,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from grader.report import notebook_name
 from tests.conftest import FILES, REPO, TINY_SOLUTION, notebook
 
 pytestmark = pytest.mark.slow
@@ -70,7 +71,7 @@ def test_a_non_editable_install_grades_the_tiny_course_through_the_sandbox(tmp_p
     page = (course / "reports" / "tiny" / "alice.html").read_text(encoding="utf-8")
     assert "6 / 6" in page  # rendered from the templates inside the installed package
     assert "not isolated" not in page  # graded in the sandbox, not with --no-sandbox
-    executed = (course / "reports" / "tiny" / "alice.notebook.html").read_text(encoding="utf-8")
+    executed = (course / "reports" / "tiny" / notebook_name("alice")).read_text(encoding="utf-8")
     assert "devices: [" in executed and "CPU" in executed
     assert "cuInit" not in executed and "cuda drivers" not in executed  # no CUDA noise for students
     # Outside the course, --course names it; without it the grader says what to do.
@@ -78,8 +79,7 @@ def test_a_non_editable_install_grades_the_tiny_course_through_the_sandbox(tmp_p
     lost = subprocess.run([grader, "list"], cwd=root, env=env, capture_output=True, text=True, timeout=120)
     assert lost.returncode == 2 and lost.stderr.startswith("error: no course folder found"), lost.stderr
 
-    # TODO(lead): once `grader doctor` exists on main, run it from this venv and assert it exits 0
-    # and lists bubblewrap, the interpreter seen inside the sandbox and TensorFlow's version and
-    # devices (at least one CPU device), e.g.
-    #   doctor = _run(grader, "doctor", cwd=course, env=env).stdout
-    #   assert "bubblewrap" in doctor and "tensorflow" in doctor.lower() and "CPU" in doctor
+    # The doctor looks from inside the sandbox with this venv's interpreter.
+    doctor = _run(grader, "doctor", cwd=course, env={**env, "COLUMNS": "200"}).stdout
+    assert "kernel inside the sandbox" in doctor and "venv/bin/python" in doctor, doctor
+    assert "tensorflow 2." in doctor and "/device:CPU:0" in doctor, doctor
