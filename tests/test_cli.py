@@ -75,6 +75,7 @@ def test_run_on_a_bad_assignment_toml_is_one_line_exit_2_and_stores_nothing(cour
     assert not (course / "gradebook.sqlite").exists()
 
 
+@pytest.mark.slow
 def test_run_export_report_and_list(course, tmp_path, write_notebook):
     subs = tmp_path / "subs"
     write_notebook(subs, "alice", *TINY_SOLUTION)
@@ -100,6 +101,7 @@ def test_run_export_report_and_list(course, tmp_path, write_notebook):
     assert "6 / 6" in (tmp_path / "reports" / "tiny" / "alice.html").read_text()
 
 
+@pytest.mark.slow
 def test_release_and_validate(course):
     release = course / "assignments" / "tiny" / "release" / "tiny.ipynb"
     committed = release.read_bytes()
@@ -109,6 +111,7 @@ def test_release_and_validate(course):
     grader("validate", "tiny", "--course", course)
 
 
+@pytest.mark.slow
 def test_validate_fails_when_the_reference_is_wrong(course):
     source = course / "assignments" / "tiny" / "source" / "tiny.ipynb"
     source.write_text(source.read_text().replace("guess = 99.5", "guess = 1"))
@@ -129,10 +132,12 @@ def test_release_refuses_a_leaking_starter(course):
      "is a file, not a folder of submissions; pass the folder that holds it"),
     (["run", "tiny", "--submissions", ".", "--gradebook", "postgresql://u:secret@localhost/db"],
      "pip install"),
-    (["report", "tiny", "--gradebook", "postgresql://u:secret@localhost/db"], "pip install"),
+    pytest.param(["report", "tiny", "--gradebook", "postgresql://u:secret@localhost/db"], "pip install",
+                 marks=pytest.mark.slow),  # grades first: a kernel starts
     (["run", "tiny", "--submissions", ".", "--reports", "assignments/tiny/assignment.toml"],
      "is a file, not a folder"),
-    (["report", "tiny", "--reports", "assignments/tiny/assignment.toml/sub"], "is a file"),
+    pytest.param(["report", "tiny", "--reports", "assignments/tiny/assignment.toml/sub"], "is a file",
+                 marks=pytest.mark.slow),
     (["run", "tiny", "--submissions", ".", "--no-sandbox", "--gpus", "99"], "no GPU 99"),
 ])
 def test_edge_cases_are_one_line_exit_2_and_say_what_to_do(course, args, words):

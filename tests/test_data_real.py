@@ -89,6 +89,7 @@ print("SEEN " + json.dumps(seen))
 
 
 @pytest.mark.parametrize("toml", ASSIGNMENTS, ids=[p.parent.name for p in ASSIGNMENTS])
+@pytest.mark.slow
 def test_no_hidden_file_is_visible_to_an_assignments_kernel(home, toml, tmp_path):
     """The real engine stages the files and runs a probe that hashes all it can see."""
     from grader.assignments import load_assignment

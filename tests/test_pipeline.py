@@ -8,12 +8,16 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from grader.assignments import load_assignment
 from grader.data.prepare import prepare
 from grader.gradebook import Gradebook
 from grader.pipeline import Settings, grade_batch
 from grader.submission import discover
 from tests.conftest import TINY_SOLUTION
+
+pytestmark = pytest.mark.slow  # every test grades real notebooks in kernels
 
 
 def tiny(course: Path, data_home: Path):
