@@ -219,3 +219,44 @@ def test_partial_credit_tiers_both_ways():
 def test_pytest_fail_reads_like_an_assertion(tmp_path):
     source = 'import pytest\ndef test_f(submission):\n    pytest.fail("a should be 4")\n'
     assert grade(tmp_path, source, "a = 3")["test_f"].message == "a should be 4"
+
+
+ISOLATION = '''
+import os
+import resource
+import socket
+
+
+def test_isolated(hidden):
+    assert (os.getuid() != 0) == {root}, f"uid {{os.getuid()}}"
+    assert resource.getrlimit(resource.RLIMIT_AS)[0] == {address_space}, "no memory limit"
+    import keras  # TensorFlow imports under the limit
+
+    assert keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]).count_params() == 3
+    try:
+        socket.create_connection(("127.0.0.1", {port}), timeout=2)
+        raise AssertionError("connected to the host")
+    except OSError:
+        pass
+    assert (hidden / "answer.txt").read_text() == "42"
+    assert not os.path.exists("/etc/shadow") and not os.path.exists({gradebook!r})
+'''
+
+
+@pytest.mark.slow
+def test_the_checker_runs_unprivileged_offline_and_memory_limited(tmp_path):
+    import socket
+
+    assert bwrap() is not None, "bubblewrap cannot make a sandbox here: apt-get install bubblewrap"
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0)
+    gradebook = tmp_path / "gradebook.sqlite"
+    gradebook.write_text("")
+    source = ISOLATION.format(root=os.geteuid() == 0, port=server.getsockname()[1],
+                              address_space=(2 * LIMITS.memory_mb + 4096) * 1024 * 1024,
+                              gradebook=str(gradebook))
+    out = grade(tmp_path, source, "a = 1")
+    with pytest.raises(BlockingIOError):
+        server.accept()
+    server.close()
+    assert out["test_isolated"].outcome == "passed", out["test_isolated"].message
