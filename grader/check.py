@@ -129,16 +129,13 @@ async def start_checks(
     if student_data is not None:
         args += ["--grader-student-data", str(student_data)]
     argv = module_command("pytest", *args)
+    env = _trusted_env(limits)
     if sandboxed:
-        import grader
-
-        readonly = [public_dir.parent, Path(grader.__file__).parent]
-        readonly += [p for p in (hidden_dir, student_data) if p is not None]
+        package = Path(__file__).parent  # grader itself: checks import its helpers
+        readonly = [public_dir.parent, package, *(p for p in (hidden_dir, student_data) if p)]
         groups = (kernel_uid,) if kernel_uid >= 0 else ()
         argv = sandbox.checker_command(argv, readonly=readonly, writable=[folder, shared],
                                        workdir=folder, uid=uid, groups=groups)
-    env = _trusted_env(limits)
-    if sandboxed:
         env["GRADER_SANDBOXED"] = "1"  # its parent is bubblewrap, which dies with the grader
     process = await asyncio.create_subprocess_exec(
         *argv, cwd=folder, env=env,

@@ -72,8 +72,9 @@ ATTACKS: dict[str, list[str]] = {
                      "after = 'still running'"],
     "flood_display": ["from IPython.display import display, clear_output\nfrom comm import create_comm\n"
                       "h = display('start', display_id=True)\nc = create_comm(target_name='junk')\n"
-                      "for _ in range(150):\n    h.update('y' * 1_000_000)\n    c.send({{'junk': 'z' * 1_000_000}})\n"
-                      "for _ in range(20000):\n    clear_output()",
+                      "for i in range(40):\n    h.update('y' * 1_000_000)\n"
+                      "    c.send({{'state': {{f'k{{i}}': 'z' * 1_000_000}}}})\n"
+                      "for _ in range(5000):\n    clear_output()",
                       "print('still running')"],
     # Replace the folders the checker reads from and writes hidden rows into with links to a
     # folder of the student's choice; then offer predict_grades so the checker sends those rows.
@@ -86,8 +87,9 @@ ATTACKS: dict[str, list[str]] = {
                       "for path in (os.path.join(shared, 'new'), os.path.join(shared, 'in', 'x.npy')):\n"
                       "    try:\n        os.symlink({outside!r}, path)\n        print('SWAPPED', path)\n"
                       "    except OSError as e:\n        print('blocked', path, type(e).__name__)",
-                      "import numpy as np, keras\nmodel = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])\n"
-                      "def predict_grades(x):\n    return np.zeros(len(x))"],
+                      "import numpy as np, keras\nmodel = keras.Sequential([keras.Input((3,)),"
+                      " keras.layers.Dense(4, activation='relu'), keras.layers.Dense(1)])\n"
+                      "def predict_grades(x):\n    return np.full(len(x), 7.0)"],
     # Send the checker to a TCP listener by rewriting the connection file.
     "kernel_json": ["import json, sys\npath = sys.argv[sys.argv.index('-f') + 1]\ninfo = json.load(open(path))\n"
                     "info.update(transport='tcp', ip='127.0.0.1', shell_port={port}, iopub_port={port},"

@@ -124,7 +124,7 @@ def test_display_updates_clears_and_comms_count_against_the_cap(tmp_path):
                "for i in range(200):\n    h.update('y' * 1000)")
     clears = "from IPython.display import clear_output\nfor i in range(2000):\n    clear_output()"
     comms = ("from comm import create_comm\nc = create_comm(target_name='junk')\n"
-             "for i in range(200):\n    c.send({'junk': 'z' * 1000})")
+             "for i in range(200):\n    c.send({'state': {f'k{i}': 'z' * 1000}})")
     for name, code in (("updates", updates), ("clears", clears), ("comms", comms)):
         ex, alive = run(tmp_path / name, code, "print('late')")
         assert ex.status == "ok" and alive and ex.output_truncated, name
