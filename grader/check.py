@@ -11,8 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import sandbox
+from .config import Limits
 from .launch import module_command
 from .plugin import Attachment, CheckOutcome
+
+# Address space the checker needs beyond twice the kernel's: TensorFlow reserves about 2 GB.
+CHECKER_EXTRA_MB = 4096
 
 
 @dataclass
@@ -24,8 +29,10 @@ class Checks:
     seconds: float = 0.0
 
 
-def _trusted_env() -> dict[str, str]:
-    env = dict(os.environ)
+def _trusted_env(limits: Limits) -> dict[str, str]:
+    """The checker's whole environment: the grader's own (a database URL, say) stays out."""
+    env = {name: os.environ[name] for name in ("PATH", "HOME", "LANG", "LC_ALL", "KERAS_BACKEND",
+                                               "GRADER_DATA_HOME") if name in os.environ}
     env.update({
         "CUDA_VISIBLE_DEVICES": "",  # checks evaluate on the CPU; the GPUs are the kernels'
         "TF_CPP_MIN_LOG_LEVEL": "3",
@@ -35,6 +42,8 @@ def _trusted_env() -> dict[str, str]:
         "TF_NUM_INTEROP_THREADS": "1",
         "PYTHONDONTWRITEBYTECODE": "1",
         "GRADER_PARENT_PID": str(os.getpid()),
+        "GRADER_RLIMITS": json.dumps({
+            "AS": (2 * limits.memory_mb + CHECKER_EXTRA_MB) * 1024 * 1024, "CORE": 0}),
     })
     return env
 
@@ -48,11 +57,11 @@ class Checker:
         self.results = results
         self.timeout = timeout
 
-    async def finish(self, connection_file: Path | None, why_no_kernel: str) -> Checks:
-        """Let the checks run against CONNECTION_FILE's kernel; return their outcomes."""
+    async def finish(self, connection: dict[str, Any] | None, why_no_kernel: str) -> Checks:
+        """Let the checks run against the kernel of CONNECTION (its connection info, handed over
+        in memory: the kernel can rewrite its connection file); return their outcomes."""
         began = time.monotonic()
-        go = {"connection": str(connection_file) if connection_file else None,
-              "why_no_kernel": why_no_kernel}
+        go = {"connection": connection, "why_no_kernel": why_no_kernel}
         assert self.process.stdin is not None
         try:
             self.process.stdin.write(json.dumps(go).encode() + b"\n")
@@ -90,13 +99,21 @@ async def start_checks(
     public_dir: Path,
     hidden_dir: Path | None,
     student_data: Path | None,
-    exchange_host: Path,
-    exchange_kernel: str,
-    timeout: float,
+    shared: Path,
+    limits: Limits,
+    sandboxed: bool = True,
+    uid: int = 65534,
+    kernel_uid: int = -1,
 ) -> Checker:
-    """Start pytest on FILES in a trusted process that waits for Checker.finish."""
+    """Start pytest on FILES in a trusted process that waits for Checker.finish.
+
+    SANDBOXED, it runs in bubblewrap without network, and for a root grader as user UID (in the
+    kernel's group, to reach its sockets); it sees the checks, the data, SHARED and its own
+    folder in RUN_DIR, nothing else of the machine."""
     folder = run_dir / "checks"
     folder.mkdir(exist_ok=True)
+    if sandboxed and os.geteuid() == 0:
+        os.chown(folder, uid, uid)
     (folder / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
     results = folder / "results.json"
     args = [
@@ -105,26 +122,34 @@ async def start_checks(
         "-p", "grader.plugin", "-p", "no:cacheprovider", "--assert=plain", "-q", "-s",
         "--import-mode=importlib", "--no-header", "-o", "console_output_style=classic",
         "--grader-wait", "--grader-results", str(results), "--grader-public", str(public_dir),
-        "--grader-exchange", str(exchange_host), "--grader-exchange-kernel", exchange_kernel,
-        "--grader-timeout", str(max(5.0, timeout / 4)),
+        "--grader-shared", str(shared), "--grader-timeout", str(max(5.0, limits.check_seconds / 4)),
     ]
     if hidden_dir is not None:
         args += ["--grader-hidden", str(hidden_dir)]
     if student_data is not None:
         args += ["--grader-student-data", str(student_data)]
+    argv = module_command("pytest", *args)
+    env = _trusted_env(limits)
+    if sandboxed:
+        package = Path(__file__).parent  # grader itself: checks import its helpers
+        readonly = [public_dir.parent, package, *(p for p in (hidden_dir, student_data) if p)]
+        groups = (kernel_uid,) if kernel_uid >= 0 else ()
+        argv = sandbox.checker_command(argv, readonly=readonly, writable=[folder, shared],
+                                       workdir=folder, uid=uid, groups=groups)
+        env["GRADER_SANDBOXED"] = "1"  # its parent is bubblewrap, which dies with the grader
     process = await asyncio.create_subprocess_exec(
-        *module_command("pytest", *args), cwd=folder, env=_trusted_env(),
+        *argv, cwd=folder, env=env,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
-    return Checker(process, results, timeout)
+    return Checker(process, results, limits.check_seconds)
 
 
-async def run_checks(files: list[Path], *, connection_file: Path | None, why_no_kernel: str,
+async def run_checks(files: list[Path], *, connection: dict[str, Any] | None, why_no_kernel: str,
                      **options: Any) -> Checks:
-    """Run FILES against the kernel behind CONNECTION_FILE and return each check's outcome."""
+    """Run FILES against the kernel of CONNECTION and return each check's outcome."""
     checker = await start_checks(files, **options)
-    return await checker.finish(connection_file, why_no_kernel)
+    return await checker.finish(connection, why_no_kernel)
 
 
 def _outcome(item: dict) -> CheckOutcome:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import atexit
 import contextlib
+import copy
 import json
 import os
 import queue
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nbformat
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import ensure_async
 from nbclient import NotebookClient
@@ -30,6 +32,7 @@ from nbformat import NotebookNode
 from traitlets import Integer, List, Unicode
 
 from .config import Limits
+from .exchange import SOCK
 from .launch import module_command
 
 # Runs in the kernel before the first cell, in a namespace of its own so the student sees nothing.
@@ -57,11 +60,12 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 class FailedCell:
     """The first cell whose execute_reply said error, as the student should see it."""
 
-    index: int  # position among the notebook's cells, from 0
+    index: int  # position among the notebook's cells, from 0 (markdown cells count)
     source: str
     ename: str
     evalue: str
     traceback: str
+    number: int = 0  # which code cell, from 1: what reasons and the feedback page should say
 
 
 @dataclass
@@ -75,7 +79,7 @@ class Execution:
     execution_s: float = 0.0
     failed_cell: FailedCell | None = None
     output_truncated: bool = False
-    connection_file: Path | None = None  # set while the kernel is up and answering
+    connection: dict[str, Any] | None = None  # the kernel's connection info while it answers
     errors: list[FailedCell] = field(default_factory=list)
     gpus_used: list[str] | None = None  # TensorFlow's logical GPUs in the kernel; None: no TF
 
@@ -107,19 +111,32 @@ class _KernelManager(AsyncKernelManager):
 
 
 class _Client(NotebookClient):
-    """nbclient's client, keeping no more output than the limit allows."""
+    """nbclient's client, keeping no more output than the limit allows: every iopub message
+    (outputs, display updates, clear_output, comms) is charged against the cap; comms (widgets)
+    are never kept."""
 
     output_cap: int = 0
     output_used: int = 0
     output_truncated: bool = False
 
-    def output(self, outs: list[NotebookNode], msg: dict[str, Any], display_id: str | None,
-               cell_index: int) -> NotebookNode | None:
-        self.output_used += len(json.dumps(msg.get("content", {}), default=str))
+    def process_message(self, msg: dict[str, Any], cell: NotebookNode,
+                        cell_index: int) -> NotebookNode | None:
+        msg_type = msg.get("msg_type", "")
+        if msg_type == "status":  # idle ends the cell; never dropped
+            return super().process_message(msg, cell, cell_index)
+        self.output_used += _size(msg)
+        if msg_type.startswith("comm"):
+            return None
         if self.output_used > self.output_cap:
             self.output_truncated = True
             return None
-        return super().output(outs, msg, display_id, cell_index)
+        return super().process_message(msg, cell, cell_index)
+
+
+def _size(msg: dict[str, Any]) -> int:
+    """What one message costs against the output cap: its content, metadata and buffers."""
+    buffers = sum(len(b) for b in msg.get("buffers") or () if hasattr(b, "__len__"))
+    return len(json.dumps(msg.get("content", {}), default=str)) + buffers + 64
 
 
 def kernel_env(workdir: Path, *, threads: int, gpus: str) -> dict[str, str]:
@@ -141,9 +158,10 @@ def kernel_env(workdir: Path, *, threads: int, gpus: str) -> dict[str, str]:
     }
 
 
-def _failed(index: int, cell: NotebookNode, exc: CellExecutionError) -> FailedCell:
+def _failed(index: int, number: int, cell: NotebookNode, exc: CellExecutionError) -> FailedCell:
     return FailedCell(
         index=index,
+        number=number,
         source=cell.source,
         ename=exc.ename,
         evalue=_ANSI.sub("", exc.evalue),
@@ -166,11 +184,14 @@ async def executed(
 ) -> AsyncIterator[Execution]:
     """Execute NB in a new kernel started in WORKDIR; yield the result with the kernel still up.
 
-    SHARED holds the connection file and the kernel's sockets; a sandboxed kernel (COMMAND_PREFIX)
-    running as OWNER sees it at the same path.
+    SHARED/sock holds the connection file and the kernel's sockets; a sandboxed kernel
+    (COMMAND_PREFIX) running as OWNER sees it at the same path. The checks get the connection
+    info from `Execution.connection`, never from the file, which the kernel can rewrite.
     """
+    sockets = shared / SOCK
+    sockets.mkdir(exist_ok=True)
     km = _KernelManager(
-        connection_file=str(shared / "kernel.json"), transport="ipc", ip=str(shared / "kernel")
+        connection_file=str(sockets / "kernel.json"), transport="ipc", ip=str(sockets / "kernel")
     )
     km.command_prefix = list(command_prefix or [])
     km.owner = owner
@@ -203,10 +224,10 @@ async def executed(
             await _run_cells(client, result, limits, seed)
             result.output_truncated = client.output_truncated
             if result.status != "kernel_died" and await _answers(client):
-                result.connection_file = Path(km.connection_file)
+                result.connection = _connection_info(km)
                 result.gpus_used = await _gpus_used(client)
             elif result.status in ("ok", "cell_error"):
-                result.status, result.reason = "kernel_died", _died_reason(result)
+                result.status, result.reason = "kernel_died", _died_reason(result, client.nb)
         yield result
     finally:
         atexit.unregister(client._cleanup_kernel)  # nbclient's own, for kernels it owns at exit
@@ -215,6 +236,20 @@ async def executed(
         with contextlib.suppress(Exception):
             await km.shutdown_kernel(now=True)
         _kill_group(km)
+
+
+def _connection_info(km: _KernelManager) -> dict[str, Any]:
+    """The kernel's connection info as JSON-ready data, from the manager's memory."""
+    info: dict[str, Any] = dict(km.get_connection_info(session=False))
+    key = info.get("key")
+    if isinstance(key, bytes):
+        info["key"] = key.decode("ascii")
+    return info
+
+
+def code_cell_number(nb: NotebookNode, index: int) -> int:
+    """Which code cell (from 1, markdown cells not counted) the cell at INDEX is."""
+    return sum(1 for cell in nb.cells[: index + 1] if cell.cell_type == "code")
 
 
 async def _run_cells(client: _Client, result: Execution, limits: Limits, seed: int) -> None:
@@ -227,38 +262,40 @@ async def _run_cells(client: _Client, result: Execution, limits: Limits, seed: i
     for index, cell in enumerate(client.nb.cells):
         if cell.cell_type != "code" or not cell.source.strip():
             continue
+        number = code_cell_number(client.nb, index)
         try:
             await client.async_execute_cell(cell, index)
         except CellTimeoutError:
             total = time.monotonic() >= deadline - 1
             result.status = "timeout"
             result.reason = (
-                f"the notebook ran past its total limit of {limits.total_seconds:.0f} s in cell"
-                f" {index + 1}; the cells after it did not run" if total else
-                f"cell {index + 1} ran longer than {limits.cell_seconds:.0f} s and was stopped;"
+                f"the notebook ran past its total limit of {limits.total_seconds:.0f} s in code"
+                f" cell {number}; the cells after it did not run" if total else
+                f"code cell {number} ran longer than {limits.cell_seconds:.0f} s and was stopped;"
                 " the cells after it did not run"
             )
-            result.failed_cell = FailedCell(index, cell.source, "Timeout", result.reason, "")
+            result.failed_cell = FailedCell(index, cell.source, "Timeout", result.reason, "", number)
             await _recover(client)
             break
         except DeadKernelError:
             result.status = "kernel_died"
-            result.failed_cell = FailedCell(index, cell.source, "KernelDied", "", "")
-            result.reason = _died_reason(result)
+            result.failed_cell = FailedCell(index, cell.source, "KernelDied", "", "", number)
+            result.reason = _died_reason(result, client.nb)
             break
         except CellExecutionError as exc:
-            result.errors.append(_failed(index, cell, exc))
+            result.errors.append(_failed(index, number, cell, exc))
             if result.failed_cell is None:
                 result.failed_cell = result.errors[0]
                 result.status = "cell_error"
                 evalue = _ANSI.sub("", exc.evalue).strip()[:300]
-                result.reason = f"cell {index + 1} raised {exc.ename}" + (
+                result.reason = f"code cell {number} raised {exc.ename}" + (
                     f": {evalue}" if evalue else "")
     result.execution_s = time.monotonic() - begin
 
 
-def _died_reason(result: Execution) -> str:
-    where = f" in cell {result.failed_cell.index + 1}" if result.failed_cell else ""
+def _died_reason(result: Execution, nb: NotebookNode) -> str:
+    cell = result.failed_cell
+    where = f" in code cell {code_cell_number(nb, cell.index)}" if cell else ""
     return (f"the Python kernel died{where} (it crashed, exited, or ran out of memory);"
             " the cells after it did not run")
 
@@ -336,3 +373,27 @@ def _kill_group(km: _KernelManager) -> None:
     if pgid and pgid != os.getpgid(0):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGKILL)
+
+
+def notebook_text(nb: NotebookNode, cap: int) -> tuple[str, bool]:
+    """NB as stored: when its outputs make it larger than CAP bytes beyond its sources, the
+    largest outputs are replaced by a note; say whether any were."""
+    text = nbformat.writes(nb)
+    budget = cap + sum(len(cell.get("source", "")) for cell in nb.cells) + 100_000
+    if len(text) <= budget:
+        return text, False
+    nb = copy.deepcopy(nb)
+    outputs = [(len(json.dumps(o, default=str)), cell, i) for cell in nb.cells
+               for i, o in enumerate(cell.get("outputs", []))]
+    excess = len(text) - budget
+    note = nbformat.v4.new_output("stream", name="stderr",
+                                  text="[output removed: the notebook's outputs were over the limit]\n")
+    for size, cell, i in sorted(outputs, key=lambda item: -item[0]):
+        if excess <= 0:
+            break
+        cell.outputs[i] = note
+        excess -= size
+    for cell in nb.cells:
+        cell.get("metadata", {}).pop("widgets", None)
+    nb.metadata.pop("widgets", None)
+    return nbformat.writes(nb), True

@@ -14,6 +14,9 @@ except Exception:
 if not os.environ.get("GRADER_SANDBOXED") and os.environ.get("GRADER_PARENT_PID") \
         and os.getppid() != int(os.environ["GRADER_PARENT_PID"]):
     sys.exit(1)  # the grader died before prctl took hold (a sandbox dies with it by itself)
+umask = os.environ.pop("GRADER_UMASK", "")
+if umask:
+    os.umask(int(umask, 8))
 limits = os.environ.pop("GRADER_RLIMITS", "")
 if limits:
     import json, resource

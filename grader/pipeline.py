@@ -28,13 +28,12 @@ from .check import start_checks
 from .data.prepare import Prepared
 from .devices import CPU, Device, threads_per_kernel
 from .errors import GradebookError, GraderError
-from .execute import executed, kernel_env
+from .exchange import Layout
+from .execute import executed, kernel_env, notebook_text
 from .gradebook import Gradebook
 from .report import ReportError, write_feedback
 from .score import GRADER_FAULT, Result, grader_faults, mark_fault, status_of, total
 from .submission import InvalidNotebook, Submission, read_notebook
-
-EXCHANGE = ".grader-exchange"
 
 
 @dataclass(frozen=True)
@@ -89,7 +88,8 @@ def kernel_python(explicit: str = "") -> str:
 def grade_submission(
     assignment: Assignment, submission: Submission, *, prepared: Prepared | None,
     device: Device = CPU, threads: int = 1, work_root: Path | None = None, sandboxed: bool = True,
-    uid: int | None = None, key: str | None = None, python: str = "",
+    uid: int | None = None, checker_uid: int | None = None, key: str | None = None,
+    python: str = "",
 ) -> Result:
     """Grade one submission; never raises, whatever the notebook or the grader does."""
     if key is None:
@@ -109,18 +109,23 @@ def grade_submission(
         result.reason = str(exc)
         return result
     folder: runs.RunFolder | None = None
+    root = sandboxed and os.geteuid() == 0
     try:
         folder = runs.make(work_root)
         if uid is None:
-            uid = sandbox.claim_user() if sandboxed and os.geteuid() == 0 else 65534
-        kernel = _Kernel(assignment, prepared, folder.path, device, threads, sandboxed, uid, folder,
-                         kernel_python(python))
+            uid = sandbox.claim_user() if root else 65534
+        if checker_uid is None:
+            checker_uid = sandbox.claim_user() if root else 65534
+        kernel = _Kernel(assignment, prepared, folder.path, device, threads, sandboxed, uid,
+                         checker_uid, folder, kernel_python(python))
         asyncio.run(_execute_and_check(assignment, nb, result, kernel))
     except Exception:  # noqa: BLE001 - the grader's own failure, stored so the batch goes on
         mark_fault(result, "the grader failed:\n" + traceback.format_exc()[-8000:])
     finally:
-        if sandboxed and os.geteuid() == 0 and uid is not None:
-            sandbox.reap(uid)
+        if root:
+            for user in (uid, checker_uid):
+                if user is not None:
+                    sandbox.reap(user)
         if folder is not None:
             folder.remove()
     return result
@@ -137,17 +142,24 @@ class _Kernel:
     threads: int
     sandboxed: bool
     uid: int
+    checker_uid: int  # the checks' own user, for a root grader
     folder: runs.RunFolder
     python: str = sys.executable
 
+    @property
+    def root(self) -> bool:
+        """Whether the kernel and the checks run as users of their own (a root grader)."""
+        return self.sandboxed and os.geteuid() == 0
+
     def stage(self, nb: nbformat.NotebookNode) -> tuple[Path, Path, dict[str, str], list[str], int]:
-        """Lay out the files; return the kernel's host cwd, the exchange folder as the kernel
-        sees it, its environment, the sandbox command and the user it runs as."""
+        """Lay out the files; return the kernel's host cwd, the shared folder (at one path for
+        everyone), its environment, the sandbox command and the user it runs as."""
         name = self.assignment.config.notebook
         limits = self.assignment.config.limits
-        shared = self.folder.share(disk_mb=limits.disk_mb if self.sandboxed else None)
-        exchange = shared / EXCHANGE
-        exchange.mkdir()
+        layout = Layout(self.folder.share(disk_mb=limits.disk_mb if self.sandboxed else None))
+        owner = self.uid if self.root else -1
+        layout.make(kernel=owner, checker=self.checker_uid if self.root else -1)
+        shared = layout.root
         env = kernel_env(self.run_dir, threads=self.threads, gpus=self.device.cuda_visible_devices)
         if not self.device.cuda_visible_devices:
             # TensorFlow's GPU build logs a failed CUDA probe as an error on CPU-only kernels
@@ -164,17 +176,14 @@ class _Kernel:
             rlimits = json.loads(sandbox.rlimits(limits))
             rlimits.pop("NPROC")  # would count every process of the grader's user
             env["GRADER_RLIMITS"] = json.dumps(rlimits)
-            return workdir, exchange, env, [], -1
-        owner = self.uid if os.geteuid() == 0 else -1
-        for folder in (shared, exchange):
-            os.chmod(folder, 0o700)
-            if owner >= 0:
-                os.chown(folder, owner, owner)
+            return workdir, shared, env, [], -1
+        if owner >= 0:  # its sockets and values: for its own group, which the checks are in
+            env["GRADER_UMASK"] = "007"
         env.update(HOME=sandbox.HOME, GRADER_SANDBOXED="1", GRADER_RLIMITS=sandbox.rlimits(limits))
         spec = sandbox.Spec(files=self.folder.private_files(files), shared=shared, limits=limits,
                             gpus=self.device.cuda_visible_devices, uid=self.uid,
                             cgroups=self.folder.confine(limits), python=self.python)
-        return self.run_dir, exchange, env, sandbox.command([], spec), owner
+        return self.run_dir, shared, env, sandbox.command([], spec), owner
 
     def _data_files(self) -> dict[str, Path]:
         """The student-visible data, by name in the working directory; never anything hidden."""
@@ -188,23 +197,23 @@ class _Kernel:
 
 async def _execute_and_check(assignment: Assignment, nb: nbformat.NotebookNode, result: Result,
                              kernel: _Kernel) -> None:
-    workdir, exchange, env, prefix, owner = kernel.stage(nb)
+    workdir, shared, env, prefix, owner = kernel.stage(nb)
     limits = assignment.config.limits
     prepared = kernel.prepared
     log = kernel.run_dir / "shared" / "kernel.log"
     checker = await start_checks(  # imports its libraries while the notebook runs
         assignment.check_files(), run_dir=kernel.run_dir, public_dir=assignment.public_checks,
         hidden_dir=prepared.hidden_dir if prepared else None,
-        student_data=prepared.student_dir if prepared else None,
-        exchange_host=exchange, exchange_kernel=str(exchange), timeout=limits.check_seconds,
+        student_data=prepared.student_dir if prepared else None, shared=shared, limits=limits,
+        sandboxed=kernel.sandboxed, uid=kernel.checker_uid, kernel_uid=owner,
     )
     try:
-        async with executed(nb, workdir=workdir, shared=exchange.parent, limits=limits,
+        async with executed(nb, workdir=workdir, shared=shared, limits=limits,
                             seed=assignment.config.seed, env=env, command_prefix=prefix,
                             owner=owner, python=kernel.python) as execution:
             result.kernel_start_s = execution.kernel_start_s
             result.execution_s = execution.execution_s
-            checks = await checker.finish(execution.connection_file,
+            checks = await checker.finish(execution.connection,
                                           f"nothing to check: {execution.reason}")
     finally:
         checker.kill()
@@ -223,10 +232,10 @@ async def _execute_and_check(assignment: Assignment, nb: nbformat.NotebookNode, 
         mark_fault(result, "\n".join(d for d in detail if d))
     cell = execution.failed_cell
     result.failed_cell = None if cell is None else {
-        "index": cell.index, "source": cell.source[:5000], "ename": cell.ename,
-        "evalue": cell.evalue[:2000], "traceback": cell.traceback,
+        "index": cell.index, "number": cell.number, "source": cell.source[:5000],
+        "ename": cell.ename, "evalue": cell.evalue[:2000], "traceback": cell.traceback,
     }
-    result.executed_notebook = nbformat.writes(execution.notebook)
+    result.executed_notebook, _ = notebook_text(execution.notebook, limits.output_bytes)
 
 
 def device_used(assigned: Device, gpus: list[str] | None) -> str:
@@ -279,22 +288,23 @@ def grade_batch(
             todo.append(submission)
     # Each slot is a device and, for a root grader, a user of its own: a kernel's process limit
     # and the reaping after it concern that kernel alone.
-    devices: queue.Queue[tuple[int, Device]] = queue.Queue()
+    devices: queue.Queue[tuple[int, int, Device]] = queue.Queue()
     slots = max(1, settings.workers)
     root = settings.sandboxed and os.geteuid() == 0
     for i in range(slots):
-        devices.put((sandbox.claim_user() if root else 65534, settings.devices[i % len(settings.devices)]))
+        users = (sandbox.claim_user(), sandbox.claim_user()) if root else (65534, 65534)
+        devices.put((*users, settings.devices[i % len(settings.devices)]))
     threads = threads_per_kernel(slots)
 
     def work(submission: Submission) -> Result:
-        uid, device = devices.get()
+        uid, checker_uid, device = devices.get()
         try:
             result = grade_submission(assignment, submission, prepared=prepared, device=device,
                                       threads=threads, work_root=settings.work_root,
-                                      sandboxed=settings.sandboxed, uid=uid, key=key,
-                                      python=settings.python)
+                                      sandboxed=settings.sandboxed, uid=uid,
+                                      checker_uid=checker_uid, key=key, python=settings.python)
         finally:
-            devices.put((uid, device))
+            devices.put((uid, checker_uid, device))
         if settings.reports is not None:
             started = time.monotonic()
             try:

@@ -177,9 +177,7 @@ class Credit:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("grader", "grading a submission")
-    group.addoption("--grader-connection", help="the kernel's connection file")
-    group.addoption("--grader-exchange", help="exchange folder as this process sees it")
-    group.addoption("--grader-exchange-kernel", help="the same folder as the kernel sees it")
+    group.addoption("--grader-shared", help="the run's shared folder (sock/, out/, in/)")
     group.addoption("--grader-hidden", help="folder of hidden data")
     group.addoption("--grader-student-data", help="folder of the data the students get")
     group.addoption("--grader-public", help="folder of the public checks")
@@ -188,7 +186,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--grader-timeout", type=float, default=120.0, help="seconds per request")
     group.addoption("--grader-wait", action="store_true",
                     help="import the heavy libraries, then wait for one JSON line on stdin with "
-                         "'connection' and 'why_no_kernel' (the grader starts the checks early)")
+                         "'connection' (the kernel's connection info) and 'why_no_kernel' (the "
+                         "grader starts the checks early)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -206,16 +205,11 @@ def pytest_configure(config: pytest.Config) -> None:
 def submission(request: pytest.FixtureRequest) -> Any:
     """The submission under grading."""
     config = request.config
-    connection = config.getoption("--grader-connection")
+    connection = getattr(config.option, "grader_connection", None)
     link = None
     if connection:
-        exchange = Path(config.getoption("--grader-exchange"))
-        link = KernelLink(
-            Path(connection),
-            exchange,
-            config.getoption("--grader-exchange-kernel") or str(exchange),
-            config.getoption("--grader-timeout"),
-        )
+        link = KernelLink(connection, Path(config.getoption("--grader-shared")),
+                          config.getoption("--grader-timeout"))
     yield Submission(link, config.getoption("--grader-why-no-kernel"))
     if link is not None:
         link.close()
@@ -255,7 +249,7 @@ def _warm_up() -> None:
     """Import what checks use while the student's notebook still runs."""
     import importlib
 
-    for name in ("keras", "matplotlib.pyplot", "jupyter_client"):
+    for name in ("numpy", "keras", "matplotlib.pyplot", "jupyter_client", "zmq"):
         try:
             importlib.import_module(name)
         except ImportError:

@@ -86,7 +86,7 @@ def preflight(assignment: Assignment, *, settings: Settings, prepared: Prepared 
     async def both() -> tuple[dict[str, Any], list[CollectedCheck]]:
         kernel = probe_kernel(assignment, settings=settings, prepared=prepared,
                               device=settings.devices[0])
-        return await asyncio.gather(kernel, collect_checks(assignment, prepared=prepared))
+        return await asyncio.gather(kernel, collect_checks(assignment, sandboxed=settings.sandboxed))
 
     info, checks = asyncio.run(both())
     check_points(assignment, checks)
@@ -114,7 +114,8 @@ async def probe_kernel(assignment: Assignment, *, settings: Settings, prepared: 
     """Run the probe cell in a kernel started as a submission's would be; what it printed."""
     folder = runs.make(settings.work_root)
     kernel = _Kernel(assignment, prepared, folder.path, device, 1, settings.sandboxed,
-                     _probe_user(settings), folder, kernel_python(settings.python))
+                     _probe_user(settings), _probe_user(settings), folder,
+                     kernel_python(settings.python))
     run_dir = folder.path
     try:
         nb = new_notebook(cells=[new_code_cell(_PROBE % {"full": bool(full)})], metadata={
@@ -145,6 +146,7 @@ async def probe_kernel(assignment: Assignment, *, settings: Settings, prepared: 
             from . import sandbox
 
             sandbox.reap(kernel.uid)
+            sandbox.reap(kernel.checker_uid)
         folder.remove()
 
 
@@ -156,12 +158,14 @@ def _probe_user(settings: Settings) -> int:
     return 65534
 
 
-async def collect_checks(assignment: Assignment, *, prepared: Prepared | None,
+async def collect_checks(assignment: Assignment, *, sandboxed: bool = False,
                          timeout: float = 180.0) -> list[CollectedCheck]:
-    """Collect the assignment's checks in the trusted pytest process, as grading would."""
+    """Collect the assignment's checks in the trusted pytest process, started as grading starts
+    it (SANDBOXED: in bubblewrap, offline, as a user of its own for a root grader)."""
     files = assignment.check_files()
     if not files:
         return []
+    limits = assignment.config.limits
     with tempfile.TemporaryDirectory(prefix="grader-collect-") as folder:
         results = Path(folder) / "collected.json"
         (Path(folder) / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
@@ -169,8 +173,19 @@ async def collect_checks(assignment: Assignment, *, prepared: Prepared | None,
                 "--rootdir", folder, "--confcutdir", str(assignment.public_checks.parent),
                 "-p", "grader.plugin", "-p", "no:cacheprovider", "--import-mode=importlib",
                 "--grader-results", str(results), "--grader-public", str(assignment.public_checks)]
+        argv, env = module_command("pytest", *args), _trusted_env(limits)
+        if sandboxed:
+            from . import sandbox
+
+            uid = sandbox.claim_user() if os.geteuid() == 0 else 65534
+            if os.geteuid() == 0:
+                os.chown(folder, uid, uid)
+            readonly = [assignment.root / "checks", Path(__file__).parent]
+            argv = sandbox.checker_command(argv, readonly=readonly, writable=[Path(folder)],
+                                           workdir=Path(folder), uid=uid)
+            env["GRADER_SANDBOXED"] = "1"
         process = await asyncio.create_subprocess_exec(
-            *module_command("pytest", *args), cwd=folder, env=_trusted_env(),
+            *argv, cwd=folder, env=env,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT)
         try:

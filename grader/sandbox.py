@@ -288,3 +288,48 @@ def _pids_of(uid: int) -> list[int]:
             except (OSError, ValueError):
                 pass
     return pids
+
+
+def checker_command(argv: list[str], *, readonly: list[Path], writable: list[Path], workdir: Path,
+                    uid: int, groups: tuple[int, ...] = (), tmp_mb: int = 4096) -> list[str]:
+    """ARGV in a bubblewrap sandbox for the trusted checks: no network, the Python and /usr
+    read-only, READONLY and WRITABLE folders at their own paths, a private /tmp, and for a root
+    grader the unprivileged user UID (with supplementary GROUPS) instead of root."""
+    path = bwrap()
+    if path is None:
+        raise RuntimeError("bubblewrap cannot make a sandbox on this machine")
+    root = os.geteuid() == 0
+    args = [path, "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
+            "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--hostname", "checker"]
+    if not root:
+        args += ["--unshare-user"]
+    args += ["--ro-bind", "/usr", "/usr", "--proc", "/proc", "--dev", "/dev"]
+    for link in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        target = os.path.realpath(f"/{link}")
+        if os.path.islink(f"/{link}") and target.startswith("/usr/"):
+            args += ["--symlink", target, f"/{link}"]
+    for name in _ETC:
+        if os.path.exists(f"/etc/{name}"):
+            args += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
+    args += ["--perms", "01777", "--size", str(tmp_mb * 1024 * 1024), "--tmpfs", "/tmp"]
+    made: set[str] = {"/tmp"}
+    bound: list[str] = []
+    folders = [(r, "--ro-bind") for r in python_roots()]
+    folders += [(str(f), "--ro-bind") for f in readonly] + [(str(f), "--bind") for f in writable]
+    for folder, how in sorted(folders, key=lambda pair: (pair[0].count("/"), pair[0])):
+        for above in _ancestors(folder):  # traversable, even where the host's are not (/root)
+            inside = any(above == b or above.startswith(b + "/") for b in bound)
+            if above not in made and not inside:
+                made.add(above)
+                args += ["--perms", "0755", "--dir", above]
+        args += [how, folder, folder]
+        bound.append(folder)
+    args += ["--chdir", str(workdir), "--setenv", "HOME", "/tmp"]
+    if root:
+        setpriv = shutil.which("setpriv") or "/usr/bin/setpriv"
+        extra = [f"--groups={','.join(map(str, groups))}"] if groups else ["--clear-groups"]
+        args += ["--", setpriv, f"--reuid={uid}", f"--regid={uid}", *extra,
+                 "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"]
+    else:
+        args += ["--"]
+    return [*args, *argv]

@@ -112,6 +112,47 @@ ATTACKS: dict[str, list[str]] = {
     "mountinfo": ["print(open('/proc/self/mountinfo').read())"],
     "flood_output": ["import sys\nchunk = 'x' * 1_000_000 + '\\n'\nfor _ in range(100):\n    sys.stdout.write(chunk)",
                      "after = 'still running'"],
+    "flood_display": ["from IPython.display import display, clear_output\nfrom comm import create_comm\n"
+                      "h = display('start', display_id=True)\nc = create_comm(target_name='junk')\n"
+                      "for i in range(40):\n    h.update('y' * 1_000_000)\n"
+                      "    c.send({{'state': {{f'k{{i}}': 'z' * 1_000_000}}}})\n"
+                      "for _ in range(5000):\n    clear_output()",
+                      "print('still running')"],
+    # Replace the folders the checker reads from and writes hidden rows into with links to a
+    # folder of the student's choice; then offer predict_grades so the checker sends those rows.
+    "swap_exchange": ["import os, sys\nsock = os.path.dirname(sys.argv[sys.argv.index('-f') + 1])\n"
+                      "shared = os.path.dirname(sock)\nfor name in ('in', 'out', 'sock'):\n"
+                      "    path = os.path.join(shared, name)\n    try:\n"
+                      "        os.rename(path, path + '.old')\n        os.symlink({outside!r}, path)\n"
+                      "        print('SWAPPED', name)\n    except OSError as e:\n"
+                      "        print('blocked', name, type(e).__name__)\n"
+                      "for path in (os.path.join(shared, 'new'), os.path.join(shared, 'in', 'x.npy')):\n"
+                      "    try:\n        os.symlink({outside!r}, path)\n        print('SWAPPED', path)\n"
+                      "    except OSError as e:\n        print('blocked', path, type(e).__name__)",
+                      "import numpy as np, keras\nmodel = keras.Sequential([keras.Input((3,)),"
+                      " keras.layers.Dense(4, activation='relu'), keras.layers.Dense(1)])\n"
+                      "def predict_grades(x):\n    return np.full(len(x), 7.0)"],
+    # Send the checker to a TCP listener by rewriting the connection file.
+    "kernel_json": ["import json, sys\npath = sys.argv[sys.argv.index('-f') + 1]\ninfo = json.load(open(path))\n"
+                    "info.update(transport='tcp', ip='127.0.0.1', shell_port={port}, iopub_port={port},"
+                    " stdin_port={port}, control_port={port}, hb_port={port})\njson.dump(info, open(path, 'w'))\n"
+                    "means = 'rewritten'\nprint('rewrote', path)"],
+    # A FIFO where the checker expects the array: a blocking open would hang the checker.
+    "fifo": ["import os, numpy as np\ndef fifo_save(path, array, **kwargs):\n    os.mkfifo(path)\n"
+             "means = np.array([1.0, 2.0, 3.0])\nnp.save = fifo_save"],
+    # A .keras archive that unpacks to 320 MB of zeros (the same trick scales to 13 GB).
+    "zip_bomb": ["import zipfile, keras\ndef bomb(self, path, *args, **kwargs):\n"
+                 "    with zipfile.ZipFile(path, 'w', zipfile.ZIP_DEFLATED) as z:\n"
+                 "        with z.open('model.weights.h5', 'w', force_zip64=True) as f:\n"
+                 "            for _ in range(5):\n                f.write(bytes(64 << 20))\n"
+                 "model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])\nkeras.Model.save = bomb"],
+}
+
+# What each attack must end as: its cells ran (graded), or the limit it hit.
+EXPECTED = {name: {"graded"} for name in ATTACKS} | {
+    "fork_bomb": {"graded", "timeout", "kernel_died"}, "memory_bomb": {"graded", "kernel_died"},
+    "infinite_loop": {"timeout"}, "busy_threads": {"timeout"}, "exit_first": {"kernel_died"},
+    "kill_parent": {"graded", "kernel_died"},
 }
 
 SURVIVOR = """
@@ -182,8 +223,8 @@ def batch(tmp_path_factory):
     subs = root / "submissions"
     subs.mkdir()
     for name, cells in ATTACKS.items():
-        sources = [c.format(port=listener.port, secrets=secrets, targets=targets, survivor=SURVIVOR)
-                   for c in cells]
+        sources = [c.format(port=listener.port, secrets=secrets, targets=targets, survivor=SURVIVOR,
+                            outside=str(outside)) for c in cells]
         nbformat.write(notebook(*sources), subs / f"{name}.ipynb")
     shutil.copy(REPO / "assignments" / "assignment01" / "submissions" / "reference.ipynb",
                 subs / "reference.ipynb")
@@ -231,8 +272,10 @@ def test_the_whole_batch_grades_and_the_reference_keeps_full_marks(batch):
     assert all(r.status != "internal_error" for r in stored.values()), {
         s: r.reason for s, r in stored.items() if r.status == "internal_error"}
     for name in ATTACKS:
-        assert stored[name].score == 0, (name, [(c.name, c.points) for c in stored[name].checks])
-        assert stored[name].reason or stored[name].status == "graded"
+        result = stored[name]
+        assert result.score == 0, (name, [(c.name, c.points) for c in result.checks])
+        assert result.status in EXPECTED[name], (name, result.status, result.reason)
+        assert (result.reason == "") == (result.status == "graded"), (name, result.reason)
 
 
 @pytest.mark.slow
@@ -293,11 +336,13 @@ def test_a_setsid_survivor_dies_with_its_sandbox(batch):
 
 @pytest.mark.slow
 def test_monkeypatching_and_fake_results_change_nothing(batch):
+    real = {c.name for c in batch["stored"]["reference"].checks}
     for name in ("monkeypatch", "fake_results"):
         result = batch["stored"][name]
         assert result.score == 0 and all(c.points == 0 for c in result.checks), name
-    assert not list(batch["root"].rglob("results.json")) or all(
-        "Score" not in p.read_text() for p in batch["root"].rglob("results.json"))
+        assert {c.name for c in result.checks} == real, name  # the checker's own outcomes
+    assert "Score: 10/10" in output(batch["stored"]["fake_results"])  # the attack did run
+    assert not list(batch["root"].rglob("results.json"))  # nothing it wrote reached the host
 
 
 @pytest.mark.slow
@@ -359,3 +404,43 @@ def test_mountinfo_names_no_course_data_gradebook_or_checkout_path(batch):
     # The shared folder keeps its host path as mount point until the kernel's connection file is
     # written for sandbox.SHARED_INSIDE; what it holds comes from the run's own tmpfs ("/").
     assert all(f.startswith(str(batch["root"] / "work")) and f.endswith("/shared") for f in outside), outside
+
+
+def messages(result) -> str:
+    return " | ".join(c.message for c in result.checks)
+
+
+@pytest.mark.slow
+def test_display_updates_comms_and_clears_are_capped(batch):
+    flood = batch["stored"]["flood_display"]
+    assert flood.status == "graded" and len(flood.executed_notebook) < 3_000_000
+    assert "still running" not in output(flood)  # over the cap: later output dropped
+
+
+@pytest.mark.slow
+def test_swapping_the_exchange_folders_writes_nothing_where_the_student_points(batch):
+    result = batch["stored"]["swap_exchange"]
+    text = output(result)
+    assert "SWAPPED" not in text and text.count("blocked") == 5, text
+    assert list(batch["outside"].iterdir()) == []
+    assert "tampered" not in messages(result)  # the exchange still worked for the checks
+
+
+@pytest.mark.slow
+def test_a_rewritten_connection_file_does_not_move_the_checker(batch):
+    result = batch["stored"]["kernel_json"]
+    assert "rewrote" in output(result) and not batch["listener"].connected
+    assert "means" in messages(result) and "did not hand over" not in messages(result)
+
+
+@pytest.mark.slow
+def test_a_fifo_does_not_block_the_checker(batch):
+    result = batch["stored"]["fifo"]
+    assert "not a regular file" in messages(result), messages(result)
+    assert result.checks_s < 60
+
+
+@pytest.mark.slow
+def test_a_keras_zip_bomb_is_refused_before_loading(batch):
+    result = batch["stored"]["zip_bomb"]
+    assert "was not loaded: it unpacks to 336 MB" in messages(result), messages(result)

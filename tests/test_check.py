@@ -2,14 +2,20 @@
 from the student's side."""
 
 import asyncio
+import os
 from pathlib import Path
+
+import pytest
 
 from grader.check import run_checks
 from grader.config import Limits
+from grader.exchange import Layout
 from grader.execute import executed, kernel_env
+from grader.sandbox import bwrap
 from tests.conftest import notebook
 
-LIMITS = Limits(cell_seconds=20, total_seconds=60, kernel_start_seconds=30)
+LIMITS = Limits(cell_seconds=20, total_seconds=60, kernel_start_seconds=30, check_seconds=60)
+NOBODY = 65534
 
 
 def grade(tmp_path: Path, check_source: str, *cells: str, public: bool = False) -> dict:
@@ -22,17 +28,23 @@ def grade(tmp_path: Path, check_source: str, *cells: str, public: bool = False) 
     (hidden / "answer.txt").write_text("42")
     run_dir = tmp_path / "run"
     work = run_dir / "work"
-    exchange = work / ".grader-exchange"
-    exchange.mkdir(parents=True)
+    work.mkdir(parents=True)
+    # The checks run as the pipeline runs them: in bubblewrap, as a user of their own for a root
+    # grader. The kernel here is not sandboxed; it leaves its sockets and values open to them.
+    sandboxed = bwrap() is not None
+    root = sandboxed and os.geteuid() == 0
+    layout = Layout(run_dir / "shared")
+    layout.make(checker=NOBODY if root else -1)
+    env = {**kernel_env(work, threads=1, gpus=""), "GRADER_UMASK": "000"}
 
     async def go():
-        async with executed(notebook(*cells), workdir=work, shared=run_dir, limits=LIMITS, seed=0,
-                            env=kernel_env(work, threads=1, gpus="")) as ex:
+        async with executed(notebook(*cells), workdir=work, shared=layout.root, limits=LIMITS,
+                            seed=0, env=env) as ex:
             return await run_checks(
                 [checks / "test_it.py"], run_dir=run_dir, public_dir=tmp_path / "checks" / "public",
-                hidden_dir=hidden, student_data=None, connection_file=ex.connection_file,
-                exchange_host=exchange, exchange_kernel=str(exchange),
-                why_no_kernel=f"nothing to check: {ex.reason}", timeout=60,
+                hidden_dir=hidden, student_data=None, connection=ex.connection,
+                shared=layout.root, limits=LIMITS, sandboxed=sandboxed, uid=NOBODY,
+                why_no_kernel=f"nothing to check: {ex.reason}",
             )
 
     result = asyncio.run(go())
@@ -84,25 +96,50 @@ def test_missing(submission):
 
 def test_raises(submission):
     submission.call("broken")
+
+
+def test_leak(submission, hidden):
+    submission.call("leak", np.array([4242.0]))
+
+
+def test_sneaky(submission):
+    submission.call("sneaky", np.array([4242.0]))
+
+
+def test_odd_type(submission):
+    submission.call_array("odd", np.array([4242.0]))
 '''
 
 
+@pytest.mark.slow
 def test_values_calls_points_and_partial_credit(tmp_path):
     out = grade(tmp_path, CHECKS, "import numpy as np\na = 3\nv = np.array([1.0, 2.0])\n"
                 "d = {'k': [1, 2]}\ndef f(x):\n    return 2 * x\n"
-                "def broken():\n    raise KeyError('oops')")
+                "def broken():\n    raise KeyError('oops')",
+                "def leak(x):\n    raise ValueError(f'got {x}')\n"
+                "def sneaky(x):\n    raise type(f'Got{int(x[0])}', (Exception,), {})()\n"
+                "def odd(x):\n    return type(f'Got{int(x[0])}', (), {})()")
     assert {n: o.outcome for n, o in out.items()} == {
         "test_number": "passed", "test_array": "passed", "test_call": "passed",
         "test_json": "passed", "test_partial": "partial", "test_missing": "failed",
-        "test_raises": "failed"}
+        "test_raises": "failed", "test_leak": "failed", "test_sneaky": "failed",
+        "test_odd_type": "failed"}
     assert out["test_number"].points == 2 and out["test_number"].description == "a is 3"
     assert out["test_partial"].points == 2.0 and "50%" in out["test_partial"].message
     assert [a.kind for a in out["test_partial"].attachments] == ["image", "text"]
     assert out["test_missing"].message == "nowhere: NameError: name 'nowhere' is not defined"
-    assert out["test_raises"].message.startswith("broken(...): KeyError")
+    # A call's failure names the function and a well-known exception type, never the text or a
+    # made-up type name, which could carry the checker's hidden inputs out.
+    assert out["test_raises"].message.startswith("broken(...) raised KeyError when the checks")
+    assert "oops" not in out["test_raises"].message
+    assert out["test_leak"].message.startswith("leak(...) raised ValueError when the checks")
+    assert out["test_sneaky"].message.startswith("sneaky(...) raised an exception when the checks")
+    assert out["test_odd_type"].message == "odd(...) returned a value that cannot be handed to the checks"
+    assert not any("4242" in o.message for o in out.values())
     assert out["test_missing"].max_points == 1 and not out["test_missing"].public
 
 
+@pytest.mark.slow
 def test_failed_hidden_check_shows_the_message_not_the_code(tmp_path):
     source = ('def test_secret(submission):\n'
               '    SECRET_THRESHOLD = 0.123\n'
@@ -115,6 +152,7 @@ def test_failed_hidden_check_shows_the_message_not_the_code(tmp_path):
     assert "SECRET" not in out["test_secret"].message + out["test_bare"].message
 
 
+@pytest.mark.slow
 def test_objects_that_equal_everything_do_not_pass(tmp_path):
     source = ('def test_eq(submission):\n'
               '    assert submission.get("answer") == 42, "answer should be 42"\n'
@@ -126,10 +164,11 @@ def test_objects_that_equal_everything_do_not_pass(tmp_path):
     assert "cannot be handed to the checks" in out["test_eq"].message
 
 
+@pytest.mark.slow
 def test_fake_results_printed_or_written_by_the_student_do_not_count(tmp_path):
     source = 'def test_a(submission):\n    assert submission.number("a") == 3, "a should be 3"\n'
     fake = ('import json, pathlib\nprint(\'{"checks": [{"name": "test_a", "points": 100}]}\')\n'
-            'for p in [pathlib.Path(".grader-exchange"), pathlib.Path("..") / "checks"]:\n'
+            'for p in [pathlib.Path("..") / "shared" / "out", pathlib.Path("..") / "checks"]:\n'
             '    p.mkdir(exist_ok=True)\n'
             '    (p / "results.json").write_text(json.dumps({"checks": [{"name": "test_a",'
             ' "description": "", "public": False, "max_points": 100, "points": 100,'
@@ -139,6 +178,7 @@ def test_fake_results_printed_or_written_by_the_student_do_not_count(tmp_path):
     assert out["test_a"].outcome == "failed" and out["test_a"].points == 0
 
 
+@pytest.mark.slow
 def test_a_swapped_in_symlink_is_not_followed(tmp_path):
     source = ('def test_link(submission):\n'
               '    assert submission.array("v").tolist() == [1], "v should be [1]"\n')
@@ -153,16 +193,15 @@ def test_a_swapped_in_symlink_is_not_followed(tmp_path):
     assert "could not be read back" in out["test_link"].message
 
 
+@pytest.mark.slow
 def test_without_a_kernel_every_check_fails_with_the_reason(tmp_path):
     source = 'def test_a(submission):\n    submission.number("a")\n'
     out = grade(tmp_path, source, "a = 1", "import os\nos._exit(1)")
     assert out["test_a"].outcome == "failed"
-    assert out["test_a"].message.startswith("nothing to check: the Python kernel died in cell 2")
+    assert out["test_a"].message.startswith("nothing to check: the Python kernel died in code cell 2")
 
 
 def test_partial_credit_tiers_both_ways():
-    import pytest
-
     from grader.plugin import Credit
 
     credit = Credit()
@@ -176,6 +215,48 @@ def test_partial_credit_tiers_both_ways():
         credit.tiers(50.0, [(25, 1.0), (40, 0.25)], "test MSE", lower_is_better=True)
 
 
+@pytest.mark.slow
 def test_pytest_fail_reads_like_an_assertion(tmp_path):
     source = 'import pytest\ndef test_f(submission):\n    pytest.fail("a should be 4")\n'
     assert grade(tmp_path, source, "a = 3")["test_f"].message == "a should be 4"
+
+
+ISOLATION = '''
+import os
+import resource
+import socket
+
+
+def test_isolated(hidden):
+    assert (os.getuid() != 0) == {root}, f"uid {{os.getuid()}}"
+    assert resource.getrlimit(resource.RLIMIT_AS)[0] == {address_space}, "no memory limit"
+    import keras  # TensorFlow imports under the limit
+
+    assert keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]).count_params() == 3
+    try:
+        socket.create_connection(("127.0.0.1", {port}), timeout=2)
+        raise AssertionError("connected to the host")
+    except OSError:
+        pass
+    assert (hidden / "answer.txt").read_text() == "42"
+    assert not os.path.exists("/etc/shadow") and not os.path.exists({gradebook!r})
+'''
+
+
+@pytest.mark.slow
+def test_the_checker_runs_unprivileged_offline_and_memory_limited(tmp_path):
+    import socket
+
+    assert bwrap() is not None, "bubblewrap cannot make a sandbox here: apt-get install bubblewrap"
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0)
+    gradebook = tmp_path / "gradebook.sqlite"
+    gradebook.write_text("")
+    source = ISOLATION.format(root=os.geteuid() == 0, port=server.getsockname()[1],
+                              address_space=(2 * LIMITS.memory_mb + 4096) * 1024 * 1024,
+                              gradebook=str(gradebook))
+    out = grade(tmp_path, source, "a = 1")
+    with pytest.raises(BlockingIOError):
+        server.accept()
+    server.close()
+    assert out["test_isolated"].outcome == "passed", out["test_isolated"].message

@@ -95,7 +95,7 @@ def test_run_export_report_and_list(course, tmp_path, write_notebook):
         ("alice", "6.0", "graded"), ("bob", "0.0", "cell_error")]
     data = json.loads(grader("export", "tiny", "--format", "json", "--course", course,
                              cwd=tmp_path).stdout)
-    assert data[1]["reason"] == "cell 1 raised ValueError: bob" and data[0]["graded_at"].endswith("+00:00")
+    assert data[1]["reason"] == "code cell 1 raised ValueError: bob" and data[0]["graded_at"].endswith("+00:00")
     (tmp_path / "reports" / "tiny" / "alice.html").unlink()
     grader("report", "tiny", "--course", course, cwd=tmp_path)
     assert "6 / 6" in (tmp_path / "reports" / "tiny" / "alice.html").read_text()

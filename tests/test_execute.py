@@ -3,26 +3,31 @@
 import asyncio
 from pathlib import Path
 
+import nbformat
+import pytest
+from nbformat.v4 import new_markdown_cell, new_output
+
 from grader.config import Limits
-from grader.execute import executed, kernel_env
+from grader.execute import executed, kernel_env, notebook_text
 from tests.conftest import notebook
 
 LIMITS = Limits(cell_seconds=4, total_seconds=20, kernel_start_seconds=30, output_bytes=50_000)
 
 
-def run(tmp_path: Path, *sources: str, limits: Limits = LIMITS):
-    """Execute the cells; return the Execution, whether the kernel answered, and its value of x."""
+def run(tmp_path: Path, *sources: str, limits: Limits = LIMITS, nb=None):
+    """Execute the cells (or NB); return the Execution and whether the kernel answered."""
     work = tmp_path / "work"
     work.mkdir(parents=True, exist_ok=True)
 
     async def go():
-        async with executed(notebook(*sources), workdir=work, shared=tmp_path, limits=limits,
+        async with executed(nb or notebook(*sources), workdir=work, shared=tmp_path, limits=limits,
                             seed=3, env=kernel_env(work, threads=1, gpus="")) as ex:
-            return ex, ex.connection_file is not None
+            return ex, ex.connection is not None
 
     return asyncio.run(go())
 
 
+@pytest.mark.slow
 def test_clean_run_keeps_outputs_and_the_kernel_up(tmp_path):
     ex, alive = run(tmp_path, "print('hello')", "x = 2")
     assert ex.status == "ok" and ex.reason == "" and alive
@@ -30,14 +35,16 @@ def test_clean_run_keeps_outputs_and_the_kernel_up(tmp_path):
     assert ex.kernel_start_s > 0 and ex.execution_s > 0
 
 
+@pytest.mark.slow
 def test_error_reply_fails_the_cell_and_later_cells_still_run(tmp_path):
     ex, _ = run(tmp_path, "x = 1", "raise ValueError('boom')", "print('after')")
     assert ex.status == "cell_error"
-    assert ex.reason == "cell 2 raised ValueError: boom"
+    assert ex.reason == "code cell 2 raised ValueError: boom"
     assert ex.failed_cell.index == 1 and "ValueError" in ex.failed_cell.traceback
     assert ex.notebook.cells[2].outputs[0]["text"] == "after\n"
 
 
+@pytest.mark.slow
 def test_silenced_tracebacks_still_count_as_failures(tmp_path):
     ex, _ = run(tmp_path, "ip = get_ipython()\nip.showtraceback = lambda *a, **k: None\n"
                           "ip._showtraceback = lambda *a, **k: None",
@@ -45,6 +52,7 @@ def test_silenced_tracebacks_still_count_as_failures(tmp_path):
     assert ex.status == "cell_error" and ex.failed_cell.ename == "ZeroDivisionError"
 
 
+@pytest.mark.slow
 def test_error_looking_output_without_an_error_is_not_a_failure(tmp_path):
     ex, _ = run(tmp_path, "import sys\nprint('Traceback (most recent call last):', file=sys.stderr)\n"
                           "from IPython.display import display\n"
@@ -52,24 +60,28 @@ def test_error_looking_output_without_an_error_is_not_a_failure(tmp_path):
     assert ex.status == "ok"
 
 
+@pytest.mark.slow
 def test_cell_timeout_stops_the_notebook_but_keeps_the_kernel(tmp_path):
     ex, alive = run(tmp_path, "x = 1", "while True:\n    pass", "y = 2")
-    assert ex.status == "timeout" and "cell 2 ran longer than 4 s" in ex.reason
+    assert ex.status == "timeout" and "code cell 2 ran longer than 4 s" in ex.reason
     assert alive
     assert ex.notebook.cells[2].get("outputs") == []
 
 
+@pytest.mark.slow
 def test_total_limit_applies_across_cells(tmp_path):
     limits = Limits(cell_seconds=30, total_seconds=3, kernel_start_seconds=30)
     ex, _ = run(tmp_path, "import time\ntime.sleep(2)", "time.sleep(2)", "z = 1", limits=limits)
     assert ex.status == "timeout" and "total limit of 3 s" in ex.reason
 
 
+@pytest.mark.slow
 def test_a_kernel_that_exits_is_a_result_not_a_crash(tmp_path):
     ex, alive = run(tmp_path, "x = 1", "import os\nos._exit(0)", "y = 2")
-    assert ex.status == "kernel_died" and "kernel died in cell 2" in ex.reason and not alive
+    assert ex.status == "kernel_died" and "kernel died in code cell 2" in ex.reason and not alive
 
 
+@pytest.mark.slow
 def test_outputs_are_capped(tmp_path):
     ex, _ = run(tmp_path, "for i in range(20000):\n    print('spam' * 10)", "print('late')")
     assert ex.output_truncated
@@ -77,6 +89,7 @@ def test_outputs_are_capped(tmp_path):
     assert kept < 60_000
 
 
+@pytest.mark.slow
 def test_seeds_make_runs_reproduce(tmp_path):
     code = "import random, numpy as np\nprint(random.random(), np.random.rand())"
     first, _ = run(tmp_path / "a", code)
@@ -86,6 +99,7 @@ def test_seeds_make_runs_reproduce(tmp_path):
     assert len(text.split()) == 2
 
 
+@pytest.mark.slow
 def test_the_kernel_sees_none_of_the_graders_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("GRADER_SECRET_DB_URL", "postgres://secret")
     ex, _ = run(tmp_path, "import os\nprint(sorted(k for k in os.environ if 'SECRET' in k))\n"
@@ -93,3 +107,49 @@ def test_the_kernel_sees_none_of_the_graders_environment(tmp_path, monkeypatch):
     out = ex.notebook.cells[0].outputs[0]["text"]
     assert out.splitlines()[0] == "[]"
     assert out.splitlines()[1].endswith("/work")
+
+
+@pytest.mark.slow
+def test_reasons_count_code_cells_only(tmp_path):
+    nb = notebook("x = 1", "raise ValueError('boom')")
+    nb.cells.insert(0, new_markdown_cell("# Title"))
+    nb.cells.insert(2, new_markdown_cell("Some words"))
+    ex, _ = run(tmp_path, nb=nb)
+    assert ex.reason == "code cell 2 raised ValueError: boom" and ex.failed_cell.index == 3
+
+
+@pytest.mark.slow
+def test_display_updates_clears_and_comms_count_against_the_cap(tmp_path):
+    updates = ("from IPython.display import display\nh = display('start', display_id=True)\n"
+               "for i in range(200):\n    h.update('y' * 1000)")
+    clears = "from IPython.display import clear_output\nfor i in range(2000):\n    clear_output()"
+    comms = ("from comm import create_comm\nc = create_comm(target_name='junk')\n"
+             "for i in range(200):\n    c.send({'state': {f'k{i}': 'z' * 1000}})")
+    for name, code in (("updates", updates), ("clears", clears), ("comms", comms)):
+        ex, alive = run(tmp_path / name, code, "print('late')")
+        assert ex.status == "ok" and alive and ex.output_truncated, name
+        assert ex.notebook.cells[1].outputs == [], name  # over the cap: dropped
+        assert "widgets" not in ex.notebook.metadata, name
+        assert len(nbformat.writes(ex.notebook)) < 60_000, name
+
+
+@pytest.mark.slow
+def test_rewriting_the_connection_file_does_not_move_the_checks(tmp_path):
+    rewrite = ("import json, sys\npath = sys.argv[sys.argv.index('-f') + 1]\n"
+               "info = json.load(open(path))\ninfo.update(transport='tcp', ip='127.0.0.1')\n"
+               "json.dump(info, open(path, 'w'))\nprint(json.load(open(path))['transport'])")
+    ex, alive = run(tmp_path, rewrite)
+    assert ex.status == "ok" and alive
+    assert ex.connection["transport"] == "ipc"
+    assert ex.connection["ip"] == str(tmp_path / "sock" / "kernel")
+    assert ex.notebook.cells[0].outputs[0]["text"] == "tcp\n"  # the file did change
+
+
+def test_an_oversized_notebook_loses_its_largest_outputs_before_it_is_stored():
+    nb = notebook("print('small')", "print('big')")
+    nb.cells[0].outputs = [new_output("stream", name="stdout", text="small\n")]
+    nb.cells[1].outputs = [new_output("stream", name="stdout", text="x" * 3_000_000)]
+    text, cut = notebook_text(nb, 1_000_000)
+    assert cut and len(text) < 1_200_000 and "small" in text and "output removed" in text
+    small = notebook("a = 1")
+    assert notebook_text(small, 1_000_000) == (nbformat.writes(small), False)
