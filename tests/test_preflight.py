@@ -14,7 +14,7 @@ from grader.preflight import CollectedCheck, PreflightFailed, check_points, coll
 
 def collected(course):
     assignment = load_assignment(course, "tiny")
-    return assignment, asyncio.run(collect_checks(assignment, prepared=None))
+    return assignment, asyncio.run(collect_checks(assignment, sandboxed=True))
 
 
 def test_the_checks_are_collected_with_their_points(course):
