@@ -200,7 +200,7 @@ async def _execute_and_check(assignment: Assignment, nb: nbformat.NotebookNode, 
     workdir, shared, env, prefix, owner = kernel.stage(nb)
     limits = assignment.config.limits
     prepared = kernel.prepared
-    log = kernel.run_dir / "shared" / "kernel.log"
+    log = shared / "kernel.log"  # the kernel's stderr, read before the run folder goes
     checker = await start_checks(  # imports its libraries while the notebook runs
         assignment.check_files(), run_dir=kernel.run_dir, public_dir=assignment.public_checks,
         hidden_dir=prepared.hidden_dir if prepared else None,

@@ -116,22 +116,21 @@ async def probe_kernel(assignment: Assignment, *, settings: Settings, prepared: 
     kernel = _Kernel(assignment, prepared, folder.path, device, 1, settings.sandboxed,
                      _probe_user(settings), _probe_user(settings), folder,
                      kernel_python(settings.python))
-    run_dir = folder.path
     try:
         nb = new_notebook(cells=[new_code_cell(_PROBE % {"full": bool(full)})], metadata={
             "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
         try:
-            workdir, exchange, env, prefix, owner = kernel.stage(nb)
+            workdir, shared, env, prefix, owner = kernel.stage(nb)
         except (OSError, RuntimeError) as exc:
             raise PreflightFailed(f"a sandboxed kernel cannot be set up here: {exc}; nothing was "
                                   "graded (`grader doctor` shows more)") from None
         limits = assignment.config.limits
-        async with executed(nb, workdir=workdir, shared=exchange.parent, limits=limits,
+        async with executed(nb, workdir=workdir, shared=shared, limits=limits,
                             seed=0, env=env, command_prefix=prefix, owner=owner,
                             python=kernel.python) as execution:
             status, reason, ran = execution.status, execution.reason, execution.notebook
         if status != "ok":
-            log = _tail(run_dir / "shared" / "kernel.log", 4).replace("\n", " | ")
+            log = _tail(shared / "kernel.log", 4).replace("\n", " | ")
             raise PreflightFailed(f"a sandboxed kernel cannot run here ({reason}); its stderr: "
                                   f"{log[-600:]}; nothing was graded (`grader doctor` shows more)")
         text = "".join(o.get("text", "") for o in ran.cells[0].get("outputs", []))
