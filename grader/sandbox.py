@@ -303,14 +303,7 @@ def checker_command(argv: list[str], *, readonly: list[Path], writable: list[Pat
             "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--hostname", "checker"]
     if not root:
         args += ["--unshare-user"]
-    args += ["--ro-bind", "/usr", "/usr", "--proc", "/proc", "--dev", "/dev"]
-    for link in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
-        target = os.path.realpath(f"/{link}")
-        if os.path.islink(f"/{link}") and target.startswith("/usr/"):
-            args += ["--symlink", target, f"/{link}"]
-    for name in _ETC:
-        if os.path.exists(f"/etc/{name}"):
-            args += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
+    args += _system()
     args += ["--perms", "01777", "--size", str(tmp_mb * 1024 * 1024), "--tmpfs", "/tmp"]
     made: set[str] = {"/tmp"}
     bound: list[str] = []
