@@ -300,6 +300,7 @@ class KernelLink:
         self.layout = Layout(shared)
         self.exchange = Exchange(self.layout)
         self.timeout = timeout
+        self.unresponsive = ""  # why the kernel is not asked again, once a request timed out
         self.client = BlockingKernelClient()
         self.client.load_connection_info(checked_connection(connection, self.layout))  # type: ignore[arg-type]
         self.client.start_channels()
@@ -335,6 +336,11 @@ class KernelLink:
         return {"json": json.loads(json.dumps(arg))}
 
     def _run(self, code: str, what: str) -> None:
+        # A kernel that let one request time out is not asked again: each later check fails at
+        # once with the same reason, so an unresponsive notebook (a fork bomb, a busy loop in a
+        # thread) costs one timeout, not one per check, and never runs the checks out of time.
+        if self.unresponsive:
+            raise StudentValueError(self.unresponsive)
         msg_id = self.client.execute(code, silent=True, store_history=False, allow_stdin=False)
         deadline = time.monotonic() + self.timeout
         while (left := deadline - time.monotonic()) > 0:
@@ -344,8 +350,9 @@ class KernelLink:
                 break
             if reply["parent_header"].get("msg_id") == msg_id:
                 return
-        raise StudentValueError(f"the notebook's kernel did not hand over {what} within "
-                                f"{self.timeout:.0f} s")
+        self.unresponsive = (f"the notebook's kernel stopped answering: it did not hand over {what}"
+                             f" within {self.timeout:.0f} s")
+        raise StudentValueError(self.unresponsive)
 
     def _meta(self, token: str, name: str, called: bool) -> dict[str, Any]:
         what = f"{name}(...)" if called else name

@@ -301,6 +301,7 @@ def test_no_writing_outside_the_working_directory(batch):
 @pytest.mark.slow
 def test_fork_and_memory_bombs_are_stopped(batch):
     fork = batch["stored"]["fork_bomb"]
+    assert fork.checks_s < 150, fork.checks_s  # an unanswering kernel costs one request timeout
     assert "stopped after" in output(fork) or fork.status in ("timeout", "kernel_died"), output(fork)
     memory = batch["stored"]["memory_bomb"]
     assert "stopped at" in output(memory) or memory.status == "kernel_died"
@@ -362,7 +363,7 @@ def test_bad_files_and_hostile_ids_end_as_results(batch):
     ids = set(stored)
     assert {"evil?name", "?[31mred", "ø-ünïcode", "-rf --force", "a;b|c&d", "with..dots"} <= ids, ids
     assert any(len(s) <= 100 and s.startswith("xxxx") for s in ids)
-    pages = {p.name for p in (batch["root"] / "reports").iterdir() if ".notebook." not in p.name}
+    pages = {p.name for p in (batch["root"] / "reports").iterdir() if not p.name.endswith("~notebook.html")}
     assert all(p.isprintable() and "/" not in p for p in pages)
     assert len(pages) == len(stored)
 
