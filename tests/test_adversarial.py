@@ -153,6 +153,8 @@ EXPECTED = {name: {"graded"} for name in ATTACKS} | {
     "fork_bomb": {"graded", "timeout", "kernel_died"}, "memory_bomb": {"graded", "kernel_died"},
     "infinite_loop": {"timeout"}, "busy_threads": {"timeout"}, "exit_first": {"kernel_died"},
     "kill_parent": {"graded", "kernel_died"},
+    # Memory no process maps: killed at the cgroup's cap, refused, or out of time on a busy machine.
+    **{name: {"graded", "kernel_died", "timeout"} for name in ("memfd", "sysv_shm", "dev_shm")},
 }
 
 SURVIVOR = """
