@@ -7,7 +7,6 @@ import io
 import json
 from typing import Any
 
-from .report import GRADER_FAULTS
 from .score import Result
 
 COLUMNS = ("student", "score", "max_score", "status", "reason", "graded_at", "sha256")
@@ -18,7 +17,7 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 def rows(results: list[Result]) -> list[dict[str, Any]]:
     """One row per result; a grader fault has no score (None), not zero."""
     return [
-        {"student": r.student, "score": None if r.status in GRADER_FAULTS else r.score,
+        {"student": r.student, "score": r.score if r.counted else None,
          "max_score": r.max_score, "status": r.status, "reason": r.reason,
          "graded_at": r.graded_at.isoformat(), "sha256": r.sha256}
         for r in results

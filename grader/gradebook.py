@@ -38,7 +38,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, rela
 
 from .errors import GradebookError
 from .plugin import Attachment, CheckOutcome
-from .score import Result
+from .score import GRADER_FAULTS, Result
 
 
 class Base(DeclarativeBase):
@@ -152,7 +152,7 @@ class Gradebook:
             select(Run.id).join(SubmissionRow).join(Student)
             .where(Student.name == _clean(student, 200), SubmissionRow.assignment == assignment,
                    SubmissionRow.notebook_sha256 == sha256, Run.checks_sha256 == key,
-                   Run.status.not_in(("error", "internal_error")))
+                   Run.status.not_in(GRADER_FAULTS))
             .limit(1)
         )
         with self.session() as session:

@@ -29,7 +29,7 @@ import nbformat
 
 from .errors import GraderError
 from .paths import package_file
-from .score import STATUSES, Result
+from .score import GRADER_FAULTS, STATUSES, Result
 from .submission import slug
 
 SUMMARY_PAGE = "index.html"
@@ -37,7 +37,6 @@ NOTEBOOK_SUFFIX = "~notebook.html"  # a slug has "~" only before its 10-digit di
 GRADER_PROBLEM = "not graded: grader problem"
 # Statuses whose kernel ran the notebook: the only ones whose runtimes say anything.
 RAN = frozenset({"graded", "cell_error", "timeout", "kernel_died"})
-GRADER_FAULTS = frozenset({"error", "internal_error", "kernel_failed"})
 
 
 class ReportError(GraderError):

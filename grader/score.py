@@ -23,6 +23,8 @@ STATUSES = {
     "error": "not graded: grader problem",
 }
 GRADER_FAULT = "error"
+# Every status that means a grader fault, with those older graders stored before `error` existed.
+GRADER_FAULTS = frozenset({GRADER_FAULT, "internal_error", "kernel_failed"})
 # What a student reads when the grader, not their notebook, failed.
 FAULT_REASON = ("not graded yet: the grader had a problem that is not your fault; the course staff"
                 " see it and your notebook will be graded again")
@@ -62,7 +64,7 @@ class Result:
     @property
     def counted(self) -> bool:
         """Whether the score is a grade (not a grader fault waiting to be graded again)."""
-        return self.status != GRADER_FAULT
+        return self.status not in GRADER_FAULTS
 
 
 def total(checks: list[CheckOutcome]) -> float:
