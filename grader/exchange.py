@@ -211,13 +211,17 @@ class Exchange:
     def __init__(self, layout: Layout):
         self.layout = layout
 
-    def read(self, name: str, cap: int) -> bytes:
-        """The kernel's file NAME in out/, at most CAP bytes."""
+    def _folder(self, name: str) -> int:
+        """A descriptor of the run folder's NAME, each step refusing a link in its place."""
         root = _open_folder(None, self.layout.root)
         try:
-            out = _open_folder(root, OUT)
+            return _open_folder(root, name)
         finally:
             os.close(root)
+
+    def read(self, name: str, cap: int) -> bytes:
+        """The kernel's file NAME in out/, at most CAP bytes."""
+        out = self._folder(OUT)
         try:
             return _read_bytes(out, name, cap)
         finally:
@@ -225,11 +229,7 @@ class Exchange:
 
     def write(self, name: str, data: bytes) -> str:
         """Write DATA as a new file NAME in in/; return its path, which the kernel reads."""
-        root = _open_folder(None, self.layout.root)
-        try:
-            into = _open_folder(root, IN)
-        finally:
-            os.close(root)
+        into = self._folder(IN)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
             fd = os.open(name, flags, 0o640, dir_fd=into)

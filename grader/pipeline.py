@@ -27,7 +27,7 @@ from .assignments import Assignment
 from .check import start_checks
 from .data.prepare import Prepared
 from .devices import CPU, Device, threads_per_kernel
-from .errors import GradebookError, GraderError
+from .errors import GradebookError
 from .exchange import Layout
 from .execute import executed, kernel_env, notebook_text
 from .gradebook import Gradebook
@@ -60,10 +60,6 @@ class Batch:
     seconds: float = 0.0
     unstored: list[tuple[str, str]] = field(default_factory=list)  # (student, why) not stored
     stopped: str = ""  # why the batch stopped before grading everyone, if it did
-
-
-class BatchStopped(GraderError):
-    """Too many grader faults at the start of a batch: something is wrong with the machine."""
 
 
 def _digest(path: Path | None) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 
 from nbformat.v4 import new_code_cell, new_notebook
 
-from . import runs
+from . import runs, sandbox
 from .assignments import Assignment
 from .check import _trusted_env
 from .config import AssignmentConfig, Limits
@@ -142,8 +142,6 @@ async def probe_kernel(assignment: Assignment, *, settings: Settings, prepared: 
                                   "readable; nothing was graded") from None
     finally:
         if settings.sandboxed and os.geteuid() == 0:
-            from . import sandbox
-
             sandbox.reap(kernel.uid)
             sandbox.reap(kernel.checker_uid)
         folder.remove()
@@ -151,8 +149,6 @@ async def probe_kernel(assignment: Assignment, *, settings: Settings, prepared: 
 
 def _probe_user(settings: Settings) -> int:
     if settings.sandboxed and os.geteuid() == 0:
-        from . import sandbox
-
         return sandbox.claim_user()
     return 65534
 
@@ -174,8 +170,6 @@ async def collect_checks(assignment: Assignment, *, sandboxed: bool = False,
                 "--grader-results", str(results), "--grader-public", str(assignment.public_checks)]
         argv, env = module_command("pytest", *args), _trusted_env(limits)
         if sandboxed:
-            from . import sandbox
-
             uid = sandbox.claim_user() if os.geteuid() == 0 else 65534
             if os.geteuid() == 0:
                 os.chown(folder, uid, uid)
