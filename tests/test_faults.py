@@ -51,6 +51,14 @@ def grader(*args: object, cwd: Path, env: dict[str, str] | None = None) -> subpr
                           timeout=600)
 
 
+def broken_python(folder: Path) -> Path:
+    """An "interpreter" that only says it is broken, on stderr, and fails."""
+    broken = folder / "python"
+    broken.write_text("#!/bin/sh\necho 'Fatal Python error: broken on purpose' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    return broken
+
+
 def _public(course: Path) -> Path:
     return course / "assignments" / "tiny" / "checks" / "public" / "test_public.py"
 
@@ -95,9 +103,7 @@ def test_a_check_fault_is_an_error_regraded_by_a_plain_rerun(course, tmp_path, w
 
 def test_a_kernel_that_cannot_start_is_an_error_and_the_batch_stops(course, data_home, tmp_path,
                                                                    write_notebook):
-    broken = tmp_path / "python"
-    broken.write_text("#!/bin/sh\necho 'Fatal Python error: broken on purpose' >&2\nexit 1\n")
-    broken.chmod(0o755)
+    broken = broken_python(tmp_path)
     folder = tmp_path / "subs"
     for name in "abcdef":
         write_notebook(folder, name, *TINY_SOLUTION)
@@ -119,9 +125,7 @@ def test_a_kernel_that_cannot_start_is_an_error_and_the_batch_stops(course, data
 @pytest.mark.parametrize("sandbox", [[], ["--no-sandbox"]], ids=["sandboxed", "no-sandbox"])
 def test_a_broken_interpreter_stops_the_run_before_anyone_is_graded(course, tmp_path, write_notebook,
                                                                     sandbox):
-    broken = tmp_path / "python"
-    broken.write_text("#!/bin/sh\necho 'Fatal Python error: broken on purpose' >&2\nexit 1\n")
-    broken.chmod(0o755)
+    broken = broken_python(tmp_path)
     submissions = tmp_path / "subs"
     write_notebook(submissions, "alice", *TINY_SOLUTION)
     book = tmp_path / "g.sqlite"
