@@ -23,20 +23,31 @@ class Row:
     detail: str
 
 
-def diagnose(*, course: str | None, data_home_dir: str | None, gradebook: str, gpus: str) -> list[Row]:
+def diagnose(*, course: str | None, data_home_dir: str | None, gradebook: str, gpus: str,
+             per_gpu: int = 1) -> list[Row]:
     """Every check, in the order a batch needs them."""
     rows = [_bubblewrap(), _user_namespaces()]
     try:
-        chosen = devices.choose(gpus)
+        slots = devices.slots(devices.choose(gpus), per_gpu)
     except GraderError as exc:
         rows.append(Row("GPUs", "FAIL", str(exc)))
-        chosen = [devices.CPU]
+        slots = [devices.CPU]
     else:
-        labels = ", ".join(d.label for d in chosen)
-        rows.append(Row("GPUs (nvidia-smi)", "ok", labels if chosen != [devices.CPU] else "none: CPU"))
-    rows += _kernel(chosen[0], sandboxed=sandbox.bwrap() is not None)
+        rows.append(_gpus(slots, per_gpu, asked=gpus))
+    rows += _kernel(slots[0], sandboxed=sandbox.bwrap() is not None)
     rows += [_course(course), _data(course, data_home_dir), _gradebook(gradebook), _chromium()]
     return rows
+
+
+def _gpus(slots: list[devices.Device], per_gpu: int, *, asked: str) -> Row:
+    """The GPUs, their slots and each kernel's memory cap, as grading would use them."""
+    if not slots[0].gpu:
+        return Row("GPUs (nvidia-smi)", "ok", devices.describe(slots, per_gpu, asked=asked))
+    gpus = slots[: len(slots) // per_gpu]
+    each = "; ".join(
+        f"{g.label}: {g.memory_mb} MB, TensorFlow capped at {g.memory_limit_mb} MB per kernel"
+        if g.memory_limit_mb else f"{g.label}: memory unknown, no cap" for g in gpus)
+    return Row("GPUs (nvidia-smi)", "ok", f"{len(slots)} slots ({per_gpu} per GPU): {each}")
 
 
 def _bubblewrap() -> Row:
@@ -79,8 +90,9 @@ def _kernel(device: devices.Device, *, sandboxed: bool) -> list[Row]:
     ]
     listed = ", ".join(info.get("devices", [])) or "none"
     failed = listed.startswith("TensorFlow failed")
-    wanted_gpu = device.cuda_visible_devices != ""
-    status = "FAIL" if failed or (wanted_gpu and not info.get("gpus")) else "ok"
+    if info.get("gpu_caps_mb"):
+        listed += f"; GPU memory capped at {', '.join(map(str, info['gpu_caps_mb']))} MB"
+    status = "FAIL" if failed or (device.gpu and not info.get("gpus")) else "ok"
     rows.append(Row(f"TensorFlow {packages.get('tensorflow', '?')} devices", status, listed))
     return rows
 
