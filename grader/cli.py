@@ -69,7 +69,8 @@ def _grade(assignment: Assignment, submissions: list[Submission], gradebook: Gra
     """Check that a kernel and the checker work here, then grade with a progress bar that
     advances as each submission is graded or skipped."""
     prepared = _prepared(assignment, args)
-    console.print(devices.describe(list(settings.devices), settings.per_gpu, asked=args.gpus))
+    console.print(devices.describe(list(settings.devices), settings.per_gpu, asked=args.gpus),
+                  soft_wrap=True)  # one line, however narrow the terminal
     with console.status("checking that a sandboxed kernel and the checker start…"):
         preflight(assignment, settings=settings, prepared=prepared)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -126,17 +126,17 @@ _DRIVER_LIBRARIES = ("libcuda.so", "libnvidia-")
 
 
 def gpu_binds(minors: tuple[int, ...], *, dev: str = "/dev", sysfs: str = "/sys",
-              proc: str = "/proc", ldconfig: str | None = None) -> list[str]:
+              ldconfig: str | None = None) -> list[str]:
     """The bubblewrap arguments that let a kernel use the GPUs MINORS: their device nodes and
-    the driver's shared ones, the driver libraries outside /usr, the parts of /sys CUDA reads
-    and the driver's /proc/driver/nvidia. DEV, SYSFS and PROC are where the host's are (tests
-    pass fake ones); LDCONFIG is the text of `ldconfig -p` (asked of the system when None)."""
+    the driver's shared ones, the driver libraries outside /usr, and the parts of /sys CUDA
+    reads. DEV and SYSFS are where the host's are (tests pass fake ones); LDCONFIG is the text
+    of `ldconfig -p` (asked of the system when None).
+
+    /proc/driver/nvidia needs no bind: the driver's entries are in every procfs, the sandbox's
+    own /proc included (and a bind there would fail where a procfs lacks them)."""
     if not minors:
         return []
-    args = [*_gpu_devices(minors, dev), *_driver_libraries(ldconfig), *_sysfs(sysfs)]
-    if os.path.isdir(f"{proc}/driver/nvidia"):  # every procfs shows it; bound in case one hides it
-        args += ["--ro-bind", f"{proc}/driver/nvidia", "/proc/driver/nvidia"]
-    return args
+    return [*_gpu_devices(minors, dev), *_driver_libraries(ldconfig), *_sysfs(sysfs)]
 
 
 def _gpu_devices(minors: tuple[int, ...], dev: str = "/dev") -> list[str]:
