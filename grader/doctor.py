@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -12,6 +13,8 @@ from pathlib import Path
 from . import devices, sandbox
 from .errors import GraderError
 from .paths import course_root, data_home
+
+_CUDA = re.compile(r"cuda|cuInit|gpu|nvidia|dlopen", re.IGNORECASE)  # stderr lines on the GPU
 
 
 @dataclass(frozen=True)
@@ -42,12 +45,14 @@ def diagnose(*, course: str | None, data_home_dir: str | None, gradebook: str, g
 def _gpus(slots: list[devices.Device], per_gpu: int, *, asked: str) -> Row:
     """The GPUs, their slots and each kernel's memory cap, as grading would use them."""
     if not slots[0].gpu:
-        return Row("GPUs (nvidia-smi)", "ok", devices.describe(slots, per_gpu, asked=asked))
+        line = devices.describe(slots, per_gpu, asked=asked).removeprefix("grading on ")
+        return Row("GPUs (nvidia-smi)", "ok", f"none: kernels run on {line}")
     gpus = slots[: len(slots) // per_gpu]
     each = "; ".join(
         f"{g.label}: {g.memory_mb} MB, TensorFlow capped at {g.memory_limit_mb} MB per kernel"
         if g.memory_limit_mb else f"{g.label}: memory unknown, no cap" for g in gpus)
-    return Row("GPUs (nvidia-smi)", "ok", f"{len(slots)} slots ({per_gpu} per GPU): {each}")
+    count = f"{len(slots)} slot{'s' if len(slots) != 1 else ''}"
+    return Row("GPUs (nvidia-smi)", "ok", f"{count} ({per_gpu} per GPU): {each}")
 
 
 def _bubblewrap() -> Row:
@@ -92,7 +97,12 @@ def _kernel(device: devices.Device, *, sandboxed: bool) -> list[Row]:
     failed = listed.startswith("TensorFlow failed")
     if info.get("gpu_caps_mb"):
         listed += f"; GPU memory capped at {', '.join(map(str, info['gpu_caps_mb']))} MB"
-    status = "FAIL" if failed or (device.gpu and not info.get("gpus")) else "ok"
+    unused = device.gpu and not info.get("gpus")
+    if unused and not failed:
+        lines = str(info.get("stderr", "")).splitlines()
+        said = " | ".join(([x for x in lines if _CUDA.search(x)] or lines)[-3:])[-600:]
+        listed += f"; no GPU, although {device.label} was assigned; the kernel's stderr: {said}"
+    status = "FAIL" if failed or unused else "ok"
     rows.append(Row(f"TensorFlow {packages.get('tensorflow', '?')} devices", status, listed))
     return rows
 

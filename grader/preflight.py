@@ -138,10 +138,12 @@ async def probe_kernel(assignment: Assignment, *, settings: Settings, prepared: 
         text = "".join(o.get("text", "") for o in ran.cells[0].get("outputs", []))
         line = next((x for x in text.splitlines() if x.startswith("GRADER-PROBE ")), "")
         try:
-            return dict(json.loads(line.removeprefix("GRADER-PROBE ")))
+            info = dict(json.loads(line.removeprefix("GRADER-PROBE ")))
         except ValueError:
             raise PreflightFailed("a sandboxed kernel started but its probe printed nothing "
                                   "readable; nothing was graded") from None
+        info["stderr"] = _tail(shared / "kernel.log", 200)  # why CUDA failed: `grader doctor`
+        return info
     finally:
         if settings.sandboxed and os.geteuid() == 0:
             sandbox.reap(kernel.uid)
