@@ -42,7 +42,8 @@ def diagnose(*, course: str | None, data_home_dir: str | None, gradebook: str, g
     return rows
 
 
-def _gpus(slots: list[devices.Device], per_gpu: int, *, asked: str) -> Row:
+def _gpus(slots: list[devices.Device], per_gpu: int, *, asked: str,
+          uvm: str = "/dev/nvidia-uvm") -> Row:
     """The GPUs, their slots and each kernel's memory cap, as grading would use them."""
     if not slots[0].gpu:
         line = devices.describe(slots, per_gpu, asked=asked).removeprefix("grading on ")
@@ -52,6 +53,9 @@ def _gpus(slots: list[devices.Device], per_gpu: int, *, asked: str) -> Row:
         f"{g.label}: {g.memory_mb} MB, TensorFlow capped at {g.memory_limit_mb} MB per kernel"
         if g.memory_limit_mb else f"{g.label}: memory unknown, no cap" for g in gpus)
     count = f"{len(slots)} slot{'s' if len(slots) != 1 else ''}"
+    if not os.path.exists(uvm):  # made on the host by the first CUDA program; a sandbox cannot
+        return Row("GPUs (nvidia-smi)", "warn", f"{count} ({per_gpu} per GPU): {each}; but {uvm} "
+                   "is missing, and kernels cannot make it: run `nvidia-modprobe -u -c=0` as root")
     return Row("GPUs (nvidia-smi)", "ok", f"{count} ({per_gpu} per GPU): {each}")
 
 

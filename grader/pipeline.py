@@ -281,7 +281,8 @@ def grade_batch(
     on_result: Callable[[Result], None] | None = None,
     on_skip: Callable[[Submission], None] | None = None,
 ) -> Batch:
-    """Grade every submission not graded before, WORKERS at a time, storing each at once.
+    """Grade every submission not graded before, one kernel per slot at a time (Settings.slots:
+    PER_GPU per GPU, or WORKERS on the CPU), storing each at once.
 
     A result that cannot be stored is reported in Batch.unstored and the batch goes on; if more
     than half of the first results are grader faults, the batch stops (Batch.stopped)."""

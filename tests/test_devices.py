@@ -89,3 +89,17 @@ def test_the_run_line_says_cpu_and_why_or_the_gpus_and_their_cap():
     line = devices.describe([GPU0], 2, asked="auto")
     assert line == ("grading on GPU 0 (Test GPU): 2 kernel(s) per GPU, 2 at once; TensorFlow may "
                     "use 7488 MB of GPU memory per kernel")
+
+
+def test_doctor_shows_each_gpus_slots_and_cap_and_warns_without_nvidia_uvm(tmp_path):
+    from grader import doctor
+
+    slots = devices.slots([GPU0], 2)
+    row = doctor._gpus(slots, 2, asked="auto", uvm=str(tmp_path / "nvidia-uvm"))
+    assert row.status == "warn" and "nvidia-modprobe -u -c=0" in row.detail
+    (tmp_path / "nvidia-uvm").touch()
+    row = doctor._gpus(slots, 2, asked="auto", uvm=str(tmp_path / "nvidia-uvm"))
+    assert row == doctor.Row("GPUs (nvidia-smi)", "ok", "2 slots (2 per GPU): GPU 0 (Test GPU): "
+                             "16000 MB, TensorFlow capped at 7488 MB per kernel")
+    cpu = doctor._gpus([devices.CPU], 2, asked="auto")
+    assert cpu.detail == "none: kernels run on the CPU (no GPU found: nvidia-smi is missing or lists none)"
