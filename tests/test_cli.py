@@ -175,7 +175,8 @@ def test_export_neutralises_formulas_and_leaves_grader_faults_unscored(tmp_path,
         ("carol", "error", 0.0, "\tthe grader failed"),
     ]:
         gradebook.store(Result(student=student, assignment="tiny", notebook="n.ipynb", sha256="ab" * 32,
-                               checks_sha256="c", status=status, reason=reason, score=score, max_score=6))
+                               checks_sha256="c", status=status, reason=reason, score=score, max_score=6,
+                               device="GPU 0 (Test GPU)" if status == "graded" else "CPU"))
     course = REPO / "tests" / "files" / "course"
     assert main(["export", "tiny", "--course", str(course), "--gradebook", str(book)]) == 0
     rows = {r["status"]: r for r in csv.DictReader(io.StringIO(capsys.readouterr().out))}
@@ -186,6 +187,7 @@ def test_export_neutralises_formulas_and_leaves_grader_faults_unscored(tmp_path,
     assert main(["export", "tiny", "--course", str(course), "--gradebook", str(book), "--format", "json"]) == 0
     data = {r["status"]: r for r in json.loads(capsys.readouterr().out)}
     assert data["error"]["score"] is None and data["graded"]["score"] == 4.0
+    assert data["graded"]["device"] == "GPU 0 (Test GPU)" and rows["error"]["device"] == "CPU"
 
 
 def fake_batch(monkeypatch, seen: list):
