@@ -69,6 +69,8 @@ def _grade(assignment: Assignment, submissions: list[Submission], gradebook: Gra
     """Check that a kernel and the checker work here, then grade with a progress bar that
     advances as each submission is graded or skipped."""
     prepared = _prepared(assignment, args)
+    console.print(devices.describe(list(settings.devices), settings.per_gpu, asked=args.gpus),
+                  soft_wrap=True)  # one line, however narrow the terminal
     with console.status("checking that a sandboxed kernel and the checker start…"):
         preflight(assignment, settings=settings, prepared=prepared)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -92,15 +94,18 @@ def _summary_table(results: list[Result]) -> Table:
 
 
 def _settings(args: argparse.Namespace, reports: Path | None) -> Settings:
-    if args.workers < 1:
+    if args.workers is not None and args.workers < 1:
         raise GraderError(f"--workers must be at least 1, found {args.workers}")
     if not args.no_sandbox and sandbox.bwrap() is None:
         raise GraderError("cannot isolate the notebooks: bubblewrap is missing or cannot make a "
                           "sandbox here (apt-get install bubblewrap); or pass --no-sandbox to "
                           "grade without isolation")
-    return Settings(workers=args.workers, force=getattr(args, "force", False), reports=reports,
-                    notebook_html=not args.no_notebook_html,
-                    devices=tuple(devices.choose(args.gpus)), sandboxed=not args.no_sandbox)
+    settings = Settings(workers=args.workers, force=getattr(args, "force", False),
+                        reports=reports, notebook_html=not args.no_notebook_html,
+                        devices=tuple(devices.choose(args.gpus)),
+                        per_gpu=devices.per_gpu(args.per_gpu), sandboxed=not args.no_sandbox)
+    settings.slots()  # a GPU share too small for a kernel is a one-line error now, not later
+    return settings
 
 
 def _reports_dir(args: argparse.Namespace, assignment: Assignment) -> Path:
@@ -221,7 +226,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     """Check what grading needs on this machine, as seen from inside the sandbox."""
     rows = doctor.diagnose(course=args.course, data_home_dir=args.data_home, gradebook=args.gradebook,
-                           gpus=args.gpus)
+                           gpus=args.gpus, per_gpu=devices.per_gpu(args.per_gpu))
     table = Table("check", "status", "detail", title="grader doctor")
     for row in rows:
         style = {"ok": "green", "warn": "yellow"}.get(row.status, "bold red")
@@ -241,14 +246,23 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _grading_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=DEFAULTS.workers,
-                   help=f"submissions graded at once, each in its own kernel (default {DEFAULTS.workers})")
-    p.add_argument("--gpus", default="auto",
-                   help="GPUs for the kernels: auto, none, or indices like 0,1 (default auto)")
+                   help="submissions graded at once, each in its own kernel (default: one per "
+                        "GPU slot, see --per-gpu; 1 on the CPU); with GPUs, at most the slots")
+    _gpu_options(p)
     p.add_argument("--data-home", help="dataset cache (default $GRADER_DATA_HOME or ~/.cache/grader)")
     p.add_argument("--no-notebook-html", action="store_true",
                    help="do not write each executed notebook as HTML beside its feedback")
     p.add_argument("--no-sandbox", action="store_true",
                    help="run kernels without the bubblewrap sandbox (reports say so)")
+
+
+def _gpu_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gpus", default="auto",
+                   help="GPUs for the kernels: auto (every GPU nvidia-smi lists, else the CPU), "
+                        "none, or indices like 0,1 (default auto)")
+    p.add_argument("--per-gpu", default=str(DEFAULTS.per_gpu), metavar="K",
+                   help="kernels each GPU runs at once; each kernel's TensorFlow may use 1/K of "
+                        f"the GPU's memory (default {DEFAULTS.per_gpu})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -292,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("doctor", cmd_doctor, "check bubblewrap, the kernel's Python and packages, "
                 "TensorFlow's devices inside the sandbox, the data cache, the gradebook, Chromium",
                 assignment=False)
-    p.add_argument("--gpus", default="auto", help="GPUs to probe: auto, none, or indices like 0,1")
+    _gpu_options(p)
     p.add_argument("--data-home", help="dataset cache (default $GRADER_DATA_HOME or ~/.cache/grader)")
     p.add_argument("--gradebook", default="gradebook.sqlite", help="SQLite file or SQLAlchemy URL")
     data_cli.add_parser(sub)

@@ -23,7 +23,7 @@ class Limits:
     cell_seconds: float = setting(300.0, POSITIVE)  # wall time for one cell
     kernel_start_seconds: float = setting(60.0, POSITIVE)  # for the kernel to start and answer
     check_seconds: float = setting(300.0, POSITIVE)  # for all checks of one submission together
-    memory_mb: int = setting(4096, POSITIVE)  # address space of each process of the kernel
+    memory_mb: int = setting(4096, POSITIVE)  # address space of each kernel process (GPU: cgroup)
     disk_mb: int = setting(1024, POSITIVE)  # working directory and /tmp each, and the largest file
     processes: int = setting(256, POSITIVE)  # processes and threads of the kernel (sandbox only)
     open_files: int = setting(1024, POSITIVE)  # open files of each process

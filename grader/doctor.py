@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -12,6 +13,8 @@ from pathlib import Path
 from . import devices, sandbox
 from .errors import GraderError
 from .paths import course_root, data_home
+
+_CUDA = re.compile(r"cuda|cuInit|gpu|nvidia|dlopen", re.IGNORECASE)  # stderr lines on the GPU
 
 
 @dataclass(frozen=True)
@@ -23,20 +26,37 @@ class Row:
     detail: str
 
 
-def diagnose(*, course: str | None, data_home_dir: str | None, gradebook: str, gpus: str) -> list[Row]:
+def diagnose(*, course: str | None, data_home_dir: str | None, gradebook: str, gpus: str,
+             per_gpu: int = 1) -> list[Row]:
     """Every check, in the order a batch needs them."""
     rows = [_bubblewrap(), _user_namespaces()]
     try:
-        chosen = devices.choose(gpus)
+        slots = devices.slots(devices.choose(gpus), per_gpu)
     except GraderError as exc:
         rows.append(Row("GPUs", "FAIL", str(exc)))
-        chosen = [devices.CPU]
+        slots = [devices.CPU]
     else:
-        labels = ", ".join(d.label for d in chosen)
-        rows.append(Row("GPUs (nvidia-smi)", "ok", labels if chosen != [devices.CPU] else "none: CPU"))
-    rows += _kernel(chosen[0], sandboxed=sandbox.bwrap() is not None)
+        rows.append(_gpus(slots, per_gpu, asked=gpus))
+    rows += _kernel(slots[0], sandboxed=sandbox.bwrap() is not None)
     rows += [_course(course), _data(course, data_home_dir), _gradebook(gradebook), _chromium()]
     return rows
+
+
+def _gpus(slots: list[devices.Device], per_gpu: int, *, asked: str,
+          uvm: str = "/dev/nvidia-uvm") -> Row:
+    """The GPUs, their slots and each kernel's memory cap, as grading would use them."""
+    if not slots[0].gpu:
+        line = devices.describe(slots, per_gpu, asked=asked).removeprefix("grading on ")
+        return Row("GPUs (nvidia-smi)", "ok", f"none: kernels run on {line}")
+    gpus = slots[: len(slots) // per_gpu]
+    each = "; ".join(
+        f"{g.label}: {g.memory_mb} MB, TensorFlow capped at {g.memory_limit_mb} MB per kernel"
+        if g.memory_limit_mb else f"{g.label}: memory unknown, no cap" for g in gpus)
+    count = f"{len(slots)} slot{'s' if len(slots) != 1 else ''}"
+    if not os.path.exists(uvm):  # made on the host by the first CUDA program; a sandbox cannot
+        return Row("GPUs (nvidia-smi)", "warn", f"{count} ({per_gpu} per GPU): {each}; but {uvm} "
+                   "is missing, and kernels cannot make it: run `nvidia-modprobe -u -c=0` as root")
+    return Row("GPUs (nvidia-smi)", "ok", f"{count} ({per_gpu} per GPU): {each}")
 
 
 def _bubblewrap() -> Row:
@@ -79,8 +99,14 @@ def _kernel(device: devices.Device, *, sandboxed: bool) -> list[Row]:
     ]
     listed = ", ".join(info.get("devices", [])) or "none"
     failed = listed.startswith("TensorFlow failed")
-    wanted_gpu = device.cuda_visible_devices != ""
-    status = "FAIL" if failed or (wanted_gpu and not info.get("gpus")) else "ok"
+    if info.get("gpu_caps_mb"):
+        listed += f"; GPU memory capped at {', '.join(map(str, info['gpu_caps_mb']))} MB"
+    unused = device.gpu and not info.get("gpus")
+    if unused and not failed:
+        lines = str(info.get("stderr", "")).splitlines()
+        said = " | ".join(([x for x in lines if _CUDA.search(x)] or lines)[-3:])[-600:]
+        listed += f"; no GPU, although {device.label} was assigned; the kernel's stderr: {said}"
+    status = "FAIL" if failed or unused else "ok"
     rows.append(Row(f"TensorFlow {packages.get('tensorflow', '?')} devices", status, listed))
     return rows
 

@@ -53,7 +53,32 @@ except ImportError:
 ''', {{}})
 """
 
+# Runs first in a GPU kernel, before the seed and the student's cells: caps what TensorFlow may
+# take of the GPU (its memory already grows on demand: TF_FORCE_GPU_ALLOW_GROWTH). TensorFlow
+# then refuses `set_memory_growth` on that GPU, a line many notebooks have, so that call becomes
+# a no-op where a cap is set. The cap keeps kernels sharing a GPU out of each other's way; it is
+# not a security boundary (the student's code could configure TensorFlow again).
+_GPU_SETUP = """\
+exec('''
+import tensorflow as tf
+for gpu in tf.config.list_physical_devices("GPU"):
+    tf.config.set_logical_device_configuration(
+        gpu, [tf.config.LogicalDeviceConfiguration(memory_limit={memory_mb})])
+_set_memory_growth = tf.config.experimental.set_memory_growth
+def set_memory_growth(device, enable):
+    if tf.config.get_logical_device_configuration(device) is None:
+        _set_memory_growth(device, enable)
+tf.config.experimental.set_memory_growth = set_memory_growth
+''', {{}})
+"""
+
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def gpu_prologue(memory_mb: int) -> str:
+    """What a GPU kernel runs before the first cell to cap TensorFlow at MEMORY_MB of GPU
+    memory; nothing where there is no cap."""
+    return _GPU_SETUP.format(memory_mb=int(memory_mb)) if memory_mb > 0 else ""
 
 
 @dataclass
@@ -140,7 +165,8 @@ def _size(msg: dict[str, Any]) -> int:
 
 
 def kernel_env(workdir: Path, *, threads: int, gpus: str) -> dict[str, str]:
-    """The kernel's whole environment: nothing of the grader's own leaks in."""
+    """The kernel's whole environment: nothing of the grader's own leaks in. GPUS is its
+    CUDA_VISIBLE_DEVICES; a GPU kernel's TensorFlow takes GPU memory as it needs it."""
     return {
         "PATH": os.path.dirname(sys.executable) + os.pathsep + "/usr/local/bin:/usr/bin:/bin",
         "HOME": str(workdir),
@@ -155,6 +181,7 @@ def kernel_env(workdir: Path, *, threads: int, gpus: str) -> dict[str, str]:
         "TF_NUM_INTEROP_THREADS": str(max(1, min(2, threads))),
         "CUDA_VISIBLE_DEVICES": gpus,
         "GRADER_PARENT_PID": str(os.getpid()),
+        **({"TF_FORCE_GPU_ALLOW_GROWTH": "true", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"} if gpus else {}),
     }
 
 
@@ -181,12 +208,15 @@ async def executed(
     command_prefix: list[str] | None = None,
     owner: int = -1,
     python: str = sys.executable,
+    prologue: str = "",
 ) -> AsyncIterator[Execution]:
     """Execute NB in a new kernel started in WORKDIR; yield the result with the kernel still up.
 
     SHARED/sock holds the connection file and the kernel's sockets; a sandboxed kernel
     (COMMAND_PREFIX) running as OWNER sees it at the same path. The checks get the connection
     info from `Execution.connection`, never from the file, which the kernel can rewrite.
+    PROLOGUE (the GPU's setup) runs silently before the seed and the first cell; if it fails,
+    no cell runs and the status is kernel_failed: the grader's fault, never the student's.
     """
     sockets = shared / SOCK
     sockets.mkdir(exist_ok=True)
@@ -221,9 +251,9 @@ async def executed(
             result.reason = f"the Python kernel did not start: {exc}"
         else:
             result.kernel_start_s = time.monotonic() - started
-            await _run_cells(client, result, limits, seed)
+            await _run_cells(client, result, limits, seed, prologue)
             result.output_truncated = client.output_truncated
-            if result.status != "kernel_died" and await _answers(client):
+            if result.status not in ("kernel_died", "kernel_failed") and await _answers(client):
                 result.connection = _connection_info(km)
                 result.gpus_used = await _gpus_used(client)
             elif result.status in ("ok", "cell_error"):
@@ -252,9 +282,12 @@ def code_cell_number(nb: NotebookNode, index: int) -> int:
     return sum(1 for cell in nb.cells[: index + 1] if cell.cell_type == "code")
 
 
-async def _run_cells(client: _Client, result: Execution, limits: Limits, seed: int) -> None:
-    """Run every cell in order; stop at a timeout or a dead kernel."""
+async def _run_cells(client: _Client, result: Execution, limits: Limits, seed: int,
+                     prologue: str = "") -> None:
+    """Run the PROLOGUE, then every cell in order; stop at a timeout or a dead kernel."""
     assert client.kc is not None
+    if prologue and not await _set_up(client, result, prologue, limits.kernel_start_seconds):
+        return
     await _request(client, _SEED.format(seed=int(seed)), limits.kernel_start_seconds)
     begin = time.monotonic()
     deadline = begin + limits.total_seconds
@@ -291,6 +324,19 @@ async def _run_cells(client: _Client, result: Execution, limits: Limits, seed: i
                 result.reason = f"code cell {number} raised {exc.ename}" + (
                     f": {evalue}" if evalue else "")
     result.execution_s = time.monotonic() - begin
+
+
+async def _set_up(client: _Client, result: Execution, prologue: str, timeout: float) -> bool:
+    """Run the grader's PROLOGUE in the kernel; on failure mark RESULT kernel_failed."""
+    reply = await _request(client, prologue, timeout)
+    content = reply["content"] if reply else {}
+    if content.get("status") == "ok":
+        return True
+    why = (f"{content.get('ename', '')}: {_ANSI.sub('', str(content.get('evalue', '')))[:300]}"
+           if reply else f"no answer within {timeout:.0f} s")
+    result.status = "kernel_failed"
+    result.reason = f"the grader could not set up the GPU in the kernel ({why})"
+    return False
 
 
 def _died_reason(result: Execution, nb: NotebookNode) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 from .score import Result
 
-COLUMNS = ("student", "score", "max_score", "status", "reason", "graded_at", "sha256")
+COLUMNS = ("student", "score", "max_score", "status", "reason", "graded_at", "sha256", "device")
 # A spreadsheet reads a cell starting with one of these as a formula (CSV injection).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -19,7 +19,7 @@ def rows(results: list[Result]) -> list[dict[str, Any]]:
     return [
         {"student": r.student, "score": r.score if r.counted else None,
          "max_score": r.max_score, "status": r.status, "reason": r.reason,
-         "graded_at": r.graded_at.isoformat(), "sha256": r.sha256}
+         "graded_at": r.graded_at.isoformat(), "sha256": r.sha256, "device": r.device}
         for r in results
     ]
 

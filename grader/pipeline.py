@@ -27,9 +27,10 @@ from .assignments import Assignment
 from .check import start_checks
 from .data.prepare import Prepared
 from .devices import CPU, Device, threads_per_kernel
+from .devices import slots as device_slots
 from .errors import GradebookError
 from .exchange import Layout
-from .execute import executed, kernel_env, notebook_text
+from .execute import executed, gpu_prologue, kernel_env, notebook_text
 from .gradebook import Gradebook
 from .report import ReportError, write_feedback
 from .score import GRADER_FAULT, Result, grader_faults, mark_fault, status_of, total
@@ -40,15 +41,24 @@ from .submission import InvalidNotebook, Submission, read_notebook
 class Settings:
     """How a batch is graded; the CLI reads its defaults from here."""
 
-    workers: int = 1
+    workers: int | None = None  # kernels at once: at most; None is one per slot (GPU), else 1
     force: bool = False
     reports: Path | None = None  # feedback pages go here when set
     notebook_html: bool = True  # also write each executed notebook as HTML
-    devices: tuple[Device, ...] = (CPU,)
+    devices: tuple[Device, ...] = (CPU,)  # the GPUs chosen (devices.choose), or the CPU
+    per_gpu: int = 1  # kernels each GPU runs at once; each may use 1/PER_GPU of its memory
     sandboxed: bool = True  # run each kernel in the bubblewrap sandbox
     work_root: Path | None = None  # where each submission's private folder is made
     python: str = ""  # the kernels' interpreter; "" is the grader's own ($GRADER_KERNEL_PYTHON)
     stop_after: int = 6  # stop the batch if more than half of its first results are grader faults
+
+    def slots(self) -> list[Device]:
+        """The device of each kernel that runs at once: PER_GPU per GPU, as many as WORKERS
+        allows, or the CPU WORKERS times (GraderError if a GPU's share is too small)."""
+        per_device = device_slots(list(self.devices), self.per_gpu)
+        if not per_device[0].gpu:
+            return per_device * max(1, self.workers or 1)
+        return per_device[: max(1, self.workers or len(per_device))]
 
 
 @dataclass
@@ -156,8 +166,9 @@ class _Kernel:
         owner = self.uid if self.root else -1
         layout.make(kernel=owner, checker=self.checker_uid if self.root else -1)
         shared = layout.root
+        gpu = self.device.gpu
         env = kernel_env(self.run_dir, threads=self.threads, gpus=self.device.cuda_visible_devices)
-        if not self.device.cuda_visible_devices:
+        if not gpu:
             # TensorFlow's GPU build logs a failed CUDA probe as an error on CPU-only kernels
             # ("failed call to cuInit"): noise on the student's page, so its C++ errors are off.
             env["TF_CPP_MIN_LOG_LEVEL"] = "3"
@@ -169,17 +180,24 @@ class _Kernel:
             for target, source in files.items():
                 (shutil.copytree if source.is_dir() else shutil.copy2)(source, workdir / target)
             env["HOME"] = str(workdir)
-            rlimits = json.loads(sandbox.rlimits(limits))
+            rlimits = json.loads(sandbox.rlimits(limits, gpu=gpu))
             rlimits.pop("NPROC")  # would count every process of the grader's user
             env["GRADER_RLIMITS"] = json.dumps(rlimits)
             return workdir, shared, env, [], -1
         if owner >= 0:  # its sockets and values: for its own group, which the checks are in
             env["GRADER_UMASK"] = "007"
-        env.update(HOME=sandbox.HOME, GRADER_SANDBOXED="1", GRADER_RLIMITS=sandbox.rlimits(limits))
+        cgroups = self.folder.confine(limits)
+        env.update(HOME=sandbox.HOME, GRADER_SANDBOXED="1",
+                   GRADER_RLIMITS=sandbox.rlimits(limits, gpu=gpu, cgroup=bool(cgroups)))
+        minors = (self.device.minor,) if gpu and self.device.minor is not None else ()
         spec = sandbox.Spec(files=self.folder.private_files(files), shared=shared, limits=limits,
-                            gpus=self.device.cuda_visible_devices, uid=self.uid,
-                            cgroups=self.folder.confine(limits), python=self.python)
+                            gpus=minors, uid=self.uid, cgroups=cgroups, python=self.python)
         return self.run_dir, shared, env, sandbox.command([], spec), owner
+
+    @property
+    def prologue(self) -> str:
+        """What the kernel runs before the first cell: a GPU kernel's memory cap, else nothing."""
+        return gpu_prologue(self.device.memory_limit_mb) if self.device.gpu else ""
 
     def _data_files(self) -> dict[str, Path]:
         """The student-visible data, by name in the working directory; never anything hidden."""
@@ -206,7 +224,8 @@ async def _execute_and_check(assignment: Assignment, nb: nbformat.NotebookNode, 
     try:
         async with executed(nb, workdir=workdir, shared=shared, limits=limits,
                             seed=assignment.config.seed, env=env, command_prefix=prefix,
-                            owner=owner, python=kernel.python) as execution:
+                            owner=owner, python=kernel.python,
+                            prologue=kernel.prologue) as execution:
             result.kernel_start_s = execution.kernel_start_s
             result.execution_s = execution.execution_s
             checks = await checker.finish(execution.connection,
@@ -236,7 +255,7 @@ async def _execute_and_check(assignment: Assignment, nb: nbformat.NotebookNode, 
 
 def device_used(assigned: Device, gpus: list[str] | None) -> str:
     """What the report says the notebook ran on: what TensorFlow in the kernel used."""
-    if not assigned.cuda_visible_devices:
+    if not assigned.gpu:
         return CPU.label
     if gpus:
         return assigned.label
@@ -262,7 +281,8 @@ def grade_batch(
     on_result: Callable[[Result], None] | None = None,
     on_skip: Callable[[Submission], None] | None = None,
 ) -> Batch:
-    """Grade every submission not graded before, WORKERS at a time, storing each at once.
+    """Grade every submission not graded before, one kernel per slot at a time (Settings.slots:
+    PER_GPU per GPU, or WORKERS on the CPU), storing each at once.
 
     A result that cannot be stored is reported in Batch.unstored and the batch goes on; if more
     than half of the first results are grader faults, the batch stops (Batch.stopped)."""
@@ -282,14 +302,15 @@ def grade_batch(
                 on_skip(submission)
         else:
             todo.append(submission)
-    # Each slot is a device and, for a root grader, a user of its own: a kernel's process limit
-    # and the reaping after it concern that kernel alone.
+    # Each slot is a device (a GPU appears PER_GPU times at most) and, for a root grader, a user
+    # of its own: a kernel's process limit and the reaping after it concern that kernel alone.
     devices: queue.Queue[tuple[int, int, Device]] = queue.Queue()
-    slots = max(1, settings.workers)
+    each = settings.slots()
+    slots = len(each)
     root = settings.sandboxed and os.geteuid() == 0
-    for i in range(slots):
+    for device in each:
         users = (sandbox.claim_user(), sandbox.claim_user()) if root else (65534, 65534)
-        devices.put((*users, settings.devices[i % len(settings.devices)]))
+        devices.put((*users, device))
     threads = threads_per_kernel(slots)
 
     def work(submission: Submission) -> Result:

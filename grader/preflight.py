@@ -47,6 +47,8 @@ if %(full)s:
         import tensorflow as tf
         info["devices"] = [d.name + " (" + d.device_type + ")" for d in tf.config.list_logical_devices()]
         info["gpus"] = [d.name for d in tf.config.list_physical_devices("GPU")]
+        info["gpu_caps_mb"] = [c.memory_limit for g in tf.config.list_physical_devices("GPU")
+                               for c in tf.config.get_logical_device_configuration(g) or []]
     except Exception as exc:
         info["devices"] = ["TensorFlow failed: " + type(exc).__name__ + ": " + str(exc)[:200]]
         info["gpus"] = []
@@ -85,7 +87,7 @@ def preflight(assignment: Assignment, *, settings: Settings, prepared: Prepared 
 
     async def both() -> tuple[dict[str, Any], list[CollectedCheck]]:
         kernel = probe_kernel(assignment, settings=settings, prepared=prepared,
-                              device=settings.devices[0])
+                              device=settings.slots()[0])
         return await asyncio.gather(kernel, collect_checks(assignment, sandboxed=settings.sandboxed))
 
     info, checks = asyncio.run(both())
@@ -127,7 +129,7 @@ async def probe_kernel(assignment: Assignment, *, settings: Settings, prepared: 
         limits = assignment.config.limits
         async with executed(nb, workdir=workdir, shared=shared, limits=limits,
                             seed=0, env=env, command_prefix=prefix, owner=owner,
-                            python=kernel.python) as execution:
+                            python=kernel.python, prologue=kernel.prologue) as execution:
             status, reason, ran = execution.status, execution.reason, execution.notebook
         if status != "ok":
             log = _tail(shared / "kernel.log", 4).replace("\n", " | ")
@@ -136,10 +138,12 @@ async def probe_kernel(assignment: Assignment, *, settings: Settings, prepared: 
         text = "".join(o.get("text", "") for o in ran.cells[0].get("outputs", []))
         line = next((x for x in text.splitlines() if x.startswith("GRADER-PROBE ")), "")
         try:
-            return dict(json.loads(line.removeprefix("GRADER-PROBE ")))
+            info = dict(json.loads(line.removeprefix("GRADER-PROBE ")))
         except ValueError:
             raise PreflightFailed("a sandboxed kernel started but its probe printed nothing "
                                   "readable; nothing was graded") from None
+        info["stderr"] = _tail(shared / "kernel.log", 200)  # why CUDA failed: `grader doctor`
+        return info
     finally:
         if settings.sandboxed and os.geteuid() == 0:
             sandbox.reap(kernel.uid)

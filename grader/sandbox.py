@@ -51,7 +51,7 @@ class Spec:
     files: dict[str, Path]  # name in the working directory -> host file or folder (read-only)
     shared: Path  # host folder bound read-write (sockets, exchange), at shared_inside if set
     limits: Limits
-    gpus: str = ""  # CUDA_VISIBLE_DEVICES of the kernel: which /dev/nvidiaN to let in
+    gpus: tuple[int, ...] = ()  # minor numbers of the kernel's GPUs: which /dev/nvidiaN to let in
     uid: int = 65534  # the unprivileged user the kernel runs as
     python: str = sys.executable  # the kernel's interpreter: its folders are bound read-only
     cgroups: tuple[Path, ...] = ()  # cgroup.procs files the sandbox joins before it starts
@@ -116,22 +116,100 @@ def _ancestors(folder: str) -> list[str]:
     return ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
 
 
-def _gpu_devices(gpus: str) -> list[str]:
-    if not gpus:
+# What the CUDA runtime reads in /sys: the PCI bus (its device folders live under
+# /sys/devices/pci*), the NUMA nodes and CPUs, and the NVIDIA modules' parameters. The rest of
+# /sys (cgroups, the kernel's knobs, firmware, block and network devices) stays out.
+_SYSFS = ("bus/pci", "devices/system/node", "devices/system/cpu", "module/nvidia",
+          "module/nvidia_uvm")
+_NVIDIA_NODES = ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools")
+_DRIVER_LIBRARIES = ("libcuda.so", "libnvidia-")
+
+
+def gpu_binds(minors: tuple[int, ...], *, dev: str = "/dev", sysfs: str = "/sys",
+              ldconfig: str | None = None) -> list[str]:
+    """The bubblewrap arguments that let a kernel use the GPUs MINORS: their device nodes and
+    the driver's shared ones, the driver libraries outside /usr, and the parts of /sys CUDA
+    reads. DEV and SYSFS are where the host's are (tests pass fake ones); LDCONFIG is the text
+    of `ldconfig -p` (asked of the system when None).
+
+    /proc/driver/nvidia needs no bind: the driver's entries are in every procfs, the sandbox's
+    own /proc included (and a bind there would fail where a procfs lacks them)."""
+    if not minors:
         return []
-    wanted = [f"/dev/nvidia{g}" for g in gpus.split(",") if g.strip().isdigit()]
-    common = ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", *glob.glob("/dev/nvidia-caps/*")]
-    return [d for d in [*wanted, *common] if os.path.exists(d)]
+    return [*_gpu_devices(minors, dev), *_driver_libraries(ldconfig), *_sysfs(sysfs)]
 
 
-def rlimits(limits: Limits) -> str:
-    """The resource limits the kernel's launcher applies to itself, as JSON."""
+def _gpu_devices(minors: tuple[int, ...], dev: str = "/dev") -> list[str]:
+    """--dev-bind for /dev/nvidiaN of each GPU in MINORS and the nodes every CUDA process opens."""
+    names = [f"nvidia{m}" for m in minors] + list(_NVIDIA_NODES)
+    caps = sorted(glob.glob(f"{glob.escape(dev)}/nvidia-caps/*"))
+    names += [os.path.relpath(c, dev) for c in caps]
+    args: list[str] = []
+    for name in names:
+        if os.path.exists(f"{dev}/{name}"):
+            args += ["--dev-bind", f"{dev}/{name}", f"/dev/{name}"]
+    return args
+
+
+def _driver_libraries(listing: str | None = None) -> list[str]:
+    """--ro-bind for the NVIDIA driver's libraries (libcuda, libnvidia-*) that the loader's cache
+    lists outside /usr, which the sandbox has already; each at its path and at its target."""
+    if listing is None:
+        listing = _ldconfig()
+    args: list[str] = []
+    seen: set[str] = set()
+    for line in listing.splitlines():
+        name, _, path = line.strip().partition(" => ")
+        if not name.startswith(_DRIVER_LIBRARIES) or not path.startswith("/"):
+            continue
+        real = os.path.realpath(path)
+        if real.startswith("/usr/") or not os.path.isfile(real):
+            continue
+        for each in (path, real):
+            if each not in seen:
+                seen.add(each)
+                args += ["--ro-bind", each, each]
+    return args
+
+
+def _ldconfig() -> str:
+    """What `ldconfig -p` lists; empty where it cannot run."""
+    program = shutil.which("ldconfig") or "/sbin/ldconfig"
+    try:
+        return subprocess.run([program, "-p"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _sysfs(root: str = "/sys") -> list[str]:
+    """--ro-bind for the parts of ROOT (the host's /sys) that the CUDA runtime reads, those
+    that exist, each at its place in the sandbox's /sys."""
+    found = [r for r in _SYSFS if os.path.isdir(f"{root}/{r}")]
+    found += sorted(os.path.relpath(p, root) for p in glob.glob(f"{glob.escape(root)}/devices/pci*"))
+    args: list[str] = []
+    for rel in found:
+        args += ["--ro-bind", f"{root}/{rel}", f"/sys/{rel}"]
+    return args
+
+
+def rlimits(limits: Limits, *, gpu: bool = False, cgroup: bool = False) -> str:
+    """The resource limits the kernel's launcher applies to itself, as JSON.
+
+    A GPU kernel gets no address-space limit: CUDA reserves far more virtual memory than it
+    ever uses (tens of GB and more), and cannot start under one. Its host memory is then held by
+    the run's memory CGROUP; where there is none, by RLIMIT_DATA, which counts the private
+    writable memory a process maps and not CUDA's reservations (mapped without access)."""
     memory = limits.memory_mb * 1024 * 1024
-    return json.dumps({
+    values = {
         "AS": memory, "NPROC": limits.processes, "NOFILE": limits.open_files,
         "FSIZE": limits.disk_mb * 1024 * 1024, "CORE": 0,
         "CPU": int(limits.total_seconds * max(1, os.cpu_count() or 1) + 60),
-    })
+    }
+    if gpu:
+        del values["AS"]
+        if not cgroup:
+            values["DATA"] = memory
+    return json.dumps(values)
 
 
 def _system() -> list[str]:
@@ -216,10 +294,7 @@ def command(argv: list[str], spec: Spec) -> list[str]:
     for name, source in sorted(spec.files.items()):
         args += ["--ro-bind", str(source), f"{WORKDIR}/{name}"]
     args += _folders(python_roots(spec.python), str(spec.shared), spec.shared_inside or str(spec.shared))
-    for device in _gpu_devices(spec.gpus):
-        args += ["--dev-bind", device, device]
-    if spec.gpus and os.path.isdir("/sys"):
-        args += ["--ro-bind", "/sys", "/sys"]  # the CUDA runtime reads the PCI topology there
+    args += gpu_binds(spec.gpus)
     args += ["--chdir", WORKDIR, "--setenv", "HOME", HOME]
     if root:  # a real unprivileged user, so that the process limit counts this kernel alone
         setpriv = shutil.which("setpriv") or "/usr/bin/setpriv"

@@ -4,11 +4,13 @@ import argparse
 import csv
 import io
 import json
+import shutil
 import subprocess
 import sys
 
 import pytest
 
+from grader import devices
 from grader.cli import EXPORT_COLUMNS, build_parser
 from tests.conftest import REPO, TINY_SOLUTION
 
@@ -46,6 +48,9 @@ def test_every_command_and_option_has_help_text():
     ["run", "nope", "--submissions", "."],
     ["run", "tiny", "--submissions", "missing-folder"],
     ["run", "tiny", "--submissions", ".", "--workers", "0"],
+    ["run", "tiny", "--submissions", ".", "--per-gpu", "0"],
+    ["validate", "tiny", "--per-gpu", "two"],
+    ["doctor", "--per-gpu", "-1"],
     ["export", "tiny", "--gradebook", "missing.sqlite"],
     ["report", "tiny", "--gradebook", "missing.sqlite"],
     ["release", "../../etc"],
@@ -84,6 +89,9 @@ def test_run_export_report_and_list(course, tmp_path, write_notebook):
     assert "tiny" in listed.stdout and "Tiny: the tests' own assignment" in listed.stdout
     run = grader("run", "tiny", "--course", course, "--submissions", subs, cwd=tmp_path)
     assert "2 graded, 0 already graded" in run.stdout
+    gpu = shutil.which("nvidia-smi") is not None
+    said = "grading on GPU" if gpu else "grading on the CPU (no GPU found"
+    assert run.stdout.count(said) == 1 and run.stdout.count("grading on") == 1, run.stdout
     assert (tmp_path / "reports" / "tiny" / "index.html").exists()
     assert (tmp_path / "gradebook.sqlite").exists()
     again = grader("run", "tiny", "--course", course, "--submissions", subs, cwd=tmp_path)
@@ -93,6 +101,10 @@ def test_run_export_report_and_list(course, tmp_path, write_notebook):
     assert tuple(rows[0]) == EXPORT_COLUMNS
     assert [(r["student"], r["score"], r["status"]) for r in rows] == [
         ("alice", "6.0", "graded"), ("bob", "0.0", "cell_error")]
+    if not gpu:  # what TensorFlow ran on reaches the export, the student's page and the summary
+        assert [r["device"] for r in rows] == ["CPU", "CPU"]
+        assert "<th>Device</th><td>CPU</td>" in (tmp_path / "reports/tiny/alice.html").read_text()
+        assert "<td>CPU</td>" in (tmp_path / "reports/tiny/index.html").read_text()
     data = json.loads(grader("export", "tiny", "--format", "json", "--course", course,
                              cwd=tmp_path).stdout)
     assert data[1]["reason"] == "code cell 1 raised ValueError: bob" and data[0]["graded_at"].endswith("+00:00")
@@ -163,7 +175,8 @@ def test_export_neutralises_formulas_and_leaves_grader_faults_unscored(tmp_path,
         ("carol", "error", 0.0, "\tthe grader failed"),
     ]:
         gradebook.store(Result(student=student, assignment="tiny", notebook="n.ipynb", sha256="ab" * 32,
-                               checks_sha256="c", status=status, reason=reason, score=score, max_score=6))
+                               checks_sha256="c", status=status, reason=reason, score=score, max_score=6,
+                               device="GPU 0 (Test GPU)" if status == "graded" else "CPU"))
     course = REPO / "tests" / "files" / "course"
     assert main(["export", "tiny", "--course", str(course), "--gradebook", str(book)]) == 0
     rows = {r["status"]: r for r in csv.DictReader(io.StringIO(capsys.readouterr().out))}
@@ -174,3 +187,57 @@ def test_export_neutralises_formulas_and_leaves_grader_faults_unscored(tmp_path,
     assert main(["export", "tiny", "--course", str(course), "--gradebook", str(book), "--format", "json"]) == 0
     data = {r["status"]: r for r in json.loads(capsys.readouterr().out)}
     assert data["error"]["score"] is None and data["graded"]["score"] == 4.0
+    assert data["graded"]["device"] == "GPU 0 (Test GPU)" and rows["error"]["device"] == "CPU"
+
+
+def fake_batch(monkeypatch, seen: list):
+    """No preflight and no kernels: the batch only records the settings it was given."""
+    from grader import cli
+    from grader.pipeline import Batch
+
+    def grade_batch(assignment, submissions, *, settings, on_result, **kwargs):
+        seen.append(settings)
+        for _ in submissions:
+            on_result(None)
+        return Batch()
+
+    monkeypatch.setattr(cli, "preflight", lambda *a, **k: None)
+    monkeypatch.setattr(cli, "grade_batch", grade_batch)
+
+
+def test_auto_without_a_gpu_grades_on_the_cpu_and_says_so_once(course, tmp_path, monkeypatch, capsys):
+    from grader.cli import main
+
+    monkeypatch.setenv("PATH", str(tmp_path / "no-nvidia-smi"))  # as on the test machine
+    subs = tmp_path / "subs"
+    for student in ("a", "b", "c"):
+        (subs / f"{student}.ipynb").parent.mkdir(exist_ok=True)
+        (subs / f"{student}.ipynb").write_text("{}")
+    seen: list = []
+    fake_batch(monkeypatch, seen)
+    main(["run", "tiny", "--submissions", str(subs), "--course", str(course), "--no-sandbox",
+          "--gradebook", str(tmp_path / "b.sqlite"), "--reports", str(tmp_path / "r")])
+    out = capsys.readouterr().out
+    assert out.count("grading on the CPU (no GPU found: nvidia-smi is missing or lists none)") == 1
+    assert out.count("grading on") == 1
+    assert seen[0].slots() == [devices.CPU]
+
+
+def test_gpus_and_per_gpu_reach_the_batch_and_the_run_says_so(course, tmp_path, monkeypatch, capsys):
+    from grader.cli import main
+    from tests.test_devices import fake_smi
+
+    fake_smi(tmp_path, monkeypatch, "0, GPU-aaaa, 00000000:3B:00.0, 16000, Test GPU\n"
+                                    "1, GPU-bbbb, 00000000:86:00.0, 16000, Test GPU\n")
+    seen: list = []
+    fake_batch(monkeypatch, seen)
+    (tmp_path / "subs").mkdir()
+    (tmp_path / "subs" / "a.ipynb").write_text("{}")
+    main(["run", "tiny", "--submissions", str(tmp_path / "subs"), "--course", str(course),
+          "--no-sandbox", "--gradebook", str(tmp_path / "b.sqlite"), "--reports",
+          str(tmp_path / "r"), "--gpus", "1", "--per-gpu", "2"])
+    out = capsys.readouterr().out
+    assert ("grading on GPU 1 (Test GPU): 2 kernel(s) per GPU, 2 at once; TensorFlow may use "
+            "7488 MB of GPU memory per kernel") in out
+    assert [(d.cuda_visible_devices, d.memory_limit_mb) for d in seen[0].slots()] == [
+        ("GPU-bbbb", 7488)] * 2

@@ -1,9 +1,11 @@
+import os
+
 import pytest
 
 from grader import devices
 from grader.errors import GraderError
 
-GPU0 = devices.Device("GPU 0 (Test GPU)", "0")
+GPU0 = devices.Device("GPU 0 (Test GPU)", "GPU-0000", index="0", minor=0, memory_mb=16000)
 
 
 def test_auto_without_gpus_is_the_cpu(monkeypatch):
@@ -18,3 +20,86 @@ def test_asking_for_a_gpu_the_machine_lacks_names_those_it_has(monkeypatch):
         devices.choose("0,3")
     with pytest.raises(GraderError, match="not auto, none or GPU indices"):
         devices.choose("first")
+
+
+def fake_smi(tmp_path, monkeypatch, csv: str, status: int = 0):
+    """A fake nvidia-smi on PATH that prints CSV for --query-gpu and records its arguments."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    script = bin_dir / "nvidia-smi"
+    script.write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path}/smi-args\ncat <<'CSV'\n{csv}CSV\n"
+                      f"exit {status}\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+
+
+def fake_proc(tmp_path, bus: str, minor: int):
+    """A fake /proc/driver/nvidia/gpus with BUS's information file naming its device minor."""
+    folder = tmp_path / "gpus" / bus
+    folder.mkdir(parents=True)
+    (folder / "information").write_text(f"Model: \t\t Test GPU\nIRQ:   \t\t 42\n"
+                                        f"Bus Location: \t {bus}\nDevice Minor: \t {minor}\n")
+    return str(tmp_path / "gpus")
+
+
+def test_nvidia_smi_gives_each_gpu_its_uuid_memory_and_device_minor(tmp_path, monkeypatch):
+    fake_smi(tmp_path, monkeypatch,
+             "0, GPU-aaaa, 00000000:3B:00.0, 81559, NVIDIA H100 80GB HBM3\n"
+             "1, GPU-bbbb, 00000000:86:00.0, [N/A], Test GPU, with a comma\n")
+    proc = fake_proc(tmp_path, "0000:3b:00.0", 4)  # the driver's minor: not the index
+    gpu0, gpu1 = devices.detect_gpus(proc)
+    assert "--query-gpu=index,uuid,pci.bus_id,memory.total,name" in (tmp_path / "smi-args").read_text()
+    assert gpu0 == devices.Device("GPU 0 (NVIDIA H100 80GB HBM3)", "GPU-aaaa", index="0", minor=4,
+                                  memory_mb=81559)
+    assert gpu1.label == "GPU 1 (Test GPU, with a comma)" and gpu1.cuda_visible_devices == "GPU-bbbb"
+    assert gpu1.minor == 1 and gpu1.memory_mb == 0  # no information file: the index; N/A: unknown
+    assert gpu0.gpu and not devices.CPU.gpu
+
+
+def test_a_failing_or_missing_nvidia_smi_means_no_gpu(tmp_path, monkeypatch):
+    fake_smi(tmp_path, monkeypatch, "0, GPU-aaaa, 00000000:3B:00.0, 81559, X\n", status=9)
+    assert devices.detect_gpus() == []
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert devices.choose("auto") == [devices.CPU]
+
+
+def test_each_gpu_gets_k_slots_with_a_kth_of_its_memory_less_cudas_own():
+    other = devices.Device("GPU 1 (Test GPU)", "GPU-1111", index="1", minor=1, memory_mb=40000)
+    slots = devices.slots([GPU0, other], 2)
+    assert [s.index for s in slots] == ["0", "1", "0", "1"]  # taken in turn: few workers spread
+    assert {s.memory_limit_mb for s in slots if s.index == "0"} == {16000 // 2 - devices.CUDA_RESERVE_MB}
+    assert {s.memory_limit_mb for s in slots if s.index == "1"} == {40000 // 2 - 512}
+    assert devices.slots([devices.CPU], 4) == [devices.CPU]
+    assert devices.memory_cap(0, 2) == 0  # unknown memory: no cap
+    with pytest.raises(GraderError, match="--per-gpu 16 leaves 488 MB .* pass a smaller --per-gpu"):
+        devices.slots([GPU0], 16)
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "two", "1.5", ""])
+def test_per_gpu_must_be_a_positive_whole_number(text):
+    with pytest.raises(GraderError, match="--per-gpu must be a whole number of kernels per GPU"):
+        devices.per_gpu(text)
+    assert devices.per_gpu("3") == 3
+
+
+def test_the_run_line_says_cpu_and_why_or_the_gpus_and_their_cap():
+    assert devices.describe([devices.CPU], 1, asked="auto") == (
+        "grading on the CPU (no GPU found: nvidia-smi is missing or lists none)")
+    assert devices.describe([devices.CPU], 1, asked="none") == "grading on the CPU (--gpus none)"
+    line = devices.describe([GPU0], 2, asked="auto")
+    assert line == ("grading on GPU 0 (Test GPU): 2 kernel(s) per GPU, 2 at once; TensorFlow may "
+                    "use 7488 MB of GPU memory per kernel")
+
+
+def test_doctor_shows_each_gpus_slots_and_cap_and_warns_without_nvidia_uvm(tmp_path):
+    from grader import doctor
+
+    slots = devices.slots([GPU0], 2)
+    row = doctor._gpus(slots, 2, asked="auto", uvm=str(tmp_path / "nvidia-uvm"))
+    assert row.status == "warn" and "nvidia-modprobe -u -c=0" in row.detail
+    (tmp_path / "nvidia-uvm").touch()
+    row = doctor._gpus(slots, 2, asked="auto", uvm=str(tmp_path / "nvidia-uvm"))
+    assert row == doctor.Row("GPUs (nvidia-smi)", "ok", "2 slots (2 per GPU): GPU 0 (Test GPU): "
+                             "16000 MB, TensorFlow capped at 7488 MB per kernel")
+    cpu = doctor._gpus([devices.CPU], 2, asked="auto")
+    assert cpu.detail == "none: kernels run on the CPU (no GPU found: nvidia-smi is missing or lists none)"

@@ -153,3 +153,74 @@ def test_an_oversized_notebook_loses_its_largest_outputs_before_it_is_stored():
     assert cut and len(text) < 1_200_000 and "small" in text and "output removed" in text
     small = notebook("a = 1")
     assert notebook_text(small, 1_000_000) == (nbformat.writes(small), False)
+
+
+class FakeTensorFlow:
+    """Just enough of tf.config for the GPU prologue: two GPUs and what was set on them."""
+
+    def __init__(self):
+        import types
+
+        self.configured: dict[str, list] = {}
+        self.growth: list[tuple[str, bool]] = []
+        experimental = types.SimpleNamespace(set_memory_growth=self._refuse_growth)
+        self.config = types.SimpleNamespace(
+            list_physical_devices=lambda kind: ["GPU:0", "GPU:1"] if kind == "GPU" else [],
+            set_logical_device_configuration=self.configured.__setitem__,
+            get_logical_device_configuration=self.configured.get,
+            LogicalDeviceConfiguration=lambda memory_limit: ("limit", memory_limit),
+            experimental=experimental)
+
+    def _refuse_growth(self, device, enable):
+        if device in self.configured:  # what TensorFlow does on a device with a configuration
+            raise ValueError("Cannot set memory growth on device when virtual devices configured")
+        self.growth.append((device, enable))
+
+
+def test_the_gpu_prologue_caps_each_gpu_and_keeps_set_memory_growth_harmless(monkeypatch):
+    import sys
+
+    from grader.execute import gpu_prologue
+
+    tf = FakeTensorFlow()
+    monkeypatch.setitem(sys.modules, "tensorflow", tf)
+    student: dict = {}
+    exec(gpu_prologue(7488), student)
+    assert tf.configured == {"GPU:0": [("limit", 7488)], "GPU:1": [("limit", 7488)]}
+    assert set(student) == {"__builtins__"}  # nothing left in the student's namespace
+    tf.config.experimental.set_memory_growth("GPU:0", True)  # the usual notebook line: no error
+    tf.config.experimental.set_memory_growth("CPU:0", True)  # elsewhere TensorFlow still decides
+    assert tf.growth == [("CPU:0", True)]
+    assert gpu_prologue(0) == ""  # unknown memory: no cap, no prologue
+
+
+def test_a_failing_gpu_setup_is_the_graders_fault_and_no_cell_runs(monkeypatch):
+    import types
+
+    from grader import execute
+    from grader.score import GRADER_FAULT, status_of
+
+    sent = []
+
+    async def request(client, code, timeout):
+        sent.append(code)
+        return {"content": {"status": "error", "ename": "ImportError",
+                            "evalue": "\x1b[31mlibcuda.so.1: cannot open\x1b[0m"}}
+
+    monkeypatch.setattr(execute, "_request", request)
+    client = types.SimpleNamespace(kc=object(), nb=notebook("print('never')"))
+    result = execute.Execution(status="ok", reason="", notebook=client.nb)
+    asyncio.run(execute._run_cells(client, result, LIMITS, 0, prologue="setup"))
+    assert sent == ["setup"]  # neither the seed nor any cell ran
+    assert result.status == "kernel_failed"
+    assert result.reason == ("the grader could not set up the GPU in the kernel (ImportError: "
+                             "libcuda.so.1: cannot open)")
+    assert status_of(result.status, None, []) == GRADER_FAULT
+
+
+def test_a_gpu_kernels_environment_names_its_gpu_and_grows_memory_on_demand(tmp_path):
+    gpu = kernel_env(tmp_path, threads=2, gpus="GPU-aaaa")
+    assert gpu["CUDA_VISIBLE_DEVICES"] == "GPU-aaaa" and gpu["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"
+    assert gpu["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+    cpu = kernel_env(tmp_path, threads=2, gpus="")
+    assert cpu["CUDA_VISIBLE_DEVICES"] == "" and "TF_FORCE_GPU_ALLOW_GROWTH" not in cpu

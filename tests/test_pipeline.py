@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from grader import devices, pipeline
 from grader.assignments import load_assignment
 from grader.data.prepare import prepare
 from grader.gradebook import Gradebook
 from grader.pipeline import Settings, grade_batch
-from grader.submission import discover
+from grader.score import Result
+from grader.submission import Submission, discover
 from tests.conftest import TINY_SOLUTION
-
-pytestmark = pytest.mark.slow  # every test grades real notebooks in kernels
 
 
 def tiny(course: Path, data_home: Path):
@@ -25,6 +25,7 @@ def tiny(course: Path, data_home: Path):
     return assignment, prepare("tiny", course=course, data_home=data_home)
 
 
+@pytest.mark.slow  # grades real notebooks in kernels
 def test_one_bad_submission_never_sinks_the_batch(course, data_home, tmp_path, write_notebook):
     folder = tmp_path / "subs"
     write_notebook(folder, "good", *TINY_SOLUTION)
@@ -47,6 +48,7 @@ def test_one_bad_submission_never_sinks_the_batch(course, data_home, tmp_path, w
     assert stored["good"].execution_s > 0 and stored["good"].checks_s > 0
 
 
+@pytest.mark.slow  # grades real notebooks in kernels
 def test_rerun_skips_what_is_graded_unless_forced_or_changed(course, data_home, tmp_path,
                                                               write_notebook):
     folder = tmp_path / "subs"
@@ -82,6 +84,7 @@ def _kernels_of(pid: int) -> list[int]:
     return found
 
 
+@pytest.mark.slow  # grades real notebooks in kernels
 def test_a_killed_grader_loses_only_what_was_in_flight(course, tmp_path, write_notebook):
     folder = tmp_path / "subs"
     for name in ("a", "b", "c", "d"):
@@ -112,3 +115,103 @@ def test_a_killed_grader_loses_only_what_was_in_flight(course, tmp_path, write_n
     assert _kernels_of(process.pid) == []
     subprocess.run(command, cwd=tmp_path, check=True, capture_output=True)
     assert Gradebook(book).count_runs("tiny") == {n: 1 for n in ("a", "b", "c", "d", "slow")}
+
+
+GPUS = (devices.Device("GPU 0 (Test GPU)", "GPU-aaaa", index="0", minor=0, memory_mb=16000),
+        devices.Device("GPU 1 (Test GPU)", "GPU-bbbb", index="1", minor=3, memory_mb=16000))
+
+
+def test_slots_are_k_per_gpu_and_workers_only_cap_them():
+    assert [d.index for d in Settings(devices=GPUS, per_gpu=2).slots()] == ["0", "1", "0", "1"]
+    assert [d.index for d in Settings(devices=GPUS, per_gpu=2, workers=3).slots()] == ["0", "1", "0"]
+    assert len(Settings(devices=GPUS, per_gpu=2, workers=9).slots()) == 4  # never past K per GPU
+    assert Settings(workers=3).slots() == [devices.CPU] * 3 and Settings().slots() == [devices.CPU]
+
+
+def test_with_k_2_no_gpu_ever_runs_more_than_2_kernels(course, tmp_path, monkeypatch):
+    """Eight submissions on two fake GPUs, K=2: four kernels at once, never three on one GPU."""
+    import threading
+
+    running: dict[str, int] = {}
+    most: dict[str, int] = {}
+    together = []
+    lock = threading.Lock()
+
+    def grade(assignment, submission, *, device, **kwargs):
+        with lock:
+            running[device.index] = running.get(device.index, 0) + 1
+            most[device.index] = max(most.get(device.index, 0), running[device.index])
+            together.append(sum(running.values()))
+        time.sleep(0.3)
+        with lock:
+            running[device.index] -= 1
+        return Result(student=submission.student, assignment="tiny", notebook="", sha256="-",
+                      checks_sha256="-", status="graded", reason="", score=1, max_score=6,
+                      device=device.label)
+
+    monkeypatch.setattr(pipeline, "grade_submission", grade)
+    subs = [Submission(student=f"s{i}", path=None) for i in range(8)]
+    settings = Settings(devices=GPUS, per_gpu=2, sandboxed=False)
+    batch = grade_batch(load_assignment(course, "tiny"), subs, gradebook=Gradebook(tmp_path / "b.sqlite"),
+                        prepared=None, settings=settings)
+    assert len(batch.graded) == 8 and most == {"0": 2, "1": 2} and max(together) == 4
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the run's cgroups need a root grader")
+def test_a_gpu_kernel_sees_only_its_gpu_and_has_no_address_space_limit(course, tmp_path,
+                                                                        monkeypatch):
+    import json
+
+    from grader import runs, sandbox
+
+    asked = []
+    monkeypatch.setattr(sandbox, "gpu_binds", lambda minors: asked.append(minors) or [])
+    from grader.pipeline import _Kernel
+    from tests.conftest import notebook
+
+    slot = Settings(devices=GPUS[1:], per_gpu=2).slots()[0]
+    folder = runs.make(tmp_path / "runs")
+    kernel = _Kernel(load_assignment(course, "tiny"), None, folder.path, slot, 1, True, 65534,
+                     65534, folder)
+    try:
+        _, _, env, _, _ = kernel.stage(notebook("x = 1"))
+    finally:
+        folder.remove()
+    assert env["CUDA_VISIBLE_DEVICES"] == "GPU-bbbb" and env["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"
+    limits = json.loads(env["GRADER_RLIMITS"])
+    assert "AS" not in limits and "DATA" not in limits  # the run's memory cgroup holds it
+    assert "memory_limit=7488" in kernel.prologue
+    assert asked == [(3,)]  # the sandbox lets in /dev/nvidia3, its GPU's node (minor 3, index 1)
+    cpu = _Kernel(load_assignment(course, "tiny"), None, tmp_path, devices.CPU, 1, False, 65534,
+                  65534, folder)
+    assert cpu.prologue == ""
+
+
+@pytest.mark.slow  # one sandboxed kernel, with TensorFlow imported by the GPU prologue
+def test_a_gpu_slot_runs_the_prologue_before_the_first_cell_without_an_address_space_limit(
+        course, data_home, tmp_path):
+    import json
+
+    import nbformat
+
+    from grader.pipeline import grade_submission
+    from tests.conftest import notebook
+
+    probe = ("import json, os, resource, sys\ntf = sys.modules.get('tensorflow')\n"
+             "print('PROBE ' + json.dumps({'as': resource.getrlimit(resource.RLIMIT_AS)[0],"
+             " 'cuda': os.environ['CUDA_VISIBLE_DEVICES'],"
+             " 'growth': os.environ.get('TF_FORCE_GPU_ALLOW_GROWTH'),"
+             " 'patched': tf is not None and tf.config.experimental.set_memory_growth.__module__"
+             " is None}))")
+    path = tmp_path / "alice.ipynb"
+    nbformat.write(notebook(probe, *TINY_SOLUTION), path)
+    assignment, prepared = tiny(course, data_home)
+    slot = Settings(devices=GPUS[:1], per_gpu=2).slots()[0]
+    result = grade_submission(assignment, Submission("alice", path), prepared=prepared, device=slot)
+    assert result.status == "graded" and result.score == result.max_score, result.staff_detail
+    ran = nbformat.reads(result.executed_notebook, as_version=4)
+    text = ran.cells[0].outputs[0]["text"]
+    seen = json.loads(text.split("PROBE ", 1)[1])
+    assert seen == {"as": -1, "cuda": "GPU-aaaa", "growth": "true", "patched": True}
+    # no GPU here: TensorFlow ran on the CPU, and the report says so
+    assert result.device == "CPU (GPU 0 (Test GPU) was assigned but TensorFlow did not use it)"

@@ -214,6 +214,89 @@ def test_limits_reach_the_kernel_as_rlimits():
     assert values["NPROC"] == 7 and values["NOFILE"] == 50 and values["CORE"] == 0
 
 
+def test_a_gpu_kernel_has_no_address_space_limit_and_its_memory_stays_bounded():
+    limits = Limits(memory_mb=100)
+    with_cgroup = json.loads(sandbox.rlimits(limits, gpu=True, cgroup=True))
+    assert "AS" not in with_cgroup and "DATA" not in with_cgroup  # the cgroup holds host memory
+    without = json.loads(sandbox.rlimits(limits, gpu=True, cgroup=False))
+    assert "AS" not in without and without["DATA"] == 100 << 20
+    assert json.loads(sandbox.rlimits(limits, cgroup=True))["AS"] == 100 << 20  # CPU kernels keep it
+
+
+def fake_gpu_host(root: Path) -> dict[str, str]:
+    """Fake /dev, /sys, /proc and a driver library outside /usr for two GPUs, under ROOT."""
+    for name in ("dev/nvidia0", "dev/nvidia1", "dev/nvidiactl", "dev/nvidia-uvm",
+                 "dev/nvidia-caps/nvidia-cap1", "dev/null-not-nvidia", "lib/libcuda.so.550.1",
+                 "lib/libnvidia-ml.so.550.1", "lib/libfoo.so.1"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(name + "\n")
+    (root / "lib" / "libcuda.so.1").symlink_to("libcuda.so.550.1")
+    for folder in ("sys/bus/pci/devices", "sys/devices/pci0000:00/0000:00:02.0", "sys/devices/system/node",
+                   "sys/devices/system/cpu", "sys/module/nvidia", "sys/fs/cgroup", "sys/kernel",
+                   "sys/class/net", "sys/firmware"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    (root / "sys/devices/pci0000:00/0000:00:02.0/numa_node").write_text("0")
+    ldconfig = (f"3 libs found in cache `/etc/ld.so.cache'\n"
+                f"\tlibcuda.so.1 (libc6,x86-64) => {root}/lib/libcuda.so.1\n"
+                f"\tlibnvidia-ml.so.1 (libc6,x86-64) => {root}/lib/libnvidia-ml.so.550.1\n"
+                f"\tlibfoo.so.1 (libc6,x86-64) => {root}/lib/libfoo.so.1\n"
+                "\tlibnvidia-usr.so.1 (libc6,x86-64) => /usr/lib/libnvidia-usr.so.1\n")
+    return {"dev": str(root / "dev"), "sysfs": str(root / "sys"), "ldconfig": ldconfig}
+
+
+def test_a_gpu_kernel_gets_its_own_device_node_the_driver_and_only_cudas_part_of_sys(tmp_path):
+    fake = fake_gpu_host(tmp_path)
+    args = sandbox.gpu_binds((1,), **fake)
+    binds = {(args[i], args[i + 1], args[i + 2]) for i in range(len(args) - 2)
+             if args[i] in ("--dev-bind", "--ro-bind")}
+    dev, lib = tmp_path / "dev", tmp_path / "lib"
+    assert {b[2] for b in binds if b[0] == "--dev-bind"} == {
+        "/dev/nvidia1", "/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-caps/nvidia-cap1"}
+    assert ("--dev-bind", f"{dev}/nvidia1", "/dev/nvidia1") in binds  # never nvidia0: another's
+    libraries = {b[1] for b in binds if b[1].startswith(str(lib))}
+    assert libraries == {f"{lib}/libcuda.so.1", f"{lib}/libcuda.so.550.1", f"{lib}/libnvidia-ml.so.550.1"}
+    assert not any("/usr/" in b[1] for b in binds)  # /usr is the sandbox's already
+    assert {b[2] for b in binds if b[2].startswith("/sys")} == {
+        "/sys/bus/pci", "/sys/devices/pci0000:00", "/sys/devices/system/node",
+        "/sys/devices/system/cpu", "/sys/module/nvidia"}
+    assert sandbox.gpu_binds((), **fake) == []
+
+
+def test_bubblewrap_takes_the_gpu_binds_and_the_kernel_sees_nothing_else_of_sys(tmp_path):
+    fake = fake_gpu_host(tmp_path)
+    argv = [sandbox.bwrap(), "--unshare-pid", "--die-with-parent", *sandbox._system(),
+            *sandbox.gpu_binds((1,), **fake), "--", "/bin/sh", "-c",
+            f"ls /dev | grep nvidia; ls -R /sys; cat {tmp_path}/lib/libcuda.so.1; "
+            f"ls {tmp_path}/lib; echo PROC; ls /proc/driver"]
+    ran = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    out = ran.stdout.split()
+    assert "nvidia1" in out and "nvidia0" not in out and "nvidia-uvm" in out
+    assert "numa_node" in out and "nvidia" in out and "cgroup" not in out and "kernel" not in out
+    assert "net" not in out and "firmware" not in out
+    assert "lib/libcuda.so.550.1" in out and "libfoo.so.1" not in out
+    # /proc/driver (where the driver's nvidia folder is on a GPU host) is the host's in the sandbox
+    assert out[out.index("PROC") + 1:] == sorted(os.listdir("/proc/driver"))
+
+
+def test_the_cuda_wheels_folder_is_bound_for_the_kernel():
+    import importlib.util
+
+    spec = importlib.util.find_spec("tensorflow")
+    assert spec is not None and spec.origin is not None
+    packages = str(Path(spec.origin).parent.parent)  # where pip puts nvidia-* beside tensorflow
+    roots = sandbox.python_roots(sys.executable)
+    assert any(packages == r or packages.startswith(r + "/") for r in roots), roots
+
+
+def test_a_gpu_spec_no_longer_binds_the_whole_of_sys(tmp_path):
+    argv = sandbox.command(["python"], sandbox.Spec(files={}, shared=tmp_path, limits=Limits(),
+                                                    gpus=(0,)))
+    pairs = {(argv[i + 1], argv[i + 2]) for i, a in enumerate(argv) if a == "--ro-bind"}
+    assert ("/sys", "/sys") not in pairs
+    assert ("/sys/bus/pci", "/sys/bus/pci") in pairs or not os.path.isdir("/sys/bus/pci")
+
+
 def grader(course, *args, env=None):
     return subprocess.run([sys.executable, "-m", "grader", *map(str, args), "--course", str(course)],
                           capture_output=True, text=True, env=env, timeout=300, cwd=course)
