@@ -147,6 +147,22 @@ def _batch_exit(batch: Batch, faults: int) -> int:
     return 0
 
 
+def validation_problems(assignment: Assignment, reference: Result, starter: Result) -> list[str]:
+    """What keeps ASSIGNMENT from being valid, given the graded reference and starter notebooks."""
+    problems = []
+    if reference.score != reference.max_score:
+        failed = [f"{c.name}: {c.message}" for c in reference.checks if c.outcome != "passed"]
+        problems.append(f"the reference got {reference.score:g}/{reference.max_score:g}"
+                        f" ({reference.reason or '; '.join(failed)[:300]})")
+    if starter.score != 0:
+        problems.append(f"the starter got {starter.score:g} points instead of 0")
+    checks_total = sum(c.max_points for c in reference.checks)
+    if checks_total != assignment.config.points:
+        problems.append(f"the checks are worth {checks_total:g} points but assignment.toml says"
+                        f" {assignment.config.points:g}")
+    return problems
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     """Grade the reference and the starter; succeed only if they get full marks and zero."""
     assignment = _assignment(args)
@@ -163,18 +179,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if batch.stopped or batch.unstored:
         return _batch_exit(batch, 0)
     by_student = {r.student: r for r in batch.graded}
-    problems = []
-    reference, starter = by_student["reference"], by_student["starter"]
-    if reference.score != reference.max_score:
-        failed = [f"{c.name}: {c.message}" for c in reference.checks if c.outcome != "passed"]
-        problems.append(f"the reference got {reference.score:g}/{reference.max_score:g}"
-                        f" ({reference.reason or '; '.join(failed)[:300]})")
-    if starter.score != 0:
-        problems.append(f"the starter got {starter.score:g} points instead of 0")
-    checks_total = sum(c.max_points for c in reference.checks)
-    if checks_total != assignment.config.points:
-        problems.append(f"the checks are worth {checks_total:g} points but assignment.toml says"
-                        f" {assignment.config.points:g}")
+    reference = by_student["reference"]
+    problems = validation_problems(assignment, reference, by_student["starter"])
     if problems:
         raise ValidationFailed(f"{assignment.name} is not valid: " + "; ".join(problems))
     console.print(f"{assignment.name} is valid: reference {reference.score:g}/"

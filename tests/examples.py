@@ -1,18 +1,56 @@
-"""Shared steps of the per-assignment tests: release, validate, and grading the examples."""
+"""Shared steps of the per-assignment tests: release, validate, and grading the examples.
+
+The pattern, for every tests/test_assignmentNN.py: ONE BATCH PER ASSIGNMENT, SHARED BY ITS TESTS.
+Running notebooks is what costs time, so a module-scoped fixture grades all of the assignment's
+examples (assignments/NAME/submissions) once, in one `grader run`, and many small tests assert on
+that one batch:
+
+    @pytest.fixture(scope="module")
+    def examples(data_home, tmp_path_factory) -> Examples:
+        '''All of NAME's examples, graded once for every test below.'''
+        return grade_examples(NAME, data_home, tmp_path_factory.mktemp("examples"))
+
+    @pytest.mark.slow
+    def test_validate(examples):
+        assert_validates(examples)        # what `grader validate` demands, on the same batch
+
+    @pytest.mark.slow
+    def test_examples_get_their_expected_scores(examples):
+        assert_scores(examples, EXPECTED)
+
+and so on: `assert_reasons`, `assert_check_points`, `examples.images(student)`,
+`examples.message(student, check)`. `grade_examples(..., cell_seconds=N)` grades them with a lower
+cell limit than the assignment's, so that the hangs example waits less; N must stay well above the
+reference's longest cell (leave it out where a cell trains for minutes).
+
+No test runs `grader validate` or another `grader run` on the real assignment: the reference
+example is the instructor notebook without its solution markers (`assert_reference_is_the_source`)
+and the starter example is the released notebook (`assert_release_reproduces`), so `grader
+validate`'s conditions are checked on the batch's reference and starter through
+`grader.cli.validation_problems`, the function the command uses. Tests that need no graded notebook
+(points add up, releases reproduce, no hidden data reaches the kernel) take no `examples` and stay
+fast; tests that take it are `@pytest.mark.slow`. Where a full training run is not what an example
+is about, keep the example small (few epochs, a subset).
+"""
 
 from __future__ import annotations
 
 import ast
 import os
+import re
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from grader.assignments import load_assignment
+from grader.cli import validation_problems
 from grader.gradebook import Gradebook
+from grader.release import BEGIN, END
 from grader.score import Result
 from tests.conftest import require_real_datasets
 
@@ -128,33 +166,92 @@ def assert_no_hidden_data_reaches_the_kernel(name: str) -> None:
     assert not found, found
 
 
-def assert_validates(name: str, home: Path, tmp_path: Path) -> None:
-    run = grader("validate", name, "--course", REPO, home=home, cwd=tmp_path)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert f"{name} is valid: reference 10/10, starter 0" in run.stdout
+@dataclass(frozen=True)
+class Examples:
+    """One `grader run` over an assignment's examples: the stored results and the pages it wrote."""
+
+    name: str
+    folder: Path  # the run's working folder: gradebook.sqlite and reports/NAME/
+    results: dict[str, Result]
+
+    def page(self, student: str) -> str:
+        """The student's feedback page."""
+        return (self.folder / "reports" / self.name / f"{student}.html").read_text(encoding="utf-8")
+
+    def images(self, student: str) -> int:
+        """How many plots the student's feedback page embeds."""
+        return self.page(student).count("data:image/png;base64,")
+
+    def message(self, student: str, check: str) -> str:
+        """The message of one check of the student's result."""
+        return {c.name: c.message for c in self.results[student].checks}[check]
 
 
-def grade_examples(name: str, home: Path, tmp_path: Path,
-                   expected: dict[str, tuple[float, str, str]],
-                   checks: dict[str, dict[str, float]] | None = None) -> dict[str, Result]:
-    """Grade the assignment's examples; assert each (score, status, words in the reason) and,
-    for the students in CHECKS, the points of every check. Return the results by student."""
-    run = grader("run", name, "--course", REPO, "--workers", "2",
-                 "--submissions", REPO / "assignments" / name / "submissions", home=home, cwd=tmp_path)
+def with_cell_limit(name: str, course: Path, cell_seconds: float) -> Path:
+    """A copy of the course in COURSE with only assignment NAME, whose cell limit is CELL_SECONDS."""
+    shutil.copytree(REPO / "datasets", course / "datasets")
+    shutil.copytree(REPO / "assignments" / name, course / "assignments" / name)
+    toml = course / "assignments" / name / "assignment.toml"
+    text, found = re.subn(r"^cell_seconds = .*$", f"cell_seconds = {cell_seconds:g}",
+                          toml.read_text(encoding="utf-8"), count=1, flags=re.MULTILINE)
+    assert found == 1, f"{toml} has no cell_seconds line to lower"
+    toml.write_text(text, encoding="utf-8")
+    return course
+
+
+def grade_examples(name: str, home: Path, folder: Path, *, cell_seconds: float | None = None) -> Examples:
+    """Grade all of the assignment's examples in one `grader run` (two workers) in FOLDER.
+
+    With CELL_SECONDS, grade them with that cell limit instead of the assignment's (in a copy of
+    the course), so that the hangs example spins for less time; it must stay well above the
+    reference's longest cell, and it makes the validate conditions stricter, never looser."""
+    course = REPO if cell_seconds is None else with_cell_limit(name, folder / "course", cell_seconds)
+    run = grader("run", name, "--course", course, "--workers", "2",
+                 "--submissions", REPO / "assignments" / name / "submissions", home=home, cwd=folder)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    results = {r.student: r for r in Gradebook(tmp_path / "gradebook.sqlite").latest(name)}
-    found = {s: (r.score, r.status) for s, r in results.items()}
+    results = {r.student: r for r in Gradebook(folder / "gradebook.sqlite").latest(name)}
+    return Examples(name, folder, results)
+
+
+def assert_scores(examples: Examples, expected: dict[str, tuple[float, str, str]]) -> None:
+    """Every example, and only those, got its (score, status)."""
+    found = {s: (r.score, r.status) for s, r in examples.results.items()}
     assert found == {s: (score, status) for s, (score, status, _) in expected.items()}, {
-        s: r.reason[:200] for s, r in results.items()}
+        s: r.reason[:200] for s, r in examples.results.items()}
+
+
+def assert_reasons(examples: Examples, expected: dict[str, tuple[float, str, str]]) -> None:
+    """Each example's reason, and its feedback page, hold the expected words."""
     for student, (_, _, words) in expected.items():
-        page = (tmp_path / "reports" / name / f"{student}.html").read_text(encoding="utf-8")
-        assert words in results[student].reason and words in page, (student, results[student].reason)
-    for student, points in (checks or {}).items():
-        assert {c.name: c.points for c in results[student].checks} == points, student
-    return results
+        reason = examples.results[student].reason
+        assert words in reason and words in examples.page(student), (student, reason)
 
 
-def images_on_page(name: str, student: str, tmp_path: Path) -> int:
-    """How many plots the student's feedback page embeds."""
-    page = (tmp_path / "reports" / name / f"{student}.html").read_text(encoding="utf-8")
-    return page.count("data:image/png;base64,")
+def assert_check_points(examples: Examples, checks: dict[str, dict[str, float]]) -> None:
+    """For the students in CHECKS, the points of every check."""
+    for student, points in checks.items():
+        assert {c.name: c.points for c in examples.results[student].checks} == points, student
+
+
+def _solution_cells(path: Path) -> list[tuple[str, str]]:
+    """The notebook's cells as (type, source), without the solution marker lines."""
+    cells = nbformat.read(path, as_version=4).cells
+    return [(c.cell_type, "\n".join(line for line in c.source.splitlines()
+                                     if not line.strip().startswith((BEGIN, END)))) for c in cells]
+
+
+def assert_reference_is_the_source(name: str) -> None:
+    """The reference example is the instructor notebook without its solution markers, so grading it
+    stands for what `grader validate` grades."""
+    assignment = load_assignment(REPO, name)
+    reference = assignment.root / "submissions" / "reference.ipynb"
+    assert _solution_cells(reference) == _solution_cells(assignment.source_notebook)
+
+
+def assert_validates(examples: Examples) -> None:
+    """What `grader validate` demands, on the batch's reference and starter: the reference gets
+    full marks, the starter none, and the checks add up to the assignment's points."""
+    assignment = load_assignment(REPO, examples.name)
+    reference, starter = examples.results["reference"], examples.results["starter"]
+    assert validation_problems(assignment, reference, starter) == []
+    assert reference.score == reference.max_score == assignment.config.points, reference.checks

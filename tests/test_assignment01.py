@@ -1,25 +1,37 @@
-"""assignment01 through the real pipeline: the reference, the starter and the other examples."""
+"""assignment01 through the real pipeline: the reference, the starter and the other examples.
+
+Its examples are graded once, in one `grader run`, for every slow test below (see tests/examples.py).
+"""
+
+from pathlib import Path
 
 import pytest
 
 from tests.examples import (
+    Examples,
+    assert_check_points,
     assert_no_hidden_data_reaches_the_kernel,
     assert_points_add_up,
+    assert_reasons,
+    assert_reference_is_the_source,
     assert_release_reproduces,
+    assert_scores,
     assert_validates,
     grade_examples,
     hidden_data_to_kernel,
-    images_on_page,
 )
 
 NAME = "assignment01"
+# The examples' cell limit instead of the assignment's 60 s: the hangs example spins for 30 s less,
+# and the longest cell of the reference takes about 10-16 s on two busy cores.
+CELL_SECONDS = 30
 EXPECTED = {  # student: (score, status, words in the reason)
     "reference": (10, "graded", ""),
     "partial": (5, "graded", ""),
     "fit-fails": (6, "cell_error", "TypeError"),
     "starter": (0, "cell_error", "NotImplementedError"),
     "raises": (0, "cell_error", "FileNotFoundError"),
-    "hangs": (0, "timeout", "ran longer than 60 s"),
+    "hangs": (0, "timeout", f"ran longer than {CELL_SECONDS} s"),
     "invalid": (0, "invalid", "not a valid notebook"),
 }
 CHECKS = {  # student: points of each check, where the example is about the checks
@@ -36,22 +48,56 @@ CHECKS = {  # student: points of each check, where the example is about the chec
 }
 
 
+@pytest.fixture(scope="module")
+def data_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh dataset cache: the grading data is generated, nothing to import."""
+    return tmp_path_factory.mktemp("data-home")
+
+
+@pytest.fixture(scope="module")
+def examples(data_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Examples:
+    """All of assignment01's examples, graded once for every test below."""
+    return grade_examples(NAME, data_home, tmp_path_factory.mktemp("examples"), cell_seconds=CELL_SECONDS)
+
+
 def test_release_reproduces_the_committed_starter(tmp_path):
     assert_release_reproduces(NAME, tmp_path)
 
 
-@pytest.mark.slow
-def test_validate_assignment01(data_home, tmp_path):
-    assert_validates(NAME, data_home, tmp_path)
+def test_the_reference_example_is_the_instructor_notebook():
+    assert_reference_is_the_source(NAME)
 
 
 @pytest.mark.slow
-def test_examples_get_the_expected_scores_and_reasons(data_home, tmp_path):
-    results = grade_examples(NAME, data_home, tmp_path, EXPECTED, CHECKS)
-    assert images_on_page(NAME, "reference", tmp_path) == 2  # training curve, predicted vs true
-    hidden = {c.name: c.message for c in results["fit-fails"].checks}["test_hidden_accuracy"]
+def test_validate_assignment01(examples):
+    assert_validates(examples)
+
+
+@pytest.mark.slow
+def test_examples_get_the_expected_scores(examples):
+    assert_scores(examples, EXPECTED)
+
+
+@pytest.mark.slow
+def test_reasons_and_pages_say_what_went_wrong(examples):
+    assert_reasons(examples, EXPECTED)
+
+
+@pytest.mark.slow
+def test_each_check_gives_its_points(examples):
+    assert_check_points(examples, CHECKS)
+
+
+@pytest.mark.slow
+def test_the_reference_page_shows_its_plots(examples):
+    assert examples.images("reference") == 2  # training curve, predicted vs true
+
+
+@pytest.mark.slow
+def test_a_model_that_was_never_trained_is_not_evaluated(examples):
+    hidden = examples.message("fit-fails", "test_hidden_accuracy")
     assert hidden.startswith("the model could not be evaluated: it was never trained"), hidden
-    assert images_on_page(NAME, "fit-fails", tmp_path) == 0  # no plot of an untrained model
+    assert examples.images("fit-fails") == 0  # no plot of an untrained model
 
 
 def test_the_checks_add_up_to_the_assignment_points():

@@ -111,19 +111,55 @@ def test_odd_type(submission):
 '''
 
 
+# Checks that need nothing but an ordinary notebook share one kernel and one checker run.
+MESSAGES = '''
+
+def test_secret(submission):
+    SECRET_THRESHOLD = 0.123
+    assert submission.number("a") > SECRET_THRESHOLD * 100, "a is too small"
+
+
+def test_bare(submission):
+    assert submission.number("a") > 1000
+
+
+def test_eq(submission):
+    assert submission.get("answer") == 42, "answer should be 42"
+
+
+def test_arr(submission):
+    assert submission.array("answer").tolist() == [42], "answer should be [42]"
+
+
+def test_f(submission):
+    pytest.fail("a should be 4")
+'''
+CELLS = ("import numpy as np\na = 3\nv = np.array([1.0, 2.0])\n"
+         "d = {'k': [1, 2]}\ndef f(x):\n    return 2 * x\n"
+         "def broken():\n    raise KeyError('oops')",
+         "def leak(x):\n    raise ValueError(f'got {x}')\n"
+         "def sneaky(x):\n    raise type(f'Got{int(x[0])}', (Exception,), {})()\n"
+         "def odd(x):\n    return type(f'Got{int(x[0])}', (), {})()",
+         "class Anything:\n    def __eq__(self, other):\n        return True\nanswer = Anything()")
+
+
+@pytest.fixture(scope="module")
+def shared_run(tmp_path_factory):
+    """The outcomes of CHECKS and MESSAGES on CELLS, graded once for the tests that read them."""
+    return grade(tmp_path_factory.mktemp("shared-run"), CHECKS + MESSAGES, *CELLS)
+
+
 @pytest.mark.slow
-def test_values_calls_points_and_partial_credit(tmp_path):
-    out = grade(tmp_path, CHECKS, "import numpy as np\na = 3\nv = np.array([1.0, 2.0])\n"
-                "d = {'k': [1, 2]}\ndef f(x):\n    return 2 * x\n"
-                "def broken():\n    raise KeyError('oops')",
-                "def leak(x):\n    raise ValueError(f'got {x}')\n"
-                "def sneaky(x):\n    raise type(f'Got{int(x[0])}', (Exception,), {})()\n"
-                "def odd(x):\n    return type(f'Got{int(x[0])}', (), {})()")
+def test_values_calls_points_and_partial_credit(shared_run):
+    out = shared_run
     assert {n: o.outcome for n, o in out.items()} == {
         "test_number": "passed", "test_array": "passed", "test_call": "passed",
         "test_json": "passed", "test_partial": "partial", "test_missing": "failed",
         "test_raises": "failed", "test_leak": "failed", "test_sneaky": "failed",
-        "test_odd_type": "failed"}
+        "test_odd_type": "failed",
+        # MESSAGES, asserted on by the tests below
+        "test_secret": "failed", "test_bare": "failed", "test_eq": "failed", "test_arr": "failed",
+        "test_f": "failed"}
     assert out["test_number"].points == 2 and out["test_number"].description == "a is 3"
     assert out["test_partial"].points == 2.0 and "50%" in out["test_partial"].message
     assert [a.kind for a in out["test_partial"].attachments] == ["image", "text"]
@@ -140,26 +176,16 @@ def test_values_calls_points_and_partial_credit(tmp_path):
 
 
 @pytest.mark.slow
-def test_failed_hidden_check_shows_the_message_not_the_code(tmp_path):
-    source = ('def test_secret(submission):\n'
-              '    SECRET_THRESHOLD = 0.123\n'
-              '    assert submission.number("a") > SECRET_THRESHOLD * 100, "a is too small"\n'
-              'def test_bare(submission):\n'
-              '    assert submission.number("a") > 1000\n')
-    out = grade(tmp_path, source, "a = 3")
+def test_failed_hidden_check_shows_the_message_not_the_code(shared_run):
+    out = shared_run
     assert out["test_secret"].message == "a is too small"
     assert out["test_bare"].message == "the check failed"
     assert "SECRET" not in out["test_secret"].message + out["test_bare"].message
 
 
 @pytest.mark.slow
-def test_objects_that_equal_everything_do_not_pass(tmp_path):
-    source = ('def test_eq(submission):\n'
-              '    assert submission.get("answer") == 42, "answer should be 42"\n'
-              'def test_arr(submission):\n'
-              '    assert submission.array("answer").tolist() == [42], "answer should be [42]"\n')
-    out = grade(tmp_path, source, "class Anything:\n    def __eq__(self, other):\n        return True\n"
-                "answer = Anything()")
+def test_objects_that_equal_everything_do_not_pass(shared_run):
+    out = shared_run
     assert out["test_eq"].outcome == "failed" and out["test_arr"].outcome == "failed"
     assert "cannot be handed to the checks" in out["test_eq"].message
 
@@ -216,9 +242,8 @@ def test_partial_credit_tiers_both_ways():
 
 
 @pytest.mark.slow
-def test_pytest_fail_reads_like_an_assertion(tmp_path):
-    source = 'import pytest\ndef test_f(submission):\n    pytest.fail("a should be 4")\n'
-    assert grade(tmp_path, source, "a = 3")["test_f"].message == "a should be 4"
+def test_pytest_fail_reads_like_an_assertion(shared_run):
+    assert shared_run["test_f"].message == "a should be 4"
 
 
 ISOLATION = '''

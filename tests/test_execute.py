@@ -27,11 +27,40 @@ def run(tmp_path: Path, *sources: str, limits: Limits = LIMITS, nb=None):
     return asyncio.run(go())
 
 
+# Cells that must all run cleanly, in one kernel for the tests that read it (each test reads its cell).
+CLEAN = {
+    "hello": "print('hello')",
+    "x": "x = 2",
+    "error_looking": ("import sys\nprint('Traceback (most recent call last):', file=sys.stderr)\n"
+                      "from IPython.display import display\n"
+                      "display({'application/vnd.jupyter.error': 'x'}, raw=True)"),
+    "environment": "import os\nprint(sorted(k for k in os.environ if 'SECRET' in k))\nprint(os.getcwd())",
+    "rewrite": ("import json, sys\npath = sys.argv[sys.argv.index('-f') + 1]\n"
+                "info = json.load(open(path))\ninfo.update(transport='tcp', ip='127.0.0.1')\n"
+                "json.dump(info, open(path, 'w'))\nprint(json.load(open(path))['transport'])"),
+}
+
+
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory):
+    """The CLEAN cells run once, with a secret in the grader's environment; (execution, alive, folder)."""
+    folder = tmp_path_factory.mktemp("clean-run")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("GRADER_SECRET_DB_URL", "postgres://secret")
+        ex, alive = run(folder, *CLEAN.values())
+    return ex, alive, folder
+
+
+def clean_output(ex, name: str) -> str:
+    """The text the CLEAN cell NAME printed."""
+    return ex.notebook.cells[list(CLEAN).index(name)].outputs[0]["text"]
+
+
 @pytest.mark.slow
-def test_clean_run_keeps_outputs_and_the_kernel_up(tmp_path):
-    ex, alive = run(tmp_path, "print('hello')", "x = 2")
+def test_clean_run_keeps_outputs_and_the_kernel_up(clean_run):
+    ex, alive, _ = clean_run
     assert ex.status == "ok" and ex.reason == "" and alive
-    assert ex.notebook.cells[0].outputs[0]["text"] == "hello\n"
+    assert clean_output(ex, "hello") == "hello\n"
     assert ex.kernel_start_s > 0 and ex.execution_s > 0
 
 
@@ -53,11 +82,10 @@ def test_silenced_tracebacks_still_count_as_failures(tmp_path):
 
 
 @pytest.mark.slow
-def test_error_looking_output_without_an_error_is_not_a_failure(tmp_path):
-    ex, _ = run(tmp_path, "import sys\nprint('Traceback (most recent call last):', file=sys.stderr)\n"
-                          "from IPython.display import display\n"
-                          "display({'application/vnd.jupyter.error': 'x'}, raw=True)")
+def test_error_looking_output_without_an_error_is_not_a_failure(clean_run):
+    ex, _, _ = clean_run
     assert ex.status == "ok"
+    assert "Traceback" in clean_output(ex, "error_looking")  # the cell did run
 
 
 @pytest.mark.slow
@@ -100,11 +128,9 @@ def test_seeds_make_runs_reproduce(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_kernel_sees_none_of_the_graders_environment(tmp_path, monkeypatch):
-    monkeypatch.setenv("GRADER_SECRET_DB_URL", "postgres://secret")
-    ex, _ = run(tmp_path, "import os\nprint(sorted(k for k in os.environ if 'SECRET' in k))\n"
-                          "print(os.getcwd())")
-    out = ex.notebook.cells[0].outputs[0]["text"]
+def test_the_kernel_sees_none_of_the_graders_environment(clean_run):
+    ex, _, _ = clean_run
+    out = clean_output(ex, "environment")
     assert out.splitlines()[0] == "[]"
     assert out.splitlines()[1].endswith("/work")
 
@@ -134,15 +160,12 @@ def test_display_updates_clears_and_comms_count_against_the_cap(tmp_path):
 
 
 @pytest.mark.slow
-def test_rewriting_the_connection_file_does_not_move_the_checks(tmp_path):
-    rewrite = ("import json, sys\npath = sys.argv[sys.argv.index('-f') + 1]\n"
-               "info = json.load(open(path))\ninfo.update(transport='tcp', ip='127.0.0.1')\n"
-               "json.dump(info, open(path, 'w'))\nprint(json.load(open(path))['transport'])")
-    ex, alive = run(tmp_path, rewrite)
+def test_rewriting_the_connection_file_does_not_move_the_checks(clean_run):
+    ex, alive, folder = clean_run
     assert ex.status == "ok" and alive
     assert ex.connection["transport"] == "ipc"
-    assert ex.connection["ip"] == str(tmp_path / "sock" / "kernel")
-    assert ex.notebook.cells[0].outputs[0]["text"] == "tcp\n"  # the file did change
+    assert ex.connection["ip"] == str(folder / "sock" / "kernel")
+    assert clean_output(ex, "rewrite") == "tcp\n"  # the file did change
 
 
 def test_an_oversized_notebook_loses_its_largest_outputs_before_it_is_stored():
