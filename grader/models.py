@@ -27,13 +27,39 @@ def linear_problem(model: Any) -> str:
     return ""
 
 
-def untrained(model: Any) -> bool:
-    """Whether MODEL's Dense layers still have the zero biases Keras starts them with."""
-    import keras
+def all_layers(model: Any) -> list[Any]:
+    """MODEL's layers in order, with those of nested models (a Sequential inside) in its place."""
+    found = []
+    for layer in model.layers:
+        found.extend(all_layers(layer) if hasattr(layer, "layers") else [layer])
+    return found
 
-    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
-    return bool(dense) and all(
-        layer.use_bias and not np.any(layer.get_weights()[1]) for layer in dense)
+
+# Weights Keras starts at a known constant, by layer type: (weight name, its start value).
+_STARTS = {
+    "Dense": (("bias", 0.0),),
+    "EinsumDense": (("bias", 0.0),),
+    "Conv1D": (("bias", 0.0),),
+    "Conv2D": (("bias", 0.0),),
+    "Conv3D": (("bias", 0.0),),
+    "SeparableConv2D": (("bias", 0.0),),
+    "DepthwiseConv2D": (("bias", 0.0),),
+    "BatchNormalization": (("gamma", 1.0), ("beta", 0.0), ("moving_mean", 0.0),
+                           ("moving_variance", 1.0)),
+}
+
+
+def untrained(model: Any) -> bool:
+    """Whether MODEL was never trained: every weight Keras starts at a constant (the biases of
+    Dense and convolution layers, BatchNormalization's scale, offset and moving statistics)
+    still has that value. A model without such weights counts as trained: nothing tells."""
+    start_values = []
+    for layer in all_layers(model):
+        for name, start in _STARTS.get(type(layer).__name__, ()):
+            weight = getattr(layer, name, None)
+            if weight is not None:
+                start_values.append(bool(np.all(np.asarray(weight) == start)))
+    return bool(start_values) and all(start_values)
 
 
 def affine_error(model: Any, u: np.ndarray, v: np.ndarray, rng: np.random.Generator) -> float:
