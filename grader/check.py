@@ -14,7 +14,7 @@ from typing import Any
 from . import sandbox
 from .config import Limits
 from .launch import module_command
-from .plugin import Attachment, CheckOutcome
+from .outcomes import Attachment, CheckOutcome
 
 # Address space the checker needs beyond twice the kernel's: TensorFlow reserves about 2 GB.
 CHECKER_EXTRA_MB = 4096

@@ -37,7 +37,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 from .errors import GradebookError
-from .plugin import Attachment, CheckOutcome
+from .outcomes import Attachment, CheckOutcome
 from .score import GRADER_FAULTS, Result
 
 

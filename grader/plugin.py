@@ -2,177 +2,25 @@
 
 A check is a plain pytest function. Its fixtures reach the submission (`submission`), the hidden
 data (`hidden`), the feedback page (`feedback`) and partial credit (`credit`); its marker
-`@pytest.mark.points(n)` says what it is worth. The plugin writes every check's outcome to the
-JSON file named by --grader-results, which is all the grader reads back.
+`@pytest.mark.points(n)` says what it is worth. What the fixtures hand out, and the helpers checks
+use, are in `grader.checks` (the check authors' API). The plugin writes every check's outcome to
+the JSON file named by --grader-results, which is all the grader reads back.
 """
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import sys
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
+from .checks import Credit, Feedback, SubmissionView
 from .exchange import KernelLink, StudentValueError
-
-
-@dataclass
-class Attachment:
-    kind: str  # image | text
-    title: str
-    content: str  # base64 PNG, or text
-
-
-@dataclass
-class CheckOutcome:
-    """One check as the grader stores and reports it."""
-
-    name: str
-    description: str
-    public: bool
-    max_points: float
-    points: float = 0.0
-    outcome: str = "failed"  # passed | partial | failed | error
-    message: str = ""  # for the student
-    attachments: list[Attachment] = field(default_factory=list)
-    fault: str = ""  # "grader" when the check's own code broke, not the student's values
-    detail: str = ""  # for staff only: the traceback of a check that broke
-
-
-class Submission:
-    """The student's notebook as the checks see it: values read back from its kernel."""
-
-    def __init__(self, link: KernelLink | None, why_not: str):
-        self._link = link
-        self._why_not = why_not
-        self._cache: dict[str, Any] = {}
-
-    def _fetch(self, name: str, call: Any = None) -> Any:
-        if self._link is None:
-            raise StudentValueError(self._why_not)
-        return self._link.fetch(name, call)
-
-    def has(self, name: str) -> bool:
-        """Whether the notebook defines NAME."""
-        try:
-            self._fetch(name)
-        except StudentValueError as exc:
-            if "is not defined" in str(exc):
-                return False
-            raise
-        return True
-
-    def get(self, name: str) -> Any:
-        """The student's variable NAME as a plain value: number, string, list, dict or array."""
-        return self._fetch(name).value
-
-    def array(self, name: str) -> np.ndarray:
-        """The student's variable NAME as a numeric NumPy array."""
-        return _as_array(name, self._fetch(name))
-
-    def number(self, name: str) -> float:
-        """The student's variable NAME as a float."""
-        value = self._fetch(name)
-        if value.kind != "scalar" or isinstance(value.value, (str, type(None))):
-            raise StudentValueError(f"{name} should be a number, found a {value.type}")
-        return float(value.value)
-
-    def model(self, name: str) -> Any:
-        """The student's Keras model NAME, loaded in safe mode."""
-        if name not in self._cache:
-            value = self._fetch(name)
-            if value.kind != "model":
-                raise StudentValueError(f"{name} should be a Keras model, found a {value.type}")
-            self._cache[name] = value.value
-        return self._cache[name]
-
-    def history(self, name: str) -> dict[str, list[float]]:
-        """The metrics of the student's keras History NAME (what model.fit returned)."""
-        value = self._fetch(name)
-        if value.kind != "history":
-            raise StudentValueError(
-                f"{name} should be the History that model.fit returns, found a {value.type}"
-            )
-        return dict(value.value)
-
-    def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        """Call the student's function NAME with these arguments; return what it returns."""
-        value = self._fetch(name, (args, kwargs))
-        return value.value
-
-    def call_array(self, name: str, *args: Any, **kwargs: Any) -> np.ndarray:
-        """Call the student's function NAME and return its result as a numeric array."""
-        return _as_array(f"{name}(...)", self._fetch(name, (args, kwargs)))
-
-
-def _as_array(what: str, value: Any) -> np.ndarray:
-    if value.kind not in ("array", "scalar", "json"):
-        raise StudentValueError(f"{what} should be a NumPy array, found a {value.type}")
-    try:
-        array = np.asarray(value.value, dtype=float) if value.kind != "array" else value.value
-    except (TypeError, ValueError):
-        raise StudentValueError(f"{what} should be numeric, found a {value.type}") from None
-    if array.dtype.kind not in "biuf":
-        raise StudentValueError(f"{what} should be numeric, found dtype {array.dtype}")
-    return array
-
-
-class Feedback:
-    """What a check adds to the student's feedback page."""
-
-    def __init__(self, attachments: list[Attachment]):
-        self._attachments = attachments
-
-    def figure(self, fig: Any, title: str) -> None:
-        """Embed a matplotlib figure."""
-        import matplotlib.pyplot as plt
-
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
-        plt.close(fig)
-        self._attachments.append(
-            Attachment("image", title, base64.b64encode(buffer.getvalue()).decode())
-        )
-
-    def text(self, title: str, body: str) -> None:
-        """Add a short note."""
-        self._attachments.append(Attachment("text", title, body[:5000]))
-
-
-class Credit:
-    """Partial credit for one check: a fraction of its points, with the reason."""
-
-    def __init__(self) -> None:
-        self.fraction: float | None = None
-        self.message = ""
-
-    def award(self, fraction: float, message: str) -> None:
-        """Give FRACTION (0..1) of the points; with 0 the check fails with MESSAGE."""
-        self.fraction = min(1.0, max(0.0, float(fraction)))
-        self.message = message
-        if self.fraction == 0.0:
-            raise AssertionError(message)
-
-    def tiers(self, value: float, tiers: list[tuple[float, float]], what: str, *,
-              lower_is_better: bool = False) -> None:
-        """Award the fraction of the best threshold VALUE reaches; TIERS is (threshold, fraction).
-
-        Thresholds are minimums, or maxima with LOWER_IS_BETTER (an error, say)."""
-        ordered = sorted(tiers, reverse=not lower_is_better)
-        best = ordered[0][0]
-        word, miss = ("or less", "above") if lower_is_better else ("or more", "below")
-        for threshold, fraction in ordered:
-            if value <= threshold if lower_is_better else value >= threshold:
-                note = "" if fraction >= 1 else f"; {best:g} {word} earns full points"
-                self.award(fraction, f"{what} is {value:.4g}: {fraction:.0%} of the points{note}")
-                return
-        self.award(0.0, f"{what} is {value:.4g}, {miss} {ordered[-1][0]:g} needed for any points")
+from .outcomes import Attachment, CheckOutcome
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -202,15 +50,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session")
-def submission(request: pytest.FixtureRequest) -> Any:
-    """The submission under grading."""
+def submission(request: pytest.FixtureRequest) -> Iterator[SubmissionView]:
+    """The submission under grading, as a grader.checks.SubmissionView."""
     config = request.config
     connection = getattr(config.option, "grader_connection", None)
     link = None
     if connection:
         link = KernelLink(connection, Path(config.getoption("--grader-shared")),
                           config.getoption("--grader-timeout"))
-    yield Submission(link, config.getoption("--grader-why-no-kernel"))
+    yield SubmissionView(link, config.getoption("--grader-why-no-kernel"))
     if link is not None:
         link.close()
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .plugin import CheckOutcome
+from .outcomes import CheckOutcome
 
 # What each status means, in words for the reports.
 STATUSES = {

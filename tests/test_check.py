@@ -202,7 +202,7 @@ def test_without_a_kernel_every_check_fails_with_the_reason(tmp_path):
 
 
 def test_partial_credit_tiers_both_ways():
-    from grader.plugin import Credit
+    from grader.checks import Credit
 
     credit = Credit()
     credit.tiers(0.85, [(0.9, 1.0), (0.8, 0.5)], "accuracy")

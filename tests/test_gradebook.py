@@ -4,7 +4,7 @@ import pytest
 
 from grader.errors import GradebookError
 from grader.gradebook import Gradebook
-from grader.plugin import Attachment, CheckOutcome
+from grader.outcomes import Attachment, CheckOutcome
 from grader.score import Result
 
 

@@ -8,7 +8,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from grader.plugin import Attachment, CheckOutcome
+from grader.outcomes import Attachment, CheckOutcome
 from grader.report import (
     RenderLimits,
     ReportError,

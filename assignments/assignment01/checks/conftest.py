@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from grader import models
+from grader import checks
 
 MAXIMUM_POINTS = np.array([30.0, 30.0, 40.0])  # exercises, project, exam
 
@@ -18,7 +18,7 @@ def _made_up_points(n: int, seed: int) -> np.ndarray:
 def _affine_error(model, rng: np.random.Generator) -> float:
     """How far MODEL is from affine on made-up course points."""
     u, v = rng.uniform(0, 40, size=(2, 64, 3))
-    return models.affine_error(model, u, v, rng)
+    return checks.affine_error(model, u, v, rng)
 
 
 @pytest.fixture
@@ -29,18 +29,6 @@ def made_up_points():
 
 
 @pytest.fixture
-def linear_problem():
-    """Why a model is not linear ('' when it is)."""
-    return models.linear_problem
-
-
-@pytest.fixture
 def affine_error():
     """How far a model's predictions are from an affine function."""
     return _affine_error
-
-
-@pytest.fixture
-def unevaluable():
-    """Why a model's predictions would mean nothing ('' when they would not)."""
-    return models.unevaluable

@@ -6,6 +6,8 @@ the trusted process; the student's functions get only made-up students."""
 import numpy as np
 import pytest
 
+from grader.checks import linear_problem, unevaluable
+
 
 def _hidden(hidden):
     with np.load(hidden / "grading_hidden.npz") as data:
@@ -44,8 +46,7 @@ def test_predict_grades(submission, made_up_points):
 
 
 @pytest.mark.points(3)
-def test_hidden_accuracy(submission, hidden, credit, feedback, linear_problem, affine_error,
-                         unevaluable):
+def test_hidden_accuracy(submission, hidden, credit, feedback, affine_error):
     """The model grades unseen students right"""
     import matplotlib.pyplot as plt
 

@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 
+from grader.checks import linear_problem, plot_curves, shape_problem
+
 
 def _statistic(submission, student_data, name: str, compute) -> None:
     """Check the student's NAME against COMPUTE(x) on the student file, one value per part."""
@@ -34,15 +36,14 @@ def test_maximums(submission, student_data):
 
 
 @pytest.mark.points(1)
-def test_model_is_linear(submission, linear_problem):
+def test_model_is_linear(submission):
     """model is a linear Keras model with 3 inputs and 1 output"""
     model = submission.model("model")
     problem = linear_problem(model)
     assert not problem, f"model is not linear: {problem}"
-    shape = tuple(model.inputs[0].shape)[1:] if model.inputs else None
-    assert shape == (3,), f"model should take 3 inputs (the three parts), found input shape {shape}"
-    out = tuple(model.outputs[0].shape)[1:]
-    assert out == (1,), f"model should give 1 output (the grade), found output shape {out}"
+    problem = shape_problem(model, "model", inputs=3, outputs=1,
+                            takes="3 inputs (the three parts)", gives="1 output (the grade)")
+    assert not problem, problem
 
 
 @pytest.mark.points(1)
@@ -54,12 +55,6 @@ def test_training_history(submission, feedback):
     loss = history.get("loss", [])
     assert len(loss) >= 2, f"history should record at least 2 epochs of loss, found {len(loss)}"
     fig, ax = plt.subplots(figsize=(5, 3))
-    for key, values in history.items():
-        if "loss" in key:
-            ax.plot(range(1, len(values) + 1), values, label=key)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
-    ax.set_yscale("log")
-    ax.legend()
+    plot_curves(ax, history, "loss", ylabel="loss", log=True)
     feedback.figure(fig, "Your training curve")
     assert loss[-1] < loss[0], f"the loss should go down during training: {loss[0]:.3g} -> {loss[-1]:.3g}"

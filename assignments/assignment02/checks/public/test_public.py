@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 
+from grader.checks import linear_problem, plot_curves, shape_problem, untrained
+
 
 def _training_statistic(submission, houses, statistic_source, name: str) -> None:
     """Check the student's NAME ('mean' or 'std') against that of the training houses."""
@@ -73,7 +75,7 @@ def test_normalize(submission, houses, implied_statistics, statistics_source):
 
 
 @pytest.mark.points(1)
-def test_model_is_linear(submission, linear_problem, untrained):
+def test_model_is_linear(submission):
     """model is a trained linear Keras model with 13 inputs and 1 output"""
     model = submission.model("model")
     problem = linear_problem(model)
@@ -81,10 +83,9 @@ def test_model_is_linear(submission, linear_problem, untrained):
     assert not untrained(model), (
         "model has not been trained: its bias is still 0, where Keras starts it; train it with"
         " model.fit")
-    shape = tuple(model.inputs[0].shape)[1:] if model.inputs else None
-    assert shape == (13,), f"model should take 13 inputs (the features), found input shape {shape}"
-    out = tuple(model.outputs[0].shape)[1:]
-    assert out == (1,), f"model should give 1 output (the price), found output shape {out}"
+    problem = shape_problem(model, "model", inputs=13, outputs=1,
+                            takes="13 inputs (the features)", gives="1 output (the price)")
+    assert not problem, problem
 
 
 @pytest.mark.points(1)
@@ -96,13 +97,7 @@ def test_training_curves(submission, feedback):
     loss, val_loss = history.get("loss", []), history.get("val_loss", [])
     assert len(loss) >= 2, f"history should record at least 2 epochs of loss, found {len(loss)}"
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
-    ax.plot(range(1, len(loss) + 1), loss, label="training")
-    if val_loss:
-        ax.plot(range(1, len(val_loss) + 1), val_loss, label="validation")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(r"mean squared error (k\$²)")
-    ax.set_yscale("log")
-    ax.legend()
+    plot_curves(ax, history, "loss", ylabel=r"mean squared error (k\$²)", log=True)
     feedback.figure(fig, "Your training and validation curves")
     assert val_loss, ("history has no val_loss: pass validation_data=(normalize(x_val), y_val) to"
                       " model.fit so that the validation error is recorded")

@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-from grader.exchange import StudentValueError
+from grader.checks import StudentValueError, history_problem, layer_problem, plot_curves, shape_problem, untrained
+
+PREPROCESSED = "vectors of 784 values (preprocessed images)"
 
 
 @pytest.mark.points(2)
@@ -29,11 +31,11 @@ def test_preprocess(submission):
             f" found {found[0, worst]:.4f}")
 
 
-def _regression_guesses(submission, validation_digits, vectors, shape_problem):
+def _regression_guesses(submission, validation_digits, vectors):
     """The student's regression and its predictions for the validation digits (images, labels,
     guesses), computed here from the exported model."""
     regression = submission.model("regression")
-    problem = shape_problem(regression, "regression", 1)
+    problem = shape_problem(regression, "regression", 784, 1, takes=PREPROCESSED)
     assert not problem, problem
     images, labels = validation_digits
     guesses = regression.predict(vectors(images), batch_size=1000, verbose=0).ravel()
@@ -41,13 +43,11 @@ def _regression_guesses(submission, validation_digits, vectors, shape_problem):
 
 
 @pytest.mark.points(1)
-def test_regression(submission, validation_digits, vectors, layer_problem, shape_problem,
-                    untrained, feedback):
+def test_regression(submission, validation_digits, vectors, feedback):
     """regression is a trained model of one Dense unit without activation"""
     import matplotlib.pyplot as plt
 
-    regression, labels, guesses = _regression_guesses(submission, validation_digits, vectors,
-                                                      shape_problem)
+    regression, labels, guesses = _regression_guesses(submission, validation_digits, vectors)
     problem = layer_problem(regression, units=1, activations=("linear",))
     assert not problem, f"regression should be one Dense unit with no activation: {problem}"
     assert not untrained(regression), (
@@ -67,10 +67,9 @@ def test_regression(submission, validation_digits, vectors, layer_problem, shape
 
 
 @pytest.mark.points(1)
-def test_regression_accuracy(submission, validation_digits, vectors, shape_problem):
+def test_regression_accuracy(submission, validation_digits, vectors):
     """regression_accuracy is the regression's accuracy on the validation digits"""
-    _, labels, guesses = _regression_guesses(submission, validation_digits, vectors,
-                                             shape_problem)
+    _, labels, guesses = _regression_guesses(submission, validation_digits, vectors)
     expected = float(np.mean(np.round(guesses) == labels))
     found = submission.number("regression_accuracy")
     assert abs(found - expected) <= 0.01, (
@@ -79,42 +78,14 @@ def test_regression_accuracy(submission, validation_digits, vectors, shape_probl
 
 
 @pytest.mark.points(1)
-def test_classifier_is_linear(submission, layer_problem, shape_problem, untrained):
+def test_classifier_is_linear(submission):
     """model is a trained linear classifier: one Dense layer of 10 units, no hidden layer"""
     model = submission.model("model")
     problem = layer_problem(model, units=10, activations=("softmax", "linear"))
     assert not problem, f"model is not a linear classifier: {problem}"
-    problem = shape_problem(model, "model", 10)
+    problem = shape_problem(model, "model", 784, 10, takes=PREPROCESSED)
     assert not problem, problem
     assert not untrained(model), "model has not been trained: its biases are still 0"
-
-
-def _curves(ax, history, key, title):
-    from matplotlib.ticker import MaxNLocator
-
-    for prefix, label in (("", "training"), ("val_", "validation")):
-        values = history.get(prefix + key, [])
-        if values:
-            ax.plot(range(1, len(values) + 1), values, marker="o", markersize=3, label=label)
-    ax.set_title(title, fontsize=10)
-    ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(fontsize=8)
-
-
-def _history_problem(histories, name: str) -> str:
-    """What is wrong with the History NAME ('' when nothing)."""
-    if name not in histories:
-        return f"{name} is not defined: keep what fit returns in {name}"
-    loss, val_loss = histories[name].get("loss", []), histories[name].get("val_loss", [])
-    if not loss:
-        return f"{name} records no loss"
-    if not val_loss:
-        return (f"{name} has no val_loss: pass validation_data=(x_val, y_val) to fit so that the"
-                " validation loss is recorded")
-    if len(loss) > 1 and loss[-1] >= loss[0]:
-        return f"the training loss in {name} should go down: {loss[0]:.4g} -> {loss[-1]:.4g}"
-    return ""
 
 
 @pytest.mark.points(1)
@@ -138,7 +109,7 @@ def test_training_curves(submission, feedback, credit):
     if panels:
         fig, axes = plt.subplots(1, len(panels), figsize=(3.7 * len(panels), 3.0), squeeze=False)
         for ax, (history, metric, title) in zip(axes[0], panels):
-            _curves(ax, history, metric, title)
+            plot_curves(ax, history, metric, title)
         if "history" in histories:
             try:
                 line = submission.number("regression_accuracy")
@@ -151,6 +122,6 @@ def test_training_curves(submission, feedback, credit):
         fig.tight_layout()
         feedback.figure(fig, "Your training and validation curves")
     names = ("regression_history", "history")
-    problems = [p for p in (_history_problem(histories, name) for name in names) if p]
+    problems = [p for p in (history_problem(histories, name) for name in names) if p]
     if problems:
         credit.award(1 - len(problems) / len(names), "; ".join(problems))
