@@ -30,13 +30,13 @@ from tests.examples import (
 
 NAME = "assignment04"
 ASSIGNMENT = REPO / "assignments" / NAME
-FAST_LIMITS = {"total_seconds": 420, "cell_seconds": 150}  # the fast examples train < 2 minutes
+FAST_LIMITS = {"total_seconds": 420, "cell_seconds": 240}  # the fast examples train < 2 minutes
 FAST = {  # student: (score or None where it depends on training, status, words in the reason)
     "starter": (0, "cell_error", "NotImplementedError"),
     "partial": (None, "graded", ""),
     "trains-on-validation": (None, "graded", ""),
     "raises": (2, "cell_error", "ImportError"),
-    "hangs": (0, "timeout", "ran longer than 150 s"),
+    "hangs": (0, "timeout", "ran longer than 240 s"),
     "invalid": (0, "invalid", "not a valid notebook"),
 }
 
