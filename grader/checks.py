@@ -276,11 +276,36 @@ def _biased_layers(model: Any) -> list[Any]:
     return found
 
 
+def _batch_norms(model: Any) -> list[Any]:
+    """MODEL's BatchNormalization layers, nested models included."""
+    found = []
+    for layer in getattr(model, "layers", []):
+        if isinstance(getattr(layer, "layers", None), list):
+            found += _batch_norms(layer)
+        elif type(layer).__name__ == "BatchNormalization":
+            found.append(layer)
+    return found
+
+
+# BatchNormalization's weights and the constants Keras starts them at; training moves them.
+_NORM_STARTS = (("gamma", 1.0), ("beta", 0.0), ("moving_mean", 0.0), ("moving_variance", 1.0))
+
+
+def _moved(norm: Any) -> bool:
+    """Whether a BatchNormalization layer's weights left the constants Keras starts them at."""
+    weights = [(getattr(norm, name, None), start) for name, start in _NORM_STARTS]
+    return any(np.any(w.numpy() != start) for w, start in weights if w is not None)
+
+
 def untrained(model: Any) -> bool:
     """Whether MODEL was never trained: every layer with a bias (Dense, Conv2D, ...) still has
-    the all-zero bias Keras starts it with. A model without any bias cannot tell: False."""
-    biased = _biased_layers(model)
-    return bool(biased) and not any(np.any(layer.bias.numpy()) for layer in biased)
+    the all-zero bias Keras starts it with, and every BatchNormalization layer its start values
+    (a convnet without biases is told by those). A model with neither cannot tell: False."""
+    biased, norms = _biased_layers(model), _batch_norms(model)
+    if not biased and not norms:
+        return False
+    return not (any(np.any(layer.bias.numpy()) for layer in biased)
+                or any(_moved(norm) for norm in norms))
 
 
 def unevaluable(model: Any) -> str:

@@ -290,6 +290,9 @@ def command(argv: list[str], spec: Spec) -> list[str]:
     args += _system()
     args += ["--perms", "01777", "--size", disk, "--tmpfs", "/tmp"]
     args += ["--perms", "01777", "--size", disk, "--tmpfs", HOME]
+    # POSIX semaphores live there: multiprocessing's locks (ThreadPool, which Keras's
+    # image_dataset_from_directory and flow_from_directory use) need it writable
+    args += ["--perms", "01777", "--size", disk, "--tmpfs", "/dev/shm"]
     args += ["--perms", "01777", "--dir", WORKDIR]
     for name, source in sorted(spec.files.items()):
         args += ["--ro-bind", str(source), f"{WORKDIR}/{name}"]

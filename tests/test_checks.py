@@ -131,6 +131,22 @@ def test_a_model_without_any_bias_is_not_called_untrained():
     assert not untrained(model)
 
 
+def test_a_convnet_without_biases_counts_as_trained_once_its_batchnorm_moved():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inner = keras.Sequential([keras.layers.Conv2D(4, 3, use_bias=False),
+                              keras.layers.BatchNormalization(), keras.layers.ReLU()])
+    convnet = keras.Sequential([keras.Input(shape=(8, 8, 3)), inner,
+                                keras.layers.GlobalAveragePooling2D(),
+                                keras.layers.Dense(1, activation="sigmoid", use_bias=False)])
+    assert untrained(convnet)
+    convnet.compile(optimizer="adam", loss="binary_crossentropy")
+    x = np.random.default_rng(0).uniform(size=(16, 8, 8, 3)).astype("float32")
+    convnet.fit(x, np.arange(16) % 2, epochs=1, verbose=0)
+    assert not untrained(convnet)
+
+
 def test_an_untrained_model_cannot_be_evaluated_and_says_why():
     linear, _, _ = models()
     assert unevaluable(linear).startswith("the model could not be evaluated: it was never trained")

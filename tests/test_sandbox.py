@@ -160,6 +160,14 @@ def test_the_seccomp_filter_refuses_namespaces_keyrings_bpf_io_uring(tmp_path):
     assert set(found.values()) == {"EPERM"}, found
 
 
+def test_multiprocessing_locks_work_in_the_sandbox(tmp_path):
+    (tmp_path / "shared").mkdir()
+    code = "from multiprocessing.pool import ThreadPool\nprint(ThreadPool(2).map(abs, [-1, -2]))"
+    ran = run_sandboxed(code, sandbox.Spec(files={}, shared=tmp_path / "shared", limits=Limits()))
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert ran.stdout.strip() == "[1, 2]"
+
+
 FOREIGN = {  # a system call through another table than x86_64's
     "i386": "import ctypes, mmap\n"
             "code = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)\n"

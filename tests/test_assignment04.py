@@ -1,0 +1,163 @@
+"""assignment04 (cats vs dogs, a convnet with data augmentation) on the real data.
+
+The full reference trains once in the whole suite: `grader validate` (reference and starter, the
+assignment's own limits) is one module fixture, and its test reads the reference's feedback page.
+Every other example grades in one batch from a copy of the assignment whose assignment.toml has
+smaller limits (only the limits changed), so that the hanging example does not wait out the
+20-minute cell limit the reference's training needs. Skipped only where ../shared/datasets is
+absent; CI has it.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from grader.gradebook import Gradebook
+from grader.score import Result
+from tests.examples import (
+    REPO,
+    assert_no_hidden_data_reaches_the_kernel,
+    assert_points_add_up,
+    assert_release_reproduces,
+    grader,
+    import_real_data,
+)
+
+NAME = "assignment04"
+ASSIGNMENT = REPO / "assignments" / NAME
+FAST_LIMITS = {"total_seconds": 420, "cell_seconds": 240}  # the fast examples train < 2 minutes
+FAST = {  # student: (score or None where it depends on training, status, words in the reason)
+    "starter": (0, "cell_error", "NotImplementedError"),
+    "partial": (None, "graded", ""),
+    "trains-on-validation": (None, "graded", ""),
+    "raises": (2, "cell_error", "ImportError"),
+    "hangs": (0, "timeout", "ran longer than 240 s"),
+    "invalid": (0, "invalid", "not a valid notebook"),
+}
+
+
+@pytest.fixture(scope="module")
+def data_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh dataset cache with cats_and_dogs imported from ../shared/datasets."""
+    return import_real_data(tmp_path_factory, "cats_and_dogs")
+
+
+def with_limits(toml: str, limits: dict[str, float]) -> str:
+    """The text of an assignment.toml with LIMITS set in its [limits] table, nothing else changed."""
+    for key, value in limits.items():
+        toml, found = re.subn(rf"(?m)^{key} = [^\n#]*", f"{key} = {value}", toml)
+        assert found == 1, f"{key} is not set once in assignment.toml"
+    return toml
+
+
+@pytest.fixture(scope="module")
+def fast_batch(data_home: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Result]:
+    """Every example but the reference, graded in one batch under FAST_LIMITS."""
+    folder = tmp_path_factory.mktemp("fast")
+    copy = folder / "course" / "assignments" / NAME
+    shutil.copytree(ASSIGNMENT, copy, ignore=shutil.ignore_patterns("submissions"))
+    shutil.copytree(REPO / "datasets", folder / "course" / "datasets")  # the data recipes
+    toml = copy / "assignment.toml"
+    toml.write_text(with_limits(toml.read_text(encoding="utf-8"), FAST_LIMITS), encoding="utf-8")
+    submissions = folder / "submissions"
+    submissions.mkdir()
+    for student in FAST:
+        shutil.copy(ASSIGNMENT / "submissions" / f"{student}.ipynb", submissions)
+    run = grader("run", NAME, "--course", folder / "course", "--workers", "2",
+                 "--submissions", submissions, home=data_home, cwd=folder)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return {r.student: r for r in Gradebook(folder / "gradebook.sqlite").latest(NAME)}
+
+
+@pytest.fixture(scope="module")
+def validated(data_home: Path, tmp_path_factory: pytest.TempPathFactory):
+    """`grader validate assignment04` with the reference's feedback page: (run, seconds, page)."""
+    folder = tmp_path_factory.mktemp("validate")
+    start = time.monotonic()
+    run = grader("validate", NAME, "--course", REPO, "--reports", folder / "reports",
+                 home=data_home, cwd=folder)
+    seconds = time.monotonic() - start
+    page = folder / "reports" / "reference.html"
+    return run, seconds, page.read_text(encoding="utf-8") if page.is_file() else ""
+
+
+def points(result: Result) -> dict[str, float]:
+    return {c.name: c.points for c in result.checks}
+
+
+def messages(result: Result) -> dict[str, str]:
+    return {c.name: c.message for c in result.checks}
+
+
+def test_the_checks_add_up_to_the_assignment_points():
+    assert_points_add_up(NAME)
+
+
+def test_no_check_sends_hidden_data_to_the_students_functions():
+    assert_no_hidden_data_reaches_the_kernel(NAME)
+
+
+def test_release_reproduces_the_committed_starter(tmp_path):
+    assert_release_reproduces(NAME, tmp_path)
+
+
+def test_fast_limits_change_only_the_limits():
+    toml = (ASSIGNMENT / "assignment.toml").read_text(encoding="utf-8")
+    changed = with_limits(toml, FAST_LIMITS)
+    differ = [(a, b) for a, b in zip(toml.splitlines(), changed.splitlines()) if a != b]
+    assert [a.split(" = ")[0] for a, _ in differ] == list(FAST_LIMITS)
+
+
+@pytest.mark.slow
+def test_validate_trains_the_reference_to_full_points(validated):
+    run, seconds, page = validated
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert f"{NAME} is valid: reference 10/10, starter 0" in run.stdout
+    assert "accuracy on 500 unseen photos is" in page and "100% of the points" in page
+    # learning curves, augmented photos, confusion matrix, the photos it got most wrong
+    assert page.count("data:image/png;base64,") == 4
+    print(f"grader validate {NAME}: {seconds:.0f} s")
+
+
+@pytest.mark.slow
+def test_the_fast_examples_get_their_expected_status_and_score(fast_batch):
+    assert set(fast_batch) == set(FAST)
+    for student, (score, status, words) in FAST.items():
+        result = fast_batch[student]
+        assert result.status == status, (student, result.reason[:300])
+        assert words in result.reason, (student, result.reason[:300])
+        if score is not None:
+            assert result.score == score, (student, points(result))
+    # raises: its pipeline is right; it breaks at the slides' Keras 2 import, before any model
+    assert points(fast_batch["raises"]) == {
+        "test_data_pipeline": 2, "test_model_is_a_trained_convnet": 0, "test_learning_curves": 0,
+        "test_augmentation": 0, "test_hidden_accuracy": 0}
+    assert "keras.preprocessing.image" in fast_batch["raises"].reason
+
+
+@pytest.mark.slow
+def test_the_example_without_augmentation_loses_the_augmentation_points(fast_batch):
+    partial = fast_batch["partial"]
+    found = points(partial)
+    assert found["test_augmentation"] == 0
+    assert "hardly changes the photos" in messages(partial)["test_augmentation"]
+    assert {k: found[k] for k in ("test_data_pipeline", "test_model_is_a_trained_convnet",
+                                  "test_learning_curves")} == {
+        "test_data_pipeline": 2, "test_model_is_a_trained_convnet": 2, "test_learning_curves": 1}
+    # it overfits: some credit for accuracy, never full points, and no sign of the validation
+    assert 0 < found["test_hidden_accuracy"] < 3, messages(partial)["test_hidden_accuracy"]
+
+
+@pytest.mark.slow
+def test_training_on_the_validation_photos_loses_the_accuracy_points(fast_batch):
+    cheat = fast_batch["trains-on-validation"]
+    found = points(cheat)
+    assert found["test_hidden_accuracy"] == 0
+    assert "trained on the validation photos" in messages(cheat)["test_hidden_accuracy"]
+    # the slides' ImageDataGenerator is accepted: its pipeline and its augment(images) count
+    assert found["test_data_pipeline"] == 2 and found["test_augmentation"] == 2, messages(cheat)
