@@ -19,9 +19,11 @@ that one batch:
         assert_scores(examples, EXPECTED)
 
 and so on: `assert_reasons`, `assert_check_points`, `examples.images(student)`,
-`examples.message(student, check)`. `grade_examples(..., cell_seconds=N)` grades them with a lower
-cell limit than the assignment's, so that the hangs example waits less; N must stay well above the
-reference's longest cell (leave it out where a cell trains for minutes).
+`examples.message(student, check)`. `grade_examples(..., limits={"cell_seconds": N})` grades them with a
+lower cell limit than the assignment's, so that the hangs example waits less; N must stay well
+above the reference's longest cell. Where the reference trains for minutes (assignment04), its
+tests grade the reference once and the other examples in batches with smaller limits
+(`students=`).
 
 No test runs `grader validate` or another `grader run` on the real assignment: the reference
 example is the instructor notebook without its solution markers (`assert_reference_is_the_source`)
@@ -41,6 +43,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,27 +190,41 @@ class Examples:
         return {c.name: c.message for c in self.results[student].checks}[check]
 
 
-def with_cell_limit(name: str, course: Path, cell_seconds: float) -> Path:
-    """A copy of the course in COURSE with only assignment NAME, whose cell limit is CELL_SECONDS."""
+def with_limits(name: str, course: Path, limits: dict[str, float]) -> Path:
+    """A copy of the course in COURSE with only assignment NAME, whose [limits] LIMITS replace the
+    assignment's (nothing else of it changes)."""
     shutil.copytree(REPO / "datasets", course / "datasets")
-    shutil.copytree(REPO / "assignments" / name, course / "assignments" / name)
+    shutil.copytree(REPO / "assignments" / name, course / "assignments" / name,
+                    ignore=shutil.ignore_patterns("submissions"))
     toml = course / "assignments" / name / "assignment.toml"
-    text, found = re.subn(r"^cell_seconds = .*$", f"cell_seconds = {cell_seconds:g}",
-                          toml.read_text(encoding="utf-8"), count=1, flags=re.MULTILINE)
-    assert found == 1, f"{toml} has no cell_seconds line to lower"
+    text = toml.read_text(encoding="utf-8")
+    for key, value in limits.items():
+        text, found = re.subn(rf"^{key} = [^\n#]*", f"{key} = {value:g} ", text, count=1,
+                              flags=re.MULTILINE)
+        assert found == 1, f"{toml} has no {key} line to change"
     toml.write_text(text, encoding="utf-8")
     return course
 
 
-def grade_examples(name: str, home: Path, folder: Path, *, cell_seconds: float | None = None) -> Examples:
-    """Grade all of the assignment's examples in one `grader run` (two workers) in FOLDER.
+def grade_examples(name: str, home: Path, folder: Path, *, limits: dict[str, float] | None = None,
+                   students: Iterable[str] | None = None) -> Examples:
+    """Grade the assignment's examples (or only STUDENTS) in one `grader run` (two workers) in
+    FOLDER.
 
-    With CELL_SECONDS, grade them with that cell limit instead of the assignment's (in a copy of
-    the course), so that the hangs example spins for less time; it must stay well above the
-    reference's longest cell, and it makes the validate conditions stricter, never looser."""
-    course = REPO if cell_seconds is None else with_cell_limit(name, folder / "course", cell_seconds)
-    run = grader("run", name, "--course", course, "--workers", "2",
-                 "--submissions", REPO / "assignments" / name / "submissions", home=home, cwd=folder)
+    With LIMITS (e.g. {"cell_seconds": 30}), grade them under those limits instead of the
+    assignment's (in a copy of the course), so that the hangs example spins for less time; a cell
+    limit must stay well above the reference's longest cell, and it makes the validate conditions
+    stricter, never looser."""
+    course = REPO if limits is None else with_limits(name, folder / "course", limits)
+    submissions = REPO / "assignments" / name / "submissions"
+    if students is not None:
+        chosen = folder / "submissions"
+        chosen.mkdir()
+        for student in students:
+            shutil.copy(submissions / f"{student}.ipynb", chosen)
+        submissions = chosen
+    run = grader("run", name, "--course", course, "--workers", "2", "--submissions", submissions,
+                 home=home, cwd=folder)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     results = {r.student: r for r in Gradebook(folder / "gradebook.sqlite").latest(name)}
     return Examples(name, folder, results)

@@ -57,7 +57,8 @@ def data_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def examples(data_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Examples:
     """All of assignment01's examples, graded once for every test below."""
-    return grade_examples(NAME, data_home, tmp_path_factory.mktemp("examples"), cell_seconds=CELL_SECONDS)
+    return grade_examples(NAME, data_home, tmp_path_factory.mktemp("examples"),
+                          limits={"cell_seconds": CELL_SECONDS})
 
 
 def test_release_reproduces_the_committed_starter(tmp_path):
