@@ -16,7 +16,9 @@ UPSIDE_DOWN_FLAGGED = 3  # of 16 skies turned over: vertical flips or rotations 
 GAP_STANDARD_ERRORS = 4  # validation better than hidden by more than this: trained on validation
 GAP_AT_LEAST = 0.05
 CLASS_NAMES = ("cat", "dog")
-TIERS = [(0.80, 1.0), (0.75, 0.75), (0.70, 0.5), (0.60, 0.25)]
+# Set from the measured reference: 0.792 on these 500 photos after 38 epochs, the most that fits
+# the 15 minutes `grader validate` may take on two CPU cores (README.md: Reference).
+TIERS = [(0.78, 1.0), (0.74, 0.75), (0.70, 0.5), (0.60, 0.25)]
 
 
 def _colour_histograms(images: np.ndarray) -> np.ndarray:
