@@ -189,6 +189,10 @@ class Examples:
         """The message of one check of the student's result."""
         return {c.name: c.message for c in self.results[student].checks}[check]
 
+    def points(self, student: str) -> dict[str, float]:
+        """The points of every check of the student's result."""
+        return {c.name: c.points for c in self.results[student].checks}
+
 
 def with_limits(name: str, course: Path, limits: dict[str, float]) -> Path:
     """A copy of the course in COURSE with only assignment NAME, whose [limits] LIMITS replace the
@@ -247,7 +251,7 @@ def assert_reasons(examples: Examples, expected: dict[str, tuple[float, str, str
 def assert_check_points(examples: Examples, checks: dict[str, dict[str, float]]) -> None:
     """For the students in CHECKS, the points of every check."""
     for student, points in checks.items():
-        assert {c.name: c.points for c in examples.results[student].checks} == points, student
+        assert examples.points(student) == points, student
 
 
 def _solution_cells(path: Path) -> list[tuple[str, str]]:

@@ -15,12 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from grader.score import Result
 from tests.examples import (
     REPO,
+    Examples,
+    assert_check_points,
     assert_no_hidden_data_reaches_the_kernel,
     assert_points_add_up,
+    assert_reasons,
     assert_release_reproduces,
+    assert_scores,
     grade_examples,
     grader,
     import_real_data,
@@ -33,15 +36,13 @@ ASSIGNMENT = REPO / "assignments" / NAME
 # QUICK_LIMITS, so that the hanging example spins for 30 s, not the 30 minutes the reference may.
 TRAINED_LIMITS = {"total_seconds": 420, "cell_seconds": 240}
 QUICK_LIMITS = {"total_seconds": 120, "cell_seconds": 30}
-FAST = {  # student: (score or None where it depends on training, status, words in the reason)
+QUICK = {  # student: (score, status, words in the reason and on the page)
     "starter": (0, "cell_error", "NotImplementedError"),
-    "partial": (None, "graded", ""),
-    "trains-on-validation": (None, "graded", ""),
     "raises": (2, "cell_error", "ImportError"),
     "hangs": (0, "timeout", "ran longer than 30 s"),
     "invalid": (0, "invalid", "not a valid notebook"),
 }
-TRAINED = ("partial", "trains-on-validation")
+TRAINED = ("partial", "trains-on-validation")  # their scores depend on training
 
 
 @pytest.fixture(scope="module")
@@ -51,13 +52,17 @@ def data_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def fast_batch(data_home: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Result]:
-    """Every example but the reference: those that train in one batch, the others in another."""
-    trained = grade_examples(NAME, data_home, tmp_path_factory.mktemp("trained"),
-                             limits=TRAINED_LIMITS, students=TRAINED)
-    quick = grade_examples(NAME, data_home, tmp_path_factory.mktemp("quick"),
-                           limits=QUICK_LIMITS, students=[s for s in FAST if s not in TRAINED])
-    return {**trained.results, **quick.results}
+def trained(data_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Examples:
+    """The examples that train briefly, graded in one batch under TRAINED_LIMITS."""
+    return grade_examples(NAME, data_home, tmp_path_factory.mktemp("trained"),
+                          limits=TRAINED_LIMITS, students=TRAINED)
+
+
+@pytest.fixture(scope="module")
+def quick(data_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Examples:
+    """The examples that do not train, graded in one batch under QUICK_LIMITS."""
+    return grade_examples(NAME, data_home, tmp_path_factory.mktemp("quick"), limits=QUICK_LIMITS,
+                          students=QUICK)
 
 
 @pytest.fixture(scope="module")
@@ -70,14 +75,6 @@ def validated(data_home: Path, tmp_path_factory: pytest.TempPathFactory):
     seconds = time.monotonic() - start
     page = folder / "reports" / "reference.html"
     return run, seconds, page.read_text(encoding="utf-8") if page.is_file() else ""
-
-
-def points(result: Result) -> dict[str, float]:
-    return {c.name: c.points for c in result.checks}
-
-
-def messages(result: Result) -> dict[str, str]:
-    return {c.name: c.message for c in result.checks}
 
 
 def test_the_checks_add_up_to_the_assignment_points():
@@ -112,39 +109,39 @@ def test_validate_trains_the_reference_to_full_points(validated):
 
 
 @pytest.mark.slow
-def test_the_fast_examples_get_their_expected_status_and_score(fast_batch):
-    assert set(fast_batch) == set(FAST)
-    for student, (score, status, words) in FAST.items():
-        result = fast_batch[student]
-        assert result.status == status, (student, result.reason[:300])
-        assert words in result.reason, (student, result.reason[:300])
-        if score is not None:
-            assert result.score == score, (student, points(result))
+def test_the_quick_examples_get_their_expected_scores(quick):
+    assert_scores(quick, QUICK)
+    assert_reasons(quick, QUICK)
     # raises: its pipeline is right; it breaks at the slides' Keras 2 import, before any model
-    assert points(fast_batch["raises"]) == {
+    assert_check_points(quick, {"raises": {
         "test_data_pipeline": 2, "test_model_is_a_trained_convnet": 0, "test_learning_curves": 0,
-        "test_augmentation": 0, "test_hidden_accuracy": 0}
-    assert "keras.preprocessing.image" in fast_batch["raises"].reason
+        "test_augmentation": 0, "test_hidden_accuracy": 0}})
+    assert "keras.preprocessing.image" in quick.results["raises"].reason
 
 
 @pytest.mark.slow
-def test_the_example_without_augmentation_loses_the_augmentation_points(fast_batch):
-    partial = fast_batch["partial"]
-    found = points(partial)
+def test_the_trained_examples_are_graded(trained):
+    assert {s: r.status for s, r in trained.results.items()} == dict.fromkeys(TRAINED, "graded"), {
+        s: r.reason[:300] for s, r in trained.results.items()}
+
+
+@pytest.mark.slow
+def test_the_example_without_augmentation_loses_the_augmentation_points(trained):
+    found = trained.points("partial")
     assert found["test_augmentation"] == 0
-    assert "hardly changes the photos" in messages(partial)["test_augmentation"]
+    assert "hardly changes the photos" in trained.message("partial", "test_augmentation")
     assert {k: found[k] for k in ("test_data_pipeline", "test_model_is_a_trained_convnet",
                                   "test_learning_curves")} == {
         "test_data_pipeline": 2, "test_model_is_a_trained_convnet": 2, "test_learning_curves": 1}
     # it overfits: some credit for accuracy, never full points, and no sign of the validation
-    assert 0 < found["test_hidden_accuracy"] < 3, messages(partial)["test_hidden_accuracy"]
+    assert 0 < found["test_hidden_accuracy"] < 3, trained.message("partial", "test_hidden_accuracy")
 
 
 @pytest.mark.slow
-def test_training_on_the_validation_photos_loses_the_accuracy_points(fast_batch):
-    cheat = fast_batch["trains-on-validation"]
-    found = points(cheat)
+def test_training_on_the_validation_photos_loses_the_accuracy_points(trained):
+    cheat = "trains-on-validation"
+    found = trained.points(cheat)
     assert found["test_hidden_accuracy"] == 0
-    assert "trained on the validation photos" in messages(cheat)["test_hidden_accuracy"]
+    assert "trained on the validation photos" in trained.message(cheat, "test_hidden_accuracy")
     # the slides' ImageDataGenerator is accepted: its pipeline and its augment(images) count
-    assert found["test_data_pipeline"] == 2 and found["test_augmentation"] == 2, messages(cheat)
+    assert found["test_data_pipeline"] == 2 and found["test_augmentation"] == 2, found
