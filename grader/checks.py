@@ -30,7 +30,8 @@ from .exchange import KernelLink, StudentValueError
 from .outcomes import Attachment
 
 __all__ = [
-    "Credit", "Feedback", "StudentValueError", "SubmissionView", "affine_error", "confusion_figure",
+    "Credit", "Feedback", "StudentValueError", "SubmissionView", "affine_error", "all_layers",
+    "confusion_figure",
     "history_problem", "image_grid", "layer_problem", "linear_problem", "mistakes_figure",
     "plot_curves", "shape_problem", "unevaluable", "untrained",
 ]
@@ -265,26 +266,23 @@ def _words(shape: tuple[int | None, ...], vector: str) -> str:
     return vector.format(shape[0]) if len(shape) == 1 else f"arrays of shape {shape}"
 
 
-def _biased_layers(model: Any) -> list[Any]:
-    """MODEL's layers that have a bias (Dense, Conv2D, ...), nested models included."""
+def all_layers(model: Any) -> list[Any]:
+    """MODEL's layers in order, with those of nested models (a Sequential inside) in their place."""
     found = []
     for layer in getattr(model, "layers", []):
-        if isinstance(getattr(layer, "layers", None), list):
-            found += _biased_layers(layer)
-        elif getattr(layer, "use_bias", False) and getattr(layer, "bias", None) is not None:
-            found.append(layer)
+        found += all_layers(layer) if isinstance(getattr(layer, "layers", None), list) else [layer]
     return found
+
+
+def _biased_layers(model: Any) -> list[Any]:
+    """MODEL's layers that have a bias (Dense, Conv2D, ...), nested models included."""
+    return [layer for layer in all_layers(model)
+            if getattr(layer, "use_bias", False) and getattr(layer, "bias", None) is not None]
 
 
 def _batch_norms(model: Any) -> list[Any]:
     """MODEL's BatchNormalization layers, nested models included."""
-    found = []
-    for layer in getattr(model, "layers", []):
-        if isinstance(getattr(layer, "layers", None), list):
-            found += _batch_norms(layer)
-        elif type(layer).__name__ == "BatchNormalization":
-            found.append(layer)
-    return found
+    return [layer for layer in all_layers(model) if type(layer).__name__ == "BatchNormalization"]
 
 
 # BatchNormalization's weights and the constants Keras starts them at; training moves them.

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from grader import checks
-from grader.checks import StudentValueError
+from grader.checks import StudentValueError, all_layers
 
 CLASSES = ("cats", "dogs")  # label 0 and 1: the folders in alphabetical order, as both loaders do
 AUGMENTING_PREFIX = "Random"  # RandomFlip, RandomRotation, RandomZoom, RandomTranslation, ...
@@ -28,15 +28,6 @@ class Photos:
     images: np.ndarray  # (n, height, width, 3) float32
     labels: np.ndarray  # (n,) 0 = cat, 1 = dog
     files: tuple[str, ...]
-
-
-def all_layers(model: Any) -> list[Any]:
-    """MODEL's layers in order, with those of nested models (a Sequential inside) in its place."""
-    found = []
-    for layer in model.layers:
-        found.extend(all_layers(layer) if isinstance(getattr(layer, "layers", None), list)
-                     else [layer])
-    return found
 
 
 def augmenting_layers(model: Any) -> list[Any]:
