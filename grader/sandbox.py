@@ -251,15 +251,21 @@ def _folders(roots: tuple[str, ...], shared: str, inside: str) -> list[str]:
     return [*args, "--bind", shared, inside]
 
 
-# Runs on the host right before bubblewrap: join the run's cgroups, hand bubblewrap the seccomp
-# filter through a pipe (jupyter_client starts the kernel with no file descriptor of ours).
+# Runs on the host right before bubblewrap. First it asks for SIGKILL when the grader goes (kept
+# across exec) and stops if the grader already went: bubblewrap's own --die-with-parent takes
+# hold only once it has started, and a grader killed in between would leave a sandbox behind.
+# Then it joins the run's cgroups and hands bubblewrap the seccomp filter through a pipe
+# (jupyter_client starts the kernel with no file descriptor of ours).
 _ENTRY = """\
-import os, sys
-program, count = bytes.fromhex(sys.argv[1]), int(sys.argv[2])
-for procs in sys.argv[3:3 + count]:
+import ctypes, os, signal, sys
+ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(1)
+program, count = bytes.fromhex(sys.argv[2]), int(sys.argv[3])
+for procs in sys.argv[4:4 + count]:
     with open(procs, "w") as f:
         f.write(str(os.getpid()))
-argv = sys.argv[3 + count:]
+argv = sys.argv[4 + count:]
 if program:
     read, write = os.pipe()
     os.write(write, program)
@@ -270,10 +276,10 @@ os.execv(argv[0], argv)
 """
 
 
-def _entry(spec: Spec) -> list[str]:
-    program = seccomp.program().hex() if spec.seccomp else ""
-    return [sys.executable, "-I", "-S", "-c", _ENTRY, program, str(len(spec.cgroups)),
-            *map(str, spec.cgroups)]
+def _entry(program: bytes = b"", cgroups: tuple[Path, ...] | list[Path] = ()) -> list[str]:
+    """The argv of the host-side step before bubblewrap, for a sandbox started by this process."""
+    return [sys.executable, "-I", "-S", "-c", _ENTRY, str(os.getpid()), program.hex(),
+            str(len(cgroups)), *map(str, cgroups)]
 
 
 def command(argv: list[str], spec: Spec) -> list[str]:
@@ -305,7 +311,8 @@ def command(argv: list[str], spec: Spec) -> list[str]:
                  "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"]
     else:
         args += ["--"]
-    return [*_entry(spec), *args, *argv]
+    program = seccomp.program() if spec.seccomp else b""
+    return [*_entry(program, spec.cgroups), *args, *argv]
 
 
 _CLAIMS: list[object] = []  # open lock files: a claim lasts as long as this process
@@ -403,4 +410,4 @@ def checker_command(argv: list[str], *, readonly: list[Path], writable: list[Pat
                  "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"]
     else:
         args += ["--"]
-    return [*args, *argv]
+    return [*_entry(), *args, *argv]

@@ -336,3 +336,26 @@ def test_each_claim_gets_a_user_no_other_grader_holds():
     other = subprocess.run([sys.executable, "-c", "from grader import sandbox; print(sandbox.claim_user())"],
                            capture_output=True, text=True, check=True, cwd=REPO)
     assert len({first, second, int(other.stdout)}) == 3
+
+
+@pytest.mark.parametrize("which", ["kernel", "checker"])
+def test_a_sandbox_whose_grader_is_already_gone_never_starts(tmp_path, which):
+    """A grader killed between starting a sandbox and bubblewrap's --die-with-parent taking hold
+    must not leave one behind: the host-side step before bubblewrap stops when its parent is not
+    the grader that built the command (here: a process in between plays the orphaned case)."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    code = f"open({str(shared / 'ran')!r}, 'w').write('yes')"
+    if which == "kernel":
+        argv = sandbox.command([sys.executable, "-c", code],
+                               sandbox.Spec(files={}, shared=shared, limits=Limits()))
+    else:
+        argv = sandbox.checker_command([sys.executable, "-c", code], readonly=[],
+                                       writable=[shared], workdir=shared, uid=os.getuid())
+    middle = [sys.executable, "-c", "import subprocess, sys; sys.exit(subprocess.run(sys.argv[1:]).returncode)"]
+    orphaned = subprocess.run([*middle, *argv], capture_output=True, text=True, timeout=120)
+    assert orphaned.returncode == 1 and not (shared / "ran").exists()
+    direct = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert direct.returncode == 0, direct.stderr[-2000:]
+    assert (shared / "ran").read_text() == "yes"
