@@ -10,9 +10,10 @@ from grader.checks import StudentValueError
 
 TOP = 10
 LIKED = 4  # a held-out film the user rated 4 or 5 is a hit
-# precision@10 relative to the popularity baseline the checker computes itself; the reference
-# reaches about 1.2 times popularity (assignments/assignment06/README.md)
-TIERS = [(1.10, 1.0), (1.0, 0.75), (0.85, 0.5), (0.5, 0.25)]
+# precision@10 relative to the popularity baseline the checker computes itself. Measured
+# (assignments/assignment06/README.md): the reference about 1.2 times popularity; an RBM whose
+# statistics count the unrated films 0.95-1.03; the slides' probabilities alone 0.38-0.55.
+TIERS = [(1.10, 1.0), (0.9, 0.5), (0.7, 0.25)]
 RANDOM_DRAWS = 20
 USER = 0  # the user whose recommendations the feedback page shows
 

@@ -1,0 +1,148 @@
+"""assignment06 (an RBM that recommends films, MovieLens 100k) on the real data.
+
+`grader validate` (reference and starter, the assignment's own limits) is one module fixture, and
+its test reads the reference's feedback page. The other examples grade in one batch from a copy of
+the assignment whose assignment.toml has smaller limits (only the limits changed), so that the
+hanging example spins for a minute, not the five the assignment allows. Skipped only where
+../shared/datasets is absent; CI has it.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.examples import (
+    REPO,
+    Examples,
+    assert_check_points,
+    assert_no_hidden_data_reaches_the_kernel,
+    assert_points_add_up,
+    assert_reasons,
+    assert_reference_is_the_source,
+    assert_release_reproduces,
+    assert_scores,
+    grade_examples,
+    grader,
+    import_real_data,
+    with_limits,
+)
+
+NAME = "assignment06"
+ASSIGNMENT = REPO / "assignments" / NAME
+# The reference's longest cell (training) takes about 10 s on two busy cores.
+LIMITS = {"total_seconds": 240, "cell_seconds": 60}
+EXPECTED = {  # student: (score, status, words in the reason and on the page)
+    "unmasked": (7, "graded", ""),
+    "partial": (6, "graded", ""),
+    "starter": (0, "cell_error", "NotImplementedError"),
+    "raises": (7, "cell_error", "FileNotFoundError"),
+    "hangs": (8, "timeout", "ran longer than 60 s"),
+    "invalid": (0, "invalid", "not a valid notebook"),
+}
+FUNCTIONS = {"test_energy": 1, "test_p_hidden": 1, "test_p_visible": 1, "test_sample": 1,
+             "test_gibbs": 1}
+CHECKS = {  # student: points of each check
+    # only the mask is wrong: the cd_step check fails; its training, which counts -1 in W, then
+    # recommends about as well as popularity (0.95-1.03 of it, 1.10 earns full points): half the
+    # hidden points
+    "unmasked": {**FUNCTIONS, "test_cd_step": 0, "test_reconstruction_error_falls": 1,
+                 "test_recommendations": 1},
+    # energy without the hidden biases, no errors recorded, the slides' probabilities as scores
+    # (about 0.4 of popularity, 0.7 earns the least points: none)
+    "partial": {**FUNCTIONS, "test_energy": 0, "test_cd_step": 2,
+                "test_reconstruction_error_falls": 0, "test_recommendations": 0},
+    # every function right; it stops at reading the raw MovieLens file, before training
+    "raises": {**FUNCTIONS, "test_cd_step": 2, "test_reconstruction_error_falls": 0,
+               "test_recommendations": 0},
+    # its training never ends: what it defined before the timeout scores, its errors so far too
+    "hangs": {**FUNCTIONS, "test_cd_step": 2, "test_reconstruction_error_falls": 1,
+              "test_recommendations": 0},
+}
+
+
+@pytest.fixture(scope="module")
+def data_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh dataset cache with movielens imported from ../shared/datasets."""
+    return import_real_data(tmp_path_factory, "movielens")
+
+
+@pytest.fixture(scope="module")
+def examples(data_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Examples:
+    """The examples other than the reference, graded in one batch under LIMITS."""
+    return grade_examples(NAME, data_home, tmp_path_factory.mktemp("examples"), limits=LIMITS,
+                          students=EXPECTED)
+
+
+@pytest.fixture(scope="module")
+def validated(data_home: Path, tmp_path_factory: pytest.TempPathFactory):
+    """`grader validate assignment06` with the reference's feedback page: (run, seconds, page)."""
+    folder = tmp_path_factory.mktemp("validate")
+    start = time.monotonic()
+    run = grader("validate", NAME, "--course", REPO, "--reports", folder / "reports",
+                 home=data_home, cwd=folder)
+    seconds = time.monotonic() - start
+    page = folder / "reports" / "reference.html"
+    return run, seconds, page.read_text(encoding="utf-8") if page.is_file() else ""
+
+
+def test_the_checks_add_up_to_the_assignment_points():
+    assert_points_add_up(NAME)
+
+
+def test_no_check_sends_hidden_data_to_the_students_functions():
+    assert_no_hidden_data_reaches_the_kernel(NAME)
+
+
+def test_release_reproduces_the_committed_starter(tmp_path):
+    assert_release_reproduces(NAME, tmp_path)
+
+
+def test_the_reference_example_is_the_instructor_notebook():
+    assert_reference_is_the_source(NAME)
+
+
+def test_the_test_limits_change_only_the_limits(tmp_path):
+    toml = (ASSIGNMENT / "assignment.toml").read_text(encoding="utf-8")
+    course = with_limits(NAME, tmp_path / "course", LIMITS)
+    changed = (course / "assignments" / NAME / "assignment.toml").read_text(encoding="utf-8")
+    differ = [a for a, b in zip(toml.splitlines(), changed.splitlines(), strict=True) if a != b]
+    assert [line.split(" = ")[0] for line in differ] == list(LIMITS)
+
+
+@pytest.mark.slow
+def test_validate_gives_the_reference_full_points(validated):
+    run, seconds, page = validated
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert f"{NAME} is valid: reference 10/10, starter 0" in run.stdout
+    assert "precision@10 relative to popularity" in page and "100% of the points" in page
+    # the recommended titles, escaped by the page (Schindler&#39;s List, ...)
+    assert "What your RBM recommends to user 0" in page and "Your scores recommend" in page
+    assert page.count("data:image/png;base64,") == 2  # reconstruction error, precision bars
+    print(f"grader validate {NAME}: {seconds:.0f} s")
+
+
+@pytest.mark.slow
+def test_the_examples_get_their_expected_scores(examples):
+    assert_scores(examples, EXPECTED)
+    assert_reasons(examples, EXPECTED)
+
+
+@pytest.mark.slow
+def test_each_check_gives_its_points(examples):
+    assert_check_points(examples, CHECKS)
+
+
+@pytest.mark.slow
+def test_a_mask_that_counts_unrated_entries_is_named(examples):
+    message = examples.message("unmasked", "test_cd_step")
+    assert message.startswith("unrated entries (-1) changed W: they must not count"), message
+
+
+@pytest.mark.slow
+def test_the_slides_probabilities_alone_lose_to_popularity(examples):
+    message = examples.message("partial", "test_recommendations")
+    assert "below 0.7 needed for any points" in message, message
+    assert "energy(v, h, W, a, b)" in examples.message("partial", "test_energy")
