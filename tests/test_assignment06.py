@@ -10,6 +10,7 @@ hanging example spins for a minute, not the five the assignment allows. Skipped 
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -146,3 +147,56 @@ def test_the_slides_probabilities_alone_lose_to_popularity(examples):
     message = examples.message("partial", "test_recommendations")
     assert "below 0.7 needed for any points" in message, message
     assert "energy(v, h, W, a, b)" in examples.message("partial", "test_energy")
+
+
+def _check_module(part: str, name: str):
+    """One of the assignment's check files, imported here without running pytest on it."""
+    import importlib.util
+
+    path = ASSIGNMENT / "checks" / part / f"{name}.py" if part else ASSIGNMENT / "checks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"a06_{part}_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    with warnings.catch_warnings():  # its points marker is the grader's, unknown to this pytest
+        warnings.simplefilter("ignore", pytest.PytestUnknownMarkWarning)
+        spec.loader.exec_module(module)
+    return module
+
+
+class _Scores:
+    """A stand-in for the student's kernel that hands over one `scores` array."""
+
+    def __init__(self, scores):
+        self.scores = scores
+
+    def array(self, name):
+        assert name == "scores"
+        return self.scores
+
+
+def test_scores_of_the_wrong_shape_or_with_nan_get_a_one_line_message():
+    import numpy as np
+
+    from grader.checks import StudentValueError
+
+    hidden = _check_module("hidden", "test_hidden")
+    with pytest.raises(StudentValueError, match=r"shape \(943, 1682\).*found \(1682, 943\)"):
+        hidden._scores(_Scores(np.zeros((1682, 943))), (943, 1682))
+    broken = np.zeros((943, 1682))
+    broken[3, :5] = np.nan
+    with pytest.raises(StudentValueError, match="holds 5 NaN or infinite values"):
+        hidden._scores(_Scores(broken), (943, 1682))
+
+
+def test_a_film_nobody_in_the_batch_rated_tells_a_masked_update_from_an_unmasked_one():
+    import numpy as np
+
+    conftest = _check_module("", "conftest")
+    x = conftest.made_up(11, empty_column=True)
+    W, a, _ = conftest.cd_step(x.v, x.W, x.a, x.b, 0.5, 1, np.random.default_rng(11))
+    assert np.array_equal(W[-1], x.W[-1]) and a[-1] == x.a[-1]
+    # the unmasked example's statistics: the raw batches, -1 included
+    vk = conftest.gibbs(x.v, x.W, x.a, x.b, 1, np.random.default_rng(11))
+    ph0, phk = conftest.p_hidden(x.v, x.W, x.b), conftest.p_hidden(vk, x.W, x.b)
+    unmasked = x.W + 0.5 * (x.v.T @ ph0 - vk.T @ phk) / len(x.v)
+    assert np.abs(unmasked[-1] - x.W[-1]).max() > 1e-3
