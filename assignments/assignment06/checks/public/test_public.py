@@ -80,11 +80,15 @@ def test_gibbs(submission, rbm):
 
 def _update(submission, x, lr: float, k: int, seed: int) -> tuple[np.ndarray, ...]:
     """The student's cd_step on X, as (W, a, b)."""
-    if not submission.has("cd_step_as_one_array"):
+    try:
+        flat = submission.call_array("cd_step_as_one_array", x.v, x.W, x.a, x.b, lr, k, seed)
+    except StudentValueError as exc:
+        if "is not defined" not in str(exc):
+            raise
         raise StudentValueError(
             "cd_step_as_one_array is not defined: keep the given function after cd_step, it is"
-            " how the grader reads your update")
-    flat = submission.call_array("cd_step_as_one_array", x.v, x.W, x.a, x.b, lr, k, seed).ravel()
+            " how the grader reads your update") from None
+    flat = flat.ravel()
     sizes = (x.W.size, x.a.size, x.b.size)
     if flat.size != sum(sizes):
         raise StudentValueError(
