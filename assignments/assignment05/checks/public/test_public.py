@@ -111,6 +111,6 @@ def test_learning_curves(submission, feedback):
     missing = [k for k in ("loss", accuracy, "val_loss", "val_" + accuracy) if not history.get(k)]
     assert not missing, (
         f"history does not record {', '.join(missing)}: compile with metrics=['accuracy'] and"
-        " pass validation_split=0.2 to fit")
+        " pass validation_split=0.1 to fit")
     epochs = len(history["loss"])
     assert epochs >= 2, f"history holds {epochs} epoch: train for more than one"
