@@ -21,12 +21,12 @@ that one batch:
 and so on: `assert_reasons`, `assert_check_points`, `examples.images(student)`,
 `examples.message(student, check)`. `grade_examples(..., limits={"cell_seconds": N})` grades them with a
 lower cell limit than the assignment's, so that the hangs example waits less; N must stay well
-above the reference's longest cell. Where the reference trains for minutes (assignment04), its
-tests grade the reference once and the other examples in batches with smaller limits
-(`students=`).
+above the reference's longest cell. Where the reference trains for minutes (assignments 04 to
+06), its tests run the real `grader validate` once (`validate`, `assert_valid`) and grade the other
+examples in batches with smaller limits (`students=`, `assert_only_limits_change`).
 
-No test runs `grader validate` or another `grader run` on the real assignment: the reference
-example is the instructor notebook without its solution markers (`assert_reference_is_the_source`)
+Elsewhere no test runs `grader validate` or another `grader run` on the real assignment: the
+reference example is the instructor notebook without its solution markers (`assert_reference_is_the_source`)
 and the starter example is the released notebook (`assert_release_reproduces`), so `grader
 validate`'s conditions are checked on the batch's reference and starter through
 `grader.cli.validation_problems`, the function the command uses. Tests that need no graded notebook
@@ -43,6 +43,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,6 +209,44 @@ def with_limits(name: str, course: Path, limits: dict[str, float]) -> Path:
         assert found == 1, f"{toml} has no {key} line to change"
     toml.write_text(text, encoding="utf-8")
     return course
+
+
+def assert_only_limits_change(name: str, course: Path, limits: dict[str, float]) -> None:
+    """`with_limits` changes the LIMITS lines of the assignment's toml and nothing else."""
+    toml = (REPO / "assignments" / name / "assignment.toml").read_text(encoding="utf-8")
+    changed = (with_limits(name, course, limits) / "assignments" / name / "assignment.toml")
+    differ = [a for a, b in zip(toml.splitlines(), changed.read_text(encoding="utf-8").splitlines(),
+                                strict=True) if a != b]
+    assert [line.split(" = ")[0] for line in differ] == list(limits)
+
+
+@dataclass
+class Validated:
+    """What `grader validate NAME` did: its process, its wall time, the reference's page."""
+
+    name: str
+    run: subprocess.CompletedProcess[str]
+    seconds: float
+    page: str
+
+
+def validate(name: str, home: Path, folder: Path) -> Validated:
+    """Run `grader validate NAME` on the real assignment (its own limits) in FOLDER, for the
+    assignments whose reference trains for minutes and so is graded once, here."""
+    start = time.monotonic()
+    run = grader("validate", name, "--course", REPO, "--reports", folder / "reports",
+                 home=home, cwd=folder)
+    seconds = time.monotonic() - start
+    page = folder / "reports" / "reference.html"
+    return Validated(name, run, seconds, page.read_text(encoding="utf-8") if page.is_file() else "")
+
+
+def assert_valid(validated: Validated) -> None:
+    """`grader validate` exited 0 with full marks for the reference and none for the starter."""
+    run = validated.run
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert f"{validated.name} is valid: reference 10/10, starter 0" in run.stdout
+    print(f"grader validate {validated.name}: {validated.seconds:.0f} s")
 
 
 def grade_examples(name: str, home: Path, folder: Path, *, limits: dict[str, float] | None = None,

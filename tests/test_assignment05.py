@@ -13,7 +13,6 @@ minutes a cell may take. Skipped only where
 from __future__ import annotations
 
 import html
-import time
 from pathlib import Path
 
 import pytest
@@ -21,17 +20,19 @@ import pytest
 from tests.examples import (
     REPO,
     Examples,
+    Validated,
     assert_check_points,
     assert_no_hidden_data_reaches_the_kernel,
+    assert_only_limits_change,
     assert_points_add_up,
     assert_reasons,
     assert_reference_is_the_source,
     assert_release_reproduces,
     assert_scores,
+    assert_valid,
     grade_examples,
-    grader,
     import_real_data,
-    with_limits,
+    validate,
 )
 
 NAME = "assignment05"
@@ -68,15 +69,9 @@ def quick(data_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Examples
 
 
 @pytest.fixture(scope="module")
-def validated(data_home: Path, tmp_path_factory: pytest.TempPathFactory):
-    """`grader validate assignment05` with the reference's feedback page: (run, seconds, page)."""
-    folder = tmp_path_factory.mktemp("validate")
-    start = time.monotonic()
-    run = grader("validate", NAME, "--course", REPO, "--reports", folder / "reports",
-                 home=data_home, cwd=folder)
-    seconds = time.monotonic() - start
-    page = folder / "reports" / "reference.html"
-    return run, seconds, page.read_text(encoding="utf-8") if page.is_file() else ""
+def validated(data_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Validated:
+    """`grader validate assignment05`, once for the module."""
+    return validate(NAME, data_home, tmp_path_factory.mktemp("validate"))
 
 
 def test_the_checks_add_up_to_the_assignment_points():
@@ -96,23 +91,17 @@ def test_the_reference_is_the_instructor_notebook():
 
 
 def test_the_test_limits_change_only_the_limits(tmp_path):
-    toml = (ASSIGNMENT / "assignment.toml").read_text(encoding="utf-8")
-    course = with_limits(NAME, tmp_path / "course", QUICK_LIMITS)
-    changed = (course / "assignments" / NAME / "assignment.toml").read_text(encoding="utf-8")
-    differ = [a for a, b in zip(toml.splitlines(), changed.splitlines(), strict=True) if a != b]
-    assert [line.split(" = ")[0] for line in differ] == list(QUICK_LIMITS)
+    assert_only_limits_change(NAME, tmp_path / "course", QUICK_LIMITS)
 
 
 @pytest.mark.slow
 def test_validate_trains_the_reference_to_full_points(validated):
-    run, seconds, page = validated
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert f"{NAME} is valid: reference 10/10, starter 0" in run.stdout
+    assert_valid(validated)
+    page = validated.page
     assert "accuracy on 25,000 unseen reviews is" in page and "100% of the points" in page
     # learning curves and confusion matrix; the five reviews it got most wrong, as text
     assert page.count("data:image/png;base64,") == 2
     assert page.count("review read as") == 5
-    print(f"grader validate {NAME}: {seconds:.0f} s")
 
 
 @pytest.mark.slow

@@ -9,7 +9,6 @@ hanging example spins for a minute, not the five the assignment allows. Skipped 
 
 from __future__ import annotations
 
-import time
 import warnings
 from pathlib import Path
 
@@ -18,17 +17,19 @@ import pytest
 from tests.examples import (
     REPO,
     Examples,
+    Validated,
     assert_check_points,
     assert_no_hidden_data_reaches_the_kernel,
+    assert_only_limits_change,
     assert_points_add_up,
     assert_reasons,
     assert_reference_is_the_source,
     assert_release_reproduces,
     assert_scores,
+    assert_valid,
     grade_examples,
-    grader,
     import_real_data,
-    with_limits,
+    validate,
 )
 
 NAME = "assignment06"
@@ -78,15 +79,9 @@ def examples(data_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Examp
 
 
 @pytest.fixture(scope="module")
-def validated(data_home: Path, tmp_path_factory: pytest.TempPathFactory):
-    """`grader validate assignment06` with the reference's feedback page: (run, seconds, page)."""
-    folder = tmp_path_factory.mktemp("validate")
-    start = time.monotonic()
-    run = grader("validate", NAME, "--course", REPO, "--reports", folder / "reports",
-                 home=data_home, cwd=folder)
-    seconds = time.monotonic() - start
-    page = folder / "reports" / "reference.html"
-    return run, seconds, page.read_text(encoding="utf-8") if page.is_file() else ""
+def validated(data_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Validated:
+    """`grader validate assignment06`, once for the module."""
+    return validate(NAME, data_home, tmp_path_factory.mktemp("validate"))
 
 
 def test_the_checks_add_up_to_the_assignment_points():
@@ -106,23 +101,17 @@ def test_the_reference_example_is_the_instructor_notebook():
 
 
 def test_the_test_limits_change_only_the_limits(tmp_path):
-    toml = (ASSIGNMENT / "assignment.toml").read_text(encoding="utf-8")
-    course = with_limits(NAME, tmp_path / "course", LIMITS)
-    changed = (course / "assignments" / NAME / "assignment.toml").read_text(encoding="utf-8")
-    differ = [a for a, b in zip(toml.splitlines(), changed.splitlines(), strict=True) if a != b]
-    assert [line.split(" = ")[0] for line in differ] == list(LIMITS)
+    assert_only_limits_change(NAME, tmp_path / "course", LIMITS)
 
 
 @pytest.mark.slow
 def test_validate_gives_the_reference_full_points(validated):
-    run, seconds, page = validated
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert f"{NAME} is valid: reference 10/10, starter 0" in run.stdout
+    assert_valid(validated)
+    page = validated.page
     assert "precision@10 relative to popularity" in page and "100% of the points" in page
     # the recommended titles, escaped by the page (Schindler&#39;s List, ...)
     assert "What your RBM recommends to user 0" in page and "Your scores recommend" in page
     assert page.count("data:image/png;base64,") == 2  # reconstruction error, precision bars
-    print(f"grader validate {NAME}: {seconds:.0f} s")
 
 
 @pytest.mark.slow
