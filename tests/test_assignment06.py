@@ -37,7 +37,7 @@ ASSIGNMENT = REPO / "assignments" / NAME
 # The reference's longest cell (training) takes about 10 s on two busy cores.
 LIMITS: dict[str, float] = {"total_seconds": 240, "cell_seconds": 60}
 EXPECTED = {  # student: (score, status, words in the reason and on the page)
-    "unmasked": (7, "graded", ""),
+    "unmasked": (8, "graded", ""),
     "partial": (6, "graded", ""),
     "starter": (0, "cell_error", "NotImplementedError"),
     "raises": (7, "cell_error", "FileNotFoundError"),
@@ -47,11 +47,10 @@ EXPECTED = {  # student: (score, status, words in the reason and on the page)
 FUNCTIONS = {"test_energy": 1, "test_p_hidden": 1, "test_p_visible": 1, "test_sample": 1,
              "test_gibbs": 1}
 CHECKS = {  # student: points of each check
-    # only the mask is wrong: the cd_step check fails; its training, which counts -1 in W, then
-    # recommends about as well as popularity (0.99-1.04 of it, 1.10 earns full points): half the
-    # hidden points
+    # only the mask is wrong: it loses exactly the cd_step check's points; its training, which
+    # counts -1 in W, still recommends as well as popularity (1.02 of it; 1.0 earns full points)
     "unmasked": {**FUNCTIONS, "test_cd_step": 0, "test_reconstruction_error_falls": 1,
-                 "test_recommendations": 1},
+                 "test_recommendations": 2},
     # energy without the hidden biases, no errors recorded, the slides' probabilities as scores
     # (about 0.4 of popularity, 0.7 earns the least points: none)
     "partial": {**FUNCTIONS, "test_energy": 0, "test_cd_step": 2,
