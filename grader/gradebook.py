@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -39,6 +39,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, rela
 from .errors import GradebookError
 from .outcomes import Attachment, CheckOutcome
 from .score import GRADER_FAULTS, Result
+
+T = TypeVar("T")
 
 
 class Base(DeclarativeBase):
@@ -77,9 +79,12 @@ class Run(Base):
     max_score: Mapped[float] = mapped_column(Float)
     device: Mapped[str] = mapped_column(String(200), default="CPU")
     sandboxed: Mapped[bool] = mapped_column(Boolean, default=False)
+    queue_s: Mapped[float] = mapped_column(Float, default=0.0)
     kernel_start_s: Mapped[float] = mapped_column(Float, default=0.0)
+    warmup_s: Mapped[float] = mapped_column(Float, default=0.0)
     execution_s: Mapped[float] = mapped_column(Float, default=0.0)
     checks_s: Mapped[float] = mapped_column(Float, default=0.0)
+    store_s: Mapped[float] = mapped_column(Float, default=0.0)
     report_s: Mapped[float] = mapped_column(Float, default=0.0)
     graded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     failed_cell: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
@@ -170,17 +175,26 @@ class Gradebook:
             if row is not None:
                 row.seen_at = datetime.now(UTC)
 
-    def store(self, result: Result) -> None:
+    def store(self, result: Result) -> int:
         """Record one grading run and its checks in a single transaction, retrying a write that
-        fails for a passing reason (a locked database); GradebookError if it cannot be stored."""
+        fails for a passing reason (a locked database); return the run's id. GradebookError if
+        it cannot be stored."""
         clean = _cleaned(result)
-        self._retrying(lambda: self._store(clean))
+        return self._retrying(lambda: self._store(clean))
 
-    def _retrying(self, write: Callable[[], None]) -> None:
+    def record_phases(self, run_id: int, *, store_s: float, report_s: float) -> None:
+        """Add the phases known only once RUN_ID was stored: its write, and its feedback page."""
+        def write() -> None:
+            with self.session() as session:
+                run = session.get(Run, run_id)
+                if run is not None:
+                    run.store_s, run.report_s = store_s, report_s
+        self._retrying(write)
+
+    def _retrying(self, write: Callable[[], T]) -> T:
         for attempt in range(1, self.attempts + 1):
             try:
-                write()
-                return
+                return write()
             except OperationalError as exc:
                 if attempt == self.attempts:
                     raise GradebookError(f"the gradebook write failed {self.attempts} times: "
@@ -189,8 +203,9 @@ class Gradebook:
             except SQLAlchemyError as exc:
                 raise GradebookError(f"the gradebook write failed: {exc.__class__.__name__}: "
                                      f"{str(exc).splitlines()[0][:300]}") from None
+        raise GradebookError("the gradebook was not written: no attempt was allowed")
 
-    def _store(self, result: Result) -> None:
+    def _store(self, result: Result) -> int:
         with self.session() as session:
             person = session.scalar(select(Student).where(Student.name == result.student))
             if person is None:
@@ -211,6 +226,8 @@ class Gradebook:
             run = Run(submission_id=row.id, **{name: getattr(result, name) for name in _RUN_FIELDS})
             run.checks = [CheckRow(**asdict(c)) for c in result.checks]
             session.add(run)
+            session.flush()
+            return run.id
 
     def latest(self, assignment: str) -> list[Result]:
         """Each student's result for ASSIGNMENT, by student name: the latest run of the hand-in
@@ -252,7 +269,8 @@ class Gradebook:
 
 _RUN_FIELDS = (
     "checks_sha256", "status", "reason", "score", "max_score", "device", "sandboxed",
-    "kernel_start_s", "execution_s", "checks_s", "report_s", "graded_at", "failed_cell",
+    "queue_s", "kernel_start_s", "warmup_s", "execution_s", "checks_s", "store_s", "report_s",
+    "graded_at", "failed_cell",
     "executed_notebook", "staff_detail", "report_error",
 )
 

@@ -364,7 +364,7 @@ def _first_line(text: str) -> str:
     return (lines[-1] if lines else "no detail")[:200]
 
 
-def _store_safely(batch: Batch, student: str, write: Callable[[], None]) -> None:
+def _store_safely(batch: Batch, student: str, write: Callable[[], object]) -> None:
     """Write to the gradebook; a write that fails (after the gradebook's retries) is kept in
     BATCH.unstored and never stops the batch."""
     try:

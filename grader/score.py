@@ -47,9 +47,12 @@ class Result:
     failed_cell: dict[str, Any] | None = None
     device: str = "CPU"
     sandboxed: bool = False
+    queue_s: float = 0.0  # from the batch's start until a worker slot took it
     kernel_start_s: float = 0.0
+    warmup_s: float = 0.0  # the kernel importing the notebook's libraries before its first cell
     execution_s: float = 0.0
     checks_s: float = 0.0
+    store_s: float = 0.0  # writing it to the gradebook
     report_s: float = 0.0
     submitted_at: datetime | None = None
     graded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -59,7 +62,8 @@ class Result:
 
     @property
     def total_s(self) -> float:
-        return self.kernel_start_s + self.execution_s + self.checks_s + self.report_s
+        return (self.kernel_start_s + self.warmup_s + self.execution_s + self.checks_s
+                + self.store_s + self.report_s)
 
     @property
     def counted(self) -> bool:
