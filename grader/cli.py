@@ -21,7 +21,7 @@ from .gradebook import Gradebook
 from .paths import course_root, data_home
 from .pipeline import Batch, Settings, grade_batch
 from .preflight import PreflightFailed, preflight
-from .report import write_feedback_pages, write_summary
+from .report import phases_line, write_feedback_pages, write_summary
 from .score import GRADER_FAULT, Result
 from .submission import Submission, discover
 
@@ -118,7 +118,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     submissions = discover(Path(args.submissions), notebook_name=assignment.config.notebook)
     gradebook = Gradebook(args.gradebook)
     reports = _reports_dir(args, assignment)
-    batch = _grade(assignment, submissions, gradebook, args, _settings(args, reports))
+    settings = _settings(args, reports)
+    batch = _grade(assignment, submissions, gradebook, args, settings)
     results = gradebook.latest(assignment.name)
     write_summary(results, assignment=assignment.name, title=assignment.config.title,
                   folder=reports)
@@ -127,6 +128,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     faults = sum(r.status == GRADER_FAULT for r in batch.graded)
     console.print(f"{len(batch.graded)} graded, {len(batch.skipped)} already graded (use --force"
                   f" to regrade) in {batch.seconds:.1f} s; reports: {reports / 'index.html'}")
+    if line := phases_line(batch.graded, seconds=batch.seconds, workers=len(settings.slots())):
+        console.print(line, highlight=False)
     return _batch_exit(batch, faults)
 
 

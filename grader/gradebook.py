@@ -326,6 +326,9 @@ def _add_missing_columns(engine: Any) -> None:
                     continue
                 kind = column.type.compile(engine.dialect)
                 default = " DEFAULT ''" if isinstance(column.type, String | Text) else ""
+                value = getattr(column.default, "arg", None)
+                if isinstance(column.type, Float) and isinstance(value, float):
+                    default = f" DEFAULT {value!r}"  # old rows read back as 0.0, not NULL
                 connection.execute(text(
                     f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}{default}'))
 

@@ -298,14 +298,33 @@ def _check_summaries(results: list[Result]) -> list[CheckSummary]:
     ]
 
 
+# The phases of grading one submission, in order, as the summary page and `grader run` name them.
+PHASES = (("queue wait", "queue_s"), ("kernel start", "kernel_start_s"), ("warm-up", "warmup_s"),
+          ("execution", "execution_s"), ("checks", "checks_s"), ("store", "store_s"),
+          ("report", "report_s"))
+
+
+def phases_line(results: list[Result], *, seconds: float, workers: int) -> str:
+    """The mean of each phase over RESULTS that ran, and the grader's own overhead: the slots'
+    time (SECONDS x WORKERS) not spent executing notebooks or checking them, per submission."""
+    ran = [r for r in results if r.status in RAN]
+    if not ran:
+        return ""
+    means = ", ".join(f"{label} {statistics.fmean(getattr(r, attr) for r in ran):.2f}"
+                      for label, attr in PHASES)
+    useful = sum(r.execution_s + r.checks_s for r in ran)
+    overhead = max(0.0, seconds * workers - useful) / len(results)
+    return (f"phases, mean s per notebook: {means}; {seconds / len(results):.2f} s per submission"
+            f" with {workers} worker(s), of which {overhead:.2f} s the grader's own overhead")
+
+
 def _phase_stats(results: list[Result]) -> list[tuple[str, float, float, float]]:
     """Fastest, median and slowest of each phase, over the notebooks that actually ran."""
     ran = [r for r in results if r.status in RAN]
     if not ran:
         return []
     rows = []
-    for label, attr in (("kernel start", "kernel_start_s"), ("execution", "execution_s"),
-                        ("checks", "checks_s"), ("report", "report_s"), ("total", "total_s")):
+    for label, attr in (*PHASES, ("total", "total_s")):
         values = [getattr(r, attr) for r in ran]
         rows.append((label, min(values), statistics.median(values), max(values)))
     return rows

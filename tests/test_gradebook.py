@@ -119,8 +119,31 @@ def test_a_gradebook_of_an_older_grader_gets_the_new_columns(tmp_path):
         db.execute("ALTER TABLE grading_runs DROP COLUMN staff_detail")
         db.execute("ALTER TABLE submissions DROP COLUMN seen_at")
         db.execute("ALTER TABLE check_results DROP COLUMN fault")
+        db.execute("ALTER TABLE grading_runs DROP COLUMN warmup_s")
     book = Gradebook(path)
     later = result("bob", "s2", 5, status="error")
     later.staff_detail = "kernel log"
     book.store(later)
     assert [(r.score, r.staff_detail) for r in book.latest("a1")] == [(5, "kernel log")]
+
+
+def test_an_older_gradebooks_runs_read_back_with_zero_for_a_new_phase(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "g.sqlite"
+    Gradebook(path).store(result("bob", "s1", 3))
+    with sqlite3.connect(path) as db:
+        db.execute("ALTER TABLE grading_runs DROP COLUMN queue_s")
+    [old] = Gradebook(path).latest("a1")
+    assert old.queue_s == 0.0 and old.total_s >= 0
+
+
+def test_the_store_and_report_phases_are_recorded_on_the_stored_run(tmp_path):
+    book = Gradebook(tmp_path / "g.sqlite")
+    first = book.store(result("bob", "s1", 3))
+    second = book.store(result("alice", "s2", 7))
+    book.record_phases(first, store_s=0.25, report_s=1.5)
+    stored = {r.student: r for r in book.latest("a1")}
+    assert (stored["bob"].store_s, stored["bob"].report_s) == (0.25, 1.5)
+    assert (stored["alice"].store_s, stored["alice"].report_s) == (0.0, 0.0)
+    assert first != second

@@ -14,6 +14,7 @@ from grader.report import (
     ReportError,
     feedback_name,
     notebook_name,
+    phases_line,
     scrub_paths,
     write_feedback,
     write_feedback_pages,
@@ -201,6 +202,20 @@ def test_summary_has_histogram_pass_rates_runtimes_and_failures(tmp_path):
     assert html.count('class="bar"') == 10
     assert "cell 2 ran too long" in html and f'href="{feedback_name("c")}"' in html
     assert "67%" in html  # test_a passed by two of three
+    for phase in ("queue wait", "kernel start", "warm-up", "execution", "checks", "store", "report"):
+        assert f"<td>{phase}</td>" in html
+
+
+def test_the_closing_line_gives_each_phase_and_the_graders_overhead():
+    done = [result("a", 4), result("b", 2), result("c", 0, "invalid", "not a notebook")]
+    for r, (start, warm, run, check) in zip(done, [(1, 2, 10, 3), (3, 0, 20, 5), (0, 0, 0, 0)]):
+        r.kernel_start_s, r.warmup_s, r.execution_s, r.checks_s = start, warm, run, check
+    line = phases_line(done, seconds=24.0, workers=2)
+    assert "kernel start 2.00" in line and "warm-up 1.00" in line and "execution 15.00" in line
+    assert "checks 4.00" in line
+    # 2 workers x 24 s = 48 s of slots, 38 s executing and checking: 10 s over 3 submissions
+    assert "8.00 s per submission with 2 worker(s), of which 3.33 s the grader's own overhead" in line
+    assert phases_line([done[2]], seconds=1.0, workers=1) == ""
 
 
 def chromium() -> str:
