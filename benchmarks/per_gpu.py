@@ -6,8 +6,9 @@ For each K and each assignment, grades ROUNDS*K copies of the assignment's refer
 `grader run --per-gpu K --no-sandbox --force` (the grader's own command, in a fresh gradebook),
 then reads the results back with `grader export`: every copy must get full points, or the line
 says FAIL (a benchmark that times failures is worthless). One CPU-only line per assignment
-(`--gpus none`, CUDA_VISIBLE_DEVICES="", --workers the largest K) is the baseline. A time budget
-skips what would not finish in time, from the seconds a round took before.
+(`--gpus none`, CUDA_VISIBLE_DEVICES="", --workers the largest K, CPU_ROUNDS*K copies) comes
+last, as the baseline. A time budget skips what would not finish in time, from the seconds a
+round took before.
 
 Not a test: timings depend on the machine, and on a shared one on its other load.
 """
@@ -115,10 +116,9 @@ def batch(assignment: str, device: str, kernels: int, copies: int, *, env: dict[
         shutil.rmtree(work, ignore_errors=True)
 
 
-def plan(ks: list[int]) -> list[tuple[str, int]]:
-    """The batches in order: K=1, the CPU baseline, then the larger K (what matters most first)."""
-    first, rest = ks[:1], ks[1:]
-    return [("gpu", k) for k in first] + [("cpu", max(ks))] + [("gpu", k) for k in rest]
+def plan(ks: list[int], cpu: bool) -> list[tuple[str, int]]:
+    """The batches in order: each K on the GPU, then the CPU baseline with the largest K."""
+    return [("gpu", k) for k in ks] + ([("cpu", max(ks))] if cpu else [])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="copies per batch: ROUNDS*K")
     parser.add_argument("--budget", type=float, default=300.0,
                         help="seconds for everything; a batch that would not fit is skipped")
+    parser.add_argument("--cpu-rounds", type=int, default=1,
+                        help="the CPU baseline's copies: CPU_ROUNDS times the largest K")
     parser.add_argument("--no-cpu", action="store_true", help="skip the CPU baseline")
     parser.add_argument("--json", type=Path, help="write the lines here as JSON")
     parser.add_argument("--log", type=Path, default=Path("per_gpu.log"),
@@ -142,21 +144,19 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     per_round: dict[tuple[str, str], float] = {}  # seconds one round of kernels took
     lines: list[Line] = []
-    for device, k in plan(ks):
-        if device == "cpu" and args.no_cpu:
-            continue
+    for device, k in plan(ks, cpu=not args.no_cpu):
+        rounds = args.rounds if device == "gpu" else args.cpu_rounds
         for assignment in assignments:
-            copies = args.rounds * k
+            copies = rounds * k
             left = args.budget - (time.monotonic() - began)
-            guess = args.rounds * per_round.get((assignment, device), per_round.get((assignment, "gpu"), 0))
-            if left < 10 or guess * 1.5 > left:
+            one = per_round.get((assignment, device), per_round.get((assignment, "gpu"), 0.0))
+            if left < 10 or rounds * one * 1.5 > left:
                 line = Line(assignment, device, k, copies,
-                            problem=f"skipped: {left:.0f} s of the budget left, a round took "
-                                    f"{guess / max(1, args.rounds):.0f} s")
+                            problem=f"skipped: {left:.0f} s of the budget left, a round took {one:.0f} s")
             else:
                 line = batch(assignment, device, k, copies, env=env, timeout=left, log=args.log)
                 if line.seconds:
-                    per_round[(assignment, device)] = line.seconds / args.rounds
+                    per_round[(assignment, device)] = line.seconds / rounds
             lines.append(line)
             print(line.text(), flush=True)
             if args.json:
