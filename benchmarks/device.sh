@@ -14,6 +14,7 @@ set -u
 OUT=${OUT:-/tmp/device-out}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/device.log") 2>&1
+TEE=$!
 TOTAL_S=${TOTAL_S:-400}
 REPO=$(pwd)
 VENV=${VENV:-/tmp/venv}
@@ -33,8 +34,12 @@ python3 -c "import jax, jaxlib, numpy; print('image: jax', jax.__version__, 'num
 ls -d .whl .gpudata/prepared/* 2>&1; du -sh .whl .gpudata 2>&1
 
 step "venv with the grader's wheels"
-if python3 -m venv --without-pip "$VENV"; then
-    SITE=$("$PY" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+if ! python3 -m venv --without-pip "$VENV"; then
+    fail "python3 -m venv: installing into the image's own site-packages instead"
+    PY=$(python3 -c "import sys; print(sys.executable)")
+fi
+SITE=$("$PY" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+if [ -n "$SITE" ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" "$WHL"/*.whl \
         2>&1 | grep -v "^WARNING: Target directory" || true
     python3 - "$SITE/zz_image_and_grader.pth" "$REPO" <<'EOF'
@@ -48,7 +53,7 @@ EOF
 print('venv:', __import__('sys').executable, 'keras', keras.__version__, 'jax', jax.__version__, \
 'backend', keras.backend.backend(), 'grader from', grader.__file__)" && ok "venv" || fail "venv imports"
 else
-    fail "python3 -m venv"
+    fail "no site-packages folder for $PY"
 fi
 
 step "smoke: Keras on JAX trains a step on the GPU, in a kernel's clean environment"
@@ -65,22 +70,33 @@ w = m.weights[0].value
 print("loss", h.history["loss"], "weights on", w.devices(), "in", round(time.monotonic() - t, 1), "s")
 assert any(d.platform == "gpu" for d in jax.devices()), "JAX sees no GPU"
 '
-KENV="PATH=$VENV/bin:/usr/local/bin:/usr/bin:/bin HOME=/tmp LANG=C.UTF-8 KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false XLA_PYTHON_CLIENT_MEM_FRACTION=0.2"
-if env -i $KENV timeout 120 "$PY" -c "$SMOKE"; then
+# the environment a kernel in the first slot of --per-gpu 4 gets from the grader itself
+mapfile -t KENV < <("$PY" -c "
+from pathlib import Path
+from grader import devices
+from grader.execute import kernel_env
+slot = devices.slots(devices.choose('auto'), 4)[0]
+env = kernel_env(Path('/tmp'), threads=2, gpus=slot.cuda_visible_devices,
+                 memory_fraction=slot.memory_fraction if slot.gpu else 0.0)
+print('\\n'.join(f'{k}={v}' for k, v in env.items()))")
+echo "a kernel's environment: ${KENV[*]}"
+env -i "${KENV[@]}" "$PY" -c "from jaxlib import xla_client as x; print('jaxlib reads', x.generate_pjrt_gpu_plugin_options())" \
+    || true
+if env -i "${KENV[@]}" timeout 120 "$PY" -c "$SMOKE"; then
     ok "smoke in a clean environment"
 else
     fail "smoke in a clean environment; trying with the machine's LD_LIBRARY_PATH (${LD_LIBRARY_PATH:-unset})"
-    if env -i $KENV LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}" timeout 120 "$PY" -c "$SMOKE"; then
+    if env -i "${KENV[@]}" LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}" timeout 120 "$PY" -c "$SMOKE"; then
         echo "the CUDA driver is found only through LD_LIBRARY_PATH, which kernels do not get:"
         echo "adding its folders to ldconfig on this throwaway machine"
         echo "${LD_LIBRARY_PATH:-}" | tr ':' '\n' | grep . > /etc/ld.so.conf.d/zz-device.conf && ldconfig \
-            && env -i $KENV timeout 120 "$PY" -c "$SMOKE" && ok "smoke after ldconfig" || fail "smoke after ldconfig"
+            && env -i "${KENV[@]}" timeout 120 "$PY" -c "$SMOKE" && ok "smoke after ldconfig" || fail "smoke after ldconfig"
     else
         fail "smoke with LD_LIBRARY_PATH too"
     fi
 fi
 
-env -i $KENV CUDA_VISIBLE_DEVICES= timeout 60 "$PY" -c "import jax; print('a checker (no GPU visible) gets', jax.devices())" \
+env -i "${KENV[@]}" CUDA_VISIBLE_DEVICES= timeout 60 "$PY" -c "import jax; print('a checker (no GPU visible) gets', jax.devices())" \
     2>&1 | tail -3
 
 step "the grader's GPU detection and the JAX kernel's unit tests"
@@ -99,3 +115,5 @@ step "benchmarks/per_gpu.py, budget ${LEFT} s"
 tail -c 4000 "$OUT/per_gpu.log" | grep -i -B2 -A8 "error\|traceback" | tail -40 || true
 nvidia-smi --query-gpu=memory.used,memory.total --format=csv || true
 step "done in $SECONDS s"
+exec >&- 2>&-
+wait "$TEE" 2>/dev/null

@@ -178,7 +178,8 @@ def _jax_env(gpus: str, memory_fraction: float) -> dict[str, str]:
     env = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
     if memory_fraction > 0:
         share = f"{math.floor(min(memory_fraction, 1.0) * 1000) / 1000:.3f}"
-        env.update(XLA_PYTHON_CLIENT_MEM_FRACTION=share, XLA_CLIENT_MEM_FRACTION=share)
+        # the name every jaxlib reads; newer ones refuse it together with XLA_CLIENT_MEM_FRACTION
+        env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = share
     return env
 
 
