@@ -10,7 +10,7 @@
 # site-packages and this checkout. Every step says whether it worked; a failed one does not stop
 # the next. Whole run: under TOTAL_S seconds (default 400). Overrides: PER_GPU (1,2,4,8), ROUNDS
 # (2), ASSIGNMENTS (assignment01,assignment03), NO_CPU=1 (no CPU baseline).
-set -u
+set -u -o pipefail
 OUT=${OUT:-/tmp/device-out}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/device.log") 2>&1
@@ -96,8 +96,21 @@ else
     fi
 fi
 
-env -i "${KENV[@]}" CUDA_VISIBLE_DEVICES= timeout 60 "$PY" -c "import jax; print('a checker (no GPU visible) gets', jax.devices())" \
-    2>&1 | tail -3
+step "a CPU kernel (address space 4 GB) and a checker (12 GB) with no GPU visible"
+CPUFIT='
+import resource, sys
+gb = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_AS, (gb << 30, gb << 30))
+import jax, keras, numpy as np
+m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+m.compile("sgd", "mse")
+m.fit(np.ones((8, 4)), np.ones((8, 1)), verbose=0)
+print("under", gb, "GB:", jax.devices())
+'
+env -i "${KENV[@]}" CUDA_VISIBLE_DEVICES= JAX_PLATFORMS=cpu timeout 60 "$PY" -c "$CPUFIT" 4 2>&1 | tail -3 \
+    && ok "CPU kernel" || fail "CPU kernel"
+env -i "${KENV[@]}" CUDA_VISIBLE_DEVICES= timeout 60 "$PY" -c "$CPUFIT" 12 2>&1 | tail -3 \
+    && ok "checker" || fail "checker"
 
 step "the grader's GPU detection and the JAX kernel's unit tests"
 "$PY" -c "from grader import devices; d = devices.choose('auto'); print(d); \
