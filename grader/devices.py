@@ -33,11 +33,20 @@ class Device:
     minor: int | None = None  # N of its device node /dev/nvidiaN (not always the index)
     memory_mb: int = 0  # the GPU's memory (nvidia-smi memory.total); 0: unknown
     memory_limit_mb: int = 0  # TensorFlow's cap for one kernel in this slot; 0: none
+    kernels: int = 1  # kernels sharing this GPU at once (--per-gpu)
 
     @property
     def gpu(self) -> bool:
         """Whether a kernel on this device gets a GPU."""
         return self.cuda_visible_devices != ""
+
+    @property
+    def memory_fraction(self) -> float:
+        """The share of the GPU's memory one kernel in this slot may take (JAX's cap): its
+        TensorFlow cap over the GPU's memory, else 1/KERNELS where the memory is unknown."""
+        if self.memory_mb > 0 and self.memory_limit_mb > 0:
+            return self.memory_limit_mb / self.memory_mb
+        return 1 / max(1, self.kernels)
 
 
 CPU = Device("CPU", "")
@@ -134,7 +143,7 @@ def slots(chosen: list[Device], kernels: int) -> list[Device]:
             raise GraderError(f"--per-gpu {kernels} leaves {cap} MB of {gpu.label}'s "
                               f"{gpu.memory_mb} MB to each kernel, under {MIN_SHARE_MB} MB: "
                               "pass a smaller --per-gpu")
-    return [replace(gpu, memory_limit_mb=memory_cap(gpu.memory_mb, kernels))
+    return [replace(gpu, memory_limit_mb=memory_cap(gpu.memory_mb, kernels), kernels=kernels)
             for _ in range(kernels) for gpu in gpus]
 
 

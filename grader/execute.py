@@ -11,6 +11,7 @@ import atexit
 import contextlib
 import copy
 import json
+import math
 import os
 import queue
 import re
@@ -75,10 +76,15 @@ tf.config.experimental.set_memory_growth = set_memory_growth
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
-def gpu_prologue(memory_mb: int) -> str:
+def keras_backend() -> str:
+    """The Keras backend the kernels run: the grader's $KERAS_BACKEND, else TensorFlow."""
+    return os.environ.get("KERAS_BACKEND", "tensorflow")
+
+
+def gpu_prologue(memory_mb: int, backend: str = "tensorflow") -> str:
     """What a GPU kernel runs before the first cell to cap TensorFlow at MEMORY_MB of GPU
-    memory; nothing where there is no cap."""
-    return _GPU_SETUP.format(memory_mb=int(memory_mb)) if memory_mb > 0 else ""
+    memory; nothing where there is no cap, or where BACKEND is JAX (capped by kernel_env)."""
+    return _GPU_SETUP.format(memory_mb=int(memory_mb)) if memory_mb > 0 and backend == "tensorflow" else ""
 
 
 @dataclass
@@ -106,7 +112,7 @@ class Execution:
     output_truncated: bool = False
     connection: dict[str, Any] | None = None  # the kernel's connection info while it answers
     errors: list[FailedCell] = field(default_factory=list)
-    gpus_used: list[str] | None = None  # TensorFlow's logical GPUs in the kernel; None: no TF
+    gpus_used: list[str] | None = None  # the GPUs Keras' backend (TF or JAX) used; None: neither
 
 
 class _KernelManager(AsyncKernelManager):
@@ -164,9 +170,25 @@ def _size(msg: dict[str, Any]) -> int:
     return len(json.dumps(msg.get("content", {}), default=str)) + buffers + 64
 
 
-def kernel_env(workdir: Path, *, threads: int, gpus: str) -> dict[str, str]:
+def _jax_env(gpus: str, memory_fraction: float) -> dict[str, str]:
+    """XLA's settings for a kernel whose Keras runs on JAX: on a GPU, memory taken as needed up
+    to MEMORY_FRACTION of it (0: XLA's default); without one, the CPU alone (no CUDA probe)."""
+    if not gpus:
+        return {"JAX_PLATFORMS": "cpu"}
+    env = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+    if memory_fraction > 0:
+        share = f"{math.floor(min(memory_fraction, 1.0) * 1000) / 1000:.3f}"
+        # the name every jaxlib reads; newer ones refuse it together with XLA_CLIENT_MEM_FRACTION
+        env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = share
+    return env
+
+
+def kernel_env(workdir: Path, *, threads: int, gpus: str,
+               memory_fraction: float = 0.0) -> dict[str, str]:
     """The kernel's whole environment: nothing of the grader's own leaks in. GPUS is its
-    CUDA_VISIBLE_DEVICES; a GPU kernel's TensorFlow takes GPU memory as it needs it."""
+    CUDA_VISIBLE_DEVICES; a GPU kernel's TensorFlow takes GPU memory as it needs it, and its
+    JAX (KERAS_BACKEND=jax) as it needs it up to MEMORY_FRACTION of the GPU."""
+    backend = keras_backend()
     return {
         "PATH": os.path.dirname(sys.executable) + os.pathsep + "/usr/local/bin:/usr/bin:/bin",
         "HOME": str(workdir),
@@ -175,13 +197,14 @@ def kernel_env(workdir: Path, *, threads: int, gpus: str) -> dict[str, str]:
         "PYTHONDONTWRITEBYTECODE": "1",
         "MPLBACKEND": "module://matplotlib_inline.backend_inline",
         "TF_CPP_MIN_LOG_LEVEL": "2",
-        "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "tensorflow"),
+        "KERAS_BACKEND": backend,
         "OMP_NUM_THREADS": str(threads),
         "TF_NUM_INTRAOP_THREADS": str(threads),
         "TF_NUM_INTEROP_THREADS": str(max(1, min(2, threads))),
         "CUDA_VISIBLE_DEVICES": gpus,
         "GRADER_PARENT_PID": str(os.getpid()),
         **({"TF_FORCE_GPU_ALLOW_GROWTH": "true", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"} if gpus else {}),
+        **(_jax_env(gpus, memory_fraction) if backend == "jax" else {}),
     }
 
 
@@ -370,13 +393,18 @@ async def _answers(client: _Client, timeout: float = 10.0) -> bool:
     return False
 
 
-# What TensorFlow in the kernel really runs on: its logical GPUs, if the notebook imported it.
-_GPUS_USED = ("[d.name for d in __import__('sys').modules['tensorflow'].config.list_logical_devices('GPU')]"
-              " if 'tensorflow' in __import__('sys').modules else None")
+# What the kernel really runs on, given its modules M: JAX's GPUs where JAX is Keras' backend (or
+# JAX without TensorFlow), else TensorFlow's logical GPUs; None if the notebook imported neither.
+_GPUS_USED = (
+    "(lambda m: [str(d) for d in m['jax'].devices() if d.platform in ('gpu', 'cuda', 'rocm')]"
+    " if 'jax' in m and ('tensorflow' not in m or 'keras' in m and m['keras'].backend.backend() == 'jax')"
+    " else [d.name for d in m['tensorflow'].config.list_logical_devices('GPU')]"
+    " if 'tensorflow' in m else None)(__import__('sys').modules)"
+)
 
 
 async def _gpus_used(client: _Client) -> list[str] | None:
-    """The GPUs TensorFlow uses in the kernel, [] for none, None if it never imported TF."""
+    """The GPUs TensorFlow or JAX uses in the kernel, [] for none, None if it imported neither."""
     assert client.kc is not None
     msg_id = client.kc.execute("", silent=True, store_history=False, allow_stdin=False,
                                user_expressions={"gpus": _GPUS_USED})

@@ -30,7 +30,7 @@ from .devices import CPU, Device, threads_per_kernel
 from .devices import slots as device_slots
 from .errors import GradebookError
 from .exchange import Layout
-from .execute import executed, gpu_prologue, kernel_env, notebook_text
+from .execute import executed, gpu_prologue, keras_backend, kernel_env, notebook_text
 from .gradebook import Gradebook
 from .report import ReportError, write_feedback
 from .score import GRADER_FAULT, Result, grader_faults, mark_fault, status_of, total
@@ -167,7 +167,8 @@ class _Kernel:
         layout.make(kernel=owner, checker=self.checker_uid if self.root else -1)
         shared = layout.root
         gpu = self.device.gpu
-        env = kernel_env(self.run_dir, threads=self.threads, gpus=self.device.cuda_visible_devices)
+        env = kernel_env(self.run_dir, threads=self.threads, gpus=self.device.cuda_visible_devices,
+                         memory_fraction=self.device.memory_fraction if gpu else 0.0)
         if not gpu:
             # TensorFlow's GPU build logs a failed CUDA probe as an error on CPU-only kernels
             # ("failed call to cuInit"): noise on the student's page, so its C++ errors are off.
@@ -197,7 +198,7 @@ class _Kernel:
     @property
     def prologue(self) -> str:
         """What the kernel runs before the first cell: a GPU kernel's memory cap, else nothing."""
-        return gpu_prologue(self.device.memory_limit_mb) if self.device.gpu else ""
+        return gpu_prologue(self.device.memory_limit_mb, keras_backend()) if self.device.gpu else ""
 
     def _data_files(self) -> dict[str, Path]:
         """The student-visible data, by name in the working directory; never anything hidden."""
@@ -232,7 +233,7 @@ async def _execute_and_check(assignment: Assignment, nb: nbformat.NotebookNode, 
                                           f"nothing to check: {execution.reason}")
     finally:
         checker.kill()
-    result.device = device_used(kernel.device, execution.gpus_used)
+    result.device = device_used(kernel.device, execution.gpus_used, keras_backend())
     result.checks_s = checks.seconds
     result.checks = checks.outcomes
     result.status = status_of(execution.status, checks.problem, checks.outcomes)
@@ -253,15 +254,16 @@ async def _execute_and_check(assignment: Assignment, nb: nbformat.NotebookNode, 
     result.executed_notebook, _ = notebook_text(execution.notebook, limits.output_bytes)
 
 
-def device_used(assigned: Device, gpus: list[str] | None) -> str:
-    """What the report says the notebook ran on: what TensorFlow in the kernel used."""
+def device_used(assigned: Device, gpus: list[str] | None, backend: str = "tensorflow") -> str:
+    """What the report says the notebook ran on: what Keras' BACKEND in the kernel used."""
     if not assigned.gpu:
         return CPU.label
     if gpus:
         return assigned.label
+    framework = "JAX" if backend == "jax" else "TensorFlow"
     if gpus is None:
-        return f"CPU ({assigned.label} was assigned; the notebook did not use TensorFlow)"
-    return f"CPU ({assigned.label} was assigned but TensorFlow did not use it)"
+        return f"CPU ({assigned.label} was assigned; the notebook did not use {framework})"
+    return f"CPU ({assigned.label} was assigned but {framework} did not use it)"
 
 
 def _tail(path: Path, lines: int = 30) -> str:

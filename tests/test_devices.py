@@ -103,3 +103,24 @@ def test_doctor_shows_each_gpus_slots_and_cap_and_warns_without_nvidia_uvm(tmp_p
                              "16000 MB, TensorFlow capped at 7488 MB per kernel")
     cpu = doctor._gpus([devices.CPU], 2, asked="auto")
     assert cpu.detail == "none: kernels run on the CPU (no GPU found: nvidia-smi is missing or lists none)"
+
+
+def test_each_slot_knows_its_share_of_the_gpu_for_jax():
+    slot = devices.slots([GPU0], 4)[0]
+    assert slot.kernels == 4
+    assert slot.memory_fraction == (16000 // 4 - devices.CUDA_RESERVE_MB) / 16000
+    unknown = devices.Device("GPU 0 (Test GPU)", "GPU-0000", index="0", minor=0)
+    assert devices.slots([unknown], 4)[0].memory_fraction == 0.25  # no size known: 1/K
+    assert devices.slots([unknown], 1)[0].memory_fraction == 1.0
+
+
+def test_the_report_names_the_backend_that_did_not_use_the_gpu():
+    from grader.pipeline import device_used
+
+    assert device_used(GPU0, ["CudaDevice(id=0)"], "jax") == "GPU 0 (Test GPU)"
+    assert device_used(GPU0, [], "jax") == "CPU (GPU 0 (Test GPU) was assigned but JAX did not use it)"
+    assert device_used(GPU0, None, "jax") == (
+        "CPU (GPU 0 (Test GPU) was assigned; the notebook did not use JAX)")
+    assert device_used(GPU0, None) == (
+        "CPU (GPU 0 (Test GPU) was assigned; the notebook did not use TensorFlow)")
+    assert device_used(devices.CPU, None, "jax") == "CPU"

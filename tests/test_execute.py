@@ -247,3 +247,68 @@ def test_a_gpu_kernels_environment_names_its_gpu_and_grows_memory_on_demand(tmp_
     assert gpu["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
     cpu = kernel_env(tmp_path, threads=2, gpus="")
     assert cpu["CUDA_VISIBLE_DEVICES"] == "" and "TF_FORCE_GPU_ALLOW_GROWTH" not in cpu
+
+
+def test_a_jax_gpu_kernel_takes_memory_on_demand_up_to_its_share(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    gpu = kernel_env(tmp_path, threads=2, gpus="GPU-aaaa", memory_fraction=0.24378)
+    assert gpu["KERAS_BACKEND"] == "jax" and gpu["CUDA_VISIBLE_DEVICES"] == "GPU-aaaa"
+    assert gpu["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
+    assert gpu["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.243"
+    assert "XLA_CLIENT_MEM_FRACTION" not in gpu  # jaxlib refuses both names at once
+    assert "JAX_PLATFORMS" not in gpu
+    cpu = kernel_env(tmp_path, threads=2, gpus="", memory_fraction=0.5)
+    assert cpu["JAX_PLATFORMS"] == "cpu" and "XLA_PYTHON_CLIENT_MEM_FRACTION" not in cpu
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
+    tf = kernel_env(tmp_path, threads=2, gpus="GPU-aaaa", memory_fraction=0.24378)
+    assert not [name for name in tf if name.startswith(("XLA_", "JAX_"))]  # TF's kernels unchanged
+
+
+def test_only_a_tensorflow_kernel_runs_the_tensorflow_prologue():
+    from grader.execute import gpu_prologue
+
+    assert "tf.config.set_logical_device_configuration" in gpu_prologue(7488, "tensorflow")
+    assert gpu_prologue(7488) == gpu_prologue(7488, "tensorflow")
+    assert gpu_prologue(7488, "jax") == ""  # JAX is capped by its environment instead
+
+
+class _Dev:
+    def __init__(self, platform, name):
+        self.platform, self.name = platform, name
+
+    def __str__(self):
+        return self.name
+
+
+def _gpus_used(modules: dict):
+    """Evaluate the kernel's GPU question over MODULES, as the kernel would over sys.modules."""
+    import ast
+    import builtins
+    import types
+
+    from grader.execute import _GPUS_USED
+
+    ast.parse(_GPUS_USED, mode="eval")  # a single expression: what user_expressions take
+    fake_sys = types.SimpleNamespace(modules=modules)
+    scope = {"__builtins__": {**vars(builtins), "__import__": lambda name, *a: fake_sys}}
+    return eval(_GPUS_USED, scope)
+
+
+def test_the_gpus_used_are_asked_of_the_backend_keras_runs_on():
+    import types
+
+    jax_gpu = types.SimpleNamespace(devices=lambda: [_Dev("gpu", "cuda:0")])
+    jax_cpu = types.SimpleNamespace(devices=lambda: [_Dev("cpu", "TFRT_CPU_0")])
+    tf = types.SimpleNamespace(config=types.SimpleNamespace(
+        list_logical_devices=lambda kind: [_Dev("GPU", "/device:GPU:0")] if kind == "GPU" else []))
+
+    def keras(name):
+        return types.SimpleNamespace(backend=types.SimpleNamespace(backend=lambda: name))
+
+    assert _gpus_used({}) is None
+    assert _gpus_used({"jax": jax_gpu, "keras": keras("jax")}) == ["cuda:0"]
+    assert _gpus_used({"jax": jax_cpu, "keras": keras("jax")}) == []
+    assert _gpus_used({"jax": jax_gpu}) == ["cuda:0"]  # JAX alone, no Keras
+    assert _gpus_used({"jax": jax_cpu, "tensorflow": tf, "keras": keras("jax")}) == []
+    assert _gpus_used({"jax": jax_cpu, "tensorflow": tf, "keras": keras("tensorflow")}) == ["/device:GPU:0"]
+    assert _gpus_used({"tensorflow": tf}) == ["/device:GPU:0"]

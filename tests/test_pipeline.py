@@ -215,3 +215,24 @@ def test_a_gpu_slot_runs_the_prologue_before_the_first_cell_without_an_address_s
     assert seen == {"as": -1, "cuda": "GPU-aaaa", "growth": "true", "patched": True}
     # no GPU here: TensorFlow ran on the CPU, and the report says so
     assert result.device == "CPU (GPU 0 (Test GPU) was assigned but TensorFlow did not use it)"
+
+
+def test_a_jax_gpu_kernel_gets_its_share_from_the_environment_and_no_prologue(course, tmp_path,
+                                                                              monkeypatch):
+    from grader import runs
+    from grader.pipeline import _Kernel
+    from tests.conftest import notebook
+
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    slot = Settings(devices=GPUS[1:], per_gpu=2).slots()[0]
+    folder = runs.make(tmp_path / "runs")
+    kernel = _Kernel(load_assignment(course, "tiny"), None, folder.path, slot, 1, False, 65534,
+                     65534, folder)
+    try:
+        _, _, env, _, _ = kernel.stage(notebook("x = 1"))
+    finally:
+        folder.remove()
+    assert env["KERAS_BACKEND"] == "jax" and env["CUDA_VISIBLE_DEVICES"] == "GPU-bbbb"
+    assert env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
+    assert env["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.468"  # (16000 / 2 - 512) / 16000
+    assert kernel.prologue == ""  # TensorFlow's prologue would import TensorFlow
