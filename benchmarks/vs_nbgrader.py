@@ -15,27 +15,28 @@ The workloads: `tiny`, the tests' numpy assignment (tests/files/course: fixed co
 `assignment01` (Keras, small) and `assignment03` (MNIST). The data comes from the grader's data
 home (~/.cache/grader or $GRADER_DATA_HOME), as for `grader run`.
 
-The nbgrader course is built from ours: the instructor notebook's `### BEGIN SOLUTION` /
-`### END SOLUTION` regions are nbgrader's own markers, so each cell holding one becomes an
-nbgrader solution cell; a locked first cell seeds Python, NumPy and Keras as the grader does
-before a student's first cell; one locked autograded cell at the end (worth the assignment's
-points) holds, between `### BEGIN HIDDEN TESTS` and `### END HIDDEN TESTS`, the computations of
-every public and hidden check of the assignment (the same predictions on the same hidden data,
-the same figures, with the helpers of `grader.checks`), and shows the points earned (nbgrader's
-partial credit). Its hidden data is read by absolute path; the student files sit in `source/` and
-reach every graded copy as nbgrader copies them. Each submission is the release notebook with our
-reference submission's cells filled in. Kernels run with the environment the grader gives its
-own (TF_CPP_MIN_LOG_LEVEL=2, PYTHONHASHSEED=0): TensorFlow's messages on stderr would cost the
-cell its points in nbgrader.
+The nbgrader course is built from ours: the instructor notebook's `### BEGIN SOLUTION` / `### END
+SOLUTION` regions are nbgrader's own markers, so each cell holding one becomes an nbgrader
+solution cell (a written answer in markdown, which no check of ours reads, becomes nbgrader's
+manually graded answer, worth 0 points); a locked first cell seeds Python, NumPy and Keras as the
+grader does before a student's first cell; one locked autograded cell at the end (worth the
+assignment's points) holds, between `### BEGIN HIDDEN TESTS` and `### END HIDDEN TESTS`, the
+computations of every public and hidden check of the assignment (the same predictions on the same
+hidden data, the same figures, with the helpers of `grader.checks`), and shows the points earned
+(nbgrader's partial credit). Its hidden data is read by absolute path; the student files sit in
+`source/` and reach every graded copy as nbgrader copies them. Each submission is the release
+notebook with our reference submission's cells filled in. Kernels run with the environment the
+grader gives its own (TF_CPP_MIN_LOG_LEVEL=2, PYTHONHASHSEED=0): TensorFlow's messages on stderr
+would cost the cell its points in nbgrader.
 
-nbgrader (pinned: 0.9.6, the PIN below) lives in a venv of its own under ~/.cache/grader-bench (or --peer),
-made from this interpreter's base Python and reused while the pin and the lock are unchanged. It
-is installed with requirements.lock as constraints, so the Jupyter packages it shares with the
-grader (nbconvert, nbclient, jupyter_client, ipykernel, ...) are the very same versions. TensorFlow,
-Keras and NumPy are not installed a second time (2 GB, minutes): a `.pth` file, written after
-nbgrader's install and processed last, appends this venv's site-packages to the peer's path, so
-both kernels import the same TensorFlow, Keras and NumPy while nbgrader's own dependencies, found
-first, win.
+nbgrader (pinned: 0.9.6, the PIN below) lives in a venv of its own under ~/.cache/grader-bench (or
+--peer), made from this interpreter's base Python and reused while the pin and the lock are
+unchanged. It is installed with requirements.lock as constraints, so the Jupyter packages it
+shares with the grader (nbconvert, nbclient, jupyter_client, ipykernel, ...) are the very same
+versions. TensorFlow, Keras and NumPy are not installed a second time (2 GB, minutes): a `.pth`
+file, written after nbgrader's install and processed last, appends this venv's site-packages to
+the peer's path, so both kernels import the same TensorFlow, Keras and NumPy while nbgrader's own
+dependencies, found first, win.
 
 Not a test: timings depend on the machine and on what else runs on it.
 """
@@ -338,12 +339,14 @@ def _nbgrader_meta(grade_id: str, *, solution: bool = False, grade: bool = False
 
 def to_nbgrader(source_nb: NotebookNode, hidden_tests: str, *, points: float, seed: int) -> NotebookNode:
     """Our instructor notebook as an nbgrader source notebook: solution cells marked (grade_id cellK
-    for our cell K), a locked seeding cell first and one locked autograded hidden-tests cell last."""
+    for our cell K; written answers as nbgrader's manually graded answers of 0 points), a locked
+    seeding cell first and one locked autograded hidden-tests cell last."""
     nb = nbformat.from_dict(copy.deepcopy(source_nb))
     for k, cell in enumerate(nb.cells):
         cell.metadata.pop("nbgrader", None)
-        if BEGIN in cell.source:
-            cell.metadata["nbgrader"] = _nbgrader_meta(f"cell{k}", solution=True)
+        if BEGIN in cell.source:  # a written answer is graded by hand in nbgrader: worth 0 here, as ours
+            written = cell.cell_type == "markdown"
+            cell.metadata["nbgrader"] = _nbgrader_meta(f"cell{k}", solution=True, grade=written, points=0)
     seed_cell = nbformat.v4.new_code_cell(SEED_CELL.format(seed=int(seed)))
     seed_cell.metadata["nbgrader"] = _nbgrader_meta("seed", locked=True)
     tests = nbformat.v4.new_code_cell(hidden_tests)

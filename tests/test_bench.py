@@ -72,3 +72,15 @@ def test_hidden_tests_cell_gives_the_checks_points(tmp_path, monkeypatch, guess,
     tests = tiny_nbgrader(hidden).cells[-1].source
     solution = [*TINY_SOLUTION[:-1], f"guess = {guess}"]
     assert _earned([*solution, tests], student, monkeypatch) == points
+
+
+def test_a_written_answer_becomes_a_manually_graded_answer_of_no_points():
+    source = nbformat.read(REPO / "assignments" / "assignment01" / "source" / "assignment01.ipynb", as_version=4)
+    nb = bench.to_nbgrader(source, "### BEGIN HIDDEN TESTS\n### END HIDDEN TESTS", points=10, seed=1234)
+    written = [c.metadata["nbgrader"] for c in nb.cells
+               if c.cell_type == "markdown" and "nbgrader" in c.metadata]
+    assert written == [{"grade": True, "solution": True, "locked": False, "points": 0,
+                        "grade_id": "cell11", "schema_version": 3}]
+    code = [c.metadata["nbgrader"]["grade_id"] for c in nb.cells[1:-1]
+            if c.cell_type == "code" and "nbgrader" in c.metadata]
+    assert code == ["cell3", "cell5", "cell8"]
