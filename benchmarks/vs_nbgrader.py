@@ -391,6 +391,8 @@ def ensure_peer(peer: Path) -> Path:
     wanted = {"nbgrader": PIN, "lock": _lock_digest(), "python": sys.version.split()[0]}
     python = _peer_bin(peer) / "python"
     if not (stamp.is_file() and json.loads(stamp.read_text()) == wanted and python.exists()):
+        if peer.is_dir() and any(peer.iterdir()) and not stamp.is_file():
+            raise SystemExit(f"{peer} holds files but no venv this benchmark made: pass another --peer")
         shutil.rmtree(peer, ignore_errors=True)
         print(f"installing nbgrader=={PIN} into {peer} (once)…", flush=True)
         venv.EnvBuilder(with_pip=True, clear=True).create(peer)

@@ -60,7 +60,9 @@ def _earned(cells: list[str], folder: Path, monkeypatch: pytest.MonkeyPatch) -> 
     namespace: dict[str, object] = {}
     for source in cells:
         exec(compile(source, "<cell>", "exec"), namespace)
-    return float(namespace["_earned"])  # type: ignore[arg-type]
+    earned = namespace["_earned"]
+    assert isinstance(earned, float)
+    return earned
 
 
 @pytest.mark.parametrize(("guess", "points"), [("99.5", 6.0), ("95.0", 5.0), ("0.0", 4.0)])
