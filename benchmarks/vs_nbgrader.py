@@ -478,6 +478,16 @@ def _nbgrader_scores(peer_python: Path, course: Path, assignment: str) -> list[t
     return [tuple(row) for row in json.loads(done.stdout)]
 
 
+def _hidden_tests_results(course: Path, assignment: str, notebook: str) -> list[float | None]:
+    """The points each autograded notebook's hidden-tests cell showed (None where it showed none)."""
+    shown: list[float | None] = []
+    for path in sorted((course / "autograded").glob(f"*/{assignment}/{notebook}")):
+        cell = nbformat.read(path, as_version=4).cells[-1]
+        results = [o for o in cell.get("outputs", []) if o.output_type == "execute_result"]
+        shown.append(float(results[0].data["text/plain"]) if results else None)
+    return shown
+
+
 def run_nbgrader(work: dict, copies: int, peer_python: Path) -> float:
     """Seconds per submission of `nbgrader autograde` + `generate_feedback`; checks full points."""
     assignment, points = work["assignment"], float(work["config"]["points"])
@@ -495,6 +505,9 @@ def run_nbgrader(work: dict, copies: int, peer_python: Path) -> float:
         pages = list((course / "feedback").glob(f"*/{assignment}/*.html"))
         if len(pages) != copies:
             raise SystemExit(f"nbgrader wrote {len(pages)} feedback pages for {copies} submissions")
+        shown = _hidden_tests_results(course, assignment, work["config"]["notebook"])
+        if shown != [points] * copies:  # a cell that shows nothing would get full points unchecked
+            raise SystemExit(f"nbgrader's hidden-tests cells showed {shown}, not {points:g} each")
     return seconds / copies
 
 
