@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import sandbox
+from . import runs, sandbox
 from .config import Limits
 from .launch import module_command
 from .outcomes import Attachment, CheckOutcome
@@ -453,6 +453,9 @@ def _share_mounts(folder: Path) -> bool:
     reaches a sandbox made before (bubblewrap makes its copy a slave); False where refused."""
     libc = _libc()
     path = os.fsencode(folder)
+    if runs.is_mount(folder):  # someone's mount: made shared, never undone here
+        libc.mount(b"none", path, None, _MS_SHARED, None)
+        return False
     if libc.mount(path, path, None, _MS_BIND, None) != 0:
         return False
     if libc.mount(b"none", path, None, _MS_SHARED, None) != 0:
