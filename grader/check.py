@@ -231,7 +231,8 @@ class CheckerSlot:
         self.ready = False
         self.why_cold = ""  # why the last submission got a cold checker
         self._tail: collections.deque[str] = collections.deque(maxlen=15)
-        self._drain: asyncio.Task[None] | None = None
+        self._drains: list[asyncio.Task[None]] = []  # what keeps each server's stderr tail
+        self._stopped: list[asyncio.subprocess.Process] = []  # killed, to be waited for
         self._bound = False
         self._current: WarmChecker | None = None
 
@@ -247,7 +248,7 @@ class CheckerSlot:
         """Launch the server (it imports while the caller goes on); nothing if it runs."""
         if self.alive():
             return
-        self.stop()
+        self.stop()  # one that died: its stderr tail goes with it
         self.folder.mkdir(parents=True, exist_ok=True)
         if files is None:
             files = sorted(self.public_dir.parent.rglob("test_*.py"))
@@ -271,7 +272,7 @@ class CheckerSlot:
         self.process = await asyncio.create_subprocess_exec(
             *argv, cwd=self.folder, env=env, stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        self._drain = asyncio.create_task(self._keep_tail(self.process))
+        self._drains.append(asyncio.create_task(self._keep_tail(self.process)))
 
     async def begin(self, files: list[Path], *, run_dir: Path, shared: Path,
                     kernel_uid: int) -> Checker | WarmChecker:
@@ -327,13 +328,15 @@ class CheckerSlot:
 
     async def expect(self, key: str, timeout: float) -> Any:
         """The value of the server's next line that has KEY (TimeoutError after TIMEOUT s)."""
-        assert self.process is not None and self.process.stdout is not None
+        process = self.process
+        if process is None or process.stdout is None:
+            raise _ServerGone(self.said())
         async with asyncio.timeout(timeout):
             while True:
-                line = await self.process.stdout.readline()
+                line = await process.stdout.readline()
                 if not line:
-                    await self.process.wait()
-                    raise _ServerGone(self.said())
+                    await process.wait()
+                    raise _ServerGone(self.said(process))
                 with contextlib.suppress(ValueError):
                     message = json.loads(line)
                     if "ready" in message:
@@ -341,11 +344,13 @@ class CheckerSlot:
                     if key in message:
                         return message[key]
 
-    def said(self) -> str:
+    def said(self, process: asyncio.subprocess.Process | None = None) -> str:
         """How the server ended and the last lines it wrote to stderr, for staff."""
-        code = self.process.returncode if self.process is not None else None
+        process = process or self.process
+        if process is None:
+            return "the warm checker was stopped"
         tail = " | ".join(self._tail)
-        return f"the warm checker exited with {code}" + (f": {tail}" if tail else "")
+        return f"the warm checker exited with {process.returncode}" + (f": {tail}" if tail else "")
 
     async def _keep_tail(self, process: asyncio.subprocess.Process) -> None:
         assert process.stderr is not None
@@ -357,22 +362,24 @@ class CheckerSlot:
         if self.process is not None:
             with contextlib.suppress(ProcessLookupError):
                 self.process.kill()
+            self._stopped.append(self.process)
+            self.process = None
         self.ready = False
 
     async def close(self) -> None:
         """Stop the server, wait for it, and undo the slot's shared mount."""
-        if self.process is not None:
-            if self.alive() and self.process.stdin is not None:
-                self.process.stdin.close()  # the server kills its child and exits
-                try:
-                    await asyncio.wait_for(self.process.wait(), 10)
-                except TimeoutError:
-                    self.stop()
-            self.stop()
-            await self.process.wait()
-        if self._drain is not None:
+        if self.process is not None and self.alive() and self.process.stdin is not None:
+            self.process.stdin.close()  # the server kills its child and exits
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.process.wait(), 10)
+        self.stop()
+        for process in self._stopped:
+            await process.wait()
+        self._stopped.clear()
+        for task in self._drains:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._drain, 5)
+                await asyncio.wait_for(task, 5)
+        self._drains.clear()
         if self._bound:
             _libc().umount2(os.fsencode(self.folder), _MNT_DETACH)
             self._bound = False

@@ -318,3 +318,33 @@ def test_warm_imports_follow_what_the_checks_mention(tmp_path):
     model = tmp_path / "test_model.py"
     model.write_text("def test_m(submission, feedback):\n    m = submission.model('m')\n")
     assert check.warm_imports([model], tmp_path) == ["matplotlib.pyplot", "keras"]
+
+
+def test_checks_left_unfinished_are_killed_and_the_next_submission_grades(tmp_path):
+    """The pipeline kills a checker whose submission went wrong before `finish`: the child
+    waiting for its kernel goes (the server with it, restarted for the next submission)."""
+    slot = make_slot(tmp_path)
+
+    async def go():
+        await slot.start()
+        quick = check_file(slot, "test_quick.py", QUICK)
+        run = runs.make(slot.folder)
+        shared = run.share(disk_mb=8)
+        Layout(shared).make()
+        checker = await slot.begin([quick], run_dir=run.path, shared=shared, kernel_uid=-1)
+        await slot.expect("begun", 240)
+        waiting = len(processes_of(os.getpid()))
+        checker.kill()
+        for _ in range(100):
+            if len(processes_of(os.getpid())) == 0:
+                break
+            await asyncio.sleep(0.1)
+        left = len(processes_of(os.getpid()))
+        run.remove()
+        next_one, kind, _ = await grade(slot, [quick])
+        await slot.close()
+        return waiting, left, next_one, kind
+
+    waiting, left, next_one, kind = asyncio.run(go())
+    assert waiting >= 3 and left == 0
+    assert kind is WarmChecker and outcomes(next_one) == {"test_quick": ("passed", "")}
