@@ -348,3 +348,34 @@ def test_checks_left_unfinished_are_killed_and_the_next_submission_grades(tmp_pa
     waiting, left, next_one, kind = asyncio.run(go())
     assert waiting >= 3 and left == 0
     assert kind is WarmChecker and outcomes(next_one) == {"test_quick": ("passed", "")}
+
+
+KERAS = '''
+import keras
+
+
+def test_keras_starts_afresh(submission):
+    """Keras's global state: the float type, layer names, the session"""
+    found = [keras.config.floatx(), keras.layers.Dense(1).name]
+    keras.config.set_floatx("float16")
+    keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)]).predict(
+        keras.ops.ones((1, 2)), verbose=0)
+    assert found == ["float32", "dense"], f"left over by the last submission: {found}"
+'''
+
+
+@pytest.mark.slow  # imports TensorFlow and runs it
+def test_keras_state_of_one_submission_does_not_reach_the_next(tmp_path):
+    slot = make_slot(tmp_path)
+
+    async def go():
+        files = [check_file(slot, "test_keras.py", KERAS)]
+        await slot.start()  # reads which libraries the checks use
+        first, _, _ = await grade(slot, files)
+        second, kind, _ = await grade(slot, files)
+        await slot.close()
+        return first, second, kind
+
+    first, second, kind = asyncio.run(go())
+    assert kind is WarmChecker and "keras" in slot.imported  # warm: imported once, by the server
+    assert outcomes(first) == outcomes(second) == {"test_keras_starts_afresh": ("passed", "")}
