@@ -9,6 +9,7 @@ import ctypes
 import json
 import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -245,10 +246,17 @@ class CheckerSlot:
         return self.process is not None and self.process.returncode is None
 
     async def start(self, files: list[Path] | None = None) -> None:
-        """Launch the server (it imports while the caller goes on); nothing if it runs."""
+        """Launch the server (it imports while the caller goes on); nothing if it runs. Never
+        raises: where it cannot start, `why_cold` says why and submissions get cold checkers."""
         if self.alive():
             return
         self.stop()  # one that died: its stderr tail goes with it
+        try:
+            await self._launch(files)
+        except (OSError, sandbox.SandboxError, RuntimeError) as exc:
+            self.why_cold = f"the warm checker did not start: {exc}"
+
+    async def _launch(self, files: list[Path] | None) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         if files is None:
             files = sorted(self.public_dir.parent.rglob("test_*.py"))
@@ -279,19 +287,19 @@ class CheckerSlot:
         """Prepare RUN_DIR's checks of FILES; they run when `finish` hands over the kernel.
 
         A cold checker where the warm one cannot serve this submission (see `why_cold`)."""
-        cold = dict(run_dir=run_dir, public_dir=self.public_dir, hidden_dir=self.hidden_dir,
-                    student_data=self.student_data, shared=shared, limits=self.limits,
-                    sandboxed=self.sandboxed, uid=self.uid, kernel_uid=kernel_uid)
+        def cold() -> Awaitable[Checker]:
+            return start_checks(files, run_dir=run_dir, public_dir=self.public_dir,
+                                hidden_dir=self.hidden_dir, student_data=self.student_data,
+                                shared=shared, limits=self.limits, sandboxed=self.sandboxed,
+                                uid=self.uid, kernel_uid=kernel_uid)
+
         if self._current is not None:  # the previous submission's never finished
             self._current.kill()
         self.why_cold = self._unservable(run_dir, kernel_uid)
         if not self.why_cold and not self.alive():
-            try:
-                await self.start(files)
-            except (OSError, sandbox.SandboxError, RuntimeError) as exc:
-                self.why_cold = f"the warm checker did not start: {exc}"
+            await self.start(files)
         if self.why_cold:
-            return await start_checks(files, **cold)  # type: ignore[arg-type]
+            return await cold()
         if self.root:
             os.chown(run_dir, 0, self.uid)
             os.chmod(run_dir, 0o710)
@@ -300,7 +308,7 @@ class CheckerSlot:
                                 shared=shared, limits=self.limits,
                                 owner=self.uid if self.root else -1)
         log = folder / "pytest.log"
-        self._current = WarmChecker(self, files, cold, folder / "results.json", log)
+        self._current = WarmChecker(self, cold, folder / "results.json", log)
         try:
             await self.send({"begin": {"args": [*args, "--grader-warmed"], "cwd": str(folder), "log": str(log)}})
         except _ServerGone:
@@ -388,11 +396,10 @@ class CheckerSlot:
 class WarmChecker:
     """One submission's checks in a child of the slot's warm server (same use as Checker)."""
 
-    def __init__(self, slot: CheckerSlot, files: list[Path], cold: dict[str, Any],
-                 results: Path, log: Path):
+    def __init__(self, slot: CheckerSlot, cold: Callable[[], Awaitable[Checker]], results: Path,
+                 log: Path):
         self.slot = slot
-        self.files = files
-        self.cold = cold  # start_checks' options, for a fall back before the checks start
+        self.cold = cold  # starts a cold checker, for a fall back before the checks start
         self.results = results
         self.log = log
         self.timeout = slot.limits.check_seconds
@@ -411,7 +418,7 @@ class WarmChecker:
             slot.why_cold = f"the warm checker could not take this submission: {exc or 'timeout'}"
             slot.stop()
             slot._current = None
-            checker = await start_checks(self.files, **self.cold)
+            checker = await self.cold()
             return await checker.finish(connection, why_no_kernel)
         self.running = True
         try:
