@@ -1,10 +1,11 @@
 """The trusted checks of one submission, cold (a pytest process of their own, `start_checks`) vs
-warm (a child of the worker slot's warm checker, `CheckerSlot`), on assignment01's reference.
+warm (a child of the worker slot's warm checker, `CheckerSlot`), on an assignment's reference.
 
-    python benchmarks/warm_checker.py [ROUNDS]
+    python benchmarks/warm_checker.py [ASSIGNMENT] [ROUNDS]   # assignment01 (Keras), 3 rounds
+    python benchmarks/warm_checker.py tiny 5                  # the tests' numpy assignment
 
-The reference notebook runs once in a kernel; then each round runs all of assignment01's checks
-against it, cold and warm in turn, each in the checker sandbox as the pipeline runs them. Per
+The reference notebook runs once in a kernel; then each round runs all of the assignment's
+checks against it, cold and warm in turn, each in the checker sandbox as the pipeline runs them. Per
 round it prints the wall seconds from starting the checker to its outcomes (a cold checker
 imports its libraries in that time; in a batch that overlaps the kernel, but takes the CPU all
 the same), Checks.seconds (what the pipeline records as checks_s) and the checker's CPU seconds.
@@ -26,8 +27,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import nbformat  # noqa: E402
+
 from grader import sandbox  # noqa: E402
-from grader.assignments import load_assignment  # noqa: E402
+from grader.assignments import Assignment, load_assignment  # noqa: E402
 from grader.check import CheckerSlot, Checks, start_checks  # noqa: E402
 from grader.data.prepare import prepare  # noqa: E402
 from grader.exchange import Layout  # noqa: E402
@@ -106,9 +109,21 @@ def _server_cpu(pid: int) -> float:
     return sum(int(fields[i]) for i in (11, 12, 13, 14)) / TICK
 
 
-async def main(rounds: int) -> None:
-    assignment = load_assignment(REPO, "assignment01")
-    prepared = prepare(assignment.config.data.recipe, course=REPO, data_home=data_home())
+def _workload(name: str) -> tuple[Path, Assignment, nbformat.NotebookNode]:
+    """The course, the assignment NAME and its reference notebook."""
+    if name == "tiny":
+        from tests.conftest import TINY_SOLUTION, notebook
+
+        course = REPO / "tests" / "files" / "course"
+        return course, load_assignment(course, "tiny"), notebook(*TINY_SOLUTION)
+    assignment = load_assignment(REPO, name)
+    nb, _ = read_notebook(assignment.root / "submissions" / "reference.ipynb")
+    return REPO, assignment, nb
+
+
+async def main(name: str, rounds: int) -> None:
+    course, assignment, nb = _workload(name)
+    prepared = prepare(assignment.config.data.recipe, course=course, data_home=data_home())
     limits = assignment.config.limits
     root = Path(tempfile.mkdtemp(prefix="grader-bench-"))
     slot_dir = root / "slot"
@@ -119,7 +134,6 @@ async def main(rounds: int) -> None:
         shutil.copy2(prepared.student_dir / name, work / name)
     layout = Layout(run_dir / "shared")
     layout.make(checker=CHECKER_UID if os.geteuid() == 0 else -1)
-    nb, _ = read_notebook(assignment.root / "submissions" / "reference.ipynb")
     env = {**kernel_env(work, threads=1, gpus=""), "GRADER_UMASK": "000"}
     sandboxed = sandbox.bwrap() is not None
     files = assignment.check_files()
@@ -173,4 +187,5 @@ def _fmt(values: tuple[float, ...]) -> str:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 3))
+    asyncio.run(main(sys.argv[1] if len(sys.argv) > 1 else "assignment01",
+                     int(sys.argv[2]) if len(sys.argv) > 2 else 3))
