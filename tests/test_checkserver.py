@@ -351,6 +351,8 @@ def test_checks_left_unfinished_are_killed_and_the_next_submission_grades(tmp_pa
 
 
 KERAS = '''
+import sys
+
 import keras
 
 
@@ -361,6 +363,8 @@ def test_keras_starts_afresh(submission):
     keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)]).predict(
         keras.ops.ones((1, 2)), verbose=0)
     assert found == ["float32", "dense"], f"left over by the last submission: {found}"
+    loaded = {"sqlalchemy", "nbclient", "jinja2", "grader.gradebook"} & set(sys.modules)
+    assert not loaded, f"the checker imported {sorted(loaded)}"
 '''
 
 
