@@ -160,7 +160,24 @@ def _clean(path: Path) -> None:
     for mount in (path / "shared", path / "files"):
         if os.path.ismount(mount):
             _umount(mount)
+    if any(path.glob(PREFIX + "*")):  # a worker slot's folder, holding run folders of its own
+        remove_stale(path)
+    if is_mount(path):  # the slot's shared mount (grader.check.CheckerSlot)
+        _umount(path)
     shutil.rmtree(path, ignore_errors=True)
+
+
+def is_mount(path: Path) -> bool:
+    """Whether something is mounted on PATH, a bind of a folder of the same disk included
+    (which os.path.ismount cannot tell)."""
+    target = os.path.realpath(path)
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8") as table:
+            points = [line.split()[4] for line in table]
+    except OSError:
+        return os.path.ismount(path)
+    decode = re.compile(r"\\([0-7]{3})")
+    return any(decode.sub(lambda m: chr(int(m.group(1), 8)), p) == target for p in points)
 
 
 def _size(path: Path) -> int:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from grader.check import run_checks
+from grader.check import CheckerSlot, Checks, WarmChecker, run_checks
 from grader.config import Limits
 from grader.exchange import Layout
 from grader.execute import executed, kernel_env
@@ -18,15 +18,17 @@ LIMITS = Limits(cell_seconds=20, total_seconds=60, kernel_start_seconds=30, chec
 NOBODY = 65534
 
 
-def grade(tmp_path: Path, check_source: str, *cells: str, public: bool = False) -> dict:
-    """Run CELLS, then the check file; return the outcomes by check name."""
+def grade(tmp_path: Path, check_source: str, *cells: str, public: bool = False,
+          warm: bool = False) -> dict:
+    """Run CELLS, then the check file; return the outcomes by check name. WARM, the checks run
+    in a worker slot's warm checker (CheckerSlot), else in a checker of their own."""
     checks = tmp_path / "checks" / ("public" if public else "hidden")
     checks.mkdir(parents=True)
     (checks / "test_it.py").write_text(check_source)
     hidden = tmp_path / "hidden"
     hidden.mkdir()
     (hidden / "answer.txt").write_text("42")
-    run_dir = tmp_path / "run"
+    run_dir = tmp_path / ("slot" if warm else "") / "run"
     work = run_dir / "work"
     work.mkdir(parents=True)
     # The checks run as the pipeline runs them: in bubblewrap, as a user of their own for a root
@@ -40,6 +42,12 @@ def grade(tmp_path: Path, check_source: str, *cells: str, public: bool = False) 
     async def go():
         async with executed(notebook(*cells), workdir=work, shared=layout.root, limits=LIMITS,
                             seed=0, env=env) as ex:
+            if warm:
+                return await warm_checks([checks / "test_it.py"], run_dir=run_dir,
+                                         public_dir=tmp_path / "checks" / "public",
+                                         hidden_dir=hidden, shared=layout.root,
+                                         connection=ex.connection, sandboxed=sandboxed,
+                                         why_no_kernel=f"nothing to check: {ex.reason}")
             return await run_checks(
                 [checks / "test_it.py"], run_dir=run_dir, public_dir=tmp_path / "checks" / "public",
                 hidden_dir=hidden, student_data=None, connection=ex.connection,
@@ -50,6 +58,23 @@ def grade(tmp_path: Path, check_source: str, *cells: str, public: bool = False) 
     result = asyncio.run(go())
     assert result.problem == "", result.problem
     return {o.name: o for o in result.outcomes}
+
+
+async def warm_checks(files: list[Path], *, run_dir: Path, public_dir: Path, hidden_dir: Path,
+                      shared: Path, connection: dict, why_no_kernel: str, sandboxed: bool) -> Checks:
+    """FILES' outcomes from a warm checker whose slot's folder holds RUN_DIR."""
+    slot = CheckerSlot(folder=run_dir.parent, public_dir=public_dir, hidden_dir=hidden_dir,
+                       student_data=None, limits=LIMITS, sandboxed=sandboxed, uid=NOBODY,
+                       kernel_uids=())
+    await slot.start()
+    try:
+        checker = await slot.begin(files, run_dir=run_dir, shared=shared, kernel_uid=-1)
+        checks = await checker.finish(connection, why_no_kernel)
+        checker.kill()
+    finally:
+        await slot.close()
+    assert isinstance(checker, WarmChecker) and slot.why_cold == "", slot.why_cold
+    return checks
 
 
 CHECKS = '''
@@ -175,6 +200,23 @@ def test_values_calls_points_and_partial_credit(shared_run):
     assert out["test_missing"].max_points == 1 and not out["test_missing"].public
 
 
+@pytest.fixture(scope="module")
+def warm_run(tmp_path_factory):
+    """The outcomes of the same checks on the same cells, from a worker slot's warm checker."""
+    return grade(tmp_path_factory.mktemp("warm-run"), CHECKS + MESSAGES, *CELLS, warm=True)
+
+
+@pytest.mark.slow
+def test_the_warm_checker_grades_as_a_checker_of_its_own(shared_run, warm_run):
+    def seen(outcomes: dict) -> dict:
+        return {name: (o.outcome, o.points, o.max_points, o.message, o.description, o.public,
+                       o.fault, [(a.kind, a.title, a.content if a.kind == "text" else bool(a.content))
+                                 for a in o.attachments])
+                for name, o in outcomes.items()}
+
+    assert len(warm_run) == 15 and seen(warm_run) == seen(shared_run)
+
+
 @pytest.mark.slow
 def test_failed_hidden_check_shows_the_message_not_the_code(shared_run):
     out = shared_run
@@ -269,7 +311,8 @@ def test_isolated(hidden):
 
 
 @pytest.mark.slow
-def test_the_checker_runs_unprivileged_offline_and_memory_limited(tmp_path):
+@pytest.mark.parametrize("warm", [False, True], ids=["own", "warm"])
+def test_the_checker_runs_unprivileged_offline_and_memory_limited(tmp_path, warm):
     import socket
 
     assert bwrap() is not None, "bubblewrap cannot make a sandbox here: apt-get install bubblewrap"
@@ -280,7 +323,7 @@ def test_the_checker_runs_unprivileged_offline_and_memory_limited(tmp_path):
     source = ISOLATION.format(root=os.geteuid() == 0, port=server.getsockname()[1],
                               address_space=(2 * LIMITS.memory_mb + 4096) * 1024 * 1024,
                               gradebook=str(gradebook))
-    out = grade(tmp_path, source, "a = 1")
+    out = grade(tmp_path, source, "a = 1", warm=warm)
     with pytest.raises(BlockingIOError):
         server.accept()
     server.close()
