@@ -15,7 +15,6 @@ from grader.assignments import load_assignment
 from grader.data.prepare import prepare
 from grader.gradebook import Gradebook
 from grader.pipeline import Settings, grade_batch
-from grader.score import Result
 from grader.submission import Submission, discover
 from tests.conftest import TINY_SOLUTION
 
@@ -125,11 +124,12 @@ def test_slots_are_k_per_gpu_and_workers_only_cap_them():
     assert [d.index for d in Settings(devices=GPUS, per_gpu=2).slots()] == ["0", "1", "0", "1"]
     assert [d.index for d in Settings(devices=GPUS, per_gpu=2, workers=3).slots()] == ["0", "1", "0"]
     assert len(Settings(devices=GPUS, per_gpu=2, workers=9).slots()) == 4  # never past K per GPU
-    assert Settings(workers=3).slots() == [devices.CPU] * 3 and Settings().slots() == [devices.CPU]
+    assert Settings(workers=3).slots() == [devices.CPU] * 3 and Settings(workers=1).slots() == [devices.CPU]
 
 
 def test_with_k_2_no_gpu_ever_runs_more_than_2_kernels(course, tmp_path, monkeypatch):
     """Eight submissions on two fake GPUs, K=2: four kernels at once, never three on one GPU."""
+    import asyncio
     import threading
 
     running: dict[str, int] = {}
@@ -137,19 +137,19 @@ def test_with_k_2_no_gpu_ever_runs_more_than_2_kernels(course, tmp_path, monkeyp
     together = []
     lock = threading.Lock()
 
-    def grade(assignment, submission, *, device, **kwargs):
+    async def grade(slot, turn):
+        device = slot.device
         with lock:
             running[device.index] = running.get(device.index, 0) + 1
             most[device.index] = max(most.get(device.index, 0), running[device.index])
             together.append(sum(running.values()))
-        time.sleep(0.3)
+        await asyncio.sleep(0.3)
         with lock:
             running[device.index] -= 1
-        return Result(student=submission.student, assignment="tiny", notebook="", sha256="-",
-                      checks_sha256="-", status="graded", reason="", score=1, max_score=6,
-                      device=device.label)
+        turn.result.status, turn.result.device = "graded", device.label
+        return turn.result
 
-    monkeypatch.setattr(pipeline, "grade_submission", grade)
+    monkeypatch.setattr(pipeline._Slot, "grade", grade)
     subs = [Submission(student=f"s{i}", path=None) for i in range(8)]
     settings = Settings(devices=GPUS, per_gpu=2, sandboxed=False)
     batch = grade_batch(load_assignment(course, "tiny"), subs, gradebook=Gradebook(tmp_path / "b.sqlite"),
