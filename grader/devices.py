@@ -174,8 +174,10 @@ def memory_mb() -> int:
 def auto_workers(kernel_memory_mb: int = 0) -> int:
     """How many kernels a CPU grades at once: one per core, and no more than the memory holds
     at KERNEL_MEMORY_MB (the assignment's limit) plus SLOT_EXTRA_MB for each."""
-    by_memory = memory_mb() // (kernel_memory_mb + SLOT_EXTRA_MB) if kernel_memory_mb > 0 else 0
-    return max(1, min(cores(), by_memory) if by_memory else cores())
+    memory = memory_mb()
+    if kernel_memory_mb <= 0 or memory <= 0:
+        return cores()
+    return max(1, min(cores(), memory // (kernel_memory_mb + SLOT_EXTRA_MB)))
 
 
 def describe_workers(workers: int, *, auto: bool, kernel_memory_mb: int = 0) -> str:

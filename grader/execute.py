@@ -7,6 +7,7 @@ shut down, with every process in its group, when the `executed` block ends.
 from __future__ import annotations
 
 import ast
+import asyncio
 import atexit
 import contextlib
 import copy
@@ -371,8 +372,19 @@ class StudentKernel:
 
     async def _warm(self, warmup: str) -> str:
         """Run WARMUP; why it failed, or "" if it went well."""
-        assert self._client is not None
-        reply = await _request(self._client, warmup, self.limits.kernel_start_seconds)
+        client = self._client
+        assert client is not None and client.km is not None
+        deadline = time.monotonic() + self.limits.kernel_start_seconds
+        task = asyncio.ensure_future(_request(client, warmup, self.limits.kernel_start_seconds))
+        while not task.done():  # a library that kills the kernel on import is seen at once
+            await asyncio.wait([task], timeout=0.5)
+            if not task.done() and (time.monotonic() > deadline
+                                    or not await ensure_async(client.km.is_alive())):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                return "the kernel died or did not answer while importing"
+        reply = task.result()
         if reply is None:
             return f"no answer within {self.limits.kernel_start_seconds:.0f} s"
         content = reply["content"]

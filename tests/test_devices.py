@@ -103,3 +103,25 @@ def test_doctor_shows_each_gpus_slots_and_cap_and_warns_without_nvidia_uvm(tmp_p
                              "16000 MB, TensorFlow capped at 7488 MB per kernel")
     cpu = doctor._gpus([devices.CPU], 2, asked="auto")
     assert cpu.detail == "none: kernels run on the CPU (no GPU found: nvidia-smi is missing or lists none)"
+
+
+def test_auto_workers_fit_the_cores_and_the_memory(monkeypatch):
+    from grader.pipeline import Settings
+
+    monkeypatch.setattr(devices, "cores", lambda: 8)
+    monkeypatch.setattr(devices, "memory_mb", lambda: 16384)
+    assert devices.auto_workers(4096) == 2  # 16 GB / (4 GB + the next kernel and the checker)
+    assert devices.auto_workers(1024) == 6 and devices.auto_workers(0) == 8
+    assert devices.threads_per_kernel(6) == 1 and devices.threads_per_kernel(2) == 4
+    assert len(Settings().slots(4096)) == 2 and len(Settings(workers=5).slots(4096)) == 5
+    monkeypatch.setattr(devices, "memory_mb", lambda: 1000)
+    assert devices.auto_workers(4096) == 1  # never none
+    monkeypatch.setattr(devices, "memory_mb", lambda: 0)
+    assert devices.auto_workers(4096) == 8  # memory unknown: the cores decide
+    assert "--workers auto: 8 core(s)" in devices.describe_workers(8, auto=True)
+
+
+def test_auto_workers_on_this_machine_use_every_core_without_oversubscribing_them():
+    workers = devices.auto_workers(2048)
+    assert 1 <= workers <= devices.cores()
+    assert workers * devices.threads_per_kernel(workers) <= devices.cores()

@@ -8,7 +8,7 @@ import pytest
 from nbformat.v4 import new_markdown_cell, new_output
 
 from grader.config import Limits
-from grader.execute import executed, kernel_env, notebook_text
+from grader.execute import StudentKernel, executed, kernel_env, notebook_imports, notebook_text, warmup_code
 from tests.conftest import notebook
 
 LIMITS = Limits(cell_seconds=4, total_seconds=20, kernel_start_seconds=30, output_bytes=50_000)
@@ -247,3 +247,36 @@ def test_a_gpu_kernels_environment_names_its_gpu_and_grows_memory_on_demand(tmp_
     assert gpu["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
     cpu = kernel_env(tmp_path, threads=2, gpus="")
     assert cpu["CUDA_VISIBLE_DEVICES"] == "" and "TF_FORCE_GPU_ALLOW_GROWTH" not in cpu
+
+
+def test_the_warm_up_imports_only_the_known_heavy_libraries_a_notebook_imports():
+    nb = notebook("%matplotlib inline\nimport tensorflow as tf\nfrom matplotlib import pyplot",
+                  "def f():\n    import pandas", "import os.path, requests", "x = (")
+    assert notebook_imports(nb) == {"tensorflow", "matplotlib", "os", "requests"}
+    code = warmup_code(nb)  # numpy and keras always: the seed imports them anyway
+    assert "['numpy', 'matplotlib.pyplot', 'tensorflow', 'keras']" in code and "pandas" not in code
+    assert code.startswith("exec(") and code.rstrip().endswith(", {})")  # nothing in the namespace
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("warmup", [
+    "exec('import sys\\nsys.modules[\"half_imported\"] = sys\\nraise ImportError(\"the library is broken\")', {})",
+    "import os\nos._exit(1)",
+], ids=["raises", "kills-the-kernel"])
+def test_a_failed_warm_up_costs_the_student_nothing(tmp_path, warmup):
+    work = tmp_path / "work"
+    work.mkdir()
+
+    async def go():
+        kernel = StudentKernel(notebook("import sys\nprint('half_imported' in sys.modules)"),
+                               workdir=work, shared=tmp_path, limits=LIMITS,
+                               env=kernel_env(work, threads=1, gpus=""))
+        try:
+            await kernel.start(warmup=warmup)
+            return kernel.warmup_problem, await kernel.run(3)
+        finally:
+            await kernel.close()
+
+    problem, ex = asyncio.run(go())
+    assert problem and ex.status == "ok" and ex.connection is not None  # a fresh, cold kernel
+    assert ex.notebook.cells[0].outputs[0]["text"] == "False\n" and ex.warmup_s > 0

@@ -5,6 +5,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from grader.assignments import load_assignment
 from grader.data.prepare import prepare
 from grader.gradebook import Gradebook
 from grader.pipeline import Settings, grade_batch
+from grader.score import Result
 from grader.submission import Submission, discover
 from tests.conftest import TINY_SOLUTION
 
@@ -215,3 +217,88 @@ def test_a_gpu_slot_runs_the_prologue_before_the_first_cell_without_an_address_s
     assert seen == {"as": -1, "cuda": "GPU-aaaa", "growth": "true", "patched": True}
     # no GPU here: TensorFlow ran on the CPU, and the report says so
     assert result.device == "CPU (GPU 0 (Test GPU) was assigned but TensorFlow did not use it)"
+
+
+LEAKER = ("import os, json, numpy\nnumpy.leak = 1\nos.environ['GRADER_LEAK'] = '1'\n"
+          "open('leak.txt', 'w').write('x')\njson.dumps = lambda *a, **k: 'patched'\nleaked = 1")
+PROBE = ("import os, json, numpy\nprint('PROBE', hasattr(numpy, 'leak'), 'GRADER_LEAK' in os.environ,"
+         " os.path.exists('leak.txt'), json.dumps(1), 'leaked' in dir())")
+
+
+def printed(result: Result, cell: int) -> str:
+    """What code cell CELL (from 0) of RESULT's executed notebook printed."""
+    import nbformat
+
+    ran = nbformat.reads(result.executed_notebook, as_version=4)
+    return "".join(o.get("text", "") for o in ran.cells[cell].outputs)
+
+
+@pytest.mark.slow  # two kernels, the second started ahead while the first runs
+def test_what_a_student_leaves_is_not_seen_by_the_next_on_the_same_slot(course, data_home,
+                                                                         tmp_path, write_notebook):
+    folder = tmp_path / "subs"
+    write_notebook(folder, "a_leaks", LEAKER, *TINY_SOLUTION)
+    write_notebook(folder, "b_probes", PROBE, *TINY_SOLUTION)
+    assignment, prepared = tiny(course, data_home)
+    batch = grade_batch(assignment, discover(folder, notebook_name="tiny.ipynb"),
+                        gradebook=Gradebook(tmp_path / "g.sqlite"), prepared=prepared,
+                        settings=Settings(workers=1))
+    first, second = sorted(batch.graded, key=lambda r: r.student)
+    assert second.status == "graded" and second.score == 6, second.staff_detail
+    assert printed(second, 0) == "PROBE False False False 1 False\n"
+    assert second.warmup_s > 0 and second.queue_s > first.queue_s  # taken, and warmed, ahead
+
+
+@pytest.mark.slow  # two kernels of one notebook: one warmed up, one cold
+def test_the_warm_up_leaves_nothing_a_student_can_see(course, data_home, tmp_path):
+    import nbformat
+
+    from grader.pipeline import grade_submission
+    from tests.conftest import notebook
+
+    cells = ("print(sorted(dir()))",
+             "import random, numpy, keras, tensorflow as tf\nimport matplotlib.pyplot as plt\n"
+             "print(random.random(), numpy.random.rand(2).tolist(),"
+             " keras.ops.convert_to_numpy(keras.random.uniform((2,))).tolist(),"
+             " tf.random.uniform((2,)).numpy().tolist(), plt.get_backend())", *TINY_SOLUTION)
+    path = tmp_path / "alice.ipynb"
+    nbformat.write(notebook(*cells), path)
+    assignment, prepared = tiny(course, data_home)
+    warm, cold = (grade_submission(assignment, Submission("alice", path), prepared=prepared,
+                                   warm_kernel=on) for on in (True, False))
+    assert warm.warmup_s > 0 and cold.warmup_s == 0
+    assert warm.score == cold.score == 6, warm.staff_detail
+    assert printed(warm, 0) == printed(cold, 0) and "'In'" in printed(warm, 0)
+    assert printed(warm, 1) == printed(cold, 1) and "inline" in printed(warm, 1)
+
+
+@pytest.mark.slow  # kernels started for a batch that stops
+def test_a_kernel_started_ahead_for_a_submission_a_stopped_batch_leaves_is_killed(
+        course, data_home, tmp_path, write_notebook, monkeypatch):
+    folder = tmp_path / "subs"
+    for name in ("a", "b", "c", "d"):
+        write_notebook(folder, name, *TINY_SOLUTION)
+    started = []
+    start = pipeline.StudentKernel.start
+
+    async def counted(self, **kwargs):
+        started.append(self)
+        await start(self, **kwargs)
+
+    async def no_checker(*args, **kwargs):
+        raise RuntimeError("the checker cannot start here")
+
+    monkeypatch.setattr(pipeline.StudentKernel, "start", counted)
+    monkeypatch.setattr(pipeline, "start_checks", no_checker)
+    assignment, prepared = tiny(course, data_home)
+    batch = grade_batch(assignment, discover(folder, notebook_name="tiny.ipynb"),
+                        gradebook=Gradebook(tmp_path / "g.sqlite"), prepared=prepared,
+                        settings=Settings(workers=1, stop_after=1))
+    assert batch.stopped and all(r.status == "error" for r in batch.graded)
+    assert len(batch.graded) < len(started)  # a kernel was started for one never graded
+    for _ in range(50):
+        if not _kernels_of(os.getpid()):
+            break
+        time.sleep(0.2)
+    assert _kernels_of(os.getpid()) == []
+    assert not list(Path(tempfile.gettempdir()).glob("grader-*/shared/sock"))
