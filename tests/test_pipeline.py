@@ -5,7 +5,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -293,7 +292,7 @@ def test_a_kernel_started_ahead_for_a_submission_a_stopped_batch_leaves_is_kille
     assignment, prepared = tiny(course, data_home)
     batch = grade_batch(assignment, discover(folder, notebook_name="tiny.ipynb"),
                         gradebook=Gradebook(tmp_path / "g.sqlite"), prepared=prepared,
-                        settings=Settings(workers=1, stop_after=1))
+                        settings=Settings(workers=1, stop_after=1, work_root=tmp_path / "runs"))
     assert batch.stopped and all(r.status == "error" for r in batch.graded)
     assert len(batch.graded) < len(started)  # a kernel was started for one never graded
     for _ in range(50):
@@ -301,4 +300,4 @@ def test_a_kernel_started_ahead_for_a_submission_a_stopped_batch_leaves_is_kille
             break
         time.sleep(0.2)
     assert _kernels_of(os.getpid()) == []
-    assert not list(Path(tempfile.gettempdir()).glob("grader-*/shared/sock"))
+    assert list((tmp_path / "runs").iterdir()) == []  # every run folder went, the unused one too
