@@ -230,11 +230,17 @@ def test_a_failing_gpu_setup_is_the_graders_fault_and_no_cell_runs(monkeypatch):
         return {"content": {"status": "error", "ename": "ImportError",
                             "evalue": "\x1b[31mlibcuda.so.1: cannot open\x1b[0m"}}
 
+    async def launch(self, *, fresh_log):
+        self._client = types.SimpleNamespace(kc=object(), nb=self.nb)
+        return True
+
     monkeypatch.setattr(execute, "_request", request)
-    client = types.SimpleNamespace(kc=object(), nb=notebook("print('never')"))
-    result = execute.Execution(status="ok", reason="", notebook=client.nb)
-    asyncio.run(execute._run_cells(client, result, LIMITS, 0, prologue="setup"))
-    assert sent == ["setup"]  # neither the seed nor any cell ran
+    monkeypatch.setattr(execute.StudentKernel, "_launch", launch)
+    kernel = execute.StudentKernel(notebook("print('never')"), workdir=Path("."), shared=Path("."),
+                                   limits=LIMITS, env={})
+    asyncio.run(kernel.start(prologue="setup", warmup="warm"))
+    result = asyncio.run(kernel.run(0))
+    assert sent == ["setup"]  # neither the warm-up, the seed nor any cell ran
     assert result.status == "kernel_failed"
     assert result.reason == ("the grader could not set up the GPU in the kernel (ImportError: "
                              "libcuda.so.1: cannot open)")
