@@ -153,8 +153,9 @@ def describe(chosen: list[Device], kernels: int, *, asked: str) -> str:
 
 
 # What a CPU slot holds beside its kernel's memory limit: the next kernel, started and warmed up
-# (TensorFlow imported: about 0.5 GB), and the checker with its libraries (about 1 GB).
-SLOT_EXTRA_MB = 1536
+# (TensorFlow imported: about 0.5 GB), and two checkers with their libraries (about 1 GB each:
+# the current submission's, and the next one's, started ahead).
+SLOT_EXTRA_MB = 2560
 
 
 def cores() -> int:

@@ -26,7 +26,7 @@ import nbformat
 
 from . import runs, sandbox
 from .assignments import Assignment
-from .check import start_checks
+from .check import Checker, start_checks
 from .data.prepare import Prepared
 from .devices import CPU, Device, auto_workers, threads_per_kernel
 from .devices import slots as device_slots
@@ -115,7 +115,8 @@ def grade_submission(
         if checker_uid is None:
             checker_uid = sandbox.claim_user() if root else 65534
         slot = _Slot(assignment, prepared, key, device, threads, work_root, sandboxed,
-                     kernel_python(python), checker_uid, (uid, uid), warm=warm_kernel)
+                     kernel_python(python), (checker_uid, checker_uid), (uid, uid),
+                     warm=warm_kernel)
         todo = [submission]
         asyncio.run(slot.serve(lambda: (todo.pop(), 0.0) if todo else None, results.append))
     except Exception:  # noqa: BLE001 - the grader's own failure, stored so the batch goes on
@@ -148,6 +149,7 @@ class _Turn:
     kernel: _Kernel | None = None
     staged: tuple[Path, Path, dict[str, str], list[str], int] | None = None
     running: StudentKernel | None = None
+    checker: Checker | None = None
     fault: str = ""  # the grader failed while getting it ready
 
 
@@ -157,8 +159,9 @@ Take = Callable[[], "tuple[Submission, float] | None"]
 
 @dataclass
 class _Slot:
-    """One worker slot: a device, a user for the checks and two for kernels (the one running
-    and the next one, started ahead), grading submissions one after another in one event loop."""
+    """One worker slot: a device and, for a root grader, two users for the checks and two for
+    kernels (the submission running and the next one, started ahead), grading submissions one
+    after another in one event loop."""
 
     assignment: Assignment
     prepared: Prepared | None
@@ -168,8 +171,8 @@ class _Slot:
     work_root: Path | None
     sandboxed: bool
     python: str
-    checker_uid: int
-    kernel_uids: tuple[int, int]  # used in turn: reaping one never kills the other's kernel
+    checker_uids: tuple[int, int]  # each pair used in turn: reaping one submission's users
+    kernel_uids: tuple[int, int]  # never kills the processes of the one started ahead
     warm: bool = True  # import the notebook's heavy libraries in its kernel ahead
 
     @property
@@ -203,11 +206,11 @@ class _Slot:
         if item is None:
             return None
         submission, queue_s = item
-        return asyncio.ensure_future(self.ready(submission, self.kernel_uids[count % 2], queue_s))
+        return asyncio.ensure_future(self.ready(submission, count % 2, queue_s))
 
-    async def ready(self, submission: Submission, kernel_uid: int, queue_s: float = 0.0) -> _Turn:
-        """Read SUBMISSION, make its run folder and start its kernel as KERNEL_UID, warmed up;
-        never raises (a failure of the grader is kept in the turn)."""
+    async def ready(self, submission: Submission, pair: int, queue_s: float = 0.0) -> _Turn:
+        """Read SUBMISSION, make its run folder, start its checker and its kernel (warmed up) as
+        the users of PAIR; never raises (a failure of the grader is kept in the turn)."""
         turn = _Turn(_new_result(self.assignment, submission, self.key, self.device, self.sandboxed))
         turn.result.queue_s = queue_s
         if submission.path is None:
@@ -220,10 +223,11 @@ class _Slot:
         try:
             turn.folder = runs.make(self.work_root)
             turn.kernel = _Kernel(self.assignment, self.prepared, turn.folder.path, self.device,
-                                  self.threads, self.sandboxed, kernel_uid, self.checker_uid,
-                                  turn.folder, self.python)
+                                  self.threads, self.sandboxed, self.kernel_uids[pair],
+                                  self.checker_uids[pair], turn.folder, self.python)
             turn.staged = turn.kernel.stage(turn.nb)
             workdir, shared, env, prefix, owner = turn.staged
+            turn.checker = await _start_checker(self.assignment, turn.kernel, shared, owner)
             turn.running = StudentKernel(
                 turn.nb, workdir=workdir, shared=shared, limits=self.assignment.config.limits,
                 env=env, command_prefix=prefix, owner=owner, python=self.python)
@@ -248,10 +252,12 @@ class _Slot:
 
     async def discard(self, turn: _Turn) -> None:
         """Kill TURN's kernel and whatever runs as its users; remove its run folder."""
+        if turn.checker is not None:
+            turn.checker.kill()
         if turn.running is not None:
             await turn.running.close()
         if self.root and turn.kernel is not None:
-            for user in (turn.kernel.uid, self.checker_uid):
+            for user in (turn.kernel.uid, turn.kernel.checker_uid):
                 await asyncio.to_thread(sandbox.reap, user)
         if turn.folder is not None:
             await asyncio.to_thread(turn.folder.remove)
@@ -331,17 +337,11 @@ class _Kernel:
 
 async def _execute_and_check(assignment: Assignment, turn: _Turn) -> None:
     assert turn.kernel is not None and turn.staged is not None and turn.running is not None
-    kernel, result = turn.kernel, turn.result
-    _, shared, _, _, owner = turn.staged
+    assert turn.checker is not None
+    kernel, result, checker = turn.kernel, turn.result, turn.checker
+    shared = turn.staged[1]
     limits = assignment.config.limits
-    prepared = kernel.prepared
     log = shared / "kernel.log"  # the kernel's stderr, read before the run folder goes
-    checker = await start_checks(  # imports its libraries while the notebook runs
-        assignment.check_files(), run_dir=kernel.run_dir, public_dir=assignment.public_checks,
-        hidden_dir=prepared.hidden_dir if prepared else None,
-        student_data=prepared.student_dir if prepared else None, shared=shared, limits=limits,
-        sandboxed=kernel.sandboxed, uid=kernel.checker_uid, kernel_uid=owner,
-    )
     try:
         execution = await turn.running.run(assignment.config.seed)
         result.kernel_start_s = execution.kernel_start_s
@@ -374,6 +374,19 @@ async def _execute_and_check(assignment: Assignment, turn: _Turn) -> None:
         "ename": cell.ename, "evalue": cell.evalue[:2000], "traceback": cell.traceback,
     }
     result.executed_notebook, _ = notebook_text(execution.notebook, limits.output_bytes)
+
+
+async def _start_checker(assignment: Assignment, kernel: _Kernel, shared: Path,
+                         owner: int) -> Checker:
+    """The submission's checker, started ahead with the kernel: it imports its libraries while
+    the slot's current submission runs, then waits for its kernel to be run."""
+    prepared = kernel.prepared
+    return await start_checks(
+        assignment.check_files(), run_dir=kernel.run_dir, public_dir=assignment.public_checks,
+        hidden_dir=prepared.hidden_dir if prepared else None,
+        student_data=prepared.student_dir if prepared else None, shared=shared,
+        limits=assignment.config.limits, sandboxed=kernel.sandboxed, uid=kernel.checker_uid,
+        kernel_uid=owner)
 
 
 def device_used(assigned: Device, gpus: list[str] | None) -> str:
@@ -492,9 +505,9 @@ def _run_slots(assignment: Assignment, todo: list[Submission], gradebook: Gradeb
 
     workers = []
     for device in each:
-        users = [sandbox.claim_user() for _ in range(3)] if root else [65534] * 3
+        users = [sandbox.claim_user() for _ in range(4)] if root else [65534] * 4
         slot = _Slot(assignment, prepared, key, device, threads, settings.work_root,
-                     settings.sandboxed, python, users[0], (users[1], users[2]),
+                     settings.sandboxed, python, (users[0], users[1]), (users[2], users[3]),
                      warm=settings.warm_kernels)
         workers.append(threading.Thread(target=work, args=(slot,), name="grader-slot", daemon=True))
     for worker in workers:

@@ -111,8 +111,8 @@ def test_auto_workers_fit_the_cores_and_the_memory(monkeypatch):
     monkeypatch.setattr(devices, "cores", lambda: 8)
     monkeypatch.setattr(devices, "memory_mb", lambda: 16384)
     assert devices.auto_workers(4096) == 2  # 16 GB / (4 GB + the next kernel and the checker)
-    assert devices.auto_workers(1024) == 6 and devices.auto_workers(0) == 8
-    assert devices.threads_per_kernel(6) == 1 and devices.threads_per_kernel(2) == 4
+    assert devices.auto_workers(1024) == 4 and devices.auto_workers(0) == 8
+    assert devices.threads_per_kernel(4) == 2 and devices.threads_per_kernel(2) == 4
     assert len(Settings().slots(4096)) == 2 and len(Settings(workers=5).slots(4096)) == 5
     monkeypatch.setattr(devices, "memory_mb", lambda: 1000)
     assert devices.auto_workers(4096) == 1  # never none

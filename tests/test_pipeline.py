@@ -12,6 +12,7 @@ import pytest
 
 from grader import devices, pipeline
 from grader.assignments import load_assignment
+from grader.check import Checks
 from grader.data.prepare import prepare
 from grader.gradebook import Gradebook
 from grader.pipeline import Settings, grade_batch
@@ -284,11 +285,11 @@ def test_a_kernel_started_ahead_for_a_submission_a_stopped_batch_leaves_is_kille
         started.append(self)
         await start(self, **kwargs)
 
-    async def no_checker(*args, **kwargs):
-        raise RuntimeError("the checker cannot start here")
+    async def broken(self, connection, why):
+        return Checks(problem="the checks broke here")
 
     monkeypatch.setattr(pipeline.StudentKernel, "start", counted)
-    monkeypatch.setattr(pipeline, "start_checks", no_checker)
+    monkeypatch.setattr(pipeline.Checker, "finish", broken)  # every result is a grader fault
     assignment, prepared = tiny(course, data_home)
     batch = grade_batch(assignment, discover(folder, notebook_name="tiny.ipynb"),
                         gradebook=Gradebook(tmp_path / "g.sqlite"), prepared=prepared,
@@ -299,5 +300,5 @@ def test_a_kernel_started_ahead_for_a_submission_a_stopped_batch_leaves_is_kille
         if not _kernels_of(os.getpid()):
             break
         time.sleep(0.2)
-    assert _kernels_of(os.getpid()) == []
+    assert _kernels_of(os.getpid()) == []  # kernels and checkers, graded or started ahead
     assert list((tmp_path / "runs").iterdir()) == []  # every run folder went, the unused one too
