@@ -227,7 +227,10 @@ def kernel_env(workdir: Path, *, threads: int, gpus: str) -> dict[str, str]:
         "MPLBACKEND": "module://matplotlib_inline.backend_inline",
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "tensorflow"),
+        # THREADS (devices.threads_per_kernel): the cores divided by the kernels running at once
         "OMP_NUM_THREADS": str(threads),
+        "OPENBLAS_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
         "TF_NUM_INTRAOP_THREADS": str(threads),
         "TF_NUM_INTEROP_THREADS": str(max(1, min(2, threads))),
         "CUDA_VISIBLE_DEVICES": gpus,

@@ -512,8 +512,20 @@ def _run_slots(assignment: Assignment, todo: list[Submission], gradebook: Gradeb
         workers.append(threading.Thread(target=work, args=(slot,), name="grader-slot", daemon=True))
     for worker in workers:
         worker.start()
+    try:
+        _collect(todo, gradebook, settings, batch, reporter, on_result, done, stop, len(workers))
+    finally:
+        stop.set()  # an interrupted batch (Ctrl-C) takes nothing more
+        for worker in workers:
+            worker.join()
+
+
+def _collect(todo: list[Submission], gradebook: Gradebook, settings: Settings, batch: Batch,
+             reporter: _Reporter, on_result: Callable[[Result], None] | None,
+             done: queue.SimpleQueue[Result | None], stop: threading.Event, running: int) -> None:
+    """Store each result as a slot gives it, then hand it to the reporter; stop the batch when
+    more than half of its first results are grader faults."""
     window = min(settings.stop_after, len(todo))
-    running = len(workers)
     while running:
         result = done.get()
         if result is None:
@@ -534,8 +546,6 @@ def _run_slots(assignment: Assignment, todo: list[Submission], gradebook: Gradeb
                     " or the checks and run again (faults are regraded)")
                 stop.set()
         reporter.publish(result, run_id)
-    for worker in workers:
-        worker.join()
 
 
 class _Reporter:

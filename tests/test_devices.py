@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 
@@ -125,3 +126,13 @@ def test_auto_workers_on_this_machine_use_every_core_without_oversubscribing_the
     workers = devices.auto_workers(2048)
     assert 1 <= workers <= devices.cores()
     assert workers * devices.threads_per_kernel(workers) <= devices.cores()
+
+
+def test_each_kernels_thread_pools_get_its_share_of_the_cores():
+    from grader.execute import kernel_env
+
+    env = kernel_env(Path("/tmp"), threads=devices.threads_per_kernel(2), gpus="")
+    share = str(max(1, devices.cores() // 2))
+    assert {env[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                             "TF_NUM_INTRAOP_THREADS")} == {share}
+    assert int(env["TF_NUM_INTEROP_THREADS"]) <= int(share)
