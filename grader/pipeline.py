@@ -5,6 +5,7 @@ sinking the rest."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import hashlib
 import json
@@ -117,8 +118,7 @@ def grade_submission(
         slot = _Slot(assignment, prepared, key, device, threads, work_root, sandboxed,
                      kernel_python(python), (checker_uid, checker_uid), (uid, uid),
                      warm=warm_kernel)
-        todo = [submission]
-        asyncio.run(slot.serve(lambda: (todo.pop(), 0.0) if todo else None, results.append))
+        asyncio.run(slot.serve(_Work([submission], time.monotonic()), results.append))
     except Exception:  # noqa: BLE001 - the grader's own failure, stored so the batch goes on
         if not results:
             results.append(_new_result(assignment, submission, key, device, sandboxed))
@@ -153,8 +153,49 @@ class _Turn:
     fault: str = ""  # the grader failed while getting it ready
 
 
-# What the slot loop takes next: a submission and its wait in the queue, or None when done.
-Take = Callable[[], "tuple[Submission, float] | None"]
+class _Work:
+    """The batch's submissions, shared by its slots. A slot takes its next submission while its
+    current one runs, and holds it ahead; a slot left with nothing takes over a submission that
+    another slot holds ahead and has not begun (behind a notebook that runs to its time limit,
+    say), which that slot then lets go."""
+
+    def __init__(self, todo: list[Submission], began: float):
+        self.pending = collections.deque(todo)
+        self.began = began
+        self.stop = threading.Event()
+        self._held: dict[int, tuple[Submission, bool]] = {}  # slot -> its next, and whether
+        # another slot may take that one over (one taken ahead of its turn, not yet begun)
+        self._lock = threading.Lock()
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the batch stopped: nothing more is taken or begun."""
+        return self.stop.is_set()
+
+    def take(self, slot: int, *, ahead: bool = False) -> tuple[Submission, float] | None:
+        """The next submission for SLOT, taken AHEAD of its turn or not, and its wait since the
+        batch began; when the queue is empty and SLOT is not taking ahead, one that another
+        slot took ahead and has not begun. None when there is none."""
+        with self._lock:
+            if self.stopped:
+                return None
+            if self.pending:
+                submission = self.pending.popleft()
+            elif not ahead and (others := [k for k, (_, free) in self._held.items() if free]):
+                submission = self._held.pop(others[0])[0]
+            else:
+                return None
+            self._held[slot] = (submission, ahead)
+            return submission, time.monotonic() - self.began
+
+    def begin(self, slot: int, submission: Submission) -> bool:
+        """Whether SLOT may grade SUBMISSION now (False: the batch stopped, or another slot
+        took it over)."""
+        with self._lock:
+            if self.stopped or self._held.get(slot, (None,))[0] is not submission:
+                return False
+            del self._held[slot]
+            return True
 
 
 @dataclass
@@ -180,33 +221,43 @@ class _Slot:
         """Whether kernels and checks run as users of their own (a root grader)."""
         return self.sandboxed and os.geteuid() == 0
 
-    async def serve(self, take: Take, give: Callable[[Result], None],
-                    stopped: Callable[[], bool] = lambda: False) -> None:
-        """Grade what TAKE hands out until it hands out None, giving each result to GIVE; the
-        next submission's kernel starts while the current one runs. Once STOPPED, a kernel
-        started ahead is killed and its submission left ungraded."""
+    async def serve(self, work: _Work, give: Callable[[Result], None], index: int = 0) -> None:
+        """Grade submissions from WORK (as its slot INDEX) until none is left, giving each result
+        to GIVE; the next submission's kernel starts while the current one runs. A kernel
+        started ahead for a submission this slot does not grade (the batch stopped, another
+        slot took it over) is killed."""
         count = 0
-        ahead = self._ahead(take(), count)
+        ahead = self._ahead(work.take(index), count)
         try:
-            while ahead is not None:
-                current, ahead = ahead, None
-                if stopped():
+            while True:
+                if ahead is None:  # nothing taken ahead: take over one held by another slot
+                    count += 1
+                    ahead = self._ahead(work.take(index), count)
+                    if ahead is None:
+                        break
+                (submission, current), ahead = ahead, None
+                if not work.begin(index, submission):
                     await self.discard(await current)
-                    break
-                following = take()
+                    if work.stopped:
+                        break
+                    continue
+                following = work.take(index, ahead=True)
                 if following is not None:
                     count += 1
                     ahead = self._ahead(following, count)
                 give(await self.grade(await current))
         finally:
             if ahead is not None:
-                await self.discard(await ahead)
+                await self.discard(await ahead[1])
 
-    def _ahead(self, item: tuple[Submission, float] | None, count: int) -> asyncio.Task[_Turn] | None:
+    def _ahead(self, item: tuple[Submission, float] | None,
+               count: int) -> tuple[Submission, asyncio.Task[_Turn]] | None:
+        """Get ITEM ready in the background, as the COUNTth submission of this slot (which
+        tells the pair of users it runs as)."""
         if item is None:
             return None
         submission, queue_s = item
-        return asyncio.ensure_future(self.ready(submission, count % 2, queue_s))
+        return submission, asyncio.ensure_future(self.ready(submission, count % 2, queue_s))
 
     async def ready(self, submission: Submission, pair: int, queue_s: float = 0.0) -> _Turn:
         """Read SUBMISSION, make its run folder, start its checker and its kernel (warmed up) as
@@ -479,43 +530,34 @@ def _run_slots(assignment: Assignment, todo: list[Submission], gradebook: Gradeb
     root = settings.sandboxed and os.geteuid() == 0
     threads = threads_per_kernel(len(each))
     python = kernel_python(settings.python)
-    pending: queue.SimpleQueue[Submission] = queue.SimpleQueue()
-    for submission in todo:
-        pending.put(submission)
+    work = _Work(todo, began)
     done: queue.SimpleQueue[Result | None] = queue.SimpleQueue()
-    stop = threading.Event()
 
-    def take() -> tuple[Submission, float] | None:
-        if stop.is_set():
-            return None
+    def serve(slot: _Slot, index: int) -> None:
         try:
-            return pending.get_nowait(), time.monotonic() - began
-        except queue.Empty:
-            return None
-
-    def work(slot: _Slot) -> None:
-        try:
-            asyncio.run(slot.serve(take, done.put, stop.is_set))
+            asyncio.run(slot.serve(work, done.put, index))
         except Exception:  # noqa: BLE001 - a broken slot stops the batch, never hangs it
-            stop.set()
+            work.stop.set()
             batch.stopped = batch.stopped or ("stopped: a worker slot failed: "
                                               + _first_line(traceback.format_exc()))
         finally:
             done.put(None)
 
-    workers = []
+    workers: list[threading.Thread] = []
     for device in each:
         users = [sandbox.claim_user() for _ in range(4)] if root else [65534] * 4
         slot = _Slot(assignment, prepared, key, device, threads, settings.work_root,
                      settings.sandboxed, python, (users[0], users[1]), (users[2], users[3]),
                      warm=settings.warm_kernels)
-        workers.append(threading.Thread(target=work, args=(slot,), name="grader-slot", daemon=True))
+        workers.append(threading.Thread(target=serve, args=(slot, len(workers)),
+                                        name="grader-slot", daemon=True))
     for worker in workers:
         worker.start()
     try:
-        _collect(todo, gradebook, settings, batch, reporter, on_result, done, stop, len(workers))
+        _collect(todo, gradebook, settings, batch, reporter, on_result, done, work.stop,
+                 len(workers))
     finally:
-        stop.set()  # an interrupted batch (Ctrl-C) takes nothing more
+        work.stop.set()  # an interrupted batch (Ctrl-C) takes nothing more
         for worker in workers:
             worker.join()
 

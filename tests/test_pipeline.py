@@ -302,3 +302,39 @@ def test_a_kernel_started_ahead_for_a_submission_a_stopped_batch_leaves_is_kille
         time.sleep(0.2)
     assert _kernels_of(os.getpid()) == []  # kernels and checkers, graded or started ahead
     assert list((tmp_path / "runs").iterdir()) == []  # every run folder went, the unused one too
+
+
+def test_an_idle_slot_takes_over_what_another_holds_ahead_but_never_what_it_began():
+    from grader.pipeline import _Work
+
+    a, b, c = (Submission(student=name, path=None) for name in "abc")
+    work = _Work([a, b, c], time.monotonic())
+    assert work.take(0)[0] is a and work.begin(0, a)
+    assert work.take(1)[0] is b and work.begin(1, b)
+    assert work.take(0, ahead=True)[0] is c  # slot 0 holds c ahead while a runs
+    assert work.take(1, ahead=True) is None  # taking ahead never takes over
+    assert work.take(1)[0] is c  # slot 1 has nothing to do: it takes c over
+    assert not work.begin(0, c) and work.begin(1, c)
+    assert work.take(0) is None  # c is begun: nobody takes it over again
+    work.stop.set()
+    assert work.take(0) is None and not work.begin(0, a)
+
+
+def test_a_long_notebook_holds_up_nothing_queued_behind_it(course, tmp_path, monkeypatch):
+    import asyncio
+
+    graded_by: dict[str, int] = {}
+
+    async def grade(slot, turn):
+        await asyncio.sleep(2.0 if turn.result.student == "s0" else 0.1)
+        graded_by[turn.result.student] = id(slot)
+        turn.result.status = "graded"
+        return turn.result
+
+    monkeypatch.setattr(pipeline._Slot, "grade", grade)
+    subs = [Submission(student=f"s{i}", path=None) for i in range(4)]
+    batch = grade_batch(load_assignment(course, "tiny"), subs, gradebook=Gradebook(tmp_path / "b.sqlite"),
+                        prepared=None, settings=Settings(workers=2, sandboxed=False))
+    assert sorted(r.student for r in batch.graded) == ["s0", "s1", "s2", "s3"]
+    long_one = graded_by.pop("s0")  # its slot graded nothing else: the other took over its next
+    assert len(set(graded_by.values())) == 1 and long_one not in graded_by.values()
