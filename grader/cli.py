@@ -69,8 +69,13 @@ def _grade(assignment: Assignment, submissions: list[Submission], gradebook: Gra
     """Check that a kernel and the checker work here, then grade with a progress bar that
     advances as each submission is graded or skipped."""
     prepared = _prepared(assignment, args)
-    console.print(devices.describe(list(settings.devices), settings.per_gpu, asked=args.gpus),
-                  soft_wrap=True)  # one line, however narrow the terminal
+    line = devices.describe(list(settings.devices), settings.per_gpu, asked=args.gpus)
+    if not settings.devices[0].gpu:
+        memory = assignment.config.limits.memory_mb
+        line += "; " + devices.describe_workers(len(settings.slots(memory)),
+                                                auto=settings.workers is None,
+                                                kernel_memory_mb=memory)
+    console.print(line, soft_wrap=True)  # one line, however narrow the terminal
     with console.status("checking that a sandboxed kernel and the checker start…"):
         preflight(assignment, settings=settings, prepared=prepared)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -94,18 +99,27 @@ def _summary_table(results: list[Result]) -> Table:
 
 
 def _settings(args: argparse.Namespace, reports: Path | None) -> Settings:
-    if args.workers is not None and args.workers < 1:
-        raise GraderError(f"--workers must be at least 1, found {args.workers}")
+    workers = _workers(args.workers)
     if not args.no_sandbox and sandbox.bwrap() is None:
         raise GraderError("cannot isolate the notebooks: bubblewrap is missing or cannot make a "
                           "sandbox here (apt-get install bubblewrap); or pass --no-sandbox to "
                           "grade without isolation")
-    settings = Settings(workers=args.workers, force=getattr(args, "force", False),
+    settings = Settings(workers=workers, force=getattr(args, "force", False),
                         reports=reports, notebook_html=not args.no_notebook_html,
                         devices=tuple(devices.choose(args.gpus)),
                         per_gpu=devices.per_gpu(args.per_gpu), sandboxed=not args.no_sandbox)
     settings.slots()  # a GPU share too small for a kernel is a one-line error now, not later
     return settings
+
+
+def _workers(text: str | int | None) -> int | None:
+    """The value of --workers: a number of kernels, or None for auto."""
+    value = str(text if text is not None else "auto").strip()
+    if value == "auto":
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise GraderError(f"--workers must be auto or a whole number, 1 or more; found {text!r}")
+    return int(value)
 
 
 def _reports_dir(args: argparse.Namespace, assignment: Assignment) -> Path:
@@ -254,9 +268,10 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _grading_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workers", type=int, default=DEFAULTS.workers,
-                   help="submissions graded at once, each in its own kernel (default: one per "
-                        "GPU slot, see --per-gpu; 1 on the CPU); with GPUs, at most the slots")
+    p.add_argument("--workers", default="auto", metavar="N",
+                   help="submissions graded at once, each in its own kernel: a number, or auto "
+                        "(the default: one per GPU slot, see --per-gpu; on the CPU, one per core "
+                        "as far as the memory holds them); with GPUs, at most the slots")
     _gpu_options(p)
     p.add_argument("--data-home", help="dataset cache (default $GRADER_DATA_HOME or ~/.cache/grader)")
     p.add_argument("--no-notebook-html", action="store_true",

@@ -161,7 +161,45 @@ def describe(chosen: list[Device], kernels: int, *, asked: str) -> str:
             f"{len(gpus) * kernels} at once; {cap}")
 
 
+# What a CPU slot holds beside its kernel's memory limit: the next kernel, started and warmed up
+# (TensorFlow imported: about 0.5 GB), and two checkers with their libraries (about 1 GB each:
+# the current submission's, and the next one's, started ahead).
+SLOT_EXTRA_MB = 2560
+
+
+def cores() -> int:
+    """The CPU cores this process may run on."""
+    found = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, found or 1)
+
+
+def memory_mb() -> int:
+    """The machine's memory in MB; 0 where it cannot be read."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20)
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def auto_workers(kernel_memory_mb: int = 0) -> int:
+    """How many kernels a CPU grades at once: one per core, and no more than the memory holds
+    at KERNEL_MEMORY_MB (the assignment's limit) plus SLOT_EXTRA_MB for each."""
+    memory = memory_mb()
+    if kernel_memory_mb <= 0 or memory <= 0:
+        return cores()
+    return max(1, min(cores(), memory // (kernel_memory_mb + SLOT_EXTRA_MB)))
+
+
+def describe_workers(workers: int, *, auto: bool, kernel_memory_mb: int = 0) -> str:
+    """Why a CPU batch runs WORKERS kernels at once, for a run's first line."""
+    if not auto:
+        return f"{workers} kernel(s) at once (--workers), {threads_per_kernel(workers)} thread(s) each"
+    memory = (f", {memory_mb() / 1024:.1f} GB of memory / {(kernel_memory_mb + SLOT_EXTRA_MB) / 1024:.1f} GB"
+              " per kernel and checker" if kernel_memory_mb > 0 else "")
+    return (f"{workers} kernel(s) at once (--workers auto: {cores()} core(s){memory}), "
+            f"{threads_per_kernel(workers)} thread(s) each")
+
+
 def threads_per_kernel(workers: int) -> int:
     """CPU threads for each kernel so that WORKERS kernels share the cores without thrashing."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 1) // max(1, workers))
+    return max(1, cores() // max(1, workers))

@@ -7,6 +7,7 @@ shut down, with every process in its group, when the `executed` block ends.
 from __future__ import annotations
 
 import ast
+import asyncio
 import atexit
 import contextlib
 import copy
@@ -87,6 +88,55 @@ def gpu_prologue(memory_mb: int, backend: str = "tensorflow") -> str:
     return _GPU_SETUP.format(memory_mb=int(memory_mb)) if memory_mb > 0 and backend == "tensorflow" else ""
 
 
+# What a kernel may import ahead of its turn, in this order: well-known libraries that take
+# seconds to import, by the top-level name a notebook imports (pyplot: with the kernel's
+# inline backend, from MPLBACKEND). NumPy and Keras are there for every notebook: the seed
+# imports them anyway, so importing them earlier changes nothing a student's code sees.
+WARM_LIBRARIES = {"numpy": "numpy", "scipy": "scipy", "pandas": "pandas",
+                  "matplotlib": "matplotlib.pyplot", "sklearn": "sklearn",
+                  "tensorflow": "tensorflow", "keras": "keras"}
+_ALWAYS_WARM = ("numpy", "keras")
+
+# Imports the libraries in a namespace of its own; one that is not installed is left out, one
+# that fails to import fails the warm-up (the kernel is then started again, cold).
+_WARMUP = """\
+exec('''
+import importlib.util
+for name in {modules!r}:
+    if importlib.util.find_spec(name.partition(".")[0]) is not None:
+        __import__(name)
+''', {{}})
+"""
+
+
+def notebook_imports(nb: NotebookNode) -> set[str]:
+    """The top-level package names a notebook's code cells import at the top level of a cell
+    (a cell that is not plain Python, with magics, say, is read without those lines)."""
+    found: set[str] = set()
+    for cell in nb.cells:
+        if cell.get("cell_type") != "code":
+            continue
+        lines = [line for line in str(cell.get("source", "")).splitlines()
+                 if not line.lstrip().startswith(("%", "!"))]
+        try:
+            tree = ast.parse("\n".join(lines))
+        except (SyntaxError, ValueError):
+            continue
+        for node in tree.body:
+            if isinstance(node, ast.Import):
+                found.update(alias.name.partition(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                found.add(node.module.partition(".")[0])
+    return found
+
+
+def warmup_code(nb: NotebookNode) -> str:
+    """What a kernel runs before NB's seed to import the heavy libraries NB imports; "" if none."""
+    wanted = notebook_imports(nb) | set(_ALWAYS_WARM)
+    modules = [module for name, module in WARM_LIBRARIES.items() if name in wanted]
+    return _WARMUP.format(modules=modules) if modules else ""
+
+
 @dataclass
 class FailedCell:
     """The first cell whose execute_reply said error, as the student should see it."""
@@ -107,6 +157,7 @@ class Execution:
     reason: str  # for the student; empty when ok
     notebook: NotebookNode
     kernel_start_s: float = 0.0
+    warmup_s: float = 0.0  # importing the notebook's libraries ahead (see warmup_code)
     execution_s: float = 0.0
     failed_cell: FailedCell | None = None
     output_truncated: bool = False
@@ -198,7 +249,10 @@ def kernel_env(workdir: Path, *, threads: int, gpus: str,
         "MPLBACKEND": "module://matplotlib_inline.backend_inline",
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "KERAS_BACKEND": backend,
+        # THREADS (devices.threads_per_kernel): the cores divided by the kernels running at once
         "OMP_NUM_THREADS": str(threads),
+        "OPENBLAS_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
         "TF_NUM_INTRAOP_THREADS": str(threads),
         "TF_NUM_INTEROP_THREADS": str(max(1, min(2, threads))),
         "CUDA_VISIBLE_DEVICES": gpus,
@@ -232,6 +286,7 @@ async def executed(
     owner: int = -1,
     python: str = sys.executable,
     prologue: str = "",
+    warmup: str = "",
 ) -> AsyncIterator[Execution]:
     """Execute NB in a new kernel started in WORKDIR; yield the result with the kernel still up.
 
@@ -240,55 +295,143 @@ async def executed(
     info from `Execution.connection`, never from the file, which the kernel can rewrite.
     PROLOGUE (the GPU's setup) runs silently before the seed and the first cell; if it fails,
     no cell runs and the status is kernel_failed: the grader's fault, never the student's.
+    WARMUP (see `warmup_code`) imports libraries before the seed, out of the student's sight.
     """
-    sockets = shared / SOCK
-    sockets.mkdir(exist_ok=True)
-    km = _KernelManager(
-        connection_file=str(sockets / "kernel.json"), transport="ipc", ip=str(sockets / "kernel")
-    )
-    km.command_prefix = list(command_prefix or [])
-    km.owner = owner
-    km.python = python
-    client = _Client(
-        nb,
-        km=km,
-        timeout=int(limits.cell_seconds),
-        startup_timeout=int(limits.kernel_start_seconds),
-        allow_errors=False,
-        interrupt_on_timeout=False,
-        record_timing=True,
-        resources={"metadata": {"path": str(workdir)}},
-    )
-    client.output_cap = limits.output_bytes
-    result = Execution(status="ok", reason="", notebook=client.nb)
-    started = time.monotonic()
-    stack = contextlib.AsyncExitStack()
-    log = stack.enter_context(open(shared / "kernel.log", "wb"))
+    kernel = StudentKernel(nb, workdir=workdir, shared=shared, limits=limits, env=env,
+                           command_prefix=command_prefix, owner=owner, python=python)
     try:
-        try:
-            await stack.enter_async_context(client.async_setup_kernel(
-                env=env, stdout=subprocess.DEVNULL, stderr=log, independent=True
-            ))
-        except Exception as exc:  # noqa: BLE001 - any failure to start is reported as such
-            result.status = "kernel_failed"
-            result.reason = f"the Python kernel did not start: {exc}"
-        else:
-            result.kernel_start_s = time.monotonic() - started
-            await _run_cells(client, result, limits, seed, prologue)
-            result.output_truncated = client.output_truncated
-            if result.status not in ("kernel_died", "kernel_failed") and await _answers(client):
-                result.connection = _connection_info(km)
-                result.gpus_used = await _gpus_used(client)
-            elif result.status in ("ok", "cell_error"):
-                result.status, result.reason = "kernel_died", _died_reason(result, client.nb)
-        yield result
+        await kernel.start(prologue=prologue, warmup=warmup)
+        yield await kernel.run(seed)
     finally:
+        await kernel.close()
+
+
+class StudentKernel:
+    """One student's kernel: started (and warmed up) ahead of its turn if need be, run once,
+    then killed with everything it started. Never reused for a second notebook."""
+
+    def __init__(self, nb: NotebookNode, *, workdir: Path, shared: Path, limits: Limits,
+                 env: dict[str, str], command_prefix: list[str] | None = None, owner: int = -1,
+                 python: str = sys.executable):
+        self.nb, self.workdir, self.shared, self.limits = nb, workdir, shared, limits
+        self.env, self.prefix, self.owner, self.python = env, list(command_prefix or []), owner, python
+        self.execution = Execution(status="ok", reason="", notebook=nb)
+        self.warmup_problem = ""  # why the warm-up failed (the kernel then started again, cold)
+        self._client: _Client | None = None
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._ran = False
+
+    async def start(self, *, prologue: str = "", warmup: str = "") -> None:
+        """Start the kernel, run PROLOGUE, then WARMUP; never raises. A kernel that does not
+        start, or a PROLOGUE that fails, leaves the status kernel_failed (the grader's fault). A
+        WARMUP that fails costs the student nothing: the kernel is replaced by a cold one."""
+        began = time.monotonic()
+        if not await self._launch(fresh_log=True):
+            return
+        self.execution.kernel_start_s = time.monotonic() - began
+        if prologue and not await self._set_up(prologue):
+            return
+        if not warmup:
+            return
+        began = time.monotonic()
+        problem = await self._warm(warmup)
+        if problem:
+            # Whatever the failed import left in sys.modules would differ from a cold kernel.
+            self.warmup_problem = problem
+            await self._stop()
+            if await self._launch(fresh_log=False) and prologue:
+                await self._set_up(prologue)
+        self.execution.warmup_s = time.monotonic() - began
+
+    async def run(self, seed: int) -> Execution:
+        """Seed the kernel and run every cell; the kernel stays up for the checks."""
+        result = self.execution
+        client = self._client
+        if self._ran or client is None or result.status == "kernel_failed":
+            return result
+        self._ran = True
+        await _run_cells(client, result, self.limits, seed)
+        result.notebook = client.nb
+        result.output_truncated = client.output_truncated
+        if result.status not in ("kernel_died", "kernel_failed") and await _answers(client):
+            assert isinstance(client.km, _KernelManager)
+            result.connection = _connection_info(client.km)
+            result.gpus_used = await _gpus_used(client)
+        elif result.status in ("ok", "cell_error"):
+            result.status, result.reason = "kernel_died", _died_reason(result, client.nb)
+        return result
+
+    async def close(self) -> None:
+        """Kill the kernel and every process in its group; safe to call more than once."""
+        await self._stop()
+
+    async def _launch(self, *, fresh_log: bool) -> bool:
+        """A new kernel for the notebook; False (status kernel_failed) if it did not start."""
+        sockets = self.shared / SOCK
+        sockets.mkdir(exist_ok=True)
+        km = _KernelManager(connection_file=str(sockets / "kernel.json"), transport="ipc",
+                            ip=str(sockets / "kernel"))
+        km.command_prefix, km.owner, km.python = self.prefix, self.owner, self.python
+        client = _Client(
+            self.nb, km=km, timeout=int(self.limits.cell_seconds),
+            startup_timeout=int(self.limits.kernel_start_seconds), allow_errors=False,
+            interrupt_on_timeout=False, record_timing=True,
+            resources={"metadata": {"path": str(self.workdir)}},
+        )
+        client.output_cap = self.limits.output_bytes
+        self._client, self._stack = client, contextlib.AsyncExitStack()
+        self.execution.notebook = client.nb
+        log = self._stack.enter_context(open(self.shared / "kernel.log", "wb" if fresh_log else "ab"))
+        try:
+            await self._stack.enter_async_context(client.async_setup_kernel(
+                env=self.env, stdout=subprocess.DEVNULL, stderr=log, independent=True))
+        except Exception as exc:  # noqa: BLE001 - any failure to start is reported as such
+            self.execution.status = "kernel_failed"
+            self.execution.reason = f"the Python kernel did not start: {exc}"
+            return False
+        return True
+
+    async def _set_up(self, prologue: str) -> bool:
+        assert self._client is not None
+        return await _set_up(self._client, self.execution, prologue,
+                             self.limits.kernel_start_seconds)
+
+    async def _warm(self, warmup: str) -> str:
+        """Run WARMUP; why it failed, or "" if it went well."""
+        client = self._client
+        assert client is not None and client.km is not None
+        deadline = time.monotonic() + self.limits.kernel_start_seconds
+        task = asyncio.ensure_future(_request(client, warmup, self.limits.kernel_start_seconds))
+        while not task.done():  # a library that kills the kernel on import is seen at once
+            await asyncio.wait([task], timeout=0.5)
+            if not task.done() and (time.monotonic() > deadline
+                                    or not await ensure_async(client.km.is_alive())):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                return "the kernel died or did not answer while importing"
+        reply = task.result()
+        if reply is None:
+            return f"no answer within {self.limits.kernel_start_seconds:.0f} s"
+        content = reply["content"]
+        if content.get("status") != "ok":
+            return f"{content.get('ename', '')}: {_ANSI.sub('', str(content.get('evalue', '')))[:300]}"
+        return ""
+
+    async def _stop(self) -> None:
+        client, stack = self._client, self._stack
+        self._client, self._stack = None, None
+        if client is None:
+            return
         atexit.unregister(client._cleanup_kernel)  # nbclient's own, for kernels it owns at exit
-        with contextlib.suppress(Exception):
-            await stack.aclose()
-        with contextlib.suppress(Exception):
-            await km.shutdown_kernel(now=True)
-        _kill_group(km)
+        if stack is not None:
+            with contextlib.suppress(Exception):
+                await stack.aclose()
+        km = client.km
+        if isinstance(km, _KernelManager):
+            with contextlib.suppress(Exception):
+                await km.shutdown_kernel(now=True)
+            _kill_group(km)
 
 
 def _connection_info(km: _KernelManager) -> dict[str, Any]:
@@ -305,12 +448,10 @@ def code_cell_number(nb: NotebookNode, index: int) -> int:
     return sum(1 for cell in nb.cells[: index + 1] if cell.cell_type == "code")
 
 
-async def _run_cells(client: _Client, result: Execution, limits: Limits, seed: int,
-                     prologue: str = "") -> None:
-    """Run the PROLOGUE, then every cell in order; stop at a timeout or a dead kernel."""
+async def _run_cells(client: _Client, result: Execution, limits: Limits, seed: int) -> None:
+    """Seed the kernel, then run every cell in order; stop at a timeout or a dead kernel. The
+    limits count from the first cell: the start, the warm-up and the seed are not the student's."""
     assert client.kc is not None
-    if prologue and not await _set_up(client, result, prologue, limits.kernel_start_seconds):
-        return
     await _request(client, _SEED.format(seed=int(seed)), limits.kernel_start_seconds)
     begin = time.monotonic()
     deadline = begin + limits.total_seconds

@@ -191,6 +191,19 @@ class Gradebook:
                     run.store_s, run.report_s = store_s, report_s
         self._retrying(write)
 
+    def amend(self, run_id: int, result: Result) -> None:
+        """Bring RUN_ID's outcome (status, reason, score, staff detail, report error) up to
+        date with RESULT, which changed after it was stored: its feedback page failed."""
+        clean = _cleaned(result)
+
+        def write() -> None:
+            with self.session() as session:
+                run = session.get(Run, run_id)
+                if run is not None:
+                    for name in ("status", "reason", "score", "staff_detail", "report_error"):
+                        setattr(run, name, getattr(clean, name))
+        self._retrying(write)
+
     def _retrying(self, write: Callable[[], T]) -> T:
         for attempt in range(1, self.attempts + 1):
             try:

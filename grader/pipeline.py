@@ -5,6 +5,7 @@ sinking the rest."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import hashlib
 import json
@@ -12,36 +13,41 @@ import os
 import queue
 import shutil
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import nbformat
 
 from . import runs, sandbox
 from .assignments import Assignment
-from .check import start_checks
+from .check import Checker, start_checks
 from .data.prepare import Prepared
-from .devices import CPU, Device, threads_per_kernel
+from .devices import CPU, Device, auto_workers, threads_per_kernel
 from .devices import slots as device_slots
 from .errors import GradebookError
 from .exchange import Layout
-from .execute import executed, gpu_prologue, keras_backend, kernel_env, notebook_text
+from .execute import StudentKernel, gpu_prologue, keras_backend, kernel_env, notebook_text, warmup_code
 from .gradebook import Gradebook
-from .report import ReportError, write_feedback
+from .report import ReportError, feedback_name, write_feedback
 from .score import GRADER_FAULT, Result, grader_faults, mark_fault, status_of, total
 from .submission import InvalidNotebook, Submission, read_notebook
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class Settings:
     """How a batch is graded; the CLI reads its defaults from here."""
 
-    workers: int | None = None  # kernels at once: at most; None is one per slot (GPU), else 1
+    workers: int | None = None  # kernels at once, at most; None: auto (every GPU slot, or from
+    # the CPU's cores and memory: devices.auto_workers)
     force: bool = False
     reports: Path | None = None  # feedback pages go here when set
     notebook_html: bool = True  # also write each executed notebook as HTML
@@ -51,13 +57,15 @@ class Settings:
     work_root: Path | None = None  # where each submission's private folder is made
     python: str = ""  # the kernels' interpreter; "" is the grader's own ($GRADER_KERNEL_PYTHON)
     stop_after: int = 6  # stop the batch if more than half of its first results are grader faults
+    warm_kernels: bool = True  # start each slot's next kernel, its libraries imported, ahead
 
-    def slots(self) -> list[Device]:
+    def slots(self, kernel_memory_mb: int = 0) -> list[Device]:
         """The device of each kernel that runs at once: PER_GPU per GPU, as many as WORKERS
-        allows, or the CPU WORKERS times (GraderError if a GPU's share is too small)."""
+        allows, or the CPU WORKERS times, by default as many as the cores and the memory hold
+        at KERNEL_MEMORY_MB a kernel (GraderError if a GPU's share is too small)."""
         per_device = device_slots(list(self.devices), self.per_gpu)
         if not per_device[0].gpu:
-            return per_device * max(1, self.workers or 1)
+            return per_device * max(1, self.workers or auto_workers(kernel_memory_mb))
         return per_device[: max(1, self.workers or len(per_device))]
 
 
@@ -95,46 +103,215 @@ def grade_submission(
     assignment: Assignment, submission: Submission, *, prepared: Prepared | None,
     device: Device = CPU, threads: int = 1, work_root: Path | None = None, sandboxed: bool = True,
     uid: int | None = None, checker_uid: int | None = None, key: str | None = None,
-    python: str = "",
+    python: str = "", warm_kernel: bool = True,
 ) -> Result:
     """Grade one submission; never raises, whatever the notebook or the grader does."""
     if key is None:
         key = assignment.grading_key(prepared.key if prepared else "")
-    result = Result(
+    results: list[Result] = []
+    try:
+        root = sandboxed and os.geteuid() == 0
+        if uid is None:
+            uid = sandbox.claim_user() if root else 65534
+        if checker_uid is None:
+            checker_uid = sandbox.claim_user() if root else 65534
+        slot = _Slot(assignment, prepared, key, device, threads, work_root, sandboxed,
+                     kernel_python(python), (checker_uid, checker_uid), (uid, uid),
+                     warm=warm_kernel)
+        asyncio.run(slot.serve(_Work([submission], time.monotonic()), results.append))
+    except Exception:  # noqa: BLE001 - the grader's own failure, stored so the batch goes on
+        if not results:
+            results.append(_new_result(assignment, submission, key, device, sandboxed))
+            mark_fault(results[0], "the grader failed:\n" + traceback.format_exc()[-8000:])
+    return results[0]
+
+
+def _new_result(assignment: Assignment, submission: Submission, key: str, device: Device,
+                sandboxed: bool) -> Result:
+    """SUBMISSION's result before anything ran: invalid, for the reason found (if any)."""
+    return Result(
         student=submission.student, assignment=assignment.name,
         notebook=str(submission.path or ""), sha256=_digest(submission.path),
         checks_sha256=key, status="invalid", reason=submission.problem or "",
         score=0.0, max_score=assignment.config.points, device=device.label, sandboxed=sandboxed,
         submitted_at=_submitted_at(submission.path),
     )
-    if submission.path is None:
-        return result
-    try:
-        nb, result.sha256 = read_notebook(submission.path)
-    except InvalidNotebook as exc:
-        result.reason = str(exc)
-        return result
+
+
+@dataclass
+class _Turn:
+    """One submission on its way through a slot: read and, for a notebook, its run folder made
+    and its kernel started (ahead of its turn while the slot's previous submission runs)."""
+
+    result: Result
+    nb: nbformat.NotebookNode | None = None
     folder: runs.RunFolder | None = None
-    root = sandboxed and os.geteuid() == 0
-    try:
-        folder = runs.make(work_root)
-        if uid is None:
-            uid = sandbox.claim_user() if root else 65534
-        if checker_uid is None:
-            checker_uid = sandbox.claim_user() if root else 65534
-        kernel = _Kernel(assignment, prepared, folder.path, device, threads, sandboxed, uid,
-                         checker_uid, folder, kernel_python(python))
-        asyncio.run(_execute_and_check(assignment, nb, result, kernel))
-    except Exception:  # noqa: BLE001 - the grader's own failure, stored so the batch goes on
-        mark_fault(result, "the grader failed:\n" + traceback.format_exc()[-8000:])
-    finally:
-        if root:
-            for user in (uid, checker_uid):
-                if user is not None:
-                    sandbox.reap(user)
-        if folder is not None:
-            folder.remove()
-    return result
+    kernel: _Kernel | None = None
+    staged: tuple[Path, Path, dict[str, str], list[str], int] | None = None
+    running: StudentKernel | None = None
+    checker: Checker | None = None
+    fault: str = ""  # the grader failed while getting it ready
+
+
+class _Work:
+    """The batch's submissions, shared by its slots. A slot takes its next submission while its
+    current one runs, and holds it ahead; a slot left with nothing takes over a submission that
+    another slot holds ahead and has not begun (behind a notebook that runs to its time limit,
+    say), which that slot then lets go."""
+
+    def __init__(self, todo: list[Submission], began: float):
+        self.pending = collections.deque(todo)
+        self.began = began
+        self.stop = threading.Event()
+        self._held: dict[int, tuple[Submission, bool]] = {}  # slot -> its next, and whether
+        # another slot may take that one over (one taken ahead of its turn, not yet begun)
+        self._lock = threading.Lock()
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the batch stopped: nothing more is taken or begun."""
+        return self.stop.is_set()
+
+    def take(self, slot: int, *, ahead: bool = False) -> tuple[Submission, float] | None:
+        """The next submission for SLOT, taken AHEAD of its turn or not, and its wait since the
+        batch began; when the queue is empty and SLOT is not taking ahead, one that another
+        slot took ahead and has not begun. None when there is none."""
+        with self._lock:
+            if self.stopped:
+                return None
+            if self.pending:
+                submission = self.pending.popleft()
+            elif not ahead and (others := [k for k, (_, free) in self._held.items() if free]):
+                submission = self._held.pop(others[0])[0]
+            else:
+                return None
+            self._held[slot] = (submission, ahead)
+            return submission, time.monotonic() - self.began
+
+    def begin(self, slot: int, submission: Submission) -> bool:
+        """Whether SLOT may grade SUBMISSION now (False: the batch stopped, or another slot
+        took it over)."""
+        with self._lock:
+            if self.stopped or self._held.get(slot, (None,))[0] is not submission:
+                return False
+            del self._held[slot]
+            return True
+
+
+@dataclass
+class _Slot:
+    """One worker slot: a device and, for a root grader, two users for the checks and two for
+    kernels (the submission running and the next one, started ahead), grading submissions one
+    after another in one event loop."""
+
+    assignment: Assignment
+    prepared: Prepared | None
+    key: str
+    device: Device
+    threads: int
+    work_root: Path | None
+    sandboxed: bool
+    python: str
+    checker_uids: tuple[int, int]  # each pair used in turn: reaping one submission's users
+    kernel_uids: tuple[int, int]  # never kills the processes of the one started ahead
+    warm: bool = True  # import the notebook's heavy libraries in its kernel ahead
+
+    @property
+    def root(self) -> bool:
+        """Whether kernels and checks run as users of their own (a root grader)."""
+        return self.sandboxed and os.geteuid() == 0
+
+    async def serve(self, work: _Work, give: Callable[[Result], None], index: int = 0) -> None:
+        """Grade submissions from WORK (as its slot INDEX) until none is left, giving each result
+        to GIVE; the next submission's kernel starts while the current one runs. A kernel
+        started ahead for a submission this slot does not grade (the batch stopped, another
+        slot took it over) is killed."""
+        count = 0
+        ahead = self._ahead(work.take(index), count)
+        try:
+            while True:
+                if ahead is None:  # nothing taken ahead: take over one held by another slot
+                    count += 1
+                    ahead = self._ahead(work.take(index), count)
+                    if ahead is None:
+                        break
+                (submission, current), ahead = ahead, None
+                if not work.begin(index, submission):
+                    await self.discard(await current)
+                    if work.stopped:
+                        break
+                    continue
+                following = work.take(index, ahead=True)
+                if following is not None:
+                    count += 1
+                    ahead = self._ahead(following, count)
+                give(await self.grade(await current))
+        finally:
+            if ahead is not None:
+                await self.discard(await ahead[1])
+
+    def _ahead(self, item: tuple[Submission, float] | None,
+               count: int) -> tuple[Submission, asyncio.Task[_Turn]] | None:
+        """Get ITEM ready in the background, as the COUNTth submission of this slot (which
+        tells the pair of users it runs as)."""
+        if item is None:
+            return None
+        submission, queue_s = item
+        return submission, asyncio.ensure_future(self.ready(submission, count % 2, queue_s))
+
+    async def ready(self, submission: Submission, pair: int, queue_s: float = 0.0) -> _Turn:
+        """Read SUBMISSION, make its run folder, start its checker and its kernel (warmed up) as
+        the users of PAIR; never raises (a failure of the grader is kept in the turn)."""
+        turn = _Turn(_new_result(self.assignment, submission, self.key, self.device, self.sandboxed))
+        turn.result.queue_s = queue_s
+        if submission.path is None:
+            return turn
+        try:
+            turn.nb, turn.result.sha256 = read_notebook(submission.path)
+        except InvalidNotebook as exc:
+            turn.result.reason = str(exc)
+            return turn
+        try:
+            turn.folder = runs.make(self.work_root)
+            turn.kernel = _Kernel(self.assignment, self.prepared, turn.folder.path, self.device,
+                                  self.threads, self.sandboxed, self.kernel_uids[pair],
+                                  self.checker_uids[pair], turn.folder, self.python)
+            turn.staged = turn.kernel.stage(turn.nb)
+            workdir, shared, env, prefix, owner = turn.staged
+            turn.checker = await _start_checker(self.assignment, turn.kernel, shared, owner)
+            turn.running = StudentKernel(
+                turn.nb, workdir=workdir, shared=shared, limits=self.assignment.config.limits,
+                env=env, command_prefix=prefix, owner=owner, python=self.python)
+            await turn.running.start(prologue=turn.kernel.prologue,
+                                     warmup=warmup_code(turn.nb) if self.warm else "")
+        except Exception:  # noqa: BLE001 - the grader's own failure, stored so the batch goes on
+            turn.fault = "the grader failed:\n" + traceback.format_exc()[-8000:]
+        return turn
+
+    async def grade(self, turn: _Turn) -> Result:
+        """Run TURN's notebook and its checks, then clean up after it; never raises."""
+        try:
+            if turn.fault:
+                mark_fault(turn.result, turn.fault)
+            elif turn.running is not None:
+                await _execute_and_check(self.assignment, turn)
+        except Exception:  # noqa: BLE001 - the grader's own failure, stored so the batch goes on
+            mark_fault(turn.result, "the grader failed:\n" + traceback.format_exc()[-8000:])
+        finally:
+            await self.discard(turn)
+        return turn.result
+
+    async def discard(self, turn: _Turn) -> None:
+        """Kill TURN's kernel and whatever runs as its users; remove its run folder."""
+        if turn.checker is not None:
+            turn.checker.kill()
+        if turn.running is not None:
+            await turn.running.close()
+        if self.root and turn.kernel is not None:
+            for user in (turn.kernel.uid, turn.kernel.checker_uid):
+                await asyncio.to_thread(sandbox.reap, user)
+        if turn.folder is not None:
+            await asyncio.to_thread(turn.folder.remove)
 
 
 @dataclass
@@ -210,37 +387,34 @@ class _Kernel:
         return {name: folder / name for name in names}
 
 
-async def _execute_and_check(assignment: Assignment, nb: nbformat.NotebookNode, result: Result,
-                             kernel: _Kernel) -> None:
-    workdir, shared, env, prefix, owner = kernel.stage(nb)
+async def _execute_and_check(assignment: Assignment, turn: _Turn) -> None:
+    assert turn.kernel is not None and turn.staged is not None and turn.running is not None
+    assert turn.checker is not None
+    kernel, result, checker = turn.kernel, turn.result, turn.checker
+    shared = turn.staged[1]
     limits = assignment.config.limits
-    prepared = kernel.prepared
     log = shared / "kernel.log"  # the kernel's stderr, read before the run folder goes
-    checker = await start_checks(  # imports its libraries while the notebook runs
-        assignment.check_files(), run_dir=kernel.run_dir, public_dir=assignment.public_checks,
-        hidden_dir=prepared.hidden_dir if prepared else None,
-        student_data=prepared.student_dir if prepared else None, shared=shared, limits=limits,
-        sandboxed=kernel.sandboxed, uid=kernel.checker_uid, kernel_uid=owner,
-    )
     try:
-        async with executed(nb, workdir=workdir, shared=shared, limits=limits,
-                            seed=assignment.config.seed, env=env, command_prefix=prefix,
-                            owner=owner, python=kernel.python,
-                            prologue=kernel.prologue) as execution:
-            result.kernel_start_s = execution.kernel_start_s
-            result.execution_s = execution.execution_s
-            checks = await checker.finish(execution.connection,
-                                          f"nothing to check: {execution.reason}")
+        execution = await turn.running.run(assignment.config.seed)
+        result.kernel_start_s = execution.kernel_start_s
+        result.warmup_s = execution.warmup_s
+        result.execution_s = execution.execution_s
+        checks = await checker.finish(execution.connection, f"nothing to check: {execution.reason}")
     finally:
         checker.kill()
+        await turn.running.close()
     result.device = device_used(kernel.device, execution.gpus_used, keras_backend())
     result.checks_s = checks.seconds
     result.checks = checks.outcomes
     result.status = status_of(execution.status, checks.problem, checks.outcomes)
     result.reason = execution.reason
     result.score = total(checks.outcomes)
+    if turn.running.warmup_problem:
+        result.staff_detail = (f"the kernel's warm-up failed ({turn.running.warmup_problem}); it"
+                               " was started again without one")
     if execution.status in ("kernel_died", "kernel_failed"):
-        result.staff_detail = "the kernel's stderr, last lines:\n" + _tail(log)
+        result.staff_detail += "\nthe kernel's stderr, last lines:\n" + _tail(log)
+        result.staff_detail = result.staff_detail.strip()
     if result.status == GRADER_FAULT:
         detail = [execution.reason if execution.status == "kernel_failed" else "",
                   f"the checks broke: {checks.problem}" if checks.problem else "",
@@ -252,6 +426,19 @@ async def _execute_and_check(assignment: Assignment, nb: nbformat.NotebookNode, 
         "ename": cell.ename, "evalue": cell.evalue[:2000], "traceback": cell.traceback,
     }
     result.executed_notebook, _ = notebook_text(execution.notebook, limits.output_bytes)
+
+
+async def _start_checker(assignment: Assignment, kernel: _Kernel, shared: Path,
+                         owner: int) -> Checker:
+    """The submission's checker, started ahead with the kernel: it imports its libraries while
+    the slot's current submission runs, then waits for its kernel to be run."""
+    prepared = kernel.prepared
+    return await start_checks(
+        assignment.check_files(), run_dir=kernel.run_dir, public_dir=assignment.public_checks,
+        hidden_dir=prepared.hidden_dir if prepared else None,
+        student_data=prepared.student_dir if prepared else None, shared=shared,
+        limits=assignment.config.limits, sandboxed=kernel.sandboxed, uid=kernel.checker_uid,
+        kernel_uid=owner)
 
 
 def device_used(assigned: Device, gpus: list[str] | None, backend: str = "tensorflow") -> str:
@@ -284,14 +471,31 @@ def grade_batch(
     on_skip: Callable[[Submission], None] | None = None,
 ) -> Batch:
     """Grade every submission not graded before, one kernel per slot at a time (Settings.slots:
-    PER_GPU per GPU, or WORKERS on the CPU), storing each at once.
+    PER_GPU per GPU, or WORKERS on the CPU), storing each at once; feedback pages are written
+    off the slots, after the result is stored.
 
     A result that cannot be stored is reported in Batch.unstored and the batch goes on; if more
     than half of the first results are grader faults, the batch stops (Batch.stopped)."""
     began = time.monotonic()
     batch = Batch()
     key = assignment.grading_key(prepared.key if prepared else "")
-    todo = []
+    reporter = _Reporter(assignment, gradebook, settings, batch)
+    try:
+        todo = _not_graded(assignment, submissions, gradebook, settings, key, batch, reporter,
+                           on_skip)
+        _run_slots(assignment, todo, gradebook, prepared, settings, key, batch, reporter,
+                   on_result, began)
+    finally:
+        reporter.close()
+    batch.seconds = time.monotonic() - began
+    return batch
+
+
+def _not_graded(assignment: Assignment, submissions: list[Submission], gradebook: Gradebook,
+                settings: Settings, key: str, batch: Batch, reporter: _Reporter,
+                on_skip: Callable[[Submission], None] | None) -> list[Submission]:
+    """The submissions to grade; the others are skipped (their page written if it is missing)."""
+    todo, unpaged = [], []
     for submission in submissions:
         sha = _digest(submission.path)
         if not settings.force and submission.path is not None and gradebook.already_graded(
@@ -300,65 +504,143 @@ def grade_batch(
             batch.skipped.append(submission.student)
             _store_safely(batch, submission.student, functools.partial(
                 gradebook.mark_seen, submission.student, assignment.name, sha))
+            if settings.reports is not None and not (
+                    settings.reports / feedback_name(submission.student)).exists():
+                unpaged.append(submission.student)
             if on_skip:
                 on_skip(submission)
         else:
             todo.append(submission)
-    # Each slot is a device (a GPU appears PER_GPU times at most) and, for a root grader, a user
+    if unpaged:
+        stored = {r.student: r for r in _store_safely(
+            batch, unpaged[0], functools.partial(gradebook.latest, assignment.name)) or []}
+        for student in unpaged:
+            if student in stored:
+                reporter.publish(stored[student], None)
+    return todo
+
+
+def _run_slots(assignment: Assignment, todo: list[Submission], gradebook: Gradebook,
+               prepared: Prepared | None, settings: Settings, key: str, batch: Batch,
+               reporter: _Reporter, on_result: Callable[[Result], None] | None,
+               began: float) -> None:
+    """Grade TODO on the slots, each a thread running one event loop that takes submissions
+    from a shared queue; store each result here as it comes and hand it to the reporter."""
+    # Each slot is a device (a GPU appears PER_GPU times at most) and, for a root grader, users
     # of its own: a kernel's process limit and the reaping after it concern that kernel alone.
-    devices: queue.Queue[tuple[int, int, Device]] = queue.Queue()
-    each = settings.slots()
-    slots = len(each)
+    each = settings.slots(assignment.config.limits.memory_mb)[: max(1, len(todo))]
     root = settings.sandboxed and os.geteuid() == 0
-    for device in each:
-        users = (sandbox.claim_user(), sandbox.claim_user()) if root else (65534, 65534)
-        devices.put((*users, device))
-    threads = threads_per_kernel(slots)
+    threads = threads_per_kernel(len(each))
+    python = kernel_python(settings.python)
+    work = _Work(todo, began)
+    done: queue.SimpleQueue[Result | None] = queue.SimpleQueue()
 
-    def work(submission: Submission) -> Result:
-        uid, checker_uid, device = devices.get()
+    def serve(slot: _Slot, index: int) -> None:
         try:
-            result = grade_submission(assignment, submission, prepared=prepared, device=device,
-                                      threads=threads, work_root=settings.work_root,
-                                      sandboxed=settings.sandboxed, uid=uid,
-                                      checker_uid=checker_uid, key=key, python=settings.python)
+            asyncio.run(slot.serve(work, done.put, index))
+        except Exception:  # noqa: BLE001 - a broken slot stops the batch, never hangs it
+            work.stop.set()
+            batch.stopped = batch.stopped or ("stopped: a worker slot failed: "
+                                              + _first_line(traceback.format_exc()))
         finally:
-            devices.put((uid, checker_uid, device))
-        if settings.reports is not None:
-            started = time.monotonic()
-            try:
-                write_feedback(result, title=assignment.config.title, folder=settings.reports,
-                               notebook_html=settings.notebook_html)
-            except ReportError as exc:  # the student's notebook would not render: the grade stands
-                result.report_error = str(exc)[:2000]
-            except Exception as exc:  # noqa: BLE001 - the page is missing: graded again next run
-                result.report_error = f"{type(exc).__name__}: {exc}"[:2000]
-                mark_fault(result, f"the feedback page could not be written: {result.report_error}")
-            result.report_s = time.monotonic() - started
-        return result
+            done.put(None)
 
+    workers: list[threading.Thread] = []
+    for device in each:
+        users = [sandbox.claim_user() for _ in range(4)] if root else [65534] * 4
+        slot = _Slot(assignment, prepared, key, device, threads, settings.work_root,
+                     settings.sandboxed, python, (users[0], users[1]), (users[2], users[3]),
+                     warm=settings.warm_kernels)
+        workers.append(threading.Thread(target=serve, args=(slot, len(workers)),
+                                        name="grader-slot", daemon=True))
+    for worker in workers:
+        worker.start()
+    try:
+        _collect(todo, gradebook, settings, batch, reporter, on_result, done, work.stop,
+                 len(workers))
+    finally:
+        work.stop.set()  # an interrupted batch (Ctrl-C) takes nothing more
+        for worker in workers:
+            worker.join()
+
+
+def _collect(todo: list[Submission], gradebook: Gradebook, settings: Settings, batch: Batch,
+             reporter: _Reporter, on_result: Callable[[Result], None] | None,
+             done: queue.SimpleQueue[Result | None], stop: threading.Event, running: int) -> None:
+    """Store each result as a slot gives it, then hand it to the reporter; stop the batch when
+    more than half of its first results are grader faults."""
     window = min(settings.stop_after, len(todo))
-    with ThreadPoolExecutor(max_workers=slots, thread_name_prefix="grader") as pool:
-        futures = [pool.submit(work, s) for s in todo]
-        for future in as_completed(futures):
-            if future.cancelled():  # the batch stopped before it started
-                continue
-            result = future.result()
-            _store_safely(batch, result.student, functools.partial(gradebook.store, result))
-            batch.graded.append(result)
-            if on_result:
-                on_result(result)
-            if len(batch.graded) == window < len(todo):  # only where there is more to stop
-                faults = [r for r in batch.graded if r.status == GRADER_FAULT]
-                if window and len(faults) * 2 > window:
-                    batch.stopped = (
-                        f"stopped: {len(faults)} of the first {window} submissions failed on the"
-                        f" grader's side ({_first_line(faults[0].staff_detail)}); fix the machine"
-                        " or the checks and run again (faults are regraded)")
-                    for pending in futures:
-                        pending.cancel()
-    batch.seconds = time.monotonic() - began
-    return batch
+    while running:
+        result = done.get()
+        if result is None:
+            running -= 1
+            continue
+        stored_at = time.monotonic()
+        run_id = _store_safely(batch, result.student, functools.partial(gradebook.store, result))
+        result.store_s = time.monotonic() - stored_at
+        batch.graded.append(result)
+        if on_result:
+            on_result(result)
+        if len(batch.graded) == window < len(todo):  # only where there is more to stop
+            faults = [r for r in batch.graded if r.status == GRADER_FAULT]
+            if window and len(faults) * 2 > window:
+                batch.stopped = (
+                    f"stopped: {len(faults)} of the first {window} submissions failed on the"
+                    f" grader's side ({_first_line(faults[0].staff_detail)}); fix the machine"
+                    " or the checks and run again (faults are regraded)")
+                stop.set()
+        reporter.publish(result, run_id)
+
+
+class _Reporter:
+    """Writes feedback pages on a thread of its own, after each result is stored: a page that
+    cannot be written turns the stored result into a grader fault (its run amended), so that the
+    next run grades it again; then the result's store and report times are recorded."""
+
+    def __init__(self, assignment: Assignment, gradebook: Gradebook, settings: Settings,
+                 batch: Batch):
+        self.assignment, self.gradebook, self.settings, self.batch = (
+            assignment, gradebook, settings, batch)
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grader-report")
+
+    def publish(self, result: Result, run_id: int | None) -> None:
+        """Write RESULT's page (if pages are wanted) and record its phases, off this thread."""
+        if self.settings.reports is None:
+            if run_id is not None:
+                self._record(result, run_id)
+            return
+        self.pool.submit(self._page, result, run_id)
+
+    def close(self) -> None:
+        """Wait for every page."""
+        self.pool.shutdown(wait=True)
+
+    def _page(self, result: Result, run_id: int | None) -> None:
+        assert self.settings.reports is not None
+        started = time.monotonic()
+        try:
+            write_feedback(result, title=self.assignment.config.title,
+                           folder=self.settings.reports, notebook_html=self.settings.notebook_html)
+        except ReportError as exc:  # the student's notebook would not render: the grade stands
+            result.report_error = str(exc)[:2000]
+        except Exception as exc:  # noqa: BLE001 - the page is missing: graded again next run
+            result.report_error = f"{type(exc).__name__}: {exc}"[:2000]
+            mark_fault(result, f"the feedback page could not be written: {result.report_error}")
+        result.report_s = time.monotonic() - started
+        if result.report_error:  # so that the gradebook says what happened
+            if run_id is None:  # a result from the gradebook, or one that was not stored
+                run_id = _store_safely(self.batch, result.student,
+                                       functools.partial(self.gradebook.store, result))
+            else:
+                _store_safely(self.batch, result.student,
+                              functools.partial(self.gradebook.amend, run_id, result))
+        if run_id is not None:
+            self._record(result, run_id)
+
+    def _record(self, result: Result, run_id: int) -> None:
+        _store_safely(self.batch, result.student, functools.partial(
+            self.gradebook.record_phases, run_id, store_s=result.store_s,
+            report_s=result.report_s))
 
 
 def _first_line(text: str) -> str:
@@ -366,12 +648,13 @@ def _first_line(text: str) -> str:
     return (lines[-1] if lines else "no detail")[:200]
 
 
-def _store_safely(batch: Batch, student: str, write: Callable[[], object]) -> None:
-    """Write to the gradebook; a write that fails (after the gradebook's retries) is kept in
-    BATCH.unstored and never stops the batch."""
+def _store_safely(batch: Batch, student: str, write: Callable[[], T]) -> T | None:
+    """Write to the gradebook and return what the write returns; a write that fails (after the
+    gradebook's retries) is kept in BATCH.unstored, gives None, and never stops the batch."""
     try:
-        write()
+        return write()
     except GradebookError as exc:
         batch.unstored.append((student, str(exc)))
     except Exception as exc:  # noqa: BLE001 - a failed write never sinks the batch
         batch.unstored.append((student, f"{type(exc).__name__}: {exc}"[:500]))
+    return None

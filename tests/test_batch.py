@@ -70,3 +70,38 @@ def test_report_failures_are_recorded_on_the_result(course, tmp_path, monkeypatc
     rerun = grade_batch(assignment, subs, gradebook=book, prepared=None, settings=settings)
     # A page that was never written is a grader fault: the next run grades it again.
     assert len(rerun.graded) == (1 if status == "error" else 0)
+
+
+def test_pages_are_written_off_the_slots_after_each_result_is_stored(course, tmp_path, monkeypatch):
+    import threading
+
+    book = Gradebook(tmp_path / "g.sqlite")
+    real = pipeline.write_feedback
+    seen = []
+
+    def page(result, **kwargs):
+        stored = {r.student for r in book.latest("tiny")}
+        seen.append((threading.current_thread().name, result.student in stored))
+        return real(result, **kwargs)
+
+    monkeypatch.setattr(pipeline, "write_feedback", page)
+    subs = invalid_batch(tmp_path / "subs", "alice", "bob", "carol")
+    settings = Settings(workers=2, reports=tmp_path / "r")
+    grade_batch(load_assignment(course, "tiny"), subs, gradebook=book, prepared=None,
+                settings=settings)
+    assert len(seen) == 3 and all(name.startswith("grader-report") and stored for name, stored in seen)
+    results = book.latest("tiny")  # each run's store and page times were added once known
+    assert all(r.store_s > 0 and r.report_s > 0 and r.queue_s >= 0 for r in results)
+
+
+def test_a_graded_student_whose_page_is_missing_gets_it_on_the_next_run(course, tmp_path):
+    book = Gradebook(tmp_path / "g.sqlite")
+    subs = invalid_batch(tmp_path / "subs", "alice", "bob")
+    assignment = load_assignment(course, "tiny")
+    settings = Settings(reports=tmp_path / "r")
+    grade_batch(assignment, subs, gradebook=book, prepared=None, settings=settings)
+    (tmp_path / "r" / "alice.html").unlink()
+    again = grade_batch(assignment, subs, gradebook=book, prepared=None, settings=settings)
+    assert again.graded == [] and sorted(again.skipped) == ["alice", "bob"]
+    assert "not JSON" in (tmp_path / "r" / "alice.html").read_text()
+    assert book.count_runs("tiny") == {"alice": 1, "bob": 1}

@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 
@@ -124,3 +125,35 @@ def test_the_report_names_the_backend_that_did_not_use_the_gpu():
     assert device_used(GPU0, None) == (
         "CPU (GPU 0 (Test GPU) was assigned; the notebook did not use TensorFlow)")
     assert device_used(devices.CPU, None, "jax") == "CPU"
+
+
+def test_auto_workers_fit_the_cores_and_the_memory(monkeypatch):
+    from grader.pipeline import Settings
+
+    monkeypatch.setattr(devices, "cores", lambda: 8)
+    monkeypatch.setattr(devices, "memory_mb", lambda: 16384)
+    assert devices.auto_workers(4096) == 2  # 16 GB / (4 GB + the next kernel and the checker)
+    assert devices.auto_workers(1024) == 4 and devices.auto_workers(0) == 8
+    assert devices.threads_per_kernel(4) == 2 and devices.threads_per_kernel(2) == 4
+    assert len(Settings().slots(4096)) == 2 and len(Settings(workers=5).slots(4096)) == 5
+    monkeypatch.setattr(devices, "memory_mb", lambda: 1000)
+    assert devices.auto_workers(4096) == 1  # never none
+    monkeypatch.setattr(devices, "memory_mb", lambda: 0)
+    assert devices.auto_workers(4096) == 8  # memory unknown: the cores decide
+    assert "--workers auto: 8 core(s)" in devices.describe_workers(8, auto=True)
+
+
+def test_auto_workers_on_this_machine_use_every_core_without_oversubscribing_them():
+    workers = devices.auto_workers(2048)
+    assert 1 <= workers <= devices.cores()
+    assert workers * devices.threads_per_kernel(workers) <= devices.cores()
+
+
+def test_each_kernels_thread_pools_get_its_share_of_the_cores():
+    from grader.execute import kernel_env
+
+    env = kernel_env(Path("/tmp"), threads=devices.threads_per_kernel(2), gpus="")
+    share = str(max(1, devices.cores() // 2))
+    assert {env[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                             "TF_NUM_INTRAOP_THREADS")} == {share}
+    assert int(env["TF_NUM_INTEROP_THREADS"]) <= int(share)

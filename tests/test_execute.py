@@ -8,7 +8,7 @@ import pytest
 from nbformat.v4 import new_markdown_cell, new_output
 
 from grader.config import Limits
-from grader.execute import executed, kernel_env, notebook_text
+from grader.execute import StudentKernel, executed, kernel_env, notebook_imports, notebook_text, warmup_code
 from tests.conftest import notebook
 
 LIMITS = Limits(cell_seconds=4, total_seconds=20, kernel_start_seconds=30, output_bytes=50_000)
@@ -230,11 +230,17 @@ def test_a_failing_gpu_setup_is_the_graders_fault_and_no_cell_runs(monkeypatch):
         return {"content": {"status": "error", "ename": "ImportError",
                             "evalue": "\x1b[31mlibcuda.so.1: cannot open\x1b[0m"}}
 
+    async def launch(self, *, fresh_log):
+        self._client = types.SimpleNamespace(kc=object(), nb=self.nb)
+        return True
+
     monkeypatch.setattr(execute, "_request", request)
-    client = types.SimpleNamespace(kc=object(), nb=notebook("print('never')"))
-    result = execute.Execution(status="ok", reason="", notebook=client.nb)
-    asyncio.run(execute._run_cells(client, result, LIMITS, 0, prologue="setup"))
-    assert sent == ["setup"]  # neither the seed nor any cell ran
+    monkeypatch.setattr(execute.StudentKernel, "_launch", launch)
+    kernel = execute.StudentKernel(notebook("print('never')"), workdir=Path("."), shared=Path("."),
+                                   limits=LIMITS, env={})
+    asyncio.run(kernel.start(prologue="setup", warmup="warm"))
+    result = asyncio.run(kernel.run(0))
+    assert sent == ["setup"]  # neither the warm-up, the seed nor any cell ran
     assert result.status == "kernel_failed"
     assert result.reason == ("the grader could not set up the GPU in the kernel (ImportError: "
                              "libcuda.so.1: cannot open)")
@@ -312,3 +318,36 @@ def test_the_gpus_used_are_asked_of_the_backend_keras_runs_on():
     assert _gpus_used({"jax": jax_cpu, "tensorflow": tf, "keras": keras("jax")}) == []
     assert _gpus_used({"jax": jax_cpu, "tensorflow": tf, "keras": keras("tensorflow")}) == ["/device:GPU:0"]
     assert _gpus_used({"tensorflow": tf}) == ["/device:GPU:0"]
+
+
+def test_the_warm_up_imports_only_the_known_heavy_libraries_a_notebook_imports():
+    nb = notebook("%matplotlib inline\nimport tensorflow as tf\nfrom matplotlib import pyplot",
+                  "def f():\n    import pandas", "import os.path, requests", "x = (")
+    assert notebook_imports(nb) == {"tensorflow", "matplotlib", "os", "requests"}
+    code = warmup_code(nb)  # numpy and keras always: the seed imports them anyway
+    assert "['numpy', 'matplotlib.pyplot', 'tensorflow', 'keras']" in code and "pandas" not in code
+    assert code.startswith("exec(") and code.rstrip().endswith(", {})")  # nothing in the namespace
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("warmup", [
+    "exec('import sys\\nsys.modules[\"half_imported\"] = sys\\nraise ImportError(\"the library is broken\")', {})",
+    "import os\nos._exit(1)",
+], ids=["raises", "kills-the-kernel"])
+def test_a_failed_warm_up_costs_the_student_nothing(tmp_path, warmup):
+    work = tmp_path / "work"
+    work.mkdir()
+
+    async def go():
+        kernel = StudentKernel(notebook("import sys\nprint('half_imported' in sys.modules)"),
+                               workdir=work, shared=tmp_path, limits=LIMITS,
+                               env=kernel_env(work, threads=1, gpus=""))
+        try:
+            await kernel.start(warmup=warmup)
+            return kernel.warmup_problem, await kernel.run(3)
+        finally:
+            await kernel.close()
+
+    problem, ex = asyncio.run(go())
+    assert problem and ex.status == "ok" and ex.connection is not None  # a fresh, cold kernel
+    assert ex.notebook.cells[0].outputs[0]["text"] == "False\n" and ex.warmup_s > 0

@@ -12,6 +12,7 @@ import pytest
 
 from grader import devices, pipeline
 from grader.assignments import load_assignment
+from grader.check import Checks
 from grader.data.prepare import prepare
 from grader.gradebook import Gradebook
 from grader.pipeline import Settings, grade_batch
@@ -125,11 +126,12 @@ def test_slots_are_k_per_gpu_and_workers_only_cap_them():
     assert [d.index for d in Settings(devices=GPUS, per_gpu=2).slots()] == ["0", "1", "0", "1"]
     assert [d.index for d in Settings(devices=GPUS, per_gpu=2, workers=3).slots()] == ["0", "1", "0"]
     assert len(Settings(devices=GPUS, per_gpu=2, workers=9).slots()) == 4  # never past K per GPU
-    assert Settings(workers=3).slots() == [devices.CPU] * 3 and Settings().slots() == [devices.CPU]
+    assert Settings(workers=3).slots() == [devices.CPU] * 3 and Settings(workers=1).slots() == [devices.CPU]
 
 
 def test_with_k_2_no_gpu_ever_runs_more_than_2_kernels(course, tmp_path, monkeypatch):
     """Eight submissions on two fake GPUs, K=2: four kernels at once, never three on one GPU."""
+    import asyncio
     import threading
 
     running: dict[str, int] = {}
@@ -137,19 +139,19 @@ def test_with_k_2_no_gpu_ever_runs_more_than_2_kernels(course, tmp_path, monkeyp
     together = []
     lock = threading.Lock()
 
-    def grade(assignment, submission, *, device, **kwargs):
+    async def grade(slot, turn):
+        device = slot.device
         with lock:
             running[device.index] = running.get(device.index, 0) + 1
             most[device.index] = max(most.get(device.index, 0), running[device.index])
             together.append(sum(running.values()))
-        time.sleep(0.3)
+        await asyncio.sleep(0.3)
         with lock:
             running[device.index] -= 1
-        return Result(student=submission.student, assignment="tiny", notebook="", sha256="-",
-                      checks_sha256="-", status="graded", reason="", score=1, max_score=6,
-                      device=device.label)
+        turn.result.status, turn.result.device = "graded", device.label
+        return turn.result
 
-    monkeypatch.setattr(pipeline, "grade_submission", grade)
+    monkeypatch.setattr(pipeline._Slot, "grade", grade)
     subs = [Submission(student=f"s{i}", path=None) for i in range(8)]
     settings = Settings(devices=GPUS, per_gpu=2, sandboxed=False)
     batch = grade_batch(load_assignment(course, "tiny"), subs, gradebook=Gradebook(tmp_path / "b.sqlite"),
@@ -236,3 +238,124 @@ def test_a_jax_gpu_kernel_gets_its_share_from_the_environment_and_no_prologue(co
     assert env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
     assert env["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.468"  # (16000 / 2 - 512) / 16000
     assert kernel.prologue == ""  # TensorFlow's prologue would import TensorFlow
+
+
+LEAKER = ("import os, json, numpy\nnumpy.leak = 1\nos.environ['GRADER_LEAK'] = '1'\n"
+          "open('leak.txt', 'w').write('x')\njson.dumps = lambda *a, **k: 'patched'\nleaked = 1")
+PROBE = ("import os, json, numpy\nprint('PROBE', hasattr(numpy, 'leak'), 'GRADER_LEAK' in os.environ,"
+         " os.path.exists('leak.txt'), json.dumps(1), 'leaked' in dir())")
+
+
+def printed(result: Result, cell: int) -> str:
+    """What code cell CELL (from 0) of RESULT's executed notebook printed."""
+    import nbformat
+
+    ran = nbformat.reads(result.executed_notebook, as_version=4)
+    return "".join(o.get("text", "") for o in ran.cells[cell].outputs)
+
+
+@pytest.mark.slow  # two kernels, the second started ahead while the first runs
+def test_what_a_student_leaves_is_not_seen_by_the_next_on_the_same_slot(course, data_home,
+                                                                         tmp_path, write_notebook):
+    folder = tmp_path / "subs"
+    write_notebook(folder, "a_leaks", LEAKER, *TINY_SOLUTION)
+    write_notebook(folder, "b_probes", PROBE, *TINY_SOLUTION)
+    assignment, prepared = tiny(course, data_home)
+    batch = grade_batch(assignment, discover(folder, notebook_name="tiny.ipynb"),
+                        gradebook=Gradebook(tmp_path / "g.sqlite"), prepared=prepared,
+                        settings=Settings(workers=1))
+    first, second = sorted(batch.graded, key=lambda r: r.student)
+    assert second.status == "graded" and second.score == 6, second.staff_detail
+    assert printed(second, 0) == "PROBE False False False 1 False\n"
+    assert second.warmup_s > 0 and second.queue_s > first.queue_s  # taken, and warmed, ahead
+
+
+@pytest.mark.slow  # two kernels of one notebook: one warmed up, one cold
+def test_the_warm_up_leaves_nothing_a_student_can_see(course, data_home, tmp_path):
+    import nbformat
+
+    from grader.pipeline import grade_submission
+    from tests.conftest import notebook
+
+    cells = ("print(sorted(dir()))",
+             "import random, numpy, keras, tensorflow as tf\nimport matplotlib.pyplot as plt\n"
+             "print(random.random(), numpy.random.rand(2).tolist(),"
+             " keras.ops.convert_to_numpy(keras.random.uniform((2,))).tolist(),"
+             " tf.random.uniform((2,)).numpy().tolist(), plt.get_backend())", *TINY_SOLUTION)
+    path = tmp_path / "alice.ipynb"
+    nbformat.write(notebook(*cells), path)
+    assignment, prepared = tiny(course, data_home)
+    warm, cold = (grade_submission(assignment, Submission("alice", path), prepared=prepared,
+                                   warm_kernel=on) for on in (True, False))
+    assert warm.warmup_s > 0 and cold.warmup_s == 0
+    assert warm.score == cold.score == 6, warm.staff_detail
+    assert printed(warm, 0) == printed(cold, 0) and "'In'" in printed(warm, 0)
+    assert printed(warm, 1) == printed(cold, 1) and "inline" in printed(warm, 1)
+
+
+@pytest.mark.slow  # kernels started for a batch that stops
+def test_a_kernel_started_ahead_for_a_submission_a_stopped_batch_leaves_is_killed(
+        course, data_home, tmp_path, write_notebook, monkeypatch):
+    folder = tmp_path / "subs"
+    for name in ("a", "b", "c", "d"):
+        write_notebook(folder, name, *TINY_SOLUTION)
+    started = []
+    start = pipeline.StudentKernel.start
+
+    async def counted(self, **kwargs):
+        started.append(self)
+        await start(self, **kwargs)
+
+    async def broken(self, connection, why):
+        return Checks(problem="the checks broke here")
+
+    monkeypatch.setattr(pipeline.StudentKernel, "start", counted)
+    monkeypatch.setattr(pipeline.Checker, "finish", broken)  # every result is a grader fault
+    assignment, prepared = tiny(course, data_home)
+    batch = grade_batch(assignment, discover(folder, notebook_name="tiny.ipynb"),
+                        gradebook=Gradebook(tmp_path / "g.sqlite"), prepared=prepared,
+                        settings=Settings(workers=1, stop_after=1, work_root=tmp_path / "runs"))
+    assert batch.stopped and all(r.status == "error" for r in batch.graded)
+    assert len(batch.graded) < len(started)  # a kernel was started for one never graded
+    for _ in range(50):
+        if not _kernels_of(os.getpid()):
+            break
+        time.sleep(0.2)
+    assert _kernels_of(os.getpid()) == []  # kernels and checkers, graded or started ahead
+    assert list((tmp_path / "runs").iterdir()) == []  # every run folder went, the unused one too
+
+
+def test_an_idle_slot_takes_over_what_another_holds_ahead_but_never_what_it_began():
+    from grader.pipeline import _Work
+
+    a, b, c = (Submission(student=name, path=None) for name in "abc")
+    work = _Work([a, b, c], time.monotonic())
+    assert work.take(0)[0] is a and work.begin(0, a)
+    assert work.take(1)[0] is b and work.begin(1, b)
+    assert work.take(0, ahead=True)[0] is c  # slot 0 holds c ahead while a runs
+    assert work.take(1, ahead=True) is None  # taking ahead never takes over
+    assert work.take(1)[0] is c  # slot 1 has nothing to do: it takes c over
+    assert not work.begin(0, c) and work.begin(1, c)
+    assert work.take(0) is None  # c is begun: nobody takes it over again
+    work.stop.set()
+    assert work.take(0) is None and not work.begin(0, a)
+
+
+def test_a_long_notebook_holds_up_nothing_queued_behind_it(course, tmp_path, monkeypatch):
+    import asyncio
+
+    graded_by: dict[str, int] = {}
+
+    async def grade(slot, turn):
+        await asyncio.sleep(2.0 if turn.result.student == "s0" else 0.1)
+        graded_by[turn.result.student] = id(slot)
+        turn.result.status = "graded"
+        return turn.result
+
+    monkeypatch.setattr(pipeline._Slot, "grade", grade)
+    subs = [Submission(student=f"s{i}", path=None) for i in range(4)]
+    batch = grade_batch(load_assignment(course, "tiny"), subs, gradebook=Gradebook(tmp_path / "b.sqlite"),
+                        prepared=None, settings=Settings(workers=2, sandboxed=False))
+    assert sorted(r.student for r in batch.graded) == ["s0", "s1", "s2", "s3"]
+    long_one = graded_by.pop("s0")  # its slot graded nothing else: the other took over its next
+    assert len(set(graded_by.values())) == 1 and long_one not in graded_by.values()
