@@ -38,20 +38,23 @@ from .exchange import SOCK
 from .launch import module_command
 
 # Runs in the kernel before the first cell, in a namespace of its own so the student sees nothing.
+# Keras (and its backend) is seeded where the notebook may use it (see `may_use_keras`), or has
+# it loaded already: importing Keras costs seconds, which a NumPy-only notebook need not pay.
 _SEED = """\
 exec('''
-import os, random
+import os, random, sys
 random.seed({seed})
 try:
     import numpy
     numpy.random.seed({seed})
 except ImportError:
     pass
-try:
-    import keras
-    keras.utils.set_random_seed({seed})
-except ImportError:
-    pass
+if {keras} or "keras" in sys.modules:
+    try:
+        import keras
+        keras.utils.set_random_seed({seed})
+    except ImportError:
+        pass
 ''', {{}})
 """
 
@@ -90,12 +93,17 @@ def gpu_prologue(memory_mb: int, backend: str = "tensorflow") -> str:
 
 # What a kernel may import ahead of its turn, in this order: well-known libraries that take
 # seconds to import, by the top-level name a notebook imports (pyplot: with the kernel's
-# inline backend, from MPLBACKEND). NumPy and Keras are there for every notebook: the seed
-# imports them anyway, so importing them earlier changes nothing a student's code sees.
+# inline backend, from MPLBACKEND). NumPy is there for every notebook and Keras for every one
+# that may use it: the seed imports them anyway, so importing them earlier changes nothing a
+# student's code sees.
 WARM_LIBRARIES = {"numpy": "numpy", "scipy": "scipy", "pandas": "pandas",
                   "matplotlib": "matplotlib.pyplot", "sklearn": "sklearn",
                   "tensorflow": "tensorflow", "keras": "keras"}
-_ALWAYS_WARM = ("numpy", "keras")
+_ALWAYS_WARM = ("numpy",)
+# Libraries that never import Keras: a notebook that imports only these (and the standard
+# library) does not get Keras imported and seeded for it.
+_WITHOUT_KERAS = frozenset({"numpy", "scipy", "pandas", "matplotlib", "sklearn", "IPython",
+                            "PIL", "seaborn", "sympy", "statsmodels", "tqdm"})
 
 # Imports the libraries in a namespace of its own; one that is not installed is left out, one
 # that fails to import fails the warm-up (the kernel is then started again, cold).
@@ -130,9 +138,15 @@ def notebook_imports(nb: NotebookNode) -> set[str]:
     return found
 
 
+def may_use_keras(nb: NotebookNode) -> bool:
+    """Whether NB may use Keras: it imports something beyond the standard library and libraries
+    known to do without Keras (its own helper module, say, which could import Keras)."""
+    return bool(notebook_imports(nb) - sys.stdlib_module_names - _WITHOUT_KERAS)
+
+
 def warmup_code(nb: NotebookNode) -> str:
     """What a kernel runs before NB's seed to import the heavy libraries NB imports; "" if none."""
-    wanted = notebook_imports(nb) | set(_ALWAYS_WARM)
+    wanted = notebook_imports(nb) | set(_ALWAYS_WARM) | ({"keras"} if may_use_keras(nb) else set())
     modules = [module for name, module in WARM_LIBRARIES.items() if name in wanted]
     return _WARMUP.format(modules=modules) if modules else ""
 
@@ -350,7 +364,7 @@ class StudentKernel:
         if self._ran or client is None or result.status == "kernel_failed":
             return result
         self._ran = True
-        await _run_cells(client, result, self.limits, seed)
+        await _run_cells(client, result, self.limits, seed, keras=may_use_keras(client.nb))
         result.notebook = client.nb
         result.output_truncated = client.output_truncated
         if result.status not in ("kernel_died", "kernel_failed") and await _answers(client):
@@ -424,10 +438,14 @@ class StudentKernel:
         if client is None:
             return
         atexit.unregister(client._cleanup_kernel)  # nbclient's own, for kernels it owns at exit
+        km, kc = client.km, client.kc  # nbclient forgets both once it has cleaned up
         if stack is not None:
             with contextlib.suppress(Exception):
                 await stack.aclose()
-        km = client.km
+        if kc is not None:  # where nbclient's cleanup stopped early, its heartbeat thread would
+            # outlive the kernel, and a zmq context collected later would wait for it forever
+            with contextlib.suppress(Exception):
+                kc.stop_channels()
         if isinstance(km, _KernelManager):
             with contextlib.suppress(Exception):
                 await km.shutdown_kernel(now=True)
@@ -448,11 +466,14 @@ def code_cell_number(nb: NotebookNode, index: int) -> int:
     return sum(1 for cell in nb.cells[: index + 1] if cell.cell_type == "code")
 
 
-async def _run_cells(client: _Client, result: Execution, limits: Limits, seed: int) -> None:
-    """Seed the kernel, then run every cell in order; stop at a timeout or a dead kernel. The
-    limits count from the first cell: the start, the warm-up and the seed are not the student's."""
+async def _run_cells(client: _Client, result: Execution, limits: Limits, seed: int, *,
+                     keras: bool = True) -> None:
+    """Seed the kernel (Keras too where KERAS), then run every cell in order; stop at a timeout
+    or a dead kernel. The limits count from the first cell: the start, the warm-up and the seed
+    are not the student's."""
     assert client.kc is not None
-    await _request(client, _SEED.format(seed=int(seed)), limits.kernel_start_seconds)
+    await _request(client, _SEED.format(seed=int(seed), keras=bool(keras)),
+                   limits.kernel_start_seconds)
     begin = time.monotonic()
     deadline = begin + limits.total_seconds
     client.timeout_func = lambda cell: max(1, int(min(limits.cell_seconds, deadline - time.monotonic())))

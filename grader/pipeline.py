@@ -27,7 +27,7 @@ import nbformat
 
 from . import runs, sandbox
 from .assignments import Assignment
-from .check import Checker, start_checks
+from .check import Checker, CheckerSlot, WarmChecker, start_checks
 from .data.prepare import Prepared
 from .devices import CPU, Device, auto_workers, threads_per_kernel
 from .devices import slots as device_slots
@@ -58,6 +58,7 @@ class Settings:
     python: str = ""  # the kernels' interpreter; "" is the grader's own ($GRADER_KERNEL_PYTHON)
     stop_after: int = 6  # stop the batch if more than half of its first results are grader faults
     warm_kernels: bool = True  # start each slot's next kernel, its libraries imported, ahead
+    warm_checks: bool = True  # one checker per slot imports the check libraries once
 
     def slots(self, kernel_memory_mb: int = 0) -> list[Device]:
         """The device of each kernel that runs at once: PER_GPU per GPU, as many as WORKERS
@@ -149,7 +150,7 @@ class _Turn:
     kernel: _Kernel | None = None
     staged: tuple[Path, Path, dict[str, str], list[str], int] | None = None
     running: StudentKernel | None = None
-    checker: Checker | None = None
+    checker: Checker | WarmChecker | None = None
     fault: str = ""  # the grader failed while getting it ready
 
 
@@ -215,6 +216,9 @@ class _Slot:
     checker_uids: tuple[int, int]  # each pair used in turn: reaping one submission's users
     kernel_uids: tuple[int, int]  # never kills the processes of the one started ahead
     warm: bool = True  # import the notebook's heavy libraries in its kernel ahead
+    warm_checks: bool = True  # a warm checker for the slot (CheckerSlot), else one per submission
+    checkers: CheckerSlot | None = None  # the warm checker, while the slot serves
+    home: runs.RunFolder | None = None  # the slot's folder, holding its run folders
 
     @property
     def root(self) -> bool:
@@ -227,6 +231,8 @@ class _Slot:
         started ahead for a submission this slot does not grade (the batch stopped, another
         slot took it over) is killed."""
         count = 0
+        if self.warm_checks:
+            await self._open_checkers()
         ahead = self._ahead(work.take(index), count)
         try:
             while True:
@@ -249,6 +255,31 @@ class _Slot:
         finally:
             if ahead is not None:
                 await self.discard(await ahead[1])
+            await self._close_checkers()
+
+    async def _open_checkers(self) -> None:
+        """Make the slot's folder and start its warm checker, which imports the check libraries
+        while the first kernel starts."""
+        self.home = runs.make(self.work_root)
+        prepared = self.prepared
+        self.checkers = CheckerSlot(
+            folder=self.home.path, public_dir=self.assignment.public_checks,
+            hidden_dir=prepared.hidden_dir if prepared else None,
+            student_data=prepared.student_dir if prepared else None,
+            limits=self.assignment.config.limits, sandboxed=self.sandboxed,
+            uid=self.checker_uids[0], kernel_uids=self.kernel_uids)
+        await self.checkers.start(self.assignment.check_files())
+
+    async def _close_checkers(self) -> None:
+        """Stop the warm checker and remove the slot's folder, leaving no process of its user."""
+        if self.checkers is not None:
+            await self.checkers.close()
+            self.checkers = None
+        if self.root:
+            await asyncio.to_thread(sandbox.reap, self.checker_uids[0])
+        if self.home is not None:
+            await asyncio.to_thread(self.home.remove)
+            self.home = None
 
     def _ahead(self, item: tuple[Submission, float] | None,
                count: int) -> tuple[Submission, asyncio.Task[_Turn]] | None:
@@ -272,13 +303,15 @@ class _Slot:
             turn.result.reason = str(exc)
             return turn
         try:
-            turn.folder = runs.make(self.work_root)
+            turn.folder = runs.make(self.home.path if self.home else self.work_root)
             turn.kernel = _Kernel(self.assignment, self.prepared, turn.folder.path, self.device,
                                   self.threads, self.sandboxed, self.kernel_uids[pair],
-                                  self.checker_uids[pair], turn.folder, self.python)
+                                  self.checker_uids[0 if self.checkers else pair], turn.folder,
+                                  self.python)
             turn.staged = turn.kernel.stage(turn.nb)
             workdir, shared, env, prefix, owner = turn.staged
-            turn.checker = await _start_checker(self.assignment, turn.kernel, shared, owner)
+            if self.checkers is None:  # else it begins when the notebook does (one at a time)
+                turn.checker = await _start_checker(self.assignment, turn.kernel, shared, owner)
             turn.running = StudentKernel(
                 turn.nb, workdir=workdir, shared=shared, limits=self.assignment.config.limits,
                 env=env, command_prefix=prefix, owner=owner, python=self.python)
@@ -294,6 +327,11 @@ class _Slot:
             if turn.fault:
                 mark_fault(turn.result, turn.fault)
             elif turn.running is not None:
+                if turn.checker is None and self.checkers is not None:
+                    assert turn.kernel is not None and turn.staged is not None
+                    turn.checker = await self.checkers.begin(
+                        self.assignment.check_files(), run_dir=turn.kernel.run_dir,
+                        shared=turn.staged[1], kernel_uid=turn.staged[4])
                 await _execute_and_check(self.assignment, turn)
         except Exception:  # noqa: BLE001 - the grader's own failure, stored so the batch goes on
             mark_fault(turn.result, "the grader failed:\n" + traceback.format_exc()[-8000:])
@@ -308,7 +346,9 @@ class _Slot:
         if turn.running is not None:
             await turn.running.close()
         if self.root and turn.kernel is not None:
-            for user in (turn.kernel.uid, turn.kernel.checker_uid):
+            # the warm checker's user keeps its server: its children end with their checks
+            users = (turn.kernel.uid,) if self.checkers else (turn.kernel.uid, turn.kernel.checker_uid)
+            for user in users:
                 await asyncio.to_thread(sandbox.reap, user)
         if turn.folder is not None:
             await asyncio.to_thread(turn.folder.remove)
@@ -550,7 +590,7 @@ def _run_slots(assignment: Assignment, todo: list[Submission], gradebook: Gradeb
         users = [sandbox.claim_user() for _ in range(4)] if root else [65534] * 4
         slot = _Slot(assignment, prepared, key, device, threads, settings.work_root,
                      settings.sandboxed, python, (users[0], users[1]), (users[2], users[3]),
-                     warm=settings.warm_kernels)
+                     warm=settings.warm_kernels, warm_checks=settings.warm_checks)
         workers.append(threading.Thread(target=serve, args=(slot, len(workers)),
                                         name="grader-slot", daemon=True))
     for worker in workers:

@@ -8,7 +8,15 @@ import pytest
 from nbformat.v4 import new_markdown_cell, new_output
 
 from grader.config import Limits
-from grader.execute import StudentKernel, executed, kernel_env, notebook_imports, notebook_text, warmup_code
+from grader.execute import (
+    StudentKernel,
+    executed,
+    kernel_env,
+    may_use_keras,
+    notebook_imports,
+    notebook_text,
+    warmup_code,
+)
 from tests.conftest import notebook
 
 LIMITS = Limits(cell_seconds=4, total_seconds=20, kernel_start_seconds=30, output_bytes=50_000)
@@ -29,6 +37,8 @@ def run(tmp_path: Path, *sources: str, limits: Limits = LIMITS, nb=None):
 
 # Cells that must all run cleanly, in one kernel for the tests that read it (each test reads its cell).
 CLEAN = {
+    "seeded": ("import random, sys, numpy\nprint('keras' in sys.modules, random.random() =="
+               " random.Random(3).random(), numpy.random.rand() == numpy.random.RandomState(3).rand())"),
     "hello": "print('hello')",
     "x": "x = 2",
     "error_looking": ("import sys\nprint('Traceback (most recent call last):', file=sys.stderr)\n"
@@ -62,6 +72,12 @@ def test_clean_run_keeps_outputs_and_the_kernel_up(clean_run):
     assert ex.status == "ok" and ex.reason == "" and alive
     assert clean_output(ex, "hello") == "hello\n"
     assert ex.kernel_start_s > 0 and ex.execution_s > 0
+
+
+@pytest.mark.slow
+def test_a_notebook_without_keras_is_seeded_without_importing_it(clean_run):
+    ex, _, _ = clean_run
+    assert clean_output(ex, "seeded") == "False True True\n"
 
 
 @pytest.mark.slow
@@ -324,9 +340,18 @@ def test_the_warm_up_imports_only_the_known_heavy_libraries_a_notebook_imports()
     nb = notebook("%matplotlib inline\nimport tensorflow as tf\nfrom matplotlib import pyplot",
                   "def f():\n    import pandas", "import os.path, requests", "x = (")
     assert notebook_imports(nb) == {"tensorflow", "matplotlib", "os", "requests"}
-    code = warmup_code(nb)  # numpy and keras always: the seed imports them anyway
+    code = warmup_code(nb)  # numpy always, keras where the seed will import it anyway
     assert "['numpy', 'matplotlib.pyplot', 'tensorflow', 'keras']" in code and "pandas" not in code
     assert code.startswith("exec(") and code.rstrip().endswith(", {})")  # nothing in the namespace
+
+
+def test_keras_is_imported_and_seeded_only_where_the_notebook_may_use_it():
+    numpy_only = notebook("import numpy as np, os, json\nfrom matplotlib import pyplot as plt")
+    assert not may_use_keras(numpy_only)
+    assert "['numpy', 'matplotlib.pyplot']" in warmup_code(numpy_only)
+    for source in ("import keras", "from tensorflow import keras", "import course_helpers"):
+        assert may_use_keras(notebook(source)), source  # a helper module may import Keras
+        assert "'keras'" in warmup_code(notebook(source))
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -47,6 +48,9 @@ def test_one_bad_submission_never_sinks_the_batch(course, data_home, tmp_path, w
     assert stored["empty_folder"].status == "invalid" and "no .ipynb" in stored["empty_folder"].reason
     assert all((tmp_path / "r" / f"{name}.html").exists() for name in stored)
     assert stored["good"].execution_s > 0 and stored["good"].checks_s > 0
+    # no kernel client's heartbeat thread outlives its kernel (a zmq context collected later
+    # would wait for it forever, hanging the batch)
+    assert [t for t in threading.enumerate() if type(t).__name__ == "HBChannel"] == []
 
 
 @pytest.mark.slow  # grades real notebooks in kernels
