@@ -63,6 +63,8 @@ from pathlib import Path
 import nbformat
 from nbformat import NotebookNode
 
+from grader.execute import may_use_keras, seed_code
+
 REPO = Path(__file__).resolve().parents[1]
 PIN = "0.9.6"
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
@@ -73,23 +75,6 @@ WORKLOADS = {  # name -> (course folder, assignment)
     "assignment03": (REPO, "assignment03"),
 }
 HIDDEN_MARK = "HIDDEN_DIR"  # replaced by the hidden data folder's path in the hidden-tests cell
-
-# Same as the grader's seeding before the first cell (grader/execute.py), in a locked cell.
-SEED_CELL = """\
-exec('''
-import os, random
-random.seed({seed})
-try:
-    import numpy
-    numpy.random.seed({seed})
-except ImportError:
-    pass
-try:
-    import keras
-    keras.utils.set_random_seed({seed})
-except ImportError:
-    pass
-''', {{}})"""
 
 # Runs each check (points, function of credit) as pytest would; the cell shows the points earned.
 RUNNER_HEAD = """\
@@ -347,7 +332,8 @@ def to_nbgrader(source_nb: NotebookNode, hidden_tests: str, *, points: float, se
         if BEGIN in cell.source:  # a written answer is graded by hand in nbgrader: worth 0 here, as ours
             written = cell.cell_type == "markdown"
             cell.metadata["nbgrader"] = _nbgrader_meta(f"cell{k}", solution=True, grade=written, points=0)
-    seed_cell = nbformat.v4.new_code_cell(SEED_CELL.format(seed=int(seed)))
+    # the grader's own seeding before the first cell, in a locked cell
+    seed_cell = nbformat.v4.new_code_cell(seed_code(seed, keras=may_use_keras(source_nb)))
     seed_cell.metadata["nbgrader"] = _nbgrader_meta("seed", locked=True)
     tests = nbformat.v4.new_code_cell(hidden_tests)
     tests.metadata["nbgrader"] = _nbgrader_meta("hidden_tests", grade=True, locked=True, points=points)

@@ -138,6 +138,12 @@ def notebook_imports(nb: NotebookNode) -> set[str]:
     return found
 
 
+def seed_code(seed: int, *, keras: bool) -> str:
+    """What a kernel runs right before the first cell: Python's, NumPy's and (where KERAS, or
+    where Keras is loaded) Keras' random seeds set to SEED, out of the student's namespace."""
+    return _SEED.format(seed=int(seed), keras=bool(keras))
+
+
 def may_use_keras(nb: NotebookNode) -> bool:
     """Whether NB may use Keras: it imports something beyond the standard library and libraries
     known to do without Keras (its own helper module, say, which could import Keras)."""
@@ -472,8 +478,7 @@ async def _run_cells(client: _Client, result: Execution, limits: Limits, seed: i
     or a dead kernel. The limits count from the first cell: the start, the warm-up and the seed
     are not the student's."""
     assert client.kc is not None
-    await _request(client, _SEED.format(seed=int(seed), keras=bool(keras)),
-                   limits.kernel_start_seconds)
+    await _request(client, seed_code(seed, keras=keras), limits.kernel_start_seconds)
     begin = time.monotonic()
     deadline = begin + limits.total_seconds
     client.timeout_func = lambda cell: max(1, int(min(limits.cell_seconds, deadline - time.monotonic())))
