@@ -267,11 +267,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--course", help="course folder holding assignments/ (default: found from here)")
 
 
-def _grading_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workers", default="auto", metavar="N",
+def _grading_options(p: argparse.ArgumentParser, *, workers: str = "auto") -> None:
+    p.add_argument("--workers", default=workers, metavar="N",
                    help="submissions graded at once, each in its own kernel: a number, or auto "
-                        "(the default: one per GPU slot, see --per-gpu; on the CPU, one per core "
-                        "as far as the memory holds them); with GPUs, at most the slots")
+                        "(one per GPU slot, see --per-gpu; on the CPU, one per core as far as the "
+                        f"memory holds them); with GPUs, at most the slots (default: {workers})")
     _gpu_options(p)
     p.add_argument("--data-home", help="dataset cache (default $GRADER_DATA_HOME or ~/.cache/grader)")
     p.add_argument("--no-notebook-html", action="store_true",
@@ -308,7 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     command("release", cmd_release, "write the starter notebook from the instructor notebook")
     p = command("validate", cmd_validate,
                 "grade the reference and the starter: full marks and zero, or exit 1")
-    _grading_options(p)
+    # one after the other: the reference, which may train for minutes, gets every core's threads
+    # instead of sharing them with a starter that is done in seconds
+    _grading_options(p, workers="1")
     p.add_argument("--reports", help="also write their feedback pages here")
     p = command("run", cmd_run, "grade every notebook in a folder of submissions")
     p.add_argument("--submissions", required=True,

@@ -44,6 +44,15 @@ def test_every_command_and_option_has_help_text():
     assert {"list", "release", "validate", "run", "report", "export", "data"} <= set(seen)
 
 
+def test_validate_grades_one_notebook_at_a_time_and_run_as_many_as_the_machine_allows():
+    from grader.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["validate", "a"]).workers == "1"  # the reference gets every core
+    assert parser.parse_args(["validate", "a", "--workers", "auto"]).workers == "auto"
+    assert parser.parse_args(["run", "a", "--submissions", "s"]).workers == "auto"
+
+
 @pytest.mark.parametrize("args", [
     ["run", "nope", "--submissions", "."],
     ["run", "tiny", "--submissions", "missing-folder"],
