@@ -456,6 +456,13 @@ class StudentKernel:
             with contextlib.suppress(Exception):
                 await km.shutdown_kernel(now=True)
             _kill_group(km)
+            # Close the manager's zmq context here, on the thread that used it, with every socket
+            # of it (the control socket survives where nbclient's cleanup stopped early): left to
+            # the garbage collector, it would be terminated on whichever thread collects it,
+            # waiting for ever for a socket nobody closes.
+            if getattr(km, "_created_context", False):
+                with contextlib.suppress(Exception):
+                    km.context.destroy(linger=0)
 
 
 def _connection_info(km: _KernelManager) -> dict[str, Any]:
