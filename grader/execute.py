@@ -147,12 +147,17 @@ def seed_code(seed: int, *, keras: bool) -> str:
 def may_use_keras(nb: NotebookNode) -> bool:
     """Whether NB may use Keras: it imports something beyond the standard library and libraries
     known to do without Keras (its own helper module, say, which could import Keras)."""
-    return bool(notebook_imports(nb) - sys.stdlib_module_names - _WITHOUT_KERAS)
+    return _beyond_keras_free(notebook_imports(nb))
+
+
+def _beyond_keras_free(imports: set[str]) -> bool:
+    return bool(imports - sys.stdlib_module_names - _WITHOUT_KERAS)
 
 
 def warmup_code(nb: NotebookNode) -> str:
     """What a kernel runs before NB's seed to import the heavy libraries NB imports; "" if none."""
-    wanted = notebook_imports(nb) | set(_ALWAYS_WARM) | ({"keras"} if may_use_keras(nb) else set())
+    imports = notebook_imports(nb)
+    wanted = imports | set(_ALWAYS_WARM) | ({"keras"} if _beyond_keras_free(imports) else set())
     modules = [module for name, module in WARM_LIBRARIES.items() if name in wanted]
     return _WARMUP.format(modules=modules) if modules else ""
 
