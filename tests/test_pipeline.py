@@ -163,33 +163,41 @@ def test_with_k_2_no_gpu_ever_runs_more_than_2_kernels(course, tmp_path, monkeyp
     assert len(batch.graded) == 8 and most == {"0": 2, "1": 2} and max(together) == 4
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="the run's cgroups need a root grader")
-def test_a_gpu_kernel_sees_only_its_gpu_and_has_no_address_space_limit(course, tmp_path,
-                                                                        monkeypatch):
-    import json
-
-    from grader import runs, sandbox
-
-    asked = []
-    monkeypatch.setattr(sandbox, "gpu_binds", lambda minors: asked.append(minors) or [])
+def _staged_gpu_kernel(course, tmp_path, *, sandboxed: bool):
+    """The kernel of the first slot of GPU 1 at --per-gpu 2, staged for a notebook, and its env."""
+    from grader import runs
     from grader.pipeline import _Kernel
     from tests.conftest import notebook
 
     slot = Settings(devices=GPUS[1:], per_gpu=2).slots()[0]
     folder = runs.make(tmp_path / "runs")
-    kernel = _Kernel(load_assignment(course, "tiny"), None, folder.path, slot, 1, True, 65534,
-                     65534, folder)
+    kernel = _Kernel(load_assignment(course, "tiny"), None, folder.path, slot, 1, sandboxed,
+                     65534, 65534, folder)
     try:
         _, _, env, _, _ = kernel.stage(notebook("x = 1"))
     finally:
         folder.remove()
+    return kernel, env
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the run's cgroups need a root grader")
+def test_a_gpu_kernel_sees_only_its_gpu_and_has_no_address_space_limit(course, tmp_path,
+                                                                        monkeypatch):
+    import json
+
+    from grader import sandbox
+    from grader.pipeline import _Kernel
+
+    asked = []
+    monkeypatch.setattr(sandbox, "gpu_binds", lambda minors: asked.append(minors) or [])
+    kernel, env = _staged_gpu_kernel(course, tmp_path, sandboxed=True)
     assert env["CUDA_VISIBLE_DEVICES"] == "GPU-bbbb" and env["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"
     limits = json.loads(env["GRADER_RLIMITS"])
     assert "AS" not in limits and "DATA" not in limits  # the run's memory cgroup holds it
     assert "memory_limit=7488" in kernel.prologue
     assert asked == [(3,)]  # the sandbox lets in /dev/nvidia3, its GPU's node (minor 3, index 1)
     cpu = _Kernel(load_assignment(course, "tiny"), None, tmp_path, devices.CPU, 1, False, 65534,
-                  65534, folder)
+                  65534, kernel.folder)
     assert cpu.prologue == ""
 
 
@@ -225,19 +233,8 @@ def test_a_gpu_slot_runs_the_prologue_before_the_first_cell_without_an_address_s
 
 def test_a_jax_gpu_kernel_gets_its_share_from_the_environment_and_no_prologue(course, tmp_path,
                                                                               monkeypatch):
-    from grader import runs
-    from grader.pipeline import _Kernel
-    from tests.conftest import notebook
-
     monkeypatch.setenv("KERAS_BACKEND", "jax")
-    slot = Settings(devices=GPUS[1:], per_gpu=2).slots()[0]
-    folder = runs.make(tmp_path / "runs")
-    kernel = _Kernel(load_assignment(course, "tiny"), None, folder.path, slot, 1, False, 65534,
-                     65534, folder)
-    try:
-        _, _, env, _, _ = kernel.stage(notebook("x = 1"))
-    finally:
-        folder.remove()
+    kernel, env = _staged_gpu_kernel(course, tmp_path, sandboxed=False)
     assert env["KERAS_BACKEND"] == "jax" and env["CUDA_VISIBLE_DEVICES"] == "GPU-bbbb"
     assert env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
     assert env["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.468"  # (16000 / 2 - 512) / 16000
