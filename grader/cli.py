@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -66,8 +67,8 @@ def cmd_release(args: argparse.Namespace) -> int:
 
 def _grade(assignment: Assignment, submissions: list[Submission], gradebook: Gradebook,
            args: argparse.Namespace, settings: Settings) -> Batch:
-    """Check that a kernel and the checker work here, then grade with a progress bar that
-    advances as each submission is graded or skipped."""
+    """Grade with a progress bar that advances as each submission is graded or skipped, once a
+    kernel and the checker are seen to work here (the preflight)."""
     prepared = _prepared(assignment, args)
     line = devices.describe(list(settings.devices), settings.per_gpu, asked=args.gpus)
     if not settings.devices[0].gpu:
@@ -76,8 +77,6 @@ def _grade(assignment: Assignment, submissions: list[Submission], gradebook: Gra
                                                 auto=settings.workers is None,
                                                 kernel_memory_mb=memory)
     console.print(line, soft_wrap=True)  # one line, however narrow the terminal
-    with console.status("checking that a sandboxed kernel and the checker start…"):
-        preflight(assignment, settings=settings, prepared=prepared)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
@@ -86,8 +85,11 @@ def _grade(assignment: Assignment, submissions: list[Submission], gradebook: Gra
         def advance(_: object) -> None:
             progress.advance(task)
 
+        # the preflight runs while the slots start their first kernels; nothing begins before
         return grade_batch(assignment, submissions, gradebook=gradebook, prepared=prepared,
-                           settings=settings, on_result=advance, on_skip=advance)
+                           settings=settings, on_result=advance, on_skip=advance,
+                           gate=functools.partial(preflight, assignment, settings=settings,
+                                                  prepared=prepared))
 
 
 def _summary_table(results: list[Result]) -> Table:

@@ -35,7 +35,7 @@ from .errors import GradebookError
 from .exchange import Layout
 from .execute import StudentKernel, gpu_prologue, keras_backend, kernel_env, notebook_text, warmup_code
 from .gradebook import Gradebook
-from .report import ReportError, feedback_name, write_feedback
+from .report import Renderer, ReportError, feedback_name, write_feedback
 from .score import GRADER_FAULT, Result, grader_faults, mark_fault, status_of, total
 from .submission import InvalidNotebook, Submission, read_notebook
 
@@ -164,6 +164,7 @@ class _Work:
         self.pending = collections.deque(todo)
         self.began = began
         self.stop = threading.Event()
+        self.opened = threading.Event()  # set when the gate (the preflight) has passed or failed
         self._held: dict[int, tuple[Submission, bool]] = {}  # slot -> its next, and whether
         # another slot may take that one over (one taken ahead of its turn, not yet begun)
         self._lock = threading.Lock()
@@ -188,6 +189,11 @@ class _Work:
                 return None
             self._held[slot] = (submission, ahead)
             return submission, time.monotonic() - self.began
+
+    async def gate(self) -> None:
+        """Wait until the batch's gate has passed (or failed: the batch then stopped)."""
+        if not self.opened.is_set():
+            await asyncio.to_thread(self.opened.wait)
 
     def begin(self, slot: int, submission: Submission) -> bool:
         """Whether SLOT may grade SUBMISSION now (False: the batch stopped, or another slot
@@ -242,6 +248,7 @@ class _Slot:
                     if ahead is None:
                         break
                 (submission, current), ahead = ahead, None
+                await work.gate()
                 if not work.begin(index, submission):
                     await self.discard(await current)
                     if work.stopped:
@@ -509,10 +516,15 @@ def grade_batch(
     prepared: Prepared | None, settings: Settings = Settings(),
     on_result: Callable[[Result], None] | None = None,
     on_skip: Callable[[Submission], None] | None = None,
+    gate: Callable[[], object] | None = None,
 ) -> Batch:
     """Grade every submission not graded before, one kernel per slot at a time (Settings.slots:
     PER_GPU per GPU, or WORKERS on the CPU), storing each at once; feedback pages are written
     off the slots, after the result is stored.
+
+    GATE (the preflight), where given, runs while the slots start their first kernels: no
+    submission begins before it has returned, and what it raises is raised here, with nothing
+    graded.
 
     A result that cannot be stored is reported in Batch.unstored and the batch goes on; if more
     than half of the first results are grader faults, the batch stops (Batch.stopped)."""
@@ -524,7 +536,7 @@ def grade_batch(
         todo = _not_graded(assignment, submissions, gradebook, settings, key, batch, reporter,
                            on_skip)
         _run_slots(assignment, todo, gradebook, prepared, settings, key, batch, reporter,
-                   on_result, began)
+                   on_result, began, gate)
     finally:
         reporter.close()
     batch.seconds = time.monotonic() - began
@@ -563,9 +575,10 @@ def _not_graded(assignment: Assignment, submissions: list[Submission], gradebook
 def _run_slots(assignment: Assignment, todo: list[Submission], gradebook: Gradebook,
                prepared: Prepared | None, settings: Settings, key: str, batch: Batch,
                reporter: _Reporter, on_result: Callable[[Result], None] | None,
-               began: float) -> None:
+               began: float, gate: Callable[[], object] | None = None) -> None:
     """Grade TODO on the slots, each a thread running one event loop that takes submissions
-    from a shared queue; store each result here as it comes and hand it to the reporter."""
+    from a shared queue; store each result here as it comes and hand it to the reporter. GATE
+    runs on a thread of its own meanwhile; the slots begin nothing before it returns."""
     # Each slot is a device (a GPU appears PER_GPU times at most) and, for a root grader, users
     # of its own: a kernel's process limit and the reaping after it concern that kernel alone.
     each = settings.slots(assignment.config.limits.memory_mb)[: max(1, len(todo))]
@@ -585,6 +598,20 @@ def _run_slots(assignment: Assignment, todo: list[Submission], gradebook: Gradeb
         finally:
             done.put(None)
 
+    failed: list[BaseException] = []
+
+    def open_gate() -> None:
+        try:
+            if gate is not None:
+                gate()
+        except BaseException as exc:  # noqa: BLE001 - raised again on the batch's thread
+            failed.append(exc)
+            work.stop.set()
+        finally:
+            work.opened.set()
+
+    gatekeeper = threading.Thread(target=open_gate, name="grader-gate", daemon=True)
+    gatekeeper.start()
     workers: list[threading.Thread] = []
     for device in each:
         users = [sandbox.claim_user() for _ in range(4)] if root else [65534] * 4
@@ -602,6 +629,9 @@ def _run_slots(assignment: Assignment, todo: list[Submission], gradebook: Gradeb
         work.stop.set()  # an interrupted batch (Ctrl-C) takes nothing more
         for worker in workers:
             worker.join()
+        gatekeeper.join()
+    if failed:
+        raise failed[0]
 
 
 def _collect(todo: list[Submission], gradebook: Gradebook, settings: Settings, batch: Batch,
@@ -642,6 +672,9 @@ class _Reporter:
         self.assignment, self.gradebook, self.settings, self.batch = (
             assignment, gradebook, settings, batch)
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grader-report")
+        self.renderer = Renderer()  # used on the pool's one thread only
+        if settings.reports is not None and settings.notebook_html:
+            self.pool.submit(self.renderer.start)  # nbconvert warms up while kernels start
 
     def publish(self, result: Result, run_id: int | None) -> None:
         """Write RESULT's page (if pages are wanted) and record its phases, off this thread."""
@@ -652,15 +685,17 @@ class _Reporter:
         self.pool.submit(self._page, result, run_id)
 
     def close(self) -> None:
-        """Wait for every page."""
+        """Wait for every page, then stop the renderer."""
         self.pool.shutdown(wait=True)
+        self.renderer.close()
 
     def _page(self, result: Result, run_id: int | None) -> None:
         assert self.settings.reports is not None
         started = time.monotonic()
         try:
             write_feedback(result, title=self.assignment.config.title,
-                           folder=self.settings.reports, notebook_html=self.settings.notebook_html)
+                           folder=self.settings.reports, notebook_html=self.settings.notebook_html,
+                           renderer=self.renderer)
         except ReportError as exc:  # the student's notebook would not render: the grade stands
             result.report_error = str(exc)[:2000]
         except Exception as exc:  # noqa: BLE001 - the page is missing: graded again next run

@@ -8,11 +8,14 @@ data that nbconvert may take minutes over.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import html
+import json
 import os
 import re
 import resource
+import select
 import signal
 import site
 import statistics
@@ -20,6 +23,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +32,7 @@ import jinja2
 import nbformat
 
 from .errors import GraderError
+from .launch import module_command
 from .paths import package_file
 from .score import GRADER_FAULTS, STATUSES, Result
 from .submission import slug
@@ -136,13 +141,14 @@ def notebook_name(student: str) -> str:
 
 
 def write_feedback(result: Result, *, title: str, folder: Path, notebook_html: bool,
-                   limits: RenderLimits = RenderLimits()) -> Path:
+                   limits: RenderLimits = RenderLimits(), renderer: Renderer | None = None) -> Path:
     """Write RESULT's feedback page (and the executed notebook beside it) into FOLDER.
 
-    The executed notebook is rendered in a child process within LIMITS. When that fails (time or
-    memory limit, a crash), a plain page saying the notebook could not be rendered stands in its
-    place and ReportError is raised: its message says what happened, for the staff (record it on
-    the result). Returns the feedback page's path.
+    The executed notebook is rendered in a child process within LIMITS, forked by RENDERER's
+    warm server where one is given. When that fails (time or memory limit, a crash), a plain
+    page saying the notebook could not be rendered stands in its place and ReportError is
+    raised: its message says what happened, for the staff (record it on the result). Returns
+    the feedback page's path.
     """
     folder.mkdir(parents=True, exist_ok=True)
     page, notebook_page = folder / feedback_name(result.student), folder / notebook_name(result.student)
@@ -151,7 +157,7 @@ def write_feedback(result: Result, *, title: str, folder: Path, notebook_html: b
     _write_whole(page, _environment().get_template("feedback.html.j2").render(
         r=result, title=title, notebook_page=notebook_page.name if with_notebook else None))
     if with_notebook and result.executed_notebook:
-        problem = _render_notebook_page(result.executed_notebook, notebook_page, limits)
+        problem = _render_notebook_page(result.executed_notebook, notebook_page, limits, renderer)
         if problem:
             notebook_page.with_name(f".{notebook_page.name}.partial").unlink(missing_ok=True)
             _write_whole(notebook_page, _plain_page(
@@ -167,18 +173,27 @@ def write_feedback(result: Result, *, title: str, folder: Path, notebook_html: b
 def write_feedback_pages(results: list[Result], *, title: str, folder: Path, notebook_html: bool,
                          limits: RenderLimits = RenderLimits()) -> list[str]:
     """Write every result's feedback pages; what could not be rendered (fallbacks stand in)."""
-    problems = []
-    for result in results:
-        try:
-            write_feedback(result, title=title, folder=folder, notebook_html=notebook_html,
-                           limits=limits)
-        except ReportError as exc:
-            problems.append(str(exc))
+    problems, renderer = [], Renderer()
+    try:
+        for result in results:
+            try:
+                write_feedback(result, title=title, folder=folder, notebook_html=notebook_html,
+                               limits=limits, renderer=renderer)
+            except ReportError as exc:
+                problems.append(str(exc))
+    finally:
+        renderer.close()
     return problems
 
 
-def _render_notebook_page(notebook_json: str, page: Path, limits: RenderLimits) -> str:
-    """Render the notebook to PAGE in a limited child process; what went wrong, or ''."""
+def _render_notebook_page(notebook_json: str, page: Path, limits: RenderLimits,
+                          renderer: Renderer | None = None) -> str:
+    """Render the notebook to PAGE in a limited child process (forked by RENDERER's warm server
+    where it has one); what went wrong, or ''."""
+    if renderer is not None:
+        answer = renderer.render(notebook_json, page, limits)
+        if answer is not None:
+            return _render_problem(answer, limits)
     command = [sys.executable, "-c", "from grader.report import _render_child; _render_child()",
                str(page), str(limits.memory_mb), str(max(1, int(limits.seconds)))]
     try:
@@ -186,15 +201,96 @@ def _render_notebook_page(notebook_json: str, page: Path, limits: RenderLimits) 
                              capture_output=True, timeout=limits.seconds, check=False)
     except subprocess.TimeoutExpired:
         return f"rendering took longer than {limits.seconds:g} s"
-    if run.returncode == 0:
+    return _render_problem({"returncode": run.returncode,
+                            "stderr": run.stderr.decode("utf-8", "replace")}, limits)
+
+
+def _render_problem(answer: dict[str, Any], limits: RenderLimits) -> str:
+    """What went wrong in a rendering child, from its exit status and stderr; '' if nothing."""
+    returncode, stderr = int(answer["returncode"]), str(answer.get("stderr", "")).strip()
+    if answer.get("timed_out"):
+        return f"rendering took longer than {limits.seconds:g} s"
+    if returncode == 0:
         return ""
-    stderr = run.stderr.decode("utf-8", "replace").strip()
-    if run.returncode == -signal.SIGXCPU:
+    if returncode == -signal.SIGXCPU:
         return f"rendering used more than {limits.seconds:g} s of CPU"
-    if "MemoryError" in stderr or run.returncode == -signal.SIGKILL:
+    if "MemoryError" in stderr or returncode == -signal.SIGKILL:
         return f"rendering needed more than {limits.memory_mb} MB of memory"
-    last = stderr.splitlines()[-1] if stderr else f"exit status {run.returncode}"
+    last = stderr.splitlines()[-1] if stderr else f"exit status {returncode}"
     return f"the renderer failed: {last[:500]}"
+
+
+class Renderer:
+    """The warm renderer (grader.renderserver) of one thread: nbconvert imported once, each page
+    still rendered in a limited child of its own. Where the server is gone or stops answering,
+    `render` says so (None) and the page is rendered by a cold child; the next page starts a new
+    server. Use it from one thread at a time; close it when done."""
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen[bytes] | None = None
+        self._pending = b""
+
+    def start(self) -> None:
+        """Start the server, which warms up in the background; no-op if it runs."""
+        if self.process is None or self.process.poll() is not None:
+            self.process = subprocess.Popen(
+                module_command("grader.renderserver"), stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            self._pending, self._ready = b"", False
+
+    def render(self, notebook_json: str, page: Path, limits: RenderLimits) -> dict[str, Any] | None:
+        """The server's answer for rendering NOTEBOOK_JSON to PAGE within LIMITS, or None where
+        the server could not answer (it is then stopped)."""
+        self.start()
+        assert self.process is not None and self.process.stdin is not None
+        try:
+            if not self._ready:
+                self._ready = bool(self._answer(_WARM_UP_SECONDS).get("ready"))
+            request = {"page": str(page), "notebook": notebook_json,
+                       "memory_mb": limits.memory_mb, "seconds": max(1, int(limits.seconds))}
+            self.process.stdin.write(json.dumps(request).encode("ascii") + b"\n")
+            self.process.stdin.flush()
+            return self._answer(limits.seconds + 10)
+        except (OSError, ValueError, KeyError):
+            self.close()
+            return None
+
+    def close(self) -> None:
+        """Stop the server."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        with contextlib.suppress(OSError):
+            assert process.stdin is not None
+            process.stdin.close()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+    def _answer(self, timeout: float) -> dict[str, Any]:
+        """The server's next line, as a dict; OSError if none came within TIMEOUT s."""
+        assert self.process is not None and self.process.stdout is not None
+        fd, deadline = self.process.stdout.fileno(), time.monotonic() + timeout
+        while b"\n" not in self._pending:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise OSError("the renderer did not answer in time")
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise OSError("the renderer stopped")
+            self._pending += chunk
+        line, _, self._pending = self._pending.partition(b"\n")
+        answer = json.loads(line)
+        if not isinstance(answer, dict):
+            raise ValueError("the renderer's answer is not an object")
+        return answer
+
+
+_WARM_UP_SECONDS = 120.0
 
 
 def _render_child() -> None:

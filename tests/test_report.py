@@ -8,8 +8,10 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
+from grader import report
 from grader.outcomes import Attachment, CheckOutcome
 from grader.report import (
+    Renderer,
     RenderLimits,
     ReportError,
     feedback_name,
@@ -193,6 +195,84 @@ def test_a_render_over_its_memory_limit_leaves_a_plain_page(tmp_path):
         write_feedback(r, title="A1", folder=tmp_path, notebook_html=True,
                        limits=RenderLimits(memory_mb=60))
     assert "could not be shown" in (tmp_path / notebook_name("mallory")).read_text()
+
+
+def _rich_notebook() -> str:
+    return nbformat.writes(new_notebook(cells=[
+        new_markdown_cell("# Title\n\nsome *text* <script>alert(1)</script>"),
+        new_code_cell("print('hi')", outputs=[new_output("stream", name="stdout", text="hi\n")]),
+        new_code_cell("x", outputs=[new_output("display_data", data={"image/png": PNG})]),
+    ]))
+
+
+def test_the_warm_renderer_writes_the_page_a_cold_child_writes(tmp_path):
+    r = result("alice", 4)
+    r.executed_notebook = _rich_notebook()
+    cold = write_feedback(r, title="A1", folder=tmp_path / "cold", notebook_html=True)
+    renderer = Renderer()
+    try:
+        warm = write_feedback(r, title="A1", folder=tmp_path / "warm", notebook_html=True,
+                              renderer=renderer)
+        assert renderer.process is not None and renderer.process.poll() is None  # it served
+    finally:
+        renderer.close()
+    page = notebook_name("alice")
+    assert (warm.parent / page).read_text() == (cold.parent / page).read_text()
+    assert "hi" in (warm.parent / page).read_text() and "<script>" not in (warm.parent / page).read_text()
+
+
+def test_the_warm_renderer_holds_each_page_to_its_limits_and_goes_on(tmp_path):
+    slow, big, fine = result("mallory", 4), result("trudy", 4), result("zoe", 3)
+    slow.executed_notebook = nbformat.writes(new_notebook(cells=[new_markdown_cell("[" * 100_000)]))
+    big.executed_notebook = fine.executed_notebook = _rich_notebook()
+    renderer = Renderer()
+    try:
+        with pytest.raises(ReportError, match="longer than 2 s"):
+            write_feedback(slow, title="A1", folder=tmp_path, notebook_html=True,
+                           limits=RenderLimits(seconds=2), renderer=renderer)
+        with pytest.raises(ReportError, match="more than 60 MB"):
+            write_feedback(big, title="A1", folder=tmp_path, notebook_html=True,
+                           limits=RenderLimits(memory_mb=60), renderer=renderer)
+        server = renderer.process
+        write_feedback(fine, title="A1", folder=tmp_path, notebook_html=True, renderer=renderer)
+        assert renderer.process is server and server is not None and server.poll() is None
+    finally:
+        renderer.close()
+    assert "could not be shown" in (tmp_path / notebook_name("mallory")).read_text()
+    assert "could not be shown" in (tmp_path / notebook_name("trudy")).read_text()
+    assert "hi" in (tmp_path / notebook_name("zoe")).read_text()
+
+
+def test_a_renderer_that_died_is_started_again_for_the_next_page(tmp_path):
+    r = result("alice", 4)
+    r.executed_notebook = _rich_notebook()
+    renderer = Renderer()
+    try:
+        renderer.start()
+        dead = renderer.process
+        assert dead is not None
+        dead.kill()
+        dead.wait()
+        write_feedback(r, title="A1", folder=tmp_path, notebook_html=True, renderer=renderer)
+        assert renderer.process is not None and renderer.process is not dead
+        assert renderer.process.poll() is None
+    finally:
+        renderer.close()
+    assert "hi" in (tmp_path / notebook_name("alice")).read_text()
+
+
+def test_a_page_the_renderer_cannot_answer_for_is_rendered_by_a_cold_child(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "module_command",
+                        lambda module: [sys.executable, "-c", "import sys; sys.exit(3)"])
+    r = result("alice", 4)
+    r.executed_notebook = _rich_notebook()
+    renderer = Renderer()
+    try:
+        write_feedback(r, title="A1", folder=tmp_path, notebook_html=True, renderer=renderer)
+        assert renderer.process is None  # given up on
+    finally:
+        renderer.close()
+    assert "hi" in (tmp_path / notebook_name("alice")).read_text()
 
 
 def test_summary_has_histogram_pass_rates_runtimes_and_failures(tmp_path):
