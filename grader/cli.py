@@ -17,11 +17,11 @@ from . import devices, doctor, export, options, release, sandbox
 from .assignments import Assignment, list_assignments, load_assignment
 from .data import cli as data_cli
 from .data.prepare import Prepared, prepare
-from .errors import GraderError, ValidationFailed
+from .errors import GraderError, PreflightFailed, ValidationFailed
 from .gradebook import Gradebook
 from .paths import course_root, data_home
 from .pipeline import Batch, Settings, grade_batch
-from .preflight import PreflightFailed, preflight
+from .preflight import preflight_checks
 from .report import phases_line, write_feedback_pages, write_summary
 from .score import GRADER_FAULT, Result
 from .submission import Submission, discover
@@ -85,11 +85,12 @@ def _grade(assignment: Assignment, submissions: list[Submission], gradebook: Gra
         def advance(_: object) -> None:
             progress.advance(task)
 
-        # the preflight runs while the slots start their first kernels; nothing begins before
+        # the checks are collected while the slots start their first kernels, the first of
+        # which is the kernel probe: nothing is graded before both passed
         return grade_batch(assignment, submissions, gradebook=gradebook, prepared=prepared,
                            settings=settings, on_result=advance, on_skip=advance,
-                           gate=functools.partial(preflight, assignment, settings=settings,
-                                                  prepared=prepared))
+                           preflight=functools.partial(preflight_checks, assignment,
+                                                       sandboxed=settings.sandboxed))
 
 
 def _summary_table(results: list[Result]) -> Table:

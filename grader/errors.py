@@ -23,3 +23,7 @@ class GradebookError(GraderError):
 
 class ValidationFailed(GraderError):
     """`grader validate` found the reference or the starter graded wrongly."""
+
+
+class PreflightFailed(GraderError):
+    """A kernel or the checker cannot start on this machine: nothing was graded."""

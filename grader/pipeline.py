@@ -31,7 +31,7 @@ from .check import Checker, CheckerSlot, WarmChecker, start_checks
 from .data.prepare import Prepared
 from .devices import CPU, Device, auto_workers, threads_per_kernel
 from .devices import slots as device_slots
-from .errors import GradebookError
+from .errors import GradebookError, PreflightFailed
 from .exchange import Layout
 from .execute import StudentKernel, gpu_prologue, keras_backend, kernel_env, notebook_text, warmup_code
 from .gradebook import Gradebook
@@ -164,7 +164,10 @@ class _Work:
         self.pending = collections.deque(todo)
         self.began = began
         self.stop = threading.Event()
-        self.opened = threading.Event()  # set when the gate (the preflight) has passed or failed
+        self.opened = threading.Event()  # set when the preflight has passed or failed
+        self.probing = False  # the first kernel to start is the preflight's kernel probe
+        self.failed: BaseException | None = None  # why the preflight failed: nothing begins
+        self._proven = False
         self._held: dict[int, tuple[Submission, bool]] = {}  # slot -> its next, and whether
         # another slot may take that one over (one taken ahead of its turn, not yet begun)
         self._lock = threading.Lock()
@@ -191,9 +194,36 @@ class _Work:
             return submission, time.monotonic() - self.began
 
     async def gate(self) -> None:
-        """Wait until the batch's gate has passed (or failed: the batch then stopped)."""
+        """Wait until the batch's preflight has passed (or failed: the batch then stopped)."""
         if not self.opened.is_set():
             await asyncio.to_thread(self.opened.wait)
+
+    def fail(self, why: BaseException) -> None:
+        """The preflight failed: stop the batch; the first failure is the one raised."""
+        with self._lock:
+            self.failed = self.failed or why
+            self.stop.set()
+
+    def probe(self, turn: _Turn) -> bool:
+        """Whether TURN may be graded, as far as the kernel probe goes: the first kernel to start
+        (or fail to) while probing decides whether kernels run here at all; where it did not
+        start, the batch stops with PreflightFailed. A turn without a kernel (an invalid
+        notebook) needs none."""
+        if not self.probing or (turn.running is None and not turn.fault):
+            return True
+        with self._lock:
+            if self._proven or self.failed is not None:
+                return self._proven and self.failed is None
+            why = turn.fault or (turn.running.execution.reason if turn.running is not None
+                                 and turn.running.execution.status == "kernel_failed" else "")
+            if not why:
+                self._proven = True
+                return True
+        log = _tail(turn.staged[1] / "kernel.log", 4).replace("\n", " | ") if turn.staged else ""
+        self.fail(PreflightFailed(
+            f"a sandboxed kernel cannot run here ({_first_line(why)}); its stderr: {log[-600:]};"
+            " nothing was graded (`grader doctor` shows more)"))
+        return False
 
     def begin(self, slot: int, submission: Submission) -> bool:
         """Whether SLOT may grade SUBMISSION now (False: the batch stopped, or another slot
@@ -258,7 +288,11 @@ class _Slot:
                 if following is not None:
                     count += 1
                     ahead = self._ahead(following, count)
-                give(await self.grade(await current))
+                turn = await current
+                if not work.probe(turn):
+                    await self.discard(turn)
+                    break
+                give(await self.grade(turn))
         finally:
             if ahead is not None:
                 await self.discard(await ahead[1])
@@ -516,15 +550,16 @@ def grade_batch(
     prepared: Prepared | None, settings: Settings = Settings(),
     on_result: Callable[[Result], None] | None = None,
     on_skip: Callable[[Submission], None] | None = None,
-    gate: Callable[[], object] | None = None,
+    preflight: Callable[[], object] | None = None,
 ) -> Batch:
     """Grade every submission not graded before, one kernel per slot at a time (Settings.slots:
     PER_GPU per GPU, or WORKERS on the CPU), storing each at once; feedback pages are written
     off the slots, after the result is stored.
 
-    GATE (the preflight), where given, runs while the slots start their first kernels: no
-    submission begins before it has returned, and what it raises is raised here, with nothing
-    graded.
+    PREFLIGHT, where given, runs (collecting the checks) while the slots start their first
+    kernels, and the first kernel to start is the preflight's kernel probe: no submission begins
+    before PREFLIGHT has returned, nor is graded before a kernel started; what PREFLIGHT raises,
+    or PreflightFailed where the first kernel did not start, is raised here with nothing graded.
 
     A result that cannot be stored is reported in Batch.unstored and the batch goes on; if more
     than half of the first results are grader faults, the batch stops (Batch.stopped)."""
@@ -536,7 +571,7 @@ def grade_batch(
         todo = _not_graded(assignment, submissions, gradebook, settings, key, batch, reporter,
                            on_skip)
         _run_slots(assignment, todo, gradebook, prepared, settings, key, batch, reporter,
-                   on_result, began, gate)
+                   on_result, began, preflight)
     finally:
         reporter.close()
     batch.seconds = time.monotonic() - began
@@ -575,10 +610,10 @@ def _not_graded(assignment: Assignment, submissions: list[Submission], gradebook
 def _run_slots(assignment: Assignment, todo: list[Submission], gradebook: Gradebook,
                prepared: Prepared | None, settings: Settings, key: str, batch: Batch,
                reporter: _Reporter, on_result: Callable[[Result], None] | None,
-               began: float, gate: Callable[[], object] | None = None) -> None:
+               began: float, preflight: Callable[[], object] | None = None) -> None:
     """Grade TODO on the slots, each a thread running one event loop that takes submissions
-    from a shared queue; store each result here as it comes and hand it to the reporter. GATE
-    runs on a thread of its own meanwhile; the slots begin nothing before it returns."""
+    from a shared queue; store each result here as it comes and hand it to the reporter.
+    PREFLIGHT runs on a thread of its own meanwhile (see grade_batch)."""
     # Each slot is a device (a GPU appears PER_GPU times at most) and, for a root grader, users
     # of its own: a kernel's process limit and the reaping after it concern that kernel alone.
     each = settings.slots(assignment.config.limits.memory_mb)[: max(1, len(todo))]
@@ -598,20 +633,19 @@ def _run_slots(assignment: Assignment, todo: list[Submission], gradebook: Gradeb
         finally:
             done.put(None)
 
-    failed: list[BaseException] = []
+    work.probing = preflight is not None
 
-    def open_gate() -> None:
+    def check() -> None:
         try:
-            if gate is not None:
-                gate()
+            if preflight is not None:
+                preflight()
         except BaseException as exc:  # noqa: BLE001 - raised again on the batch's thread
-            failed.append(exc)
-            work.stop.set()
+            work.fail(exc)
         finally:
             work.opened.set()
 
-    gatekeeper = threading.Thread(target=open_gate, name="grader-gate", daemon=True)
-    gatekeeper.start()
+    checking = threading.Thread(target=check, name="grader-preflight", daemon=True)
+    checking.start()
     workers: list[threading.Thread] = []
     for device in each:
         users = [sandbox.claim_user() for _ in range(4)] if root else [65534] * 4
@@ -629,9 +663,9 @@ def _run_slots(assignment: Assignment, todo: list[Submission], gradebook: Gradeb
         work.stop.set()  # an interrupted batch (Ctrl-C) takes nothing more
         for worker in workers:
             worker.join()
-        gatekeeper.join()
-    if failed:
-        raise failed[0]
+        checking.join()
+    if work.failed is not None:
+        raise work.failed
 
 
 def _collect(todo: list[Submission], gradebook: Gradebook, settings: Settings, batch: Batch,

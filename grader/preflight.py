@@ -1,11 +1,13 @@
 """Before a batch: one sandboxed kernel and one checker process must work, or nobody is graded.
 
-`preflight` starts a kernel exactly as a submission's would be started (same sandbox, same data,
-same interpreter) on a notebook of one probe cell, and, at the same time, the trusted pytest
-process collecting the assignment's checks. Either failing stops the command before anything is
-stored, with one line that says what failed. The collected checks also prove, on every run, that
-each check declares its points and that they add up to the assignment's points.
-`grader doctor` runs the same probe with TensorFlow imported, to show what a kernel sees.
+`preflight_checks` collects the assignment's checks in the trusted pytest process, as grading
+starts it, while the batch's slots start their first kernels: the first kernel to start is the
+batch's kernel probe (grader.pipeline.grade_batch). Either failing stops the command before
+anything is stored, with one line that says what failed. The collected checks also prove, on
+every run, that each check declares its points and that they add up to the assignment's points.
+`probe_kernel` starts a kernel exactly as a submission's would be started (same sandbox, same
+data, same interpreter) on a notebook of one probe cell: `grader doctor` runs it with TensorFlow
+imported, to show what a kernel sees.
 """
 
 from __future__ import annotations
@@ -14,8 +16,7 @@ import asyncio
 import json
 import os
 import tempfile
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from .check import _trusted_env
 from .config import AssignmentConfig, Limits
 from .data.prepare import Prepared
 from .devices import CPU, Device
-from .errors import GraderError
+from .errors import GraderError, PreflightFailed
 from .execute import executed
 from .launch import module_command
 from .pipeline import Settings, _Kernel, _tail, kernel_python
@@ -56,10 +57,6 @@ print("GRADER-PROBE " + json.dumps(info))
 """
 
 
-class PreflightFailed(GraderError):
-    """A kernel or the checker cannot start on this machine: nothing was graded."""
-
-
 @dataclass(frozen=True)
 class CollectedCheck:
     """One check as pytest collected it."""
@@ -71,28 +68,13 @@ class CollectedCheck:
     marked: bool  # has an explicit @pytest.mark.points(n)
 
 
-@dataclass
-class Preflight:
-    """What the preflight saw."""
-
-    kernel: dict[str, Any] = field(default_factory=dict)
-    checks: list[CollectedCheck] = field(default_factory=list)
-    seconds: float = 0.0
-
-
-def preflight(assignment: Assignment, *, settings: Settings, prepared: Prepared | None) -> Preflight:
-    """Start one sandboxed kernel and collect the checks, at once; PreflightFailed if either
-    fails, AssignmentError-like GraderError if the checks' points are wrong."""
-    began = time.monotonic()
-
-    async def both() -> tuple[dict[str, Any], list[CollectedCheck]]:
-        kernel = probe_kernel(assignment, settings=settings, prepared=prepared,
-                              device=settings.slots()[0])
-        return await asyncio.gather(kernel, collect_checks(assignment, sandboxed=settings.sandboxed))
-
-    info, checks = asyncio.run(both())
+def preflight_checks(assignment: Assignment, *, sandboxed: bool) -> list[CollectedCheck]:
+    """The checker half of the preflight, for a batch whose first kernel is its kernel probe
+    (grade_batch's preflight): collect the checks; PreflightFailed if they cannot be collected,
+    a GraderError if their points are wrong."""
+    checks = asyncio.run(collect_checks(assignment, sandboxed=sandboxed))
     check_points(assignment, checks)
-    return Preflight(kernel=info, checks=checks, seconds=time.monotonic() - began)
+    return checks
 
 
 def check_points(assignment: Assignment, checks: list[CollectedCheck]) -> None:

@@ -10,10 +10,9 @@ import pytest
 
 from grader import pipeline
 from grader.assignments import load_assignment
-from grader.errors import GradebookError
+from grader.errors import GradebookError, PreflightFailed
 from grader.gradebook import Gradebook
 from grader.pipeline import Settings, grade_batch
-from grader.preflight import PreflightFailed
 from grader.report import ReportError
 from grader.submission import discover
 
@@ -109,7 +108,7 @@ def test_a_graded_student_whose_page_is_missing_gets_it_on_the_next_run(course, 
     assert book.count_runs("tiny") == {"alice": 1, "bob": 1}
 
 
-def test_no_submission_begins_before_the_gate_and_a_failed_gate_grades_nothing(course, tmp_path):
+def test_no_submission_begins_before_the_preflight_and_a_failed_one_grades_nothing(course, tmp_path):
     book = Gradebook(tmp_path / "g.sqlite")
     subs = invalid_batch(tmp_path / "subs", "alice", "bob", "carol")
     assignment = load_assignment(course, "tiny")
@@ -118,7 +117,7 @@ def test_no_submission_begins_before_the_gate_and_a_failed_gate_grades_nothing(c
         raise PreflightFailed("a sandboxed kernel cannot run here; nothing was graded")
 
     with pytest.raises(PreflightFailed, match="nothing was graded"):
-        grade_batch(assignment, subs, gradebook=book, prepared=None, gate=failing)
+        grade_batch(assignment, subs, gradebook=book, prepared=None, preflight=failing)
     assert book.latest("tiny") == []
 
     passed: list[float] = []
@@ -128,7 +127,7 @@ def test_no_submission_begins_before_the_gate_and_a_failed_gate_grades_nothing(c
         passed.append(time.monotonic())
 
     stored: list[float] = []
-    batch = grade_batch(assignment, subs, gradebook=book, prepared=None, gate=slow,
+    batch = grade_batch(assignment, subs, gradebook=book, prepared=None, preflight=slow,
                         on_result=lambda result: stored.append(time.monotonic()))
     assert len(batch.graded) == 3 and len(stored) == 3 and len(passed) == 1
     assert min(stored) >= passed[0]

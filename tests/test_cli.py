@@ -210,7 +210,7 @@ def fake_batch(monkeypatch, seen: list):
             on_result(None)
         return Batch()
 
-    monkeypatch.setattr(cli, "preflight", lambda *a, **k: None)
+    monkeypatch.setattr(cli, "preflight_checks", lambda *a, **k: [])
     monkeypatch.setattr(cli, "grade_batch", grade_batch)
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from grader.assignments import load_assignment
 from grader.data.prepare import prepare
+from grader.errors import PreflightFailed
 from grader.gradebook import Gradebook
 from grader.pipeline import Settings, grade_batch
 from grader.submission import discover
@@ -120,6 +121,23 @@ def test_a_kernel_that_cannot_start_is_an_error_and_the_batch_stops(course, data
     assert "broken on purpose" in stored[0].staff_detail, stored[0].staff_detail
     assert "broken on purpose" not in stored[0].reason
     assert not any(book.already_graded(r.student, "tiny", r.sha256, r.checks_sha256) for r in stored)
+
+
+def test_a_first_kernel_that_cannot_start_fails_the_preflight_with_nothing_graded(
+        course, data_home, tmp_path, write_notebook):
+    broken = broken_python(tmp_path)
+    folder = tmp_path / "subs"
+    for name in "abc":
+        write_notebook(folder, name, *TINY_SOLUTION)
+    book = Gradebook(tmp_path / "g.sqlite")
+    collected: list[bool] = []
+    with pytest.raises(PreflightFailed, match="kernel cannot run here.*broken on purpose.*nothing was graded"):
+        grade_batch(load_assignment(course, "tiny"), discover(folder, notebook_name="tiny.ipynb"),
+                    gradebook=book, prepared=prepare("tiny", course=course, data_home=data_home),
+                    settings=Settings(python=str(broken), sandboxed=False),
+                    preflight=lambda: collected.append(True))
+    assert collected == [True]  # the checks' half ran beside the kernel probe
+    assert book.latest("tiny") == []
 
 
 @pytest.mark.parametrize("sandbox", [[], ["--no-sandbox"]], ids=["sandboxed", "no-sandbox"])
