@@ -88,9 +88,12 @@ def _digest(path: Path | None) -> str:
         return "-"
 
 
-def _submitted_at(path: Path | None) -> datetime | None:
+def _submitted_at(submission: Submission) -> datetime | None:
+    """When SUBMISSION was handed in: the LMS's time `grader collect` kept, else the file's mtime."""
+    if submission.submitted_at is not None:
+        return submission.submitted_at
     try:
-        return datetime.fromtimestamp(path.stat().st_mtime, UTC) if path else None
+        return datetime.fromtimestamp(submission.path.stat().st_mtime, UTC) if submission.path else None
     except OSError:
         return None
 
@@ -135,7 +138,7 @@ def _new_result(assignment: Assignment, submission: Submission, key: str, device
         notebook=str(submission.path or ""), sha256=_digest(submission.path),
         checks_sha256=key, status="invalid", reason=submission.problem or "",
         score=0.0, max_score=assignment.config.points, device=device.label, sandboxed=sandboxed,
-        submitted_at=_submitted_at(submission.path),
+        submitted_at=_submitted_at(submission),
     )
 
 

@@ -9,7 +9,8 @@ import os
 import re
 import stat
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 
 import nbformat
@@ -18,6 +19,7 @@ from nbformat import NotebookNode
 from .errors import SubmissionError
 
 MAX_NOTEBOOK_BYTES = 20_000_000
+MANIFEST = ".collected.json"  # what `grader collect` writes beside the notebooks
 MAX_STUDENT_ID = 100
 
 
@@ -28,6 +30,7 @@ class Submission:
     student: str
     path: Path | None
     problem: str | None = None
+    submitted_at: datetime | None = None  # the LMS's time from DIR/.collected.json, if collected
 
 
 class InvalidNotebook(Exception):
@@ -62,7 +65,8 @@ def discover(folder: Path, *, notebook_name: str) -> list[Submission]:
     """Every DIR/STUDENT.ipynb and DIR/STUDENT/*.ipynb, sorted by student.
 
     Symbolic links are refused, and hand-ins whose ids are one after normalising (an NFC and an
-    NFD spelling, or STUDENT.ipynb beside STUDENT/) are all refused: each is `invalid` with why."""
+    NFD spelling, or STUDENT.ipynb beside STUDENT/) are all refused: each is `invalid` with why.
+    A folder `grader collect` wrote gives each its submission time from DIR/.collected.json."""
     if folder.is_file():
         raise SubmissionError(f"--submissions {folder} is a file, not a folder of submissions; "
                               "pass the folder that holds it")
@@ -84,7 +88,28 @@ def discover(folder: Path, *, notebook_name: str) -> list[Submission]:
         raise SubmissionError(
             f"no notebooks in {folder}: expected DIR/STUDENT.ipynb or DIR/STUDENT/*.ipynb"
         )
-    return sorted(_refuse_collisions(found), key=lambda s: s.student)
+    times = read_manifest(folder)
+    return sorted((replace(s, submitted_at=times.get(s.student)) for s in _refuse_collisions(found)),
+                  key=lambda s: s.student)
+
+
+def read_manifest(folder: Path) -> dict[str, datetime]:
+    """Each student's submission time from FOLDER/.collected.json (`grader collect`); {} without one."""
+    path = folder / MANIFEST
+    try:
+        students = json.loads(path.read_bytes().decode("utf-8"))["students"]
+        return {str(s): _aware(datetime.fromisoformat(v["submitted_at"]))
+                for s, v in students.items() if isinstance(v, dict) and v.get("submitted_at")}
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise SubmissionError(f"{path} is not a manifest `grader collect` wrote ({exc}): collect "
+                              "the submissions again, or delete it to use the files' times") from None
+
+
+def _aware(when: datetime) -> datetime:
+    """WHEN with a zone: a time without one is taken as this machine's local time."""
+    return when if when.tzinfo else when.astimezone()
 
 
 def _refuse_collisions(found: list[Submission]) -> list[Submission]:

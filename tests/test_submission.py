@@ -18,6 +18,21 @@ def test_discovers_files_and_folders_sorted(tmp_path):
     (tmp_path / ".hidden.ipynb").write_text("{}")
     found = discover(tmp_path, notebook_name="a.ipynb")
     assert [(s.student, s.path.name) for s in found] == [("alice", "whatever.ipynb"), ("bob", "bob.ipynb")]
+    assert [s.submitted_at for s in found] == [None, None]  # no .collected.json: the file's time
+
+
+def test_submission_times_come_from_the_collected_manifest(tmp_path):
+    nbformat.write(notebook("1"), tmp_path / "bob.ipynb")
+    nbformat.write(notebook("1"), tmp_path / "cy.ipynb")
+    (tmp_path / ".collected.json").write_text(json.dumps({"students": {
+        "bob": {"submitted_at": "2026-03-01T09:30:00+01:00", "source": "a.ipynb", "name": "Bob",
+                "lms_id": "7", "late": True}}}))
+    found = discover(tmp_path, notebook_name="a.ipynb")
+    assert [(s.student, s.submitted_at and s.submitted_at.isoformat()) for s in found] == [
+        ("bob", "2026-03-01T09:30:00+01:00"), ("cy", None)]
+    (tmp_path / ".collected.json").write_text("{not json")
+    with pytest.raises(SubmissionError, match="is not a manifest `grader collect` wrote"):
+        discover(tmp_path, notebook_name="a.ipynb")
 
 
 def test_folder_with_several_notebooks_prefers_the_assignment_name(tmp_path):
