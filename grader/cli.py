@@ -1,4 +1,4 @@
-"""The command line: `grader list | release | validate | run | report | export | doctor | data`."""
+"""The command line: `grader list | release | validate | collect | run | report | export | doctor | data`."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import devices, doctor, export, options, release, sandbox
+from . import collect, devices, doctor, export, options, release, sandbox
 from .assignments import Assignment, list_assignments, load_assignment
 from .data import cli as data_cli
 from .data.prepare import Prepared, prepare
@@ -23,6 +24,7 @@ from .paths import course_root, data_home
 from .pipeline import Batch, Settings, grade_batch
 from .preflight import preflight_checks
 from .report import phases_line, write_feedback_pages, write_summary
+from .roster import read_roster
 from .score import GRADER_FAULT, Result
 from .submission import Submission, discover
 
@@ -208,6 +210,34 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_collect(args: argparse.Namespace) -> int:
+    """Collect the latest notebook of each student from an LMS download into DIR/STUDENT.ipynb."""
+    assignment = _assignment(args)
+    roster = read_roster(Path(args.roster)) if args.roster else None
+    done = collect.collect(Path(args.source), Path(args.output), roster=roster,
+                           notebook_name=assignment.config.notebook)
+    table = Table("student", "name", "lms id", "file", "submitted at", "late",
+                  title=escape(f"collected into {done.folder}"))
+    for c in done.collected:  # names come from the archive: never read as rich markup
+        table.add_row(*map(escape, (c.student, c.name, c.lms_id, c.source)),
+                      c.submitted_at.strftime("%Y-%m-%d %H:%M %z"), "LATE" if c.late else "")
+    console.print(table)
+    for s in done.skipped:
+        line = f"{s.kind}: {s.path}: {s.why}"
+        if s.kind in ("refused", "unmapped"):
+            print(f"warning: {line}", file=sys.stderr)
+        else:
+            console.print(line, highlight=False, markup=False, soft_wrap=True)
+    for entry in done.missing:
+        print(f"warning: no hand-in from {entry.student}"
+              f"{f' ({entry.name})' if entry.name else ''} of the roster", file=sys.stderr)
+    if not done.collected:
+        raise GraderError(f"no notebook could be collected from {args.source} (see the lines above)")
+    console.print(f"{len(done.collected)} collected; grade them with `grader run {assignment.name} "
+                  f"--submissions {done.folder}`", highlight=False, markup=False, soft_wrap=True)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     """Write feedback pages and the summary again from the gradebook."""
     assignment = _assignment(args)
@@ -315,6 +345,14 @@ def build_parser() -> argparse.ArgumentParser:
     # instead of sharing them with a starter that is done in seconds
     _grading_options(p, workers="1")
     p.add_argument("--reports", help="also write their feedback pages here")
+    p = command("collect", cmd_collect, "collect each student's latest notebook from a Moodle or "
+                "Canvas 'download all submissions' zip (or a folder) into DIR/STUDENT.ipynb")
+    p.add_argument("source", metavar="ZIP_OR_DIR",
+                   help="the LMS's zip of all submissions, or a folder of STUDENT.ipynb")
+    p.add_argument("--output", "-o", required=True, metavar="DIR",
+                   help="new or empty folder for STUDENT.ipynb and .collected.json (the times)")
+    p.add_argument("--roster", help="roster CSV (student, name, lms_id, login, ...) that maps the "
+                   "LMS's names and ids to student ids")
     p = command("run", cmd_run, "grade every notebook in a folder of submissions")
     p.add_argument("--submissions", required=True,
                    help="folder with DIR/STUDENT.ipynb or DIR/STUDENT/*.ipynb")
