@@ -346,15 +346,7 @@ def _parse(member: Member) -> HandIn | str:
 def _choose(hand_ins: list[HandIn], roster: list[RosterEntry] | None, notebook_name: str,
             skipped: list[Skipped]) -> dict[str, tuple[HandIn, RosterEntry | None]]:
     """Each student's latest hand-in (by file stem) and roster entry; the rest go to SKIPPED."""
-    index = _RosterIndex(roster) if roster is not None else None
-    by_student: dict[str, list[tuple[HandIn, RosterEntry | None]]] = {}
-    for hand_in in hand_ins:
-        entry, why = index.find(hand_in) if index else (None, "")
-        if why:
-            skipped.append(Skipped(hand_in.member.path, "unmapped", why))
-            continue
-        student = slug(student_id(entry.student if entry else _default_id(hand_in)))
-        by_student.setdefault(student, []).append((hand_in, entry))
+    by_student = _by_student(hand_ins, roster, skipped)
     chosen = {}
     for student, candidates in by_student.items():
         named = [c for c in candidates if _base_name(c[0].source) == notebook_name] or candidates
@@ -365,6 +357,30 @@ def _choose(hand_ins: list[HandIn], roster: list[RosterEntry] | None, notebook_n
                 skipped.append(Skipped(hand_in.member.path, "older",
                                        f"{student} also handed in {best[0].member.path}, kept as the latest"))
     return chosen
+
+
+def _by_student(hand_ins: list[HandIn], roster: list[RosterEntry] | None,
+                skipped: list[Skipped]) -> dict[str, list[tuple[HandIn, RosterEntry | None]]]:
+    """The hand-ins by student id (a file stem): the roster's, else one made from the LMS's names."""
+    index = _RosterIndex(roster) if roster is not None else None
+    by_student: dict[str, list[tuple[HandIn, RosterEntry | None]]] = {}
+    for hand_in in hand_ins:
+        entry, why = index.find(hand_in) if index else (None, "")
+        if why:
+            skipped.append(Skipped(hand_in.member.path, "unmapped", why))
+            continue
+        student = slug(student_id(entry.student if entry else _default_id(hand_in)))
+        by_student.setdefault(student, []).append((hand_in, entry))
+    if index:
+        return by_student
+    # without a roster, two people may share a name (or Moodle's blind marking's "Participant"):
+    # different LMS ids under one made-up id are told apart by their LMS id
+    for student, candidates in list(by_student.items()):
+        if len({h.lms_id for h, _ in candidates}) > 1:
+            del by_student[student]
+            for hand_in, entry in candidates:
+                by_student.setdefault(slug(f"{student}_{hand_in.lms_id}"), []).append((hand_in, entry))
+    return by_student
 
 
 def _recency(hand_in: HandIn) -> tuple[int, datetime, int]:

@@ -184,6 +184,37 @@ def test_canvas_with_a_roster_maps_by_user_id_or_login_and_reports_the_unknown(t
     assert done.missing == []
 
 
+def test_without_a_roster_namesakes_and_blind_marking_are_told_apart_by_lms_id(tmp_path):
+    archive = tmp_path / "blind.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        add(z, "Participant_5001_assignsubmission_file_/tiny.ipynb", nb_bytes("p = 1"))
+        add(z, "Participant_5002_assignsubmission_file_/tiny.ipynb", nb_bytes("p = 2"))
+        add(z, "Al Brown_102_assignsubmission_file_/tiny.ipynb", nb_bytes("a = 1"))
+    done = collect(archive, tmp_path / "out", notebook_name="tiny.ipynb")
+    assert sorted(c.student for c in done.collected) == ["al_brown", "participant_5001", "participant_5002"]
+    assert "p = 2" in (tmp_path / "out" / "participant_5002.ipynb").read_text()
+    assert not skipped(done, "older")
+
+
+def test_a_member_larger_than_its_header_says_is_refused(tmp_path):
+    """A header that lies about the unpacked size: the read stops at the declared size, and the
+    member is refused, never written."""
+    archive = tmp_path / "liar.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        add(z, "liar_205_9500_tiny.ipynb", b"a" * (3 * MB))
+        add(z, "smithjohn_201_9001_tiny.ipynb", nb_bytes("v = 0"))
+    data = bytearray(archive.read_bytes())
+    local_header, central = data.find(b"PK\x03\x04"), data.find(b"PK\x01\x02")
+    struct.pack_into("<I", data, local_header + 22, 1000)  # uncompressed size: 1000, not 3 MB
+    struct.pack_into("<I", data, central + 24, 1000)
+    archive.write_bytes(bytes(data))
+    done = collect(archive, tmp_path / "out", notebook_name="tiny.ipynb")
+    assert [c.student for c in done.collected] == ["smithjohn"]
+    why = skipped(done, "refused")["liar_205_9500_tiny.ipynb"]  # zipfile's CRC check or our cap
+    assert "holds more than its header says" in why or "Bad CRC-32" in why
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".collected.json", "smithjohn.ipynb"]
+
+
 def test_a_plain_folder_takes_file_times_and_refuses_links(tmp_path, write_notebook):
     subs = tmp_path / "subs"
     write_notebook(subs, "alice", "a = 1")
