@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.metadata
+import json
 import re
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,11 +57,12 @@ class Assignment:
 
     def grading_key(self, data_key: str = "") -> str:
         """A sha256 over everything that decides a grade besides the notebook: every file under
-        checks/ (conftest.py and helpers included), assignment.toml, the prepared data's key
-        (DATA_KEY, which covers the recipe and its inputs) and the grader's own code. Any change
-        regrades on the next run."""
-        digest = hashlib.sha256(b"grader-key-1\0")
-        digest.update((self.root / "assignment.toml").read_bytes())
+        checks/ (conftest.py and helpers included), assignment.toml but its [deadline] table,
+        the prepared data's key (DATA_KEY, which covers the recipe and its inputs) and the
+        grader's own code. Any change regrades on the next run; a changed deadline, late policy
+        or extension only changes the late penalties (grader/late.py), with no notebook run."""
+        digest = hashlib.sha256(b"grader-key-2\0")
+        digest.update(_settings_text(self.root / "assignment.toml").encode())
         checks = self.root / "checks"
         for path in sorted(checks.rglob("*")) if checks.is_dir() else []:
             if path.is_file() and "__pycache__" not in path.parts:
@@ -67,6 +70,14 @@ class Assignment:
                 digest.update(path.read_bytes())
         digest.update(b"\0data\0" + data_key.encode() + b"\0grader\0" + grader_fingerprint().encode())
         return digest.hexdigest()
+
+
+def _settings_text(path: Path) -> str:
+    """The settings of the assignment.toml at PATH that decide the checks' points, as canonical
+    JSON: every table but [deadline]; comments and layout do not count."""
+    table = tomllib.loads(path.read_text(encoding="utf-8"))
+    table.pop("deadline", None)
+    return json.dumps(table, sort_keys=True, default=str)
 
 
 @functools.cache

@@ -14,12 +14,13 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import collect, devices, doctor, export, options, release, sandbox
+from . import collect, devices, doctor, export, late, options, release, sandbox
 from .assignments import Assignment, list_assignments, load_assignment
 from .data import cli as data_cli
 from .data.prepare import Prepared, prepare
 from .errors import GraderError, PreflightFailed, ValidationFailed
 from .gradebook import Gradebook
+from .late import LatePolicy
 from .paths import course_root, data_home
 from .pipeline import Batch, Settings, grade_batch
 from .preflight import preflight_checks
@@ -103,7 +104,8 @@ def _summary_table(results: list[Result]) -> Table:
     return table
 
 
-def _settings(args: argparse.Namespace, reports: Path | None) -> Settings:
+def _settings(args: argparse.Namespace, reports: Path | None,
+              late: LatePolicy | None = None) -> Settings:
     workers = _workers(args.workers)
     if not args.no_sandbox and sandbox.bwrap() is None:
         raise GraderError("cannot isolate the notebooks: bubblewrap is missing or cannot make a "
@@ -112,7 +114,8 @@ def _settings(args: argparse.Namespace, reports: Path | None) -> Settings:
     settings = Settings(workers=workers, force=getattr(args, "force", False),
                         reports=reports, notebook_html=not args.no_notebook_html,
                         devices=tuple(devices.choose(args.gpus)),
-                        per_gpu=devices.per_gpu(args.per_gpu), sandboxed=not args.no_sandbox)
+                        per_gpu=devices.per_gpu(args.per_gpu), sandboxed=not args.no_sandbox,
+                        late=late)
     settings.slots()  # a GPU share too small for a kernel is a one-line error now, not later
     return settings
 
@@ -137,9 +140,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     submissions = discover(Path(args.submissions), notebook_name=assignment.config.notebook)
     gradebook = Gradebook(args.gradebook)
     reports = _reports_dir(args, assignment)
-    settings = _settings(args, reports)
+    settings = _settings(args, reports, late.load_policy(assignment))
     batch = _grade(assignment, submissions, gradebook, args, settings)
-    results = gradebook.latest(assignment.name)
+    results = _restated(gradebook, assignment, args, reports, skip={r.student for r in batch.graded})
     write_summary(results, assignment=assignment.name, title=assignment.config.title,
                   folder=reports)
     if batch.graded:
@@ -150,6 +153,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     if line := phases_line(batch.graded, seconds=batch.seconds, workers=len(settings.slots())):
         console.print(line, highlight=False)
     return _batch_exit(batch, faults)
+
+
+def _restated(gradebook: Gradebook, assignment: Assignment, args: argparse.Namespace,
+              reports: Path, *, skip: set[str]) -> list[Result]:
+    """Every student's latest result, with the late penalty of the current assignment.toml
+    (stored where it changed); the feedback pages of those it changed, but SKIP, written again."""
+    changed = set(late.restate(gradebook, assignment)) - skip
+    results = gradebook.latest(assignment.name)
+    if changed:
+        problems = write_feedback_pages([r for r in results if r.student in changed],
+                                        title=assignment.config.title, folder=reports,
+                                        notebook_html=not args.no_notebook_html)
+        for problem in problems:
+            print(f"warning: {problem}", file=sys.stderr)
+    return results
 
 
 def _batch_exit(batch: Batch, faults: int) -> int:
@@ -254,11 +272,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _stored(args: argparse.Namespace, assignment: Assignment) -> list[Result]:
+    """Each student's latest result, its late penalty brought up to date with assignment.toml
+    (and stored), so that a changed deadline or extension shows without a `grader run`."""
     path = args.gradebook
     if "://" not in path and not Path(path).exists():
         raise GraderError(f"no gradebook at {path}: run `grader run {assignment.name}` first "
                           "or pass --gradebook")
-    results = Gradebook(path).latest(assignment.name)
+    gradebook = Gradebook(path)
+    late.restate(gradebook, assignment)
+    results = gradebook.latest(assignment.name)
     if not results:
         raise GraderError(f"the gradebook {path} holds no results for {assignment.name}: "
                           f"run `grader run {assignment.name} --submissions DIR` first")
@@ -269,9 +291,18 @@ EXPORT_COLUMNS = export.COLUMNS
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Print each student's latest grade as CSV or JSON."""
+    """Print each student's latest grade as CSV or JSON, or as Moodle's or Canvas' grade import."""
     assignment = _assignment(args)
-    text = export.render(_stored(args, assignment), args.format)
+    roster = read_roster(Path(args.roster)) if args.roster else None
+    results = _stored(args, assignment)
+    column = args.column or f"{assignment.config.title}"
+    text = export.render(results, args.format, roster=roster, column=column)
+    if roster is not None and args.format in export.LMS_FORMATS:
+        left_out = export.not_on_roster(results, roster)
+        if left_out:
+            print(f"warning: {len(left_out)} graded student(s) are not on the roster and are left"
+                  f" out of the {args.format} file: {', '.join(left_out[:10])}"
+                  f"{' …' if len(left_out) > 10 else ''}", file=sys.stderr)
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
     else:
@@ -366,8 +397,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reports", help="folder for the pages (default reports/ASSIGNMENT)")
     p.add_argument("--no-notebook-html", action="store_true",
                    help="do not write the executed notebooks as HTML")
-    p = command("export", cmd_export, "export each student's latest grade as CSV or JSON")
-    p.add_argument("--format", choices=("csv", "json"), default="csv", help="output format")
+    p = command("export", cmd_export, "export each student's latest grade (raw score, late penalty"
+                " and final score) as CSV or JSON, or as Moodle's or Canvas' grade import")
+    p.add_argument("--format", choices=export.FORMATS, default="csv",
+                   help="csv or json (every column), moodle (the assignment's offline grading "
+                        "worksheet, by participant id) or canvas (the gradebook import CSV); "
+                        "default csv")
+    p.add_argument("--roster", help="roster CSV (student, name, email, lms_id, sis_id, login, "
+                                    "section): needed by moodle and canvas")
+    p.add_argument("--column", help="canvas: the assignment's column as Canvas' own export names "
+                                    "it, e.g. 'Assignment 01 (12345)' (default: the title, which "
+                                    "Canvas imports as a new assignment)")
     p.add_argument("--gradebook", default="gradebook.sqlite", help="SQLite file or SQLAlchemy URL")
     p.add_argument("--output", "-o", help="write to this file instead of standard output")
     p = command("doctor", cmd_doctor, "check bubblewrap, the kernel's Python and packages, "

@@ -2,17 +2,46 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .errors import AssignmentError
-from .settings import NOT_EMPTY, PLAIN_NAME, POSITIVE, Rule, from_table, plain_name, setting
+from .settings import (
+    NOT_EMPTY,
+    PLAIN_NAME,
+    POSITIVE,
+    Rule,
+    from_table,
+    plain_name,
+    relative_path,
+    setting,
+)
 
 NOTEBOOK = Rule(lambda v: plain_name(v) and v.endswith(".ipynb"), "a file name ending in .ipynb")
 SEED = Rule(lambda v: 0 <= v < 2**32, "a whole number from 0 to 2**32 - 1")
 FILE_NAMES = Rule(lambda v: all(plain_name(name) for name in v),
                   "a list of plain file names (no folder, no '..')")
+PENALTIES = {"per_day": 86_400.0, "per_hour": 3_600.0}  # seconds in each started unit of lateness
+PENALTY = Rule(lambda v: v in PENALTIES, f"one of {', '.join(map(repr, PENALTIES))}")
+FRACTION = Rule(lambda v: 0 <= v <= 1, "a fraction from 0 to 1 (0.1 is 10% of the points)")
+RELATIVE_CSV = Rule(lambda v: relative_path(v) and v.endswith(".csv"),
+                    "a .csv file inside the assignment folder (a relative path without '..')")
+
+
+def parse_moment(text: str) -> dt.datetime | None:
+    """TEXT as an ISO-8601 date-time with a UTC offset, else None."""
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+MOMENT = Rule(lambda v: parse_moment(v) is not None,
+              "an ISO-8601 date-time with a UTC offset, e.g. 2026-03-01T23:59:00+01:00")
 
 
 @dataclass(frozen=True)
@@ -39,6 +68,33 @@ class Data:
 
 
 @dataclass(frozen=True)
+class Deadline:
+    """When the assignment is due and what handing it in late costs (see grader/late.py)."""
+
+    due: str = setting(rule=MOMENT)  # ISO-8601 with offset; handed in after it is late
+    penalty: str = setting("per_day", PENALTY)  # "per_day" or "per_hour": the unit `rate` is per
+    rate: float = setting(0.0, FRACTION)  # fraction of the maximum points lost per started unit
+    cap: float = setting(1.0, FRACTION)  # the largest fraction lateness takes (before the cutoff)
+    cutoff: str | None = setting(None, MOMENT)  # after it the score is 0 (moved by an extension)
+    extensions: str | None = setting(None, RELATIVE_CSV)  # CSV (student, due) of later due dates
+
+    @property
+    def due_at(self) -> dt.datetime:
+        moment = parse_moment(self.due)
+        assert moment is not None  # checked when the file was read
+        return moment
+
+    @property
+    def cutoff_at(self) -> dt.datetime | None:
+        return None if self.cutoff is None else parse_moment(self.cutoff)
+
+    @property
+    def unit_seconds(self) -> float:
+        """The length of one unit of lateness, in seconds."""
+        return PENALTIES[self.penalty]
+
+
+@dataclass(frozen=True)
 class AssignmentConfig:
     """One assignment.toml."""
 
@@ -48,6 +104,7 @@ class AssignmentConfig:
     seed: int = setting(0, SEED)  # seeds Python, NumPy and TensorFlow before the first cell
     limits: Limits = field(default_factory=Limits)
     data: Data = field(default_factory=Data)
+    deadline: Deadline | None = None  # no [deadline] table: nothing is ever late
 
 
 def load_config(path: Path) -> AssignmentConfig:
@@ -60,7 +117,23 @@ def load_config(path: Path) -> AssignmentConfig:
         raise AssignmentError(f"{path} cannot be read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise AssignmentError(f"{path} is not valid TOML: {exc}") from None
-    config: AssignmentConfig = from_table(AssignmentConfig, table, where=str(path), error=AssignmentError)
+    config: AssignmentConfig = from_table(AssignmentConfig, _moments_as_text(table), where=str(path),
+                                          error=AssignmentError)
     if config.data.student_files and config.data.recipe is None:
         raise AssignmentError(f"{path}: data.student_files needs data.recipe, the recipe that makes them")
+    deadline = config.deadline
+    if deadline is not None and deadline.cutoff_at is not None and deadline.cutoff_at < deadline.due_at:
+        raise AssignmentError(f"{path}: deadline.cutoff ({deadline.cutoff}) is before deadline.due"
+                              f" ({deadline.due}): the cutoff must be the same time or later")
     return config
+
+
+def _moments_as_text(table: dict[str, Any]) -> dict[str, Any]:
+    """TABLE with the [deadline] table's TOML date-times (written without quotes) as ISO text,
+    so that quoted and unquoted dates are checked alike (a date-time without offset is refused)."""
+    deadline = table.get("deadline")
+    if not isinstance(deadline, dict):
+        return table
+    moments = (dt.datetime, dt.date, dt.time)
+    converted = {k: v.isoformat() if isinstance(v, moments) else v for k, v in deadline.items()}
+    return {**table, "deadline": converted}

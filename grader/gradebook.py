@@ -34,7 +34,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, load_only, mapped_column, relationship
 
 from .errors import GradebookError
 from .outcomes import Attachment, CheckOutcome
@@ -91,6 +91,13 @@ class Run(Base):
     executed_notebook: Mapped[str | None] = mapped_column(Text, nullable=True)
     staff_detail: Mapped[str] = mapped_column(Text, default="")
     report_error: Mapped[str] = mapped_column(Text, default="")
+    # the late penalty (grader/late.py): score is raw_score less late_penalty; NULL raw_score
+    # (a gradebook made before there were deadlines) means the score is the raw score
+    raw_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    late_penalty: Mapped[float] = mapped_column(Float, default=0.0)
+    late_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    late_note: Mapped[str] = mapped_column(Text, default="")
     submission: Mapped[SubmissionRow] = relationship(back_populates="runs")
     checks: Mapped[list[CheckRow]] = relationship(back_populates="run", order_by="CheckRow.id")
 
@@ -200,7 +207,7 @@ class Gradebook:
             with self.session() as session:
                 run = session.get(Run, run_id)
                 if run is not None:
-                    for name in ("status", "reason", "score", "staff_detail", "report_error"):
+                    for name in ("status", "reason", "staff_detail", "report_error", *_LATE_FIELDS):
                         setattr(run, name, getattr(clean, name))
         self._retrying(write)
 
@@ -256,15 +263,43 @@ class Gradebook:
             for name, submission, run in session.execute(query):
                 result = Result(
                     student=name, assignment=assignment, notebook=submission.path,
-                    sha256=submission.notebook_sha256, submitted_at=submission.submitted_at,
-                    checks=[_outcome(c) for c in run.checks],
+                    sha256=submission.notebook_sha256, checks=[_outcome(c) for c in run.checks],
                     **{field: getattr(run, field) for field in _RUN_FIELDS},
                 )
-                result.graded_at = _utc(result.graded_at)
+                _zoned(result, submission)
                 seen = _utc(submission.seen_at or run.graded_at)
                 if name not in latest or (seen, run.id) >= latest[name][:2]:
                     latest[name] = (seen, run.id, result)
         return [latest[name][2] for name in sorted(latest)]
+
+    def restate_late(self, assignment: str, apply: Callable[[Result], bool]) -> list[str]:
+        """Work out the late penalty of every stored run of ASSIGNMENT again: APPLY sets a
+        result's score and late fields from its raw score and says whether they changed; the
+        runs that changed are stored in one transaction. The students whose runs changed."""
+        query = (
+            select(Student.name, SubmissionRow, Run)
+            .join(SubmissionRow, Run.submission_id == SubmissionRow.id)
+            .join(Student, SubmissionRow.student_id == Student.id)
+            .where(SubmissionRow.assignment == assignment)
+            .options(load_only(*(getattr(Run, name) for name in ("id", "submission_id", *_SCORE_FIELDS))))
+        )
+
+        def write() -> list[str]:
+            changed: set[str] = set()
+            with self.session() as session:
+                for name, submission, run in session.execute(query):
+                    result = Result(
+                        student=name, assignment=assignment, notebook=submission.path,
+                        sha256=submission.notebook_sha256, reason="",
+                        **{field: getattr(run, field) for field in _SCORE_FIELDS})
+                    _zoned(result, submission)
+                    if apply(result):
+                        clean = _cleaned(result)
+                        for field in _LATE_FIELDS:
+                            setattr(run, field, getattr(clean, field))
+                        changed.add(name)
+            return sorted(changed)
+        return self._retrying(write)
 
     def count_runs(self, assignment: str) -> dict[str, int]:
         """How many runs each student has for ASSIGNMENT."""
@@ -285,12 +320,28 @@ _RUN_FIELDS = (
     "queue_s", "kernel_start_s", "warmup_s", "execution_s", "checks_s", "store_s", "report_s",
     "graded_at", "failed_cell",
     "executed_notebook", "staff_detail", "report_error",
+    "raw_score", "late_penalty", "late_seconds", "due_at", "late_note",
 )
+# What the late penalty is worked out from, and what it sets (grader/late.py).
+_LATE_FIELDS = ("score", "raw_score", "late_penalty", "late_seconds", "due_at", "late_note")
+_SCORE_FIELDS = ("checks_sha256", "status", "max_score", "graded_at", *_LATE_FIELDS)
+
+
+def _zoned(result: Result, submission: SubmissionRow) -> None:
+    """Give RESULT its hand-in time, and every stored time its zone back (SQLite keeps none)."""
+    result.submitted_at = None if submission.submitted_at is None else _utc(submission.submitted_at)
+    result.graded_at = _utc(result.graded_at)
+    result.due_at = None if result.due_at is None else _utc(result.due_at)
 
 
 def _utc(stamp: datetime) -> datetime:
     """SQLite keeps no zone; we always write UTC."""
     return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp
+
+
+def _as_utc(stamp: datetime | None) -> datetime | None:
+    """STAMP in UTC, to store: SQLite would keep a +01:00 time's wall clock and drop its zone."""
+    return None if stamp is None else _utc(stamp).astimezone(UTC)
 
 
 def _clean(text: str, cap: int) -> str:
@@ -323,6 +374,8 @@ def _cleaned(result: Result) -> Result:
         reason=_clean(result.reason, 5000), staff_detail=_clean(result.staff_detail, 50_000),
         report_error=_clean(result.report_error, 5000), device=_clean(result.device, 200),
         failed_cell=_clean_json(result.failed_cell), checks=checks,
+        late_note=_clean(result.late_note, 1000), submitted_at=_as_utc(result.submitted_at),
+        due_at=_as_utc(result.due_at), graded_at=_utc(result.graded_at).astimezone(UTC),
         executed_notebook=None if result.executed_notebook is None
         else _clean(result.executed_notebook, 200_000_000),
     )

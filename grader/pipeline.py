@@ -35,6 +35,7 @@ from .errors import GradebookError, PreflightFailed
 from .exchange import Layout
 from .execute import StudentKernel, gpu_prologue, keras_backend, kernel_env, notebook_text, warmup_code
 from .gradebook import Gradebook
+from .late import LatePolicy, apply_late
 from .report import Renderer, ReportError, feedback_name, write_feedback
 from .score import GRADER_FAULT, Result, grader_faults, mark_fault, status_of, total
 from .submission import InvalidNotebook, Submission, read_notebook
@@ -59,6 +60,7 @@ class Settings:
     stop_after: int = 6  # stop the batch if more than half of its first results are grader faults
     warm_kernels: bool = True  # start each slot's next kernel, its libraries imported, ahead
     warm_checks: bool = True  # one checker per slot imports the check libraries once
+    late: LatePolicy | None = None  # the deadline each result's late penalty is worked out by
 
     def slots(self, kernel_memory_mb: int = 0) -> list[Device]:
         """The device of each kernel that runs at once: PER_GPU per GPU, as many as WORKERS
@@ -682,6 +684,7 @@ def _collect(todo: list[Submission], gradebook: Gradebook, settings: Settings, b
         if result is None:
             running -= 1
             continue
+        apply_late(result, settings.late)  # stored with its penalty, the raw score kept
         stored_at = time.monotonic()
         run_id = _store_safely(batch, result.student, functools.partial(gradebook.store, result))
         result.store_s = time.monotonic() - stored_at

@@ -32,6 +32,7 @@ import jinja2
 import nbformat
 
 from .errors import GraderError
+from .late import how_late
 from .launch import module_command
 from .paths import package_file
 from .score import GRADER_FAULTS, STATUSES, Result
@@ -123,6 +124,7 @@ def _environment() -> jinja2.Environment:
     env.filters["seconds"] = lambda s: f"{s:.1f} s"
     env.filters["points"] = lambda p: f"{p:g}"
     env.filters["hostless"] = lambda s: scrub_paths(str(s))
+    env.filters["how_late"] = how_late
     env.globals["STATUSES"] = STATUSES
     env.globals["GRADER_PROBLEM"] = GRADER_PROBLEM
     env.globals["GRADER_FAULTS"] = GRADER_FAULTS

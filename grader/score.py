@@ -41,7 +41,7 @@ class Result:
     checks_sha256: str  # the grading key: checks, config, data, grader (see Assignment.grading_key)
     status: str
     reason: str  # for the student: never a traceback or a path of the grading machine
-    score: float
+    score: float  # the grade: the checks' points less the late penalty (grader/late.py)
     max_score: float
     checks: list[CheckOutcome] = field(default_factory=list)
     failed_cell: dict[str, Any] | None = None
@@ -59,11 +59,21 @@ class Result:
     executed_notebook: str | None = None  # JSON of the executed notebook, outputs capped
     staff_detail: str = ""  # for staff pages only: tracebacks, the kernel's stderr, paths
     report_error: str = ""  # why the feedback page could not be written, if it could not
+    raw_score: float | None = None  # the checks' points before any late penalty; None: as score
+    late_penalty: float = 0.0  # points taken off for lateness: raw_score - score
+    late_seconds: float = 0.0  # how long after the student's due date it was handed in; 0: on time
+    due_at: datetime | None = None  # the student's due date (extension or deadline), if any
+    late_note: str = ""  # the penalty in words, e.g. "2 started days late x 10% = 20% of 10 points"
 
     @property
     def total_s(self) -> float:
         return (self.kernel_start_s + self.warmup_s + self.execution_s + self.checks_s
                 + self.store_s + self.report_s)
+
+    @property
+    def raw(self) -> float:
+        """The checks' points before any late penalty."""
+        return self.score if self.raw_score is None else self.raw_score
 
     @property
     def counted(self) -> bool:
@@ -93,4 +103,5 @@ def mark_fault(result: Result, detail: str) -> None:
     result.status = GRADER_FAULT
     result.reason = FAULT_REASON
     result.score = 0.0
+    result.raw_score, result.late_penalty = None, 0.0
     result.staff_detail = (result.staff_detail + "\n" + detail).strip()[-20_000:]

@@ -75,8 +75,9 @@ def from_table(cls: type, table: object, *, where: str, error: type[Exception], 
     values = dict(given)
     for name, raw in table.items():
         kind, key = hints[name], prefix + name
-        if isinstance(kind, type) and dataclasses.is_dataclass(kind):
-            values[name] = from_table(kind, raw, where=where, error=error, prefix=f"{key}.")
+        table_kind = _unoptional(kind)  # an optional table ([deadline]) is a table where given
+        if isinstance(table_kind, type) and dataclasses.is_dataclass(table_kind):
+            values[name] = from_table(table_kind, raw, where=where, error=error, prefix=f"{key}.")
             continue
         value = _typed(kind, raw)
         if value is _WRONG:
@@ -93,6 +94,13 @@ def from_table(cls: type, table: object, *, where: str, error: type[Exception], 
 
 
 _WRONG = object()
+
+
+def _unoptional(kind: Any) -> Any:
+    """X for the type X | None, else KIND."""
+    if isinstance(kind, types.UnionType):
+        return next(a for a in kind.__args__ if a is not type(None))
+    return kind
 
 
 def _typed(kind: Any, value: object) -> object:
