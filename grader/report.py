@@ -32,7 +32,7 @@ import jinja2
 import nbformat
 
 from .errors import GraderError
-from .late import how_late
+from .late import as_utc, how_late
 from .launch import module_command
 from .paths import package_file
 from .score import GRADER_FAULTS, STATUSES, Result
@@ -125,6 +125,7 @@ def _environment() -> jinja2.Environment:
     env.filters["points"] = lambda p: f"{p:g}"
     env.filters["hostless"] = lambda s: scrub_paths(str(s))
     env.filters["how_late"] = how_late
+    env.filters["utc"] = lambda moment: as_utc(moment).strftime("%Y-%m-%d %H:%M UTC")
     env.globals["STATUSES"] = STATUSES
     env.globals["GRADER_PROBLEM"] = GRADER_PROBLEM
     env.globals["GRADER_FAULTS"] = GRADER_FAULTS

@@ -123,6 +123,28 @@ def test_run_export_report_and_list(course, tmp_path, write_notebook):
 
 
 @pytest.mark.slow
+def test_run_stores_the_late_penalty_and_an_extension_granted_later_rewrites_the_page(
+        course, tmp_path, write_notebook):
+    config = course / "assignments" / "tiny" / "assignment.toml"
+    config.write_text(config.read_text() + '\n[deadline]\ndue = "2020-01-01T00:00:00+00:00"\n'
+                      'rate = 0.1\ncap = 0.5\nextensions = "extensions.csv"\n')
+    (course / "assignments" / "tiny" / "extensions.csv").write_text("student,due\n")
+    subs = tmp_path / "subs"
+    write_notebook(subs, "alice", *TINY_SOLUTION)  # handed in now (its file time): years late
+    grader("run", "tiny", "--course", course, "--submissions", subs, cwd=tmp_path)
+    (row,) = csv.DictReader(io.StringIO(grader("export", "tiny", "--course", course, cwd=tmp_path).stdout))
+    assert (row["score"], row["raw_score"], row["late_penalty"]) == ("3.0", "6.0", "3.0")
+    page = tmp_path / "reports" / "tiny" / "alice.html"
+    assert "Final score</th><td>3 / 6" in page.read_text()
+    (course / "assignments" / "tiny" / "extensions.csv").write_text("student,due\nalice,2999-01-01T00:00:00Z\n")
+    again = grader("run", "tiny", "--course", course, "--submissions", subs, cwd=tmp_path)
+    assert "0 graded, 1 already graded" in again.stdout, "a new extension runs no notebook"
+    assert "Final score" not in page.read_text() and "6 / 6" in page.read_text()
+    (row,) = csv.DictReader(io.StringIO(grader("export", "tiny", "--course", course, cwd=tmp_path).stdout))
+    assert (row["score"], row["late_penalty"]) == ("6.0", "0.0")
+
+
+@pytest.mark.slow
 def test_release_and_validate(course):
     release = course / "assignments" / "tiny" / "release" / "tiny.ipynb"
     committed = release.read_bytes()

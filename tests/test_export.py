@@ -1,0 +1,122 @@
+"""Exports: csv and json with the raw score and the late penalty, Moodle's grading worksheet and
+Canvas' gradebook import, from results built directly (no kernel)."""
+
+import csv
+import io
+import json
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from grader.cli import main
+from grader.config import Deadline
+from grader.errors import GraderError
+from grader.export import render
+from grader.gradebook import Gradebook
+from grader.late import LatePolicy, apply_late
+from grader.roster import RosterEntry
+from grader.score import Result
+
+REPO = Path(__file__).resolve().parent.parent
+DUE = datetime.fromisoformat("2026-03-01T23:59:00+01:00")
+EXPORTED = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+ROSTER = [
+    RosterEntry("zoe", "Zoé Ångström", "zoe@uni.example", "101", "S-1", "zoe1", "Lab A"),
+    RosterEntry("bob", "=HYPERLINK(\"x\")", "bob@uni.example", "102", "S-2", "bob2", "Lab B"),
+    RosterEntry("eve", "Eve Fault", "eve@uni.example", "103", "S-3", "eve3", "Lab A"),
+    RosterEntry("nobody", "Never Handed In", "n@uni.example", "104", "S-4", "n4", "Lab B"),
+]
+
+
+def results() -> list[Result]:
+    """zoe: 8 raw, one day late at 10% a day (7); bob: on time (5); eve: a grader fault; sam: off the roster."""
+    made = []
+    for student, score, status, late in [("zoe", 8.0, "graded", 3600), ("bob", 5.0, "cell_error", 0),
+                                         ("eve", 0.0, "error", 0), ("sam", 9.0, "graded", 0)]:
+        r = Result(student=student, assignment="tiny", notebook=f"{student}.ipynb", sha256="ab" * 32,
+                   checks_sha256="k", status=status, reason="", score=score, max_score=10,
+                   submitted_at=DUE + timedelta(seconds=late),
+                   graded_at=datetime(2026, 3, 5, 9, 30, tzinfo=UTC))
+        made.append(r)
+    rule = LatePolicy(Deadline(due=DUE.isoformat(), rate=0.1))
+    for r in made:
+        apply_late(r, rule)
+    return made
+
+
+def test_moodle_is_the_assignments_grading_worksheet_with_the_final_grade():
+    text = render(results(), "moodle", roster=ROSTER, exported_at=EXPORTED)
+    lines = text.splitlines()
+    assert lines[0] == ("Identifier,Full name,Email address,Status,Grade,Maximum Grade,"
+                        "Grade can be changed,Last modified (submission),Last modified (grade),"
+                        "Feedback comments")
+    rows = list(csv.reader(io.StringIO(text)))[1:]
+    assert [r[0] for r in rows] == ["Participant 101", "Participant 102", "Participant 103"]
+    zoe, bob, eve = rows
+    assert zoe[:9] == ["Participant 101", "Zoé Ångström", "zoe@uni.example", "Submitted for grading",
+                       "7", "10", "Yes", "2026-03-01T23:59:00+00:00", "2026-03-10T12:00:00+00:00"]
+    assert zoe[9].startswith("7/10 points (8 from the checks, less 1 for lateness: handed in 1 h after")
+    assert bob[1] == "'=HYPERLINK(\"x\")" and bob[4] == "5" and bob[9] == "5/10 points"
+    assert eve[4] == "", "a grader fault has no grade, never a zero"
+    assert eve[9].startswith("not graded yet")
+
+
+def test_canvas_is_the_gradebook_import_with_a_points_possible_row():
+    text = render(results(), "canvas", roster=ROSTER, column="Assignment 01 (4711)")
+    assert text.splitlines() == [
+        "Student,ID,SIS User ID,SIS Login ID,Section,Assignment 01 (4711)",
+        "    Points Possible,,,,,10",
+        "Zoé Ångström,101,S-1,zoe1,Lab A,7",
+        "\"'=HYPERLINK(\"\"x\"\")\",102,S-2,bob2,Lab B,5",
+        "Eve Fault,103,S-3,eve3,Lab A,",
+    ]
+
+
+def test_lms_formats_need_a_roster_with_the_ids_the_lms_finds_students_by():
+    with pytest.raises(GraderError, match="needs --roster"):
+        render(results(), "moodle")
+    no_ids = [RosterEntry("zoe", "Zoé")]
+    with pytest.raises(GraderError, match="no lms_id .* for zoe"):
+        render(results(), "moodle", roster=no_ids)
+    with pytest.raises(GraderError, match="no lms_id, sis_id or login for zoe"):
+        render(results(), "canvas", roster=no_ids, column="A (1)")
+
+
+def test_csv_and_json_show_the_raw_score_the_penalty_and_the_final_score():
+    rows = {r["student"]: r for r in csv.DictReader(io.StringIO(render(results(), "csv")))}
+    assert (rows["zoe"]["score"], rows["zoe"]["raw_score"], rows["zoe"]["late_penalty"]) == ("7.0", "8.0", "1.0")
+    assert rows["zoe"]["late_seconds"] == "3600" and rows["zoe"]["due_at"] == DUE.isoformat()
+    assert (rows["eve"]["score"], rows["eve"]["raw_score"], rows["eve"]["late_penalty"]) == ("", "", "")
+    data = {r["student"]: r for r in json.loads(render(results(), "json"))}
+    assert (data["zoe"]["score"], data["zoe"]["raw_score"], data["zoe"]["late_penalty"]) == (7.0, 8.0, 1.0)
+    assert data["eve"]["score"] is None
+
+
+def test_the_export_command_follows_the_current_deadline_and_warns_of_students_off_the_roster(
+        tmp_path, capsys):
+    course = tmp_path / "course"
+    shutil.copytree(REPO / "tests" / "files" / "course", course)
+    toml = course / "assignments" / "tiny" / "assignment.toml"
+    plain = toml.read_text(encoding="utf-8")
+    book = tmp_path / "book.sqlite"
+    gradebook = Gradebook(book)
+    for r in results():
+        gradebook.store(r)
+    (tmp_path / "roster.csv").write_text(
+        "student,name,email,lms_id\nzoe,Zoé Ångström,zoe@uni.example,101\nbob,Bob,bob@uni.example,102\n",
+        encoding="utf-8")
+    args = ["export", "tiny", "--course", str(course), "--gradebook", str(book), "--format", "canvas",
+            "--roster", str(tmp_path / "roster.csv"), "--column", "Tiny (9)"]
+    assert main(args) == 0  # no [deadline] in tiny's toml: nothing is late
+    out, err = capsys.readouterr()
+    assert out.splitlines()[2:] == ["Zoé Ångström,101,,,,8", "Bob,102,,,,5"]
+    assert err.startswith("warning: 2 graded student(s) are not on the roster") and "eve, sam" in err
+    toml.write_text(plain + '\n[deadline]\ndue = "2026-03-01T23:59:00+01:00"\npenalty = "per_hour"\n'
+                    'rate = 0.25\n', encoding="utf-8")
+    assert main(args) == 0
+    assert capsys.readouterr().out.splitlines()[2] == "Zoé Ångström,101,,,,5.5"
+    assert Gradebook(book).latest("tiny")[3].score == 5.5, "the new penalty is stored"
+    assert main([*args[:6], "--format", "moodle"]) == 2
+    assert "needs --roster" in capsys.readouterr().err
