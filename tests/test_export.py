@@ -120,3 +120,17 @@ def test_the_export_command_follows_the_current_deadline_and_warns_of_students_o
     assert Gradebook(book).latest("tiny")[3].score == 5.5, "the new penalty is stored"
     assert main([*args[:6], "--format", "moodle"]) == 2
     assert "needs --roster" in capsys.readouterr().err
+
+
+def test_a_missing_extensions_file_stops_the_export_with_one_line(tmp_path, capsys):
+    course = tmp_path / "course"
+    shutil.copytree(REPO / "tests" / "files" / "course", course)
+    toml = course / "assignments" / "tiny" / "assignment.toml"
+    toml.write_text(toml.read_text(encoding="utf-8") + '\n[deadline]\ndue = "2026-03-01T23:59:00Z"\n'
+                    'extensions = "extensions.csv"\n', encoding="utf-8")
+    book = tmp_path / "book.sqlite"
+    Gradebook(book).store(results()[0])
+    assert main(["export", "tiny", "--course", str(course), "--gradebook", str(book)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the extensions file ") and "does not exist" in err
+    assert err.count("\n") == 1

@@ -221,3 +221,17 @@ def test_the_feedback_page_and_the_summary_show_raw_penalty_and_final(tmp_path):
     apply_late(on_time, rule)
     text = write_feedback(on_time, title="T", folder=tmp_path / "p2", notebook_html=False).read_text()
     assert "Score from the checks" not in text and "(on time: due 2026-03-01 22:59 UTC)" in text
+
+
+def test_assignment01_documents_a_deadline_that_parses_and_leaves_it_without_one(tmp_path):
+    toml = (REPO / "assignments" / "assignment01" / "assignment.toml").read_text(encoding="utf-8")
+    assert load_config(REPO / "assignments" / "assignment01" / "assignment.toml").deadline is None
+    head, example = toml.split("# [deadline]\n")
+    (tmp_path / "assignment.toml").write_text(
+        head + "[deadline]\n" + "".join(line.removeprefix("# ") + "\n" for line in example.splitlines()),
+        encoding="utf-8")
+    deadline = load_config(tmp_path / "assignment.toml").deadline
+    assert deadline is not None
+    assert (deadline.due_at, deadline.penalty, deadline.rate, deadline.cap, deadline.extensions) == (
+        DUE, "per_day", 0.1, 0.5, "extensions.csv")
+    assert deadline.cutoff_at == DUE + timedelta(days=7)
