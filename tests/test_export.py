@@ -134,3 +134,41 @@ def test_a_missing_extensions_file_stops_the_export_with_one_line(tmp_path, caps
     err = capsys.readouterr().err
     assert err.startswith("error: the extensions file ") and "does not exist" in err
     assert err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_collected_lms_times_decide_the_penalty_that_the_lms_files_carry(course, tmp_path, capsys):
+    import zipfile
+
+    from tests.conftest import TINY_SOLUTION
+    from tests.test_collect import add, nb_bytes
+
+    toml = course / "assignments" / "tiny" / "assignment.toml"
+    toml.write_text(toml.read_text(encoding="utf-8") + '\n[deadline]\ndue = 2026-03-02T23:59:00+01:00\n'
+                    'rate = 0.25\ncap = 0.5\n', encoding="utf-8")
+    archive = tmp_path / "canvas.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        add(z, "smithjohn_201_9001_tiny.ipynb", nb_bytes(*TINY_SOLUTION), utc=datetime(2026, 3, 1, 9, tzinfo=UTC))
+        add(z, "lópezana_LATE_202_9100_tiny.ipynb", nb_bytes(*TINY_SOLUTION),
+            utc=datetime(2026, 3, 3, 1, 5, tzinfo=UTC))  # 2 h 6 min late: one started day
+    roster = tmp_path / "roster.csv"
+    roster.write_text("student,name,email,lms_id,login\njohn,\"Smith, John\",j@uni.example,201,smithjohn\n"
+                      "ana,\"López, Ana\",a@uni.example,202,lópezana\n", encoding="utf-8")
+    out, book = tmp_path / "collected", tmp_path / "book.sqlite"
+    common = ["--course", str(course), "--gradebook", str(book)]
+    assert main(["collect", "tiny", str(archive), "-o", str(out), "--roster", str(roster), "--course",
+                 str(course)]) == 0
+    assert main(["run", "tiny", "--submissions", str(out), "--reports", str(tmp_path / "reports"),
+                 *common]) == 0
+    capsys.readouterr()
+    assert main(["export", "tiny", *common, "--format", "canvas", "--roster", str(roster),
+                 "--column", "Tiny (77)"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "Student,ID,SIS User ID,SIS Login ID,Section,Tiny (77)", "    Points Possible,,,,,6",
+        '"Smith, John",201,,smithjohn,,6', '"López, Ana",202,,lópezana,,4.5']
+    assert main(["export", "tiny", *common, "--format", "moodle", "--roster", str(roster)]) == 0
+    rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
+    assert rows[0][:5] == ["Identifier", "Full name", "Email address", "Status", "Grade"]
+    assert [(r[0], r[4], r[7]) for r in rows[1:]] == [("Participant 201", "6", "2026-03-01T09:00:00+00:00"),
+                                                      ("Participant 202", "4.5", "2026-03-03T01:05:00+00:00")]
+    assert "6 from the checks, less 1.5 for lateness: handed in 2 h 6 min after" in rows[2][9]
