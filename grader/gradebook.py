@@ -89,6 +89,7 @@ class Run(Base):
     graded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     failed_cell: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     executed_notebook: Mapped[str | None] = mapped_column(Text, nullable=True)
+    weights: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)  # older rows: NULL
     staff_detail: Mapped[str] = mapped_column(Text, default="")
     report_error: Mapped[str] = mapped_column(Text, default="")
     submission: Mapped[SubmissionRow] = relationship(back_populates="runs")
@@ -261,6 +262,7 @@ class Gradebook:
                     **{field: getattr(run, field) for field in _RUN_FIELDS},
                 )
                 result.graded_at = _utc(result.graded_at)
+                result.weights = dict(run.weights or {})  # NULL in rows of older graders
                 seen = _utc(submission.seen_at or run.graded_at)
                 if name not in latest or (seen, run.id) >= latest[name][:2]:
                     latest[name] = (seen, run.id, result)
@@ -284,7 +286,7 @@ _RUN_FIELDS = (
     "checks_sha256", "status", "reason", "score", "max_score", "device", "sandboxed",
     "queue_s", "kernel_start_s", "warmup_s", "execution_s", "checks_s", "store_s", "report_s",
     "graded_at", "failed_cell",
-    "executed_notebook", "staff_detail", "report_error",
+    "executed_notebook", "staff_detail", "report_error", "weights",
 )
 
 
@@ -323,6 +325,7 @@ def _cleaned(result: Result) -> Result:
         reason=_clean(result.reason, 5000), staff_detail=_clean(result.staff_detail, 50_000),
         report_error=_clean(result.report_error, 5000), device=_clean(result.device, 200),
         failed_cell=_clean_json(result.failed_cell), checks=checks,
+        weights=_clean_json(result.weights),
         executed_notebook=None if result.executed_notebook is None
         else _clean(result.executed_notebook, 200_000_000),
     )

@@ -12,10 +12,13 @@ left out, as MOSS does, and a submission with too little written code (the start
 never paired.
 
 Identical results: the text outputs of cells that train or predict (their code calls `fit`,
-`predict` or `evaluate`) and print a number with 4 or more decimals. The grader seeds every
-kernel alike, so identical code gives identical numbers too: equal results only support a code
-match, and list a pair with less code similarity (`RESULT_THRESHOLD`), never on their own.
-Nothing here runs student code: it reads the stored executed notebooks.
+`predict` or `evaluate`) and print a number with 4 or more decimals, and the weights of the
+models the checks loaded (`Result.weights`: sha256 digests made in the trusted checker). The
+grader seeds every kernel alike, so identical code gives identical numbers and weights too
+(and an untrained model of the same layers has the same weights): equal results only support a
+code match, and list a pair with less code similarity (`RESULT_THRESHOLD`), never on their own;
+results more than the common share of submissions have are left out. Nothing here runs student
+code: it reads the stored executed notebooks and digests.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ class Written:
     student: str
     cells: list[tuple[int, str]]  # (cell index, written lines) of each code cell with any
     fingerprints: frozenset[int]
-    results: dict[str, int] = field(default_factory=dict)  # output hash -> cell index
+    results: dict[str, str] = field(default_factory=dict)  # result digest -> what it is, in words
 
     @property
     def text(self) -> str:
@@ -67,15 +70,14 @@ class Pair:
     first: Written
     second: Written
     similarity: float  # Jaccard index of their code fingerprints, 0 to 1
-    identical_results: list[tuple[int, int]]  # (cell of first, cell of second) with equal results
+    identical_results: list[str]  # the results both have, in words
 
     @property
     def why(self) -> str:
         """The reasons in words, for staff."""
         reasons = [f"code {self.similarity:.0%} alike"]
         if self.identical_results:
-            cells = ", ".join(f"cell {a}/{b}" for a, b in self.identical_results)
-            reasons.append(f"identical training or prediction output ({cells})")
+            reasons.append(f"identical {', '.join(self.identical_results)}")
         return "; ".join(reasons)
 
 
@@ -187,15 +189,19 @@ def fingerprints(tokens: list[str], k: int = K) -> frozenset[int]:
     return frozenset(hash(tuple(tokens[i:i + k])) for i in range(max(0, len(tokens) - k + 1)))
 
 
-def _results(cells: list[tuple[int, str, list[Any]]]) -> dict[str, int]:
-    """Hashes of the text that cells which train or predict print with 4+ decimals, by cell."""
-    found: dict[str, int] = {}
+def _results(cells: list[tuple[int, str, list[Any]]], weights: dict[str, str]) -> dict[str, str]:
+    """Digests of the text that cells which train or predict print with 4+ decimals, and of the
+    models' weights, each with what it is in words."""
+    found: dict[str, str] = {}
     for index, source, outputs in cells:
         if not _TRAINING_CALL.search(source):
             continue
         text = "".join(_output_text(o) for o in outputs)
         if _DECIMALS.search(text):
-            found.setdefault(hashlib.sha256(text.encode("utf-8", "replace")).hexdigest(), index)
+            digest = hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()
+            found.setdefault(f"output:{digest}", f"training or prediction output (cell {index})")
+    for name, digest in sorted(weights.items()):
+        found.setdefault(f"weights:{digest}", f"weights of the trained model ({name})")
     return found
 
 
@@ -219,7 +225,7 @@ def written(result: Result, given: frozenset[str], imported: frozenset[str] = fr
     own = [(index, code) for index, code in own if code]
     names = imported | imported_names([source for _, source, _ in cells])
     tokens = [t for _, code in own for t in normalise(code, names)]
-    return Written(result.student, own, fingerprints(tokens), _results(cells))
+    return Written(result.student, own, fingerprints(tokens), _results(cells, result.weights or {}))
 
 
 # Pairing ---------------------------------------------------------------------------------------
@@ -266,15 +272,16 @@ def _shared_counts(prints: list[frozenset[int]]) -> dict[tuple[int, int], int]:
     return dict(shared)
 
 
-def _same_results(subs: list[Written], common: int) -> dict[tuple[int, int], list[tuple[int, int]]]:
+def _same_results(subs: list[Written], common: int) -> dict[tuple[int, int], list[str]]:
     """The pairs (by index) with an identical result that at most COMMON submissions print."""
     holders: dict[str, list[int]] = {}
     for index, w in enumerate(subs):
         for digest in w.results:
             holders.setdefault(digest, []).append(index)
-    same: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    same: dict[tuple[int, int], list[str]] = {}
     for digest, indices in holders.items():
         if len(indices) <= common:
             for i, j in combinations(indices, 2):
-                same.setdefault((i, j), []).append((subs[i].results[digest], subs[j].results[digest]))
+                first, second = subs[i].results[digest], subs[j].results[digest]
+                same.setdefault((i, j), []).append(first if first == second else f"{first} / {second}")
     return same

@@ -1,8 +1,13 @@
 """Copied work: similar pairs from the stored notebooks, on the staff pages only. No kernel runs."""
 
 import json
+from types import SimpleNamespace
+
+import numpy as np
 
 from grader import similarity
+from grader.check import _read_results
+from grader.checks import SubmissionView, weights_digest
 from grader.cli import main
 from grader.gradebook import Gradebook
 from grader.report import feedback_name, write_feedback, write_summary
@@ -108,7 +113,7 @@ def test_identical_training_output_lists_a_pair_whose_code_is_half_alike():
     strict = {"threshold": 0.999, "result_threshold": 0.5}
     pairs = similar_pairs([result("ana", ana), result("ben", ben)], STARTER, **strict)
     assert students(pairs) == [{"ana", "ben"}] and pairs[0].similarity < 0.999
-    assert "identical training or prediction output (cell 5/5)" in pairs[0].why
+    assert "identical training or prediction output (cell 5)" in pairs[0].why
     assert similar_pairs([result("ana", ana), result("ben", ben_own)], STARTER, **strict) == []
 
 
@@ -167,3 +172,74 @@ def test_grader_report_lists_the_pairs_from_the_gradebook(tmp_path, capsys):
     assert main(["report", "assignment01", "--course", str(REPO), "--gradebook", str(book),
                  "--reports", str(reports), "--no-notebook-html", "--similar", "20"]) == 0
     assert "ana · carl" in (reports / "index.html").read_text()
+
+
+# Weights of the trained models: digests made in the trusted checker, stored as plain data ---------
+
+class FakeModel:
+    def __init__(self, *weights):
+        self.weights = [np.asarray(w) for w in weights]
+
+    def get_weights(self):
+        return self.weights
+
+
+class BrokenModel:
+    def get_weights(self):
+        raise RuntimeError("no weights")
+
+
+def test_the_weights_digest_changes_with_any_value_dtype_or_shape():
+    digest = weights_digest(FakeModel([[1.0, 2.0]], [0.5]))
+    assert len(digest) == 64 and digest == weights_digest(FakeModel([[1.0, 2.0]], [0.5]))
+    assert digest != weights_digest(FakeModel([[1.0, 2.5]], [0.5]))
+    assert digest != weights_digest(FakeModel(np.array([[1.0, 2.0]], dtype="float32"), [0.5]))
+    assert digest != weights_digest(FakeModel([[1.0], [2.0]], [0.5]))
+    assert weights_digest(BrokenModel()) == ""
+
+
+def test_the_view_records_the_weights_of_each_model_the_checks_load():
+    class Link:
+        def fetch(self, name, call=None):
+            return SimpleNamespace(kind="model", type="Sequential", value=FakeModel([1.0, 2.0]))
+
+    view = SubmissionView(Link(), "")
+    view.model("model")
+    assert view.weights == {"model": weights_digest(FakeModel([1.0, 2.0]))}
+
+
+def test_the_checkers_weights_are_read_back_as_digests_only(tmp_path):
+    good = "ab" * 32
+    (tmp_path / "r.json").write_text(json.dumps({"checks": [
+        {"name": "t", "description": "", "public": True, "max_points": 1, "points": 1,
+         "outcome": "passed"}],
+        "weights": {"model": good, "other": "<script>", "third": 5}}))
+    checks = _read_results(tmp_path / "r.json", 0, "", 1.0)
+    assert checks.weights == {"model": good} and not checks.problem
+
+
+def test_weights_survive_the_gradebook_and_older_rows_have_none(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "g.sqlite"
+    Gradebook(path).store(result("old", None))
+    with sqlite3.connect(path) as db:  # what the previous release made: no weights column
+        db.execute("ALTER TABLE grading_runs DROP COLUMN weights")
+    book = Gradebook(path)
+    new = result("new", None)
+    new.weights = {"model": "cd" * 32}
+    book.store(new)
+    assert {r.student: r.weights for r in book.latest("assignment01")} == {
+        "old": {}, "new": {"model": "cd" * 32}}
+
+
+def test_identical_weights_list_a_pair_whose_code_is_half_alike():
+    code = "".join(json.loads(REFERENCE)["cells"][5]["source"])
+    ana, ben = result("ana", REFERENCE), result("ben", with_code(
+        disguised(REFERENCE), 5, code.replace("Adam(learning_rate=0.05)", "RMSprop()")))
+    strict = {"threshold": 0.999, "result_threshold": 0.5}
+    assert similar_pairs([ana, ben], STARTER, **strict) == []
+    ana.weights, ben.weights = {"model": "ef" * 32}, {"model": "ef" * 32}
+    pairs = similar_pairs([ana, ben], STARTER, **strict)
+    assert students(pairs) == [{"ana", "ben"}]
+    assert "identical weights of the trained model (model)" in pairs[0].why
