@@ -41,6 +41,7 @@ CODE_THRESHOLD = 0.7  # code similarity from which a pair is listed on its own
 RESULT_THRESHOLD = 0.5  # code similarity from which identical results list a pair
 K = 5  # tokens per fingerprint
 MIN_FINGERPRINTS = 20  # written code smaller than this (a starter, a line or two) is never paired
+MAX_CODE_CHARS = 300_000  # of written code per submission compared (a notebook of ~6,000 lines)
 PLACEHOLDER = "V"
 _BUILTINS = frozenset(dir(builtins))
 _DECIMALS = re.compile(r"\d\.\d{4,}")
@@ -95,7 +96,7 @@ def _code_cells(notebook_json: str) -> list[tuple[int, str, list[Any]]]:
         if not isinstance(cell, dict) or cell.get("cell_type") != "code":
             continue
         source = cell.get("source", "")
-        source = "".join(source) if isinstance(source, list) else str(source)
+        source = "".join(map(str, source)) if isinstance(source, list) else str(source)
         outputs = cell.get("outputs")
         found.append((index, source, outputs if isinstance(outputs, list) else []))
     return found
@@ -128,7 +129,7 @@ def _raw_tokens(code: str) -> list[tokenize.TokenInfo]:
     tokens: list[tokenize.TokenInfo] = []
     for row, line in enumerate(code.splitlines(), 1):
         try:
-            tokens.extend(tokenize.generate_tokens(io.StringIO(line.strip() + "\n").readline))
+            tokens.extend(list(tokenize.generate_tokens(io.StringIO(line.strip() + "\n").readline)))
         except (tokenize.TokenError, SyntaxError):
             for match in re.finditer(r"\w+|\S", line):
                 kind = tokenize.NAME if match.group()[0].isalpha() or match.group()[0] == "_" else tokenize.OP
@@ -212,8 +213,9 @@ def _output_text(output: Any) -> str:
     if output.get("output_type") == "stream":
         text = output.get("text", "")
     else:
-        text = (output.get("data") or {}).get("text/plain", "")
-    text = "".join(text) if isinstance(text, list) else str(text)
+        data = output.get("data")
+        text = data.get("text/plain", "") if isinstance(data, dict) else ""
+    text = "".join(map(str, text)) if isinstance(text, list) else str(text)
     # Keras' progress lines hold times (e.g. "2ms/step") that differ from run to run.
     return re.sub(r"\d+(?:\.\d+)?\s*(?:ms|s|us|µs)(?:/step)?\b", "", text)
 
@@ -221,8 +223,12 @@ def _output_text(output: Any) -> str:
 def written(result: Result, given: frozenset[str], imported: frozenset[str] = frozenset()) -> Written:
     """RESULT's student-written code and results, from its executed notebook."""
     cells = _code_cells(result.executed_notebook or "")
-    own = [(index, written_lines(source, given)) for index, source, _ in cells]
-    own = [(index, code) for index, code in own if code]
+    own, left = [], MAX_CODE_CHARS
+    for index, source, _ in cells:
+        code = written_lines(source, given)[:left]
+        if code:
+            own.append((index, code))
+            left -= len(code)
     names = imported | imported_names([source for _, source, _ in cells])
     tokens = [t for _, code in own for t in normalise(code, names)]
     return Written(result.student, own, fingerprints(tokens), _results(cells, result.weights or {}))

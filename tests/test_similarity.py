@@ -243,3 +243,12 @@ def test_identical_weights_list_a_pair_whose_code_is_half_alike():
     pairs = similar_pairs([ana, ben], STARTER, **strict)
     assert students(pairs) == [{"ana", "ben"}]
     assert "identical weights of the trained model (model)" in pairs[0].why
+
+
+def test_odd_notebooks_pair_with_nobody_and_break_nothing():
+    odd = [result("not-json", "{"), result("no-cells", '{"cells": 5}'),
+           result("odd-cells", json.dumps({"cells": [7, {"cell_type": "code", "source": [1, 2],
+                                                          "outputs": [{"data": 3}, "x"]}]})),
+           result("magic", with_code(PARTIAL, 3, "%matplotlib inline\n!pip install x\nmeans = (")),
+           result("ana", REFERENCE), result("ben", disguised(REFERENCE))]
+    assert students(similar_pairs(odd, STARTER)) == [{"ana", "ben"}]
