@@ -8,6 +8,7 @@ import contextlib
 import ctypes
 import json
 import os
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ class Checks:
     outcomes: list[CheckOutcome] = field(default_factory=list)
     problem: str = ""  # for the course staff: the checks broke, not the student
     seconds: float = 0.0
+    weights: dict[str, str] = field(default_factory=dict)  # sha256 of each model's weights, by name
 
 
 def _trusted_env(limits: Limits) -> dict[str, str]:
@@ -162,15 +164,24 @@ def _read_results(results: Path, returncode: int | None, output: str, seconds: f
     """The outcomes pytest wrote to RESULTS; a problem where it exited badly or wrote none."""
     checks = Checks(seconds=seconds)
     try:
-        raw = json.loads(results.read_text(encoding="utf-8"))["checks"]
-        checks.outcomes = [_outcome(item) for item in raw]
-    except (OSError, ValueError, KeyError, TypeError):
+        data = json.loads(results.read_text(encoding="utf-8"))
+        checks.outcomes = [_outcome(item) for item in data["checks"]]
+        checks.weights = _digests(data.get("weights"))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         checks.problem = "the checks did not report"
     if returncode not in (0, 1) or not checks.outcomes:
         tail = output.strip().splitlines()[-15:]
         checks.problem = (checks.problem or f"pytest exited with {returncode}") + (
             ": " + " | ".join(tail) if tail else "")
     return checks
+
+
+def _digests(value: Any) -> dict[str, str]:
+    """The weights' digests the checker wrote: model names to sha256 hex digests, nothing else."""
+    if not isinstance(value, dict):
+        return {}
+    return {str(name)[:200]: digest for name, digest in list(value.items())[:20]
+            if isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)}
 
 
 def _outcome(item: dict) -> CheckOutcome:

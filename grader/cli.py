@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import collect, devices, doctor, export, late, options, release, sandbox
+from . import collect, devices, doctor, export, late, options, release, sandbox, similarity
 from .assignments import Assignment, list_assignments, load_assignment
 from .data import cli as data_cli
 from .data.prepare import Prepared, prepare
@@ -144,7 +144,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     batch = _grade(assignment, submissions, gradebook, args, settings)
     results = _restated(gradebook, assignment, args, reports, skip={r.student for r in batch.graded})
     write_summary(results, assignment=assignment.name, title=assignment.config.title,
-                  folder=reports)
+                  folder=reports, pairs=_similar_pairs(assignment, results, args.similar))
     if batch.graded:
         console.print(_summary_table(batch.graded))
     faults = sum(r.status == GRADER_FAULT for r in batch.graded)
@@ -266,9 +266,23 @@ def cmd_report(args: argparse.Namespace) -> int:
     for problem in problems:
         print(f"warning: {problem}", file=sys.stderr)
     write_summary(results, assignment=assignment.name, title=assignment.config.title,
-                  folder=reports)
+                  folder=reports, pairs=_similar_pairs(assignment, results, args.similar))
     console.print(f"wrote {len(results)} feedback pages and {reports / 'index.html'}")
     return 0
+
+
+def _similar_pairs(assignment: Assignment, results: list[Result], threshold: float) -> list[similarity.Pair]:
+    """The pairs of RESULTS whose written code is at least THRESHOLD alike (--similar)."""
+    starter = assignment.release_notebook
+    starter_json = starter.read_text(encoding="utf-8", errors="replace") if starter.is_file() else None
+    return similarity.similar_pairs(results, starter_json, threshold=threshold)
+
+
+def _percent(text: str) -> float:
+    """The value of --similar, a whole percentage, as a fraction."""
+    if not text.isdigit() or not 1 <= int(text) <= 100:
+        raise argparse.ArgumentTypeError(f"must be a whole percentage from 1 to 100; found {text!r}")
+    return int(text) / 100
 
 
 def _stored(args: argparse.Namespace, assignment: Assignment) -> list[Result]:
@@ -344,6 +358,13 @@ def _grading_options(p: argparse.ArgumentParser, *, workers: str = "auto") -> No
                    help="run kernels without the bubblewrap sandbox (reports say so)")
 
 
+def _similar_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--similar", type=_percent, default=similarity.CODE_THRESHOLD, metavar="PERCENT",
+                   help="list on the summary page (staff only) the pairs of submissions whose "
+                        "written code is at least this alike, each with a side-by-side page "
+                        f"(default {similarity.CODE_THRESHOLD * 100:.0f})")
+
+
 def _gpu_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpus", default="auto",
                    help="GPUs for the kernels: auto (every GPU nvidia-smi lists, else the CPU), "
@@ -391,12 +412,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="SQLite file or SQLAlchemy URL (default gradebook.sqlite)")
     p.add_argument("--reports", help="folder for feedback pages (default reports/ASSIGNMENT)")
     p.add_argument("--force", action="store_true", help="regrade submissions already graded")
+    _similar_option(p)
     _grading_options(p)
     p = command("report", cmd_report, "write feedback pages and the class summary from the gradebook")
     p.add_argument("--gradebook", default="gradebook.sqlite", help="SQLite file or SQLAlchemy URL")
     p.add_argument("--reports", help="folder for the pages (default reports/ASSIGNMENT)")
     p.add_argument("--no-notebook-html", action="store_true",
                    help="do not write the executed notebooks as HTML")
+    _similar_option(p)
     p = command("export", cmd_export, "export each student's latest grade (raw score, late penalty"
                 " and final score) as CSV or JSON, or as Moodle's or Canvas' grade import")
     p.add_argument("--format", choices=export.FORMATS, default="csv",

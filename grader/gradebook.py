@@ -89,6 +89,7 @@ class Run(Base):
     graded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     failed_cell: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     executed_notebook: Mapped[str | None] = mapped_column(Text, nullable=True)
+    weights: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)  # older rows: NULL
     staff_detail: Mapped[str] = mapped_column(Text, default="")
     report_error: Mapped[str] = mapped_column(Text, default="")
     # the late penalty (grader/late.py): score is raw_score less late_penalty; NULL raw_score
@@ -267,6 +268,7 @@ class Gradebook:
                     **{field: getattr(run, field) for field in _RUN_FIELDS},
                 )
                 _zoned(result, submission)
+                result.weights = dict(run.weights or {})  # NULL in rows of older graders
                 seen = _utc(submission.seen_at or run.graded_at)
                 if name not in latest or (seen, run.id) >= latest[name][:2]:
                     latest[name] = (seen, run.id, result)
@@ -319,7 +321,7 @@ _RUN_FIELDS = (
     "checks_sha256", "status", "reason", "score", "max_score", "device", "sandboxed",
     "queue_s", "kernel_start_s", "warmup_s", "execution_s", "checks_s", "store_s", "report_s",
     "graded_at", "failed_cell",
-    "executed_notebook", "staff_detail", "report_error",
+    "executed_notebook", "staff_detail", "report_error", "weights",
     "raw_score", "late_penalty", "late_seconds", "due_at", "late_note",
 )
 # What the late penalty is worked out from, and what it sets (grader/late.py).
@@ -376,6 +378,7 @@ def _cleaned(result: Result) -> Result:
         failed_cell=_clean_json(result.failed_cell), checks=checks,
         late_note=_clean(result.late_note, 1000), submitted_at=_as_utc(result.submitted_at),
         due_at=_as_utc(result.due_at), graded_at=_utc(result.graded_at).astimezone(UTC),
+        weights=_clean_json(result.weights),
         executed_notebook=None if result.executed_notebook is None
         else _clean(result.executed_notebook, 200_000_000),
     )

@@ -492,6 +492,7 @@ async def _execute_and_check(assignment: Assignment, turn: _Turn) -> None:
     result.device = device_used(kernel.device, execution.gpus_used, keras_backend())
     result.checks_s = checks.seconds
     result.checks = checks.outcomes
+    result.weights = checks.weights
     result.status = status_of(execution.status, checks.problem, checks.outcomes)
     result.reason = execution.reason
     result.score = total(checks.outcomes)

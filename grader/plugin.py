@@ -4,7 +4,8 @@ A check is a plain pytest function. Its fixtures reach the submission (`submissi
 data (`hidden`), the feedback page (`feedback`) and partial credit (`credit`); its marker
 `@pytest.mark.points(n)` says what it is worth. What the fixtures hand out, and the helpers checks
 use, are in `grader.checks` (the check authors' API). The plugin writes every check's outcome to
-the JSON file named by --grader-results, which is all the grader reads back.
+the JSON file named by --grader-results, with a digest of the weights of each model the checks
+loaded (for the staff's similarity list), which is all the grader reads back.
 """
 
 from __future__ import annotations
@@ -62,7 +63,9 @@ def submission(request: pytest.FixtureRequest) -> Iterator[SubmissionView]:
     if connection:
         link = KernelLink(connection, Path(config.getoption("--grader-shared")),
                           config.getoption("--grader-timeout"))
-    yield SubmissionView(link, config.getoption("--grader-why-no-kernel"))
+    view = SubmissionView(link, config.getoption("--grader-why-no-kernel"))
+    config.stash[_VIEW] = view
+    yield view
     if link is not None:
         link.close()
 
@@ -109,6 +112,7 @@ def _warm_up() -> None:
 
 
 _ATTACHMENTS = pytest.StashKey[list[Attachment]]()
+_VIEW = pytest.StashKey[SubmissionView]()
 _CREDIT = pytest.StashKey[Credit]()
 
 
@@ -189,4 +193,6 @@ class _Collector:
         if session.config.option.collectonly:
             return
         data = [asdict(o) for o in self.outcomes.values()]
-        self.path.write_text(json.dumps({"checks": data}), encoding="utf-8")
+        view = session.config.stash.get(_VIEW, None)
+        weights = dict(view.weights) if view is not None else {}
+        self.path.write_text(json.dumps({"checks": data, "weights": weights}), encoding="utf-8")

@@ -1,6 +1,7 @@
 """Feedback for each student and a summary for the class, as self-contained HTML pages.
 
-The summary (index.html) is the staff page: it shows grader problems with their staff detail.
+The summary (index.html) is the staff page: it shows grader problems with their staff detail,
+and pairs of similar submissions with a side-by-side page of each (similar/, staff only).
 A student's pages never show staff detail nor a path of the grading machine. Each student's
 pages are rendered in a child process with time and memory limits, since a notebook is student
 data that nbconvert may take minutes over.
@@ -9,6 +10,7 @@ data that nbconvert may take minutes over.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import functools
 import html
 import json
@@ -30,15 +32,18 @@ from typing import Any
 
 import jinja2
 import nbformat
+from markupsafe import Markup
 
 from .errors import GraderError
 from .late import as_utc, how_late
 from .launch import module_command
 from .paths import package_file
 from .score import GRADER_FAULTS, STATUSES, Result
+from .similarity import Pair
 from .submission import slug
 
 SUMMARY_PAGE = "index.html"
+SIMILAR_FOLDER = "similar"  # staff pages of similar pairs; no student's page is a folder
 NOTEBOOK_SUFFIX = "~notebook.html"  # a slug has "~" only before its 10-digit digest: no clash
 GRADER_PROBLEM = "not graded: grader problem"
 # Statuses whose kernel ran the notebook: the only ones whose runtimes say anything.
@@ -429,8 +434,10 @@ def _phase_stats(results: list[Result]) -> list[tuple[str, float, float, float]]
     return rows
 
 
-def write_summary(results: list[Result], *, assignment: str, title: str, folder: Path) -> Path:
-    """Write the class summary page, index.html, into FOLDER: the staff's page."""
+def write_summary(results: list[Result], *, assignment: str, title: str, folder: Path,
+                  pairs: list[Pair] | None = None) -> Path:
+    """Write the class summary page, index.html, into FOLDER: the staff's page. PAIRS (from
+    grader.similarity) are listed there, each with a side-by-side page under similar/."""
     folder.mkdir(parents=True, exist_ok=True)
     scored = [r for r in results if r.status not in GRADER_FAULTS]
     scores = [r.score for r in scored]
@@ -443,7 +450,34 @@ def write_summary(results: list[Result], *, assignment: str, title: str, folder:
         max_score=max((r.max_score for r in results), default=0.0),
         failures=[r for r in results if r.status != "graded"],
         not_isolated=[r for r in results if not r.sandboxed],
+        pairs=None if pairs is None else list(zip(pairs, _write_pair_pages(pairs, title, folder),
+                                                  strict=True)),
     )
     page = folder / SUMMARY_PAGE
     _write_whole(page, html_text)
     return page
+
+
+def _write_pair_pages(pairs: list[Pair], title: str, folder: Path) -> list[str]:
+    """Write a side-by-side page of each pair's written code into FOLDER/similar/ (the old ones
+    removed); their links from the summary."""
+    pair_folder = folder / SIMILAR_FOLDER
+    pair_folder.mkdir(exist_ok=True)
+    for old in pair_folder.glob("pair-*.html"):
+        old.unlink()
+    links = []
+    for number, pair in enumerate(pairs, 1):
+        name = f"pair-{number:04d}.html"
+        _write_whole(pair_folder / name, _environment().get_template("similar.html.j2").render(
+            title=title, pair=pair, feedback_name=feedback_name, diff=_side_by_side(pair)))
+        links.append(f"{SIMILAR_FOLDER}/{name}")
+    return links
+
+
+def _side_by_side(pair: Pair) -> Markup:
+    """The two students' written code side by side, differences marked; difflib escapes the
+    code (&, <, >), and the column titles are escaped here."""
+    table = difflib.HtmlDiff(tabsize=4, wrapcolumn=70).make_table(
+        pair.first.text.splitlines(), pair.second.text.splitlines(),
+        html.escape(pair.first.student), html.escape(pair.second.student))
+    return Markup(table)

@@ -57,6 +57,8 @@ class Result:
     submitted_at: datetime | None = None
     graded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     executed_notebook: str | None = None  # JSON of the executed notebook, outputs capped
+    weights: dict[str, str] = field(default_factory=dict)  # sha256 of each model's weights the
+    # checks loaded, by name: computed in the trusted checker, never by running student code
     staff_detail: str = ""  # for staff pages only: tracebacks, the kernel's stderr, paths
     report_error: str = ""  # why the feedback page could not be written, if it could not
     raw_score: float | None = None  # the checks' points before any late penalty; None: as score

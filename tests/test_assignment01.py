@@ -3,6 +3,7 @@
 Its examples are graded once, in one `grader run`, for every slow test below (see tests/examples.py).
 """
 
+import re
 from pathlib import Path
 
 import pytest
@@ -99,6 +100,18 @@ def test_a_model_that_was_never_trained_is_not_evaluated(examples):
     hidden = examples.message("fit-fails", "test_hidden_accuracy")
     assert hidden.startswith("the model could not be evaluated: it was never trained"), hidden
     assert examples.images("fit-fails") == 0  # no plot of an untrained model
+
+
+@pytest.mark.slow
+def test_the_summary_pairs_the_reference_with_its_faulty_copies_only(examples):
+    """fit-fails, raises and hangs are the reference with one fault each: copied work, for the
+    summary; the partial example and the starter pair with nobody."""
+    assert re.fullmatch(r"[0-9a-f]{64}", examples.results["reference"].weights["model"])
+    summary = (examples.folder / "reports" / NAME / "index.html").read_text(encoding="utf-8")
+    listed = set(re.findall(r"<td>([\w-]+) · ([\w-]+)</td>", summary))
+    assert {("fit-fails", "reference"), ("hangs", "reference"), ("raises", "reference")} <= listed
+    assert not {"partial", "starter", "invalid"} & {s for pair in listed for s in pair}
+    assert "reference" not in examples.page("fit-fails")
 
 
 def test_the_checks_add_up_to_the_assignment_points():
