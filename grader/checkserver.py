@@ -33,10 +33,18 @@ ALWAYS = ("numpy", "pytest", "zmq", "jupyter_client", "grader.plugin", "grader.c
 # What a check may import on top, warmed where the assignment's checks use it (see
 # grader.check.warm_imports); a child imports anything else it needs by itself.
 OPTIONAL = ("matplotlib.pyplot", "keras", "tensorflow")
+# What each child would import again on its way, modules only: pytest's own plugins (a Config
+# made once imports them), and those that a saved figure and a Keras predict import on first use.
+_ON_THE_WAY = {
+    "matplotlib.pyplot": ("matplotlib.backends.backend_agg", "PIL.PngImagePlugin"),
+    "keras": tuple(f"tensorflow.python.data.ops.{op}" for op in (
+        "concatenate_op", "flat_map_op", "from_tensors_op", "range_op", "zip_op")),
+}
 
 
 def warm_up(names: list[str]) -> list[str]:
-    """Import ALWAYS and NAMES (those installed); return what was imported."""
+    """Import ALWAYS and NAMES (those installed), and what a child would import on its way with
+    them; return what was imported. Only modules: no Keras object, no TensorFlow op."""
     done = []
     for name in (*ALWAYS, *names):
         try:
@@ -44,6 +52,13 @@ def warm_up(names: list[str]) -> list[str]:
         except ImportError:
             continue
         done.append(name)
+        for module in _ON_THE_WAY.get(name, ()):
+            with contextlib.suppress(ImportError):
+                importlib.import_module(module)
+    with contextlib.suppress(Exception):  # a Config imports pytest's plugins and entry points
+        from _pytest.config import get_config
+
+        get_config()
     return done
 
 
