@@ -163,14 +163,16 @@ class _Work:
     """The batch's submissions, shared by its slots. A slot takes its next submission while its
     current one runs, and holds it ahead; a slot left with nothing takes over a submission that
     another slot holds ahead and has not begun (behind a notebook that runs to its time limit,
-    say), which that slot then lets go."""
+    say), which that slot then lets go. With a PREFLIGHT, nothing begins before it has passed."""
 
-    def __init__(self, todo: list[Submission], began: float):
+    def __init__(self, todo: list[Submission], began: float, *, preflight: bool = False):
         self.pending = collections.deque(todo)
         self.began = began
         self.stop = threading.Event()
         self.opened = threading.Event()  # set when the preflight has passed or failed
-        self.probing = False  # the first kernel to start is the preflight's kernel probe
+        if not preflight:
+            self.opened.set()
+        self.probing = preflight  # the first kernel to start is the preflight's kernel probe
         self.failed: BaseException | None = None  # why the preflight failed: nothing begins
         self._proven = False
         self._held: dict[int, tuple[Submission, bool]] = {}  # slot -> its next, and whether
@@ -626,7 +628,7 @@ def _run_slots(assignment: Assignment, todo: list[Submission], gradebook: Gradeb
     root = settings.sandboxed and os.geteuid() == 0
     threads = threads_per_kernel(len(each))
     python = kernel_python(settings.python)
-    work = _Work(todo, began)
+    work = _Work(todo, began, preflight=preflight is not None)
     done: queue.SimpleQueue[Result | None] = queue.SimpleQueue()
 
     def serve(slot: _Slot, index: int) -> None:
@@ -638,8 +640,6 @@ def _run_slots(assignment: Assignment, todo: list[Submission], gradebook: Gradeb
                                               + _first_line(traceback.format_exc()))
         finally:
             done.put(None)
-
-    work.probing = preflight is not None
 
     def check() -> None:
         try:
