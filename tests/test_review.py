@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -464,3 +465,18 @@ def test_the_review_page_in_chromium_stores_a_change_that_a_reload_shows(review_
     assert result.score == 6.5  # 5 - 1 + 0.5 + 2
     assert {o.item: o.reviewer for o in result.overrides} == {"test_total": "Ada Staff", "q1": "Ada Staff"}
     assert result.overrides[0].made_at > datetime.now(UTC) - timedelta(minutes=5)
+
+
+def test_review_without_a_gradebook_or_with_a_taken_port_is_one_line(rubric_course, tmp_path):
+    missing = grader("review", "tiny", "--course", rubric_course, "--gradebook", tmp_path / "none.sqlite",
+                     ok=False)
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "no gradebook" in missing.stderr
+    book = tmp_path / "g.sqlite"
+    Gradebook(book).store(stored_result())
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = grader("review", "tiny", "--course", rubric_course, "--gradebook", book, "--port", port, ok=False)
+    assert busy.returncode == 2 and busy.stderr.count("\n") == 1 and f"127.0.0.1:{port}" in busy.stderr
+    assert "Traceback" not in busy.stderr
