@@ -491,7 +491,7 @@ def review_list_page(results: list[Result], *, title: str, assignment: str) -> s
     """The review page's list of the batch: each student's score, status and flags."""
     return _environment().get_template("review_list.html.j2").render(
         results=results, title=title, assignment=assignment, feedback_name=feedback_name,
-        slug=slug)
+        notebook_name=notebook_name, slug=slug)
 
 
 def review_student_page(result: Result, *, title: str, rubric: tuple[Any, ...],

@@ -232,7 +232,14 @@ def test_every_request_needs_the_token(review_page):
         assert "default-src 'none'" in headers["Content-Security-Policy"]
     status, headers, body = call(review_page, f"/{review_page.token}/")
     assert status == "200 OK" and "alice" in body and "5 / 8" in body
-    assert "script" not in body and "http" not in body.replace('http-equiv', '')
+    assert "<script" not in body and "http" not in body, "no script, nothing from elsewhere"
+    review_page.notebook_html = True  # as `grader review` writes them
+    status, _, page = call(review_page, f"/{review_page.token}/pages/alice.html")
+    assert status == "200 OK" and "feedback for <strong>alice</strong>" in page
+    status, _, notebook_page = call(review_page, f"/{review_page.token}/pages/alice~notebook.html")
+    assert status == "200 OK" and "Why squares" in notebook_page, "the executed notebook, rendered"
+    for name in ("index.html", "..%2Fg.sqlite", "../g.sqlite"):
+        assert call(review_page, f"/{review_page.token}/pages/{name}")[0].startswith("404")
 
 
 def test_a_form_without_this_sessions_csrf_token_changes_nothing(review_page):
