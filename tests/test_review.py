@@ -105,6 +105,15 @@ def test_a_bad_rubric_is_one_line(course, rubric, expected):
     assert expected in str(error.value) and "\n" not in str(error.value)
 
 
+def test_a_rubric_description_change_regrades_nothing_and_a_points_change_does(rubric_course):
+    config = rubric_course / "assignments" / "tiny" / "assignment.toml"
+    key = load_assignment(rubric_course, "tiny").grading_key("data")
+    config.write_text(config.read_text().replace("says why squaring", "explains why squaring"))
+    assert load_assignment(rubric_course, "tiny").grading_key("data") == key
+    config.write_text(config.read_text().replace("points = 8", "points = 9").replace("points = 2", "points = 3"))
+    assert load_assignment(rubric_course, "tiny").grading_key("data") != key
+
+
 def test_the_written_answer_is_found_by_cell_id_or_heading():
     text = executed("# Tiny", ANSWER, "more of the answer")
     assert written_answer(text, "why squares").startswith("## Why squares")
