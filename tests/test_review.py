@@ -26,10 +26,12 @@ from nbformat.v4 import new_markdown_cell
 
 from grader import export, late
 from grader.assignments import load_assignment
+from grader.cli import validation_problems
 from grader.config import load_config
 from grader.errors import AssignmentError, GraderError
 from grader.gradebook import Gradebook
 from grader.outcomes import CheckOutcome
+from grader.preflight import CollectedCheck, check_points
 from grader.report import write_feedback, write_summary
 from grader.review import HOST, Review, bind, make_override, written_answer
 from grader.score import Override, Result, attach_overrides, override_points
@@ -112,6 +114,19 @@ def test_a_rubric_description_change_regrades_nothing_and_a_points_change_does(r
     assert load_assignment(rubric_course, "tiny").grading_key("data") == key
     config.write_text(config.read_text().replace("points = 8", "points = 9").replace("points = 2", "points = 3"))
     assert load_assignment(rubric_course, "tiny").grading_key("data") != key
+
+
+def test_the_checks_must_be_worth_the_points_less_the_rubric(rubric_course):
+    assignment = load_assignment(rubric_course, "tiny")
+    checks = [CollectedCheck(f"test_{n}", "t.py", True, 3, True) for n in range(2)]
+    check_points(assignment, checks)  # 8 points, 2 of them the rubric's
+    with pytest.raises(GraderError, match="says points = 8 less the rubric's 2: make them agree"):
+        check_points(assignment, [*checks, CollectedCheck("test_x", "t.py", True, 2, True)])
+    reference = stored_result(score=6.0, checks=[CheckOutcome("test_a", "", True, 6, 6, "passed")])
+    starter = stored_result(score=0.0, checks=[CheckOutcome("test_a", "", True, 6, 0, "failed")])
+    assert validation_problems(assignment, reference, starter) == []
+    reference.score = 5.0
+    assert "the reference got 5/6 from the checks" in validation_problems(assignment, reference, starter)[0]
 
 
 def test_the_written_answer_is_found_by_cell_id_or_heading():
