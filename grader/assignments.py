@@ -57,7 +57,8 @@ class Assignment:
 
     def grading_key(self, data_key: str = "") -> str:
         """A sha256 over everything that decides a grade besides the notebook: every file under
-        checks/ (conftest.py and helpers included), assignment.toml but its [deadline] table,
+        checks/ (conftest.py and helpers included), assignment.toml but its [deadline] and
+        [[rubric]] tables (staff grade the rubric: a new description runs no notebook again),
         the prepared data's key (DATA_KEY, which covers the recipe and its inputs) and the
         grader's own code. Any change regrades on the next run; a changed deadline, late policy
         or extension only changes the late penalties (grader/late.py), with no notebook run."""
@@ -74,9 +75,11 @@ class Assignment:
 
 def _settings_text(path: Path) -> str:
     """The settings of the assignment.toml at PATH that decide the checks' points, as canonical
-    JSON: every table but [deadline]; comments and layout do not count."""
+    JSON: every table but [deadline] and [[rubric]] (the checks are worth `points` less the
+    rubric's, which the checks' own points must match); comments and layout do not count."""
     table = tomllib.loads(path.read_text(encoding="utf-8"))
     table.pop("deadline", None)
+    table.pop("rubric", None)
     return json.dumps(table, sort_keys=True, default=str)
 
 

@@ -1,9 +1,11 @@
-"""The command line: `grader list | release | validate | collect | run | report | export | doctor | data`."""
+"""The command line: `grader list | release | validate | collect | run | report | review | export |
+doctor | data`."""
 
 from __future__ import annotations
 
 import argparse
 import functools
+import getpass
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -14,7 +16,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import collect, devices, doctor, export, late, options, release, sandbox, similarity
+from . import collect, devices, doctor, export, late, options, release, review, sandbox, similarity
 from .assignments import Assignment, list_assignments, load_assignment
 from .data import cli as data_cli
 from .data.prepare import Prepared, prepare
@@ -189,17 +191,17 @@ def _batch_exit(batch: Batch, faults: int) -> int:
 
 def validation_problems(assignment: Assignment, reference: Result, starter: Result) -> list[str]:
     """What keeps ASSIGNMENT from being valid, given the graded reference and starter notebooks."""
-    problems = []
-    if reference.score != reference.max_score:
+    problems, full = [], assignment.config.check_points  # the rubric is graded by staff
+    if reference.score != full:
         failed = [f"{c.name}: {c.message}" for c in reference.checks if c.outcome != "passed"]
-        problems.append(f"the reference got {reference.score:g}/{reference.max_score:g}"
+        problems.append(f"the reference got {reference.score:g}/{full:g} from the checks"
                         f" ({reference.reason or '; '.join(failed)[:300]})")
     if starter.score != 0:
         problems.append(f"the starter got {starter.score:g} points instead of 0")
     checks_total = sum(c.max_points for c in reference.checks)
-    if checks_total != assignment.config.points:
+    if checks_total != full:
         problems.append(f"the checks are worth {checks_total:g} points but assignment.toml says"
-                        f" {assignment.config.points:g}")
+                        f" {full:g}")
     return problems
 
 
@@ -269,6 +271,44 @@ def cmd_report(args: argparse.Namespace) -> int:
                   folder=reports, pairs=_similar_pairs(assignment, results, args.similar))
     console.print(f"wrote {len(results)} feedback pages and {reports / 'index.html'}")
     return 0
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    """Serve the staff review page on 127.0.0.1 until Ctrl-C."""
+    assignment = _assignment(args)
+    _stored(args, assignment)  # a gradebook with results, its penalties and overrides restated
+    reports = _reports_dir(args, assignment)
+
+    def summary(results: list[Result]) -> None:
+        write_summary(results, assignment=assignment.name, title=assignment.config.title,
+                      folder=reports, pairs=_similar_pairs(assignment, results, similarity.CODE_THRESHOLD))
+
+    page = review.Review(assignment=assignment, gradebook=Gradebook(args.gradebook), reports=reports,
+                         reviewer=args.reviewer or _os_user(), on_change=summary)
+    server = review.bind(page, args.port)
+    print(f"reviewing {assignment.name} as {page.reviewer}: open {page.url} (Ctrl-C to stop)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("review stopped; every change is in the gradebook", flush=True)
+    finally:
+        server.server_close()
+    return 0
+
+
+def _os_user() -> str:
+    """The name of the user running the grader, the default reviewer."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return "staff"
+
+
+def _port(text: str) -> int:
+    """The value of --port: a whole number from 0 (any free port) to 65535."""
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 0 (any free port) to 65535; found {text!r}")
+    return int(text)
 
 
 def _similar_pairs(assignment: Assignment, results: list[Result], threshold: float) -> list[similarity.Pair]:
@@ -420,6 +460,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-notebook-html", action="store_true",
                    help="do not write the executed notebooks as HTML")
     _similar_option(p)
+    p = command("review", cmd_review, "serve the staff review page on 127.0.0.1: adjust a check's "
+                "points with a comment, grade the rubric's written answers; each change is kept")
+    p.add_argument("--gradebook", default="gradebook.sqlite", help="SQLite file or SQLAlchemy URL")
+    p.add_argument("--reports", help="folder of the student pages, written again after each change"
+                                     " (default reports/ASSIGNMENT)")
+    p.add_argument("--port", type=_port, default=0, help="port on 127.0.0.1 (default 0: any free port)")
+    p.add_argument("--reviewer", help="your name, kept with every change (default: the OS user)")
     p = command("export", cmd_export, "export each student's latest grade (raw score, late penalty"
                 " and final score) as CSV or JSON, or as Moodle's or Canvas' grade import")
     p.add_argument("--format", choices=export.FORMATS, default="csv",

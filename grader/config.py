@@ -95,6 +95,16 @@ class Deadline:
 
 
 @dataclass(frozen=True)
+class RubricItem:
+    """A written (markdown) answer the notebook asks for, graded by staff in `grader review`."""
+
+    name: str = setting(rule=PLAIN_NAME)  # e.g. "q1": names the item in the gradebook
+    cell: str = setting(rule=NOT_EMPTY)  # the answer's markdown cell: its cell id, or a heading in it
+    points: float = setting(rule=POSITIVE)  # the most a reviewer may give; part of `points`
+    description: str = setting("")  # what a good answer holds, for the reviewer
+
+
+@dataclass(frozen=True)
 class AssignmentConfig:
     """One assignment.toml."""
 
@@ -105,6 +115,17 @@ class AssignmentConfig:
     limits: Limits = field(default_factory=Limits)
     data: Data = field(default_factory=Data)
     deadline: Deadline | None = None  # no [deadline] table: nothing is ever late
+    rubric: tuple[RubricItem, ...] = ()  # [[rubric]] tables: staff-graded answers, part of `points`
+
+    @property
+    def rubric_points(self) -> float:
+        """The points of the rubric items; the checks are worth `points` less these."""
+        return round(sum(item.points for item in self.rubric), 4)
+
+    @property
+    def check_points(self) -> float:
+        """What the checks together must be worth."""
+        return round(self.points - self.rubric_points, 4)
 
 
 def load_config(path: Path) -> AssignmentConfig:
@@ -117,8 +138,12 @@ def load_config(path: Path) -> AssignmentConfig:
         raise AssignmentError(f"{path} cannot be read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise AssignmentError(f"{path} is not valid TOML: {exc}") from None
+    rubric = _rubric(table.pop("rubric", []), path)
     config: AssignmentConfig = from_table(AssignmentConfig, _moments_as_text(table), where=str(path),
-                                          error=AssignmentError)
+                                          error=AssignmentError, given={"rubric": rubric})
+    if config.rubric_points >= config.points:
+        raise AssignmentError(f"{path}: the rubric items are worth {config.rubric_points:g} of"
+                              f" points = {config.points:g}: leave points for the checks")
     if config.data.student_files and config.data.recipe is None:
         raise AssignmentError(f"{path}: data.student_files needs data.recipe, the recipe that makes them")
     deadline = config.deadline
@@ -126,6 +151,21 @@ def load_config(path: Path) -> AssignmentConfig:
         raise AssignmentError(f"{path}: deadline.cutoff ({deadline.cutoff}) is before deadline.due"
                               f" ({deadline.due}): the cutoff must be the same time or later")
     return config
+
+
+def _rubric(tables: object, path: Path) -> tuple[RubricItem, ...]:
+    """The [[rubric]] tables of PATH as RubricItems, names unique; one AssignmentError line if not."""
+    if not isinstance(tables, list):
+        raise AssignmentError(f"{path}: rubric must be a list of tables ([[rubric]]), found {tables!r}")
+    items: list[RubricItem] = []
+    for number, table in enumerate(tables, 1):
+        item = from_table(RubricItem, table, where=str(path), error=AssignmentError,
+                          prefix=f"rubric[{number}].")
+        if any(other.name == item.name for other in items):
+            raise AssignmentError(f"{path}: rubric[{number}].name {item.name!r} is used twice:"
+                                  " give each rubric item its own name")
+        items.append(item)
+    return tuple(items)
 
 
 def _moments_as_text(table: dict[str, Any]) -> dict[str, Any]:

@@ -7,8 +7,8 @@ rows found by `Identifier` ("Participant N", N being the participant id of the r
 `lms_id`), the grade in `Grade`, and `Last modified (grade)` set to the export's time, so that
 Moodle takes it over an older grade. `canvas` is Canvas' gradebook import (Grades > Import):
 `Student, ID, SIS User ID, SIS Login ID, Section`, one column named for the assignment and a
-`Points Possible` row, as Canvas exports it. Both give the final score (raw less the late
-penalty); a grader fault has an empty grade, never a zero.
+`Points Possible` row, as Canvas exports it. Both give the final score (raw, with the staff's
+overrides, less the late penalty); a grader fault has an empty grade, never a zero.
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ from typing import Any
 
 from .errors import GraderError
 from .roster import RosterEntry
-from .score import Result
+from .score import Override, Result, override_points
 
 COLUMNS = ("student", "score", "raw_score", "late_penalty", "max_score", "status", "reason",
-           "submitted_at", "due_at", "late_seconds", "late_note", "graded_at", "sha256", "device")
+           "submitted_at", "due_at", "late_seconds", "late_note", "graded_at", "sha256", "device",
+           "override_points", "overrides", "needs_review")
 FORMATS = ("csv", "json", "moodle", "canvas")
 LMS_FORMATS = ("moodle", "canvas")
 # Moodle's grading worksheet (mod/assign, English strings), in the order Moodle writes it.
@@ -48,7 +49,10 @@ def rows(results: list[Result]) -> list[dict[str, Any]]:
          "max_score": r.max_score, "status": r.status, "reason": r.reason,
          "submitted_at": _iso(r.submitted_at), "due_at": _iso(r.due_at),
          "late_seconds": round(r.late_seconds), "late_note": r.late_note,
-         "graded_at": r.graded_at.isoformat(), "sha256": r.sha256, "device": r.device}
+         "graded_at": r.graded_at.isoformat(), "sha256": r.sha256, "device": r.device,
+         "override_points": override_points(r) if r.counted else None,
+         "overrides": "; ".join(describe_override(o) for o in r.overrides if not o.needs_review),
+         "needs_review": "; ".join(describe_override(o) for o in r.overrides if o.needs_review)}
         for r in results
     ]
 
@@ -127,7 +131,20 @@ def comment(result: Result) -> str:
     if result.late_penalty:
         text += (f" ({_points(result.raw)} from the checks, less {_points(result.late_penalty)}"
                  f" for lateness: {result.late_note})")
+    applied = [describe_override(o) for o in result.overrides if not o.needs_review]
+    if applied:
+        text += f"; reviewed by the course staff: {'; '.join(applied)}"
     return text
+
+
+def describe_override(o: Override) -> str:
+    """An override in words: what changed, by whom, when and why."""
+    if o.kind == "check":
+        what = f"check {o.item}: {_points(o.was) if o.was is not None else '?'} -> {_points(o.points)} points"
+    else:
+        what = f"written answer {o.item}: {_points(o.points)} points"
+    why = f": {o.comment}" if o.comment else ""
+    return f"{what} by {o.reviewer} on {o.made_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC{why}"
 
 
 def _on_roster(results: list[Result], roster: list[RosterEntry]) -> list[tuple[RosterEntry, Result]]:

@@ -38,7 +38,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, load_only, mapped_c
 
 from .errors import GradebookError
 from .outcomes import Attachment, CheckOutcome
-from .score import GRADER_FAULTS, Result
+from .score import GRADER_FAULTS, Override, Result, attach_overrides
 
 T = TypeVar("T")
 
@@ -118,6 +118,24 @@ class CheckRow(Base):
     fault: Mapped[str] = mapped_column(String(20), default="")
     detail: Mapped[str] = mapped_column(Text, default="")
     run: Mapped[Run] = relationship(back_populates="checks")
+
+
+class OverrideRow(Base):
+    """A reviewer's change to a grade (grader/review.py): who, when, why, on which notebook.
+    Rows are never changed: the latest of a student's item counts, the older ones are its history."""
+
+    __tablename__ = "overrides"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    student: Mapped[str] = mapped_column(String(200), index=True)
+    assignment: Mapped[str] = mapped_column(String(100), index=True)
+    kind: Mapped[str] = mapped_column(String(20))  # "check" or "rubric"
+    item: Mapped[str] = mapped_column(String(200))  # the check's or the rubric item's name
+    points: Mapped[float] = mapped_column(Float)
+    was: Mapped[float | None] = mapped_column(Float, nullable=True)  # a check's points before
+    comment: Mapped[str] = mapped_column(Text, default="")
+    reviewer: Mapped[str] = mapped_column(String(200), default="")
+    made_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    notebook_sha256: Mapped[str] = mapped_column(String(64))
 
 
 def _url(target: str | Path) -> str:
@@ -272,12 +290,52 @@ class Gradebook:
                 seen = _utc(submission.seen_at or run.graded_at)
                 if name not in latest or (seen, run.id) >= latest[name][:2]:
                     latest[name] = (seen, run.id, result)
+            overrides = self._overrides(session, assignment)
+        for _, _, result in latest.values():
+            attach_overrides(result, overrides.get(result.student, []))
         return [latest[name][2] for name in sorted(latest)]
 
+    def add_override(self, assignment: str, student: str, override: Override) -> None:
+        """Record OVERRIDE of STUDENT's grade for ASSIGNMENT (kept with the earlier ones)."""
+        o = override
+
+        def write() -> None:
+            with self.session() as session:
+                session.add(OverrideRow(
+                    student=_clean(student, 200), assignment=assignment, kind=o.kind,
+                    item=_clean(o.item, 200), points=o.points, was=o.was,
+                    comment=_clean(o.comment, 5000), reviewer=_clean(o.reviewer, 200),
+                    made_at=_utc(o.made_at).astimezone(UTC), notebook_sha256=o.sha256))
+        self._retrying(write)
+
+    def overrides(self, assignment: str, *, history: bool = False) -> dict[str, list[Override]]:
+        """Each student's overrides of ASSIGNMENT: the latest of each item, or with HISTORY
+        every one, oldest first."""
+        def read() -> dict[str, list[Override]]:
+            with self.session() as session:
+                return self._overrides(session, assignment, history=history)
+        return self._retrying(read)
+
+    @staticmethod
+    def _overrides(session: Session, assignment: str, *, history: bool = False) -> dict[str, list[Override]]:
+        rows = session.scalars(select(OverrideRow).where(OverrideRow.assignment == assignment)
+                               .order_by(OverrideRow.id))
+        found: dict[str, dict[tuple[str, str] | int, Override]] = {}
+        for row in rows:
+            override = Override(kind=row.kind, item=row.item, points=row.points, was=row.was,
+                                comment=row.comment, reviewer=row.reviewer,
+                                made_at=_utc(row.made_at), sha256=row.notebook_sha256)
+            items = found.setdefault(row.student, {})
+            key = row.id if history else (row.kind, row.item)
+            items.pop(key, None)  # the latest of an item goes last
+            items[key] = override
+        return {student: list(items.values()) for student, items in found.items()}
+
     def restate_late(self, assignment: str, apply: Callable[[Result], bool]) -> list[str]:
-        """Work out the late penalty of every stored run of ASSIGNMENT again: APPLY sets a
-        result's score and late fields from its raw score and says whether they changed; the
-        runs that changed are stored in one transaction. The students whose runs changed."""
+        """Work out the late penalty of every stored run of ASSIGNMENT again, with the staff's
+        overrides: APPLY sets a result's score and late fields from its raw score and says
+        whether they changed; the runs that changed are stored in one transaction. The
+        students whose runs changed."""
         query = (
             select(Student.name, SubmissionRow, Run)
             .join(SubmissionRow, Run.submission_id == SubmissionRow.id)
@@ -289,12 +347,15 @@ class Gradebook:
         def write() -> list[str]:
             changed: set[str] = set()
             with self.session() as session:
+                overrides = self._overrides(session, assignment)
                 for name, submission, run in session.execute(query):
                     result = Result(
                         student=name, assignment=assignment, notebook=submission.path,
                         sha256=submission.notebook_sha256, reason="",
+                        checks=[_outcome(c) for c in run.checks] if name in overrides else [],
                         **{field: getattr(run, field) for field in _SCORE_FIELDS})
                     _zoned(result, submission)
+                    attach_overrides(result, overrides.get(name, []))
                     if apply(result):
                         clean = _cleaned(result)
                         for field in _LATE_FIELDS:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from .config import Deadline, parse_moment
 from .errors import AssignmentError
-from .score import Result
+from .score import Result, override_points
 from .submission import student_id
 
 if TYPE_CHECKING:
@@ -125,18 +125,20 @@ def lateness(policy: LatePolicy, student: str, submitted_at: datetime | None) ->
 
 
 def apply_late(result: Result, policy: LatePolicy | None) -> bool:
-    """Set RESULT's score from its raw score less the late penalty of POLICY (none: no
-    penalty), and its late fields; whether any of them changed."""
+    """Set RESULT's final score: its raw score (the checks' points), with the staff's applied
+    overrides (grader/review.py), less the late penalty of POLICY (none: no penalty); and its
+    late fields. Whether any of them changed. The one place the final score is worked out."""
     before = _late_fields(result)
     raw = result.raw
+    adjusted = min(result.max_score, max(0.0, round(raw + override_points(result), 4)))
     late = lateness(policy, result.student, result.submitted_at) if policy else None
     penalty = 0.0
     if late is not None and result.counted:
-        penalty = min(raw, round(late.fraction * result.max_score, 4))
+        penalty = min(adjusted, round(late.fraction * result.max_score, 4))
     result.raw_score = raw
     result.late_penalty = penalty
     if result.counted:
-        result.score = round(raw - penalty, 4)
+        result.score = round(adjusted - penalty, 4)
     result.late_seconds = late.seconds if late else 0.0
     result.due_at = late.due if late else None
     result.late_note = late.note if late else ""

@@ -37,7 +37,7 @@ from .execute import StudentKernel, gpu_prologue, keras_backend, kernel_env, not
 from .gradebook import Gradebook
 from .late import LatePolicy, apply_late
 from .report import Renderer, ReportError, feedback_name, write_feedback
-from .score import GRADER_FAULT, Result, grader_faults, mark_fault, status_of, total
+from .score import GRADER_FAULT, Result, attach_overrides, grader_faults, mark_fault, status_of, total
 from .submission import InvalidNotebook, Submission, read_notebook
 
 T = TypeVar("T")
@@ -685,7 +685,8 @@ def _collect(todo: list[Submission], gradebook: Gradebook, settings: Settings, b
         if result is None:
             running -= 1
             continue
-        apply_late(result, settings.late)  # stored with its penalty, the raw score kept
+        _attach_overrides(gradebook, result)
+        apply_late(result, settings.late)  # stored with its penalty and overrides, the raw score kept
         stored_at = time.monotonic()
         run_id = _store_safely(batch, result.student, functools.partial(gradebook.store, result))
         result.store_s = time.monotonic() - stored_at
@@ -762,6 +763,16 @@ class _Reporter:
 def _first_line(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return (lines[-1] if lines else "no detail")[:200]
+
+
+def _attach_overrides(gradebook: Gradebook, result: Result) -> None:
+    """Give RESULT the staff's overrides of its student (applied where made on this very
+    notebook); where the gradebook cannot be read, none: the next restatement applies them."""
+    try:
+        result_overrides = gradebook.overrides(result.assignment).get(result.student, [])
+    except GradebookError:
+        result_overrides = []
+    attach_overrides(result, result_overrides)
 
 
 def _store_safely(batch: Batch, student: str, write: Callable[[], T]) -> T | None:

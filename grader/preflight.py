@@ -86,11 +86,12 @@ def check_points(assignment: Assignment, checks: list[CollectedCheck]) -> None:
         if not check.marked:
             raise GraderError(f"{check.file}: {check.name} has no @pytest.mark.points(n): every "
                               "check must say what it is worth")
-    found = round(sum(c.points for c in checks), 4)
-    if found != assignment.config.points:
+    found, config = round(sum(c.points for c in checks), 4), assignment.config
+    if found != config.check_points:
+        rubric = f" less the rubric's {config.rubric_points:g}" if config.rubric else ""
         raise GraderError(f"the checks in {where} are worth {found:g} points but "
                           f"{assignment.root / 'assignment.toml'} says points = "
-                          f"{assignment.config.points:g}: make them agree")
+                          f"{config.points:g}{rubric}: make them agree")
 
 
 async def probe_kernel(assignment: Assignment, *, settings: Settings, prepared: Prepared | None,

@@ -38,7 +38,7 @@ from .errors import GraderError
 from .late import as_utc, how_late
 from .launch import module_command
 from .paths import package_file
-from .score import GRADER_FAULTS, STATUSES, Result
+from .score import GRADER_FAULTS, STATUSES, Result, override_points
 from .similarity import Pair
 from .submission import slug
 
@@ -135,6 +135,8 @@ def _environment() -> jinja2.Environment:
     env.globals["GRADER_PROBLEM"] = GRADER_PROBLEM
     env.globals["GRADER_FAULTS"] = GRADER_FAULTS
     env.globals["RAN"] = RAN
+    env.globals["override_points"] = override_points
+    env.tests["needs_review_any"] = lambda r: any(o.needs_review for o in r.overrides)
     return env
 
 
@@ -481,3 +483,23 @@ def _side_by_side(pair: Pair) -> Markup:
         pair.first.text.splitlines(), pair.second.text.splitlines(),
         html.escape(pair.first.student), html.escape(pair.second.student))
     return Markup(table)
+
+
+# Staff review pages (served by grader/review.py, never written to the reports folder) ----------
+
+def review_list_page(results: list[Result], *, title: str, assignment: str) -> str:
+    """The review page's list of the batch: each student's score, status and flags."""
+    return _environment().get_template("review_list.html.j2").render(
+        results=results, title=title, assignment=assignment, feedback_name=feedback_name,
+        notebook_name=notebook_name, slug=slug)
+
+
+def review_student_page(result: Result, *, title: str, rubric: tuple[Any, ...],
+                        answers: dict[str, str], history: list[Any], csrf: str, feedback: str,
+                        notebook: str | None) -> str:
+    """One student's review page: the checks and the rubric items, each with its form, and
+    every override made so far."""
+    return _environment().get_template("review_student.html.j2").render(
+        r=result, title=title, rubric=rubric, answers=answers, history=history, csrf=csrf,
+        feedback=feedback, notebook=notebook,
+        current={(o.kind, o.item): o for o in result.overrides})

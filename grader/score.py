@@ -7,7 +7,7 @@ is shown to staff with its detail, and is graded again by the next run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +31,25 @@ FAULT_REASON = ("not graded yet: the grader had a problem that is not your fault
 
 
 @dataclass
+class Override:
+    """A reviewer's change to one student's grade: a check's points set anew, or a rubric item
+    of a written answer graded. It counts only for the notebook it was made on (SHA256)."""
+
+    kind: str  # "check" (ITEM is a check's name) or "rubric" (ITEM is a rubric item's name)
+    item: str
+    points: float  # the check's new points, or the rubric item's points
+    comment: str  # why, in the reviewer's words: shown to the student
+    reviewer: str
+    made_at: datetime
+    sha256: str  # the notebook it was made on
+    was: float | None = None  # the check's points before (None for a rubric item)
+    needs_review: bool = False  # the notebook changed since (or the check is gone): not applied
+
+
+OVERRIDE_KINDS = ("check", "rubric")
+
+
+@dataclass
 class Result:
     """One graded submission: what the gradebook stores and the reports show."""
 
@@ -41,7 +60,7 @@ class Result:
     checks_sha256: str  # the grading key: checks, config, data, grader (see Assignment.grading_key)
     status: str
     reason: str  # for the student: never a traceback or a path of the grading machine
-    score: float  # the grade: the checks' points less the late penalty (grader/late.py)
+    score: float  # the grade: the checks' points, the staff's overrides, less the late penalty (late.py)
     max_score: float
     checks: list[CheckOutcome] = field(default_factory=list)
     failed_cell: dict[str, Any] | None = None
@@ -66,6 +85,7 @@ class Result:
     late_seconds: float = 0.0  # how long after the student's due date it was handed in; 0: on time
     due_at: datetime | None = None  # the student's due date (extension or deadline), if any
     late_note: str = ""  # the penalty in words, e.g. "2 started days late x 10% = 20% of 10 points"
+    overrides: list[Override] = field(default_factory=list)  # the staff's, read from the gradebook
 
     @property
     def total_s(self) -> float:
@@ -81,6 +101,26 @@ class Result:
     def counted(self) -> bool:
         """Whether the score is a grade (not a grader fault waiting to be graded again)."""
         return self.status not in GRADER_FAULTS
+
+
+def attach_overrides(result: Result, overrides: list[Override]) -> None:
+    """Give RESULT the staff's OVERRIDES, those made on another notebook (or on a check it no
+    longer has) flagged as needing review: they are kept but not applied."""
+    names = {c.name for c in result.checks}
+    result.overrides = [
+        replace(o, needs_review=o.sha256 != result.sha256 or (o.kind == "check" and o.item not in names))
+        for o in overrides]
+
+
+def override_points(result: Result) -> float:
+    """The points RESULT's applied overrides add to (or take from) the checks' points."""
+    points = {c.name: c.points for c in result.checks}
+    change = 0.0
+    for o in result.overrides:
+        if o.needs_review:
+            continue
+        change += o.points - points[o.item] if o.kind == "check" else o.points
+    return round(change, 4)
 
 
 def total(checks: list[CheckOutcome]) -> float:
