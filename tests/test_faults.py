@@ -180,6 +180,11 @@ def test_each_thing_that_decides_a_grade_regrades_when_it_changes(course, data_h
     }
     for what, path in edits.items():
         old = path.read_text() if path.exists() else ""
-        path.write_text(old + "\n# edited\n")
+        if path.name == "assignment.toml":  # a setting: a comment there decides nothing
+            path.write_text(old + "\n# a comment\n")
+            assert run() == 0, "a comment in assignment.toml regrades nothing"
+            path.write_text(old.replace("cell_seconds = 10", "cell_seconds = 11"))
+        else:
+            path.write_text(old + "\n# edited\n")
         assert run() == 1, f"editing {what} must regrade"
         assert run() == 0, f"after editing {what}, a rerun grades nothing"
