@@ -124,7 +124,9 @@ def grade_submission(
         slot = _Slot(assignment, prepared, key, device, threads, work_root, sandboxed,
                      kernel_python(python), (checker_uid, checker_uid), (uid, uid),
                      warm=warm_kernel)
-        asyncio.run(slot.serve(_Work([submission], time.monotonic()), results.append))
+        work = _Work([submission], time.monotonic())
+        work.opened.set()  # no preflight gates a single submission
+        asyncio.run(slot.serve(work, results.append))
     except Exception:  # noqa: BLE001 - the grader's own failure, stored so the batch goes on
         if not results:
             results.append(_new_result(assignment, submission, key, device, sandboxed))
@@ -465,12 +467,17 @@ class _Kernel:
 
     def _data_files(self) -> dict[str, Path]:
         """The student-visible data, by name in the working directory; never anything hidden."""
-        if self.prepared is None:
-            return {}
-        folder = self.prepared.student_dir
-        names = self.assignment.config.data.student_files or tuple(
-            p.name for p in sorted(folder.iterdir()))
-        return {name: folder / name for name in names}
+        return student_data_files(self.assignment, self.prepared)
+
+
+def student_data_files(assignment: Assignment, prepared: Prepared | None) -> dict[str, Path]:
+    """The student-visible data of ASSIGNMENT, by name in a kernel's working directory (and in
+    the student bundle); never anything hidden."""
+    if prepared is None:
+        return {}
+    folder = prepared.student_dir
+    names = assignment.config.data.student_files or tuple(p.name for p in sorted(folder.iterdir()))
+    return {name: folder / name for name in names}
 
 
 async def _execute_and_check(assignment: Assignment, turn: _Turn) -> None:
