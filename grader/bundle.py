@@ -26,6 +26,7 @@ from .devices import CPU, Device, threads_per_kernel
 from .errors import AssignmentError
 from .pipeline import grade_submission, student_data_files
 from .preflight import CollectedCheck, collect_checks, preflight_checks
+from .release import read_source, solution_lines
 from .score import Result
 from .settings import NOT_EMPTY, PLAIN_NAME, from_table, setting
 from .submission import Submission, slug
@@ -46,6 +47,7 @@ class BundleInfo:
     hidden_points: float = setting(0.0)  # what the checks students never see are worth
     seed: int = setting(0, SEED)
     data: tuple[str, ...] = setting((), FILE_NAMES)  # student-visible files beside the notebook
+    withheld: tuple[str, ...] = setting(())  # public checks left out: they would show a solution
     limits: Limits = field(default_factory=Limits)
 
 
@@ -79,24 +81,19 @@ def bundle_files(assignment: Assignment, prepared: Prepared | None) -> dict[str,
         for source in sorted(path.rglob("*")) if path.is_dir() else [path]:
             if source.is_file():
                 files[str(Path(name) / source.relative_to(path)) if path.is_dir() else name] = source
-    public = sorted(p for p in assignment.public_checks.rglob("*")
-                    if p.is_file() and "__pycache__" not in p.parts)
-    if not any(p.name.startswith("test_") for p in public):
-        raise AssignmentError(f"{assignment.public_checks} holds no public checks (test_*.py): "
-                              "a bundle without them checks nothing")
-    for path in public:
-        files[f"checks/public/{path.relative_to(assignment.public_checks)}"] = path
-    conftest = assignment.root / "checks" / CONFTEST
-    if conftest.is_file():
-        kept = public_conftest(conftest.read_text(encoding="utf-8"),
-                               [p.read_text(encoding="utf-8") for p in public if p.suffix == ".py"])
-        if kept is not None:
-            files[f"checks/{CONFTEST}"] = kept
-    public_points = _public_points(assignment)
+    checks, withheld = public_checks(assignment)
+    files.update(checks)
+    leaks = sorted(_lines(*(c for c in files.values() if isinstance(c, str)))
+                   & solution_lines(read_source(assignment)))
+    if leaks:
+        raise AssignmentError(f"the bundle of {assignment.name} would show the solution line "
+                              f"{leaks[0]!r}: move it out of the public checks")
+    collected = _public_checks_collected(assignment)
+    public_points = round(sum(c.points for c in collected if _base(c.name) not in withheld), 4)
     info = BundleInfo(assignment=assignment.name, title=config.title, notebook=config.notebook,
                       public_points=public_points,
                       hidden_points=round(config.points - public_points, 4), seed=config.seed,
-                      data=tuple(data), limits=config.limits)
+                      data=tuple(data), withheld=tuple(withheld), limits=config.limits)
     files[INFO] = info_text(info)
     files["README.md"] = readme(info)
     return files
@@ -112,42 +109,126 @@ def _student_data(assignment: Assignment, prepared: Prepared | None) -> dict[str
     return files
 
 
-def _public_points(assignment: Assignment) -> float:
-    """What the public checks are worth, as pytest collects them in the trusted process."""
-    checks = asyncio.run(collect_checks(assignment, sandboxed=False))
-    unmarked = [c for c in checks if c.public and not c.marked]
+def _public_checks_collected(assignment: Assignment) -> list[CollectedCheck]:
+    """The public checks as pytest collects them in the trusted process, each with its points."""
+    checks = [c for c in asyncio.run(collect_checks(assignment, sandboxed=False)) if c.public]
+    unmarked = [c for c in checks if not c.marked]
     if unmarked:
         raise AssignmentError(f"{unmarked[0].file}: {unmarked[0].name} has no "
                               "@pytest.mark.points(n): every check must say what it is worth")
-    return round(sum(c.points for c in checks if c.public), 4)
+    return checks
+
+
+def _base(name: str) -> str:
+    """A check's function name, without pytest's parameters."""
+    return name.split("[", 1)[0]
+
+
+def public_checks(assignment: Assignment) -> tuple[dict[str, Path | str], list[str]]:
+    """The public checks' files for the bundle (by path in it) with what they use of
+    checks/conftest.py, and the names of the public checks left out because they, or the
+    helpers they use, hold a line of the solution (they count with the hidden points)."""
+    solution = solution_lines(read_source(assignment))
+    path = assignment.root / "checks" / CONFTEST
+    conftest = _Source(path.read_text(encoding="utf-8") if path.is_file() else "")
+    files: dict[str, Path | str] = {}
+    withheld: list[str] = []
+    used: set[str] = set()
+    for check_file in sorted(p for p in assignment.public_checks.rglob("*")
+                             if p.is_file() and "__pycache__" not in p.parts):
+        where = f"checks/public/{check_file.relative_to(assignment.public_checks)}"
+        if check_file.suffix != ".py":
+            files[where] = check_file
+            continue
+        module = _Source(check_file.read_text(encoding="utf-8"))
+        kept: list[ast.stmt] = []
+        for test in module.tests():
+            mine = module.closure({test.name})
+            theirs = conftest.closure(set().union(*map(_names, mine)))
+            if _lines(module.text_of(mine), conftest.text_of(theirs)) & solution:
+                withheld.append(test.name)
+            else:
+                kept += mine
+                used |= set().union(*map(_names, mine))
+        if kept or not module.tests():
+            files[where] = module.text_of(module.others() + kept)
+    if not files or all(not Path(w).name.startswith("test_") for w in files):
+        raise AssignmentError(f"{assignment.public_checks} holds no public check that can go to "
+                              "students (test_*.py, without solution lines): a bundle without "
+                              "them checks nothing")
+    helpers = conftest.closure(used) + conftest.autouse()
+    if helpers:
+        files[f"checks/{CONFTEST}"] = conftest.text_of(
+            [*conftest.imports(), *helpers],
+            header='"""What the public checks use of the course\'s checks/conftest.py."""')
+    return files, withheld
 
 
 def public_conftest(conftest: str, public_sources: list[str]) -> str | None:
-    """The part of a checks/conftest.py that the public checks use: the imports, the fixtures
-    and helpers they name (and what those name in turn), autouse fixtures; None when they use
-    none of it. What only hidden checks use stays out."""
-    tree = ast.parse(conftest)
-    defined: dict[str, ast.stmt] = {}
-    for stmt in tree.body:
-        for name in _bound_names(stmt):
-            defined[name] = stmt
-    needed = {name for source in public_sources for name in _names(ast.parse(source))}
-    keep: set[int] = set()  # the statements kept, by id
-    todo = [defined[n] for n in needed if n in defined] + [s for s in tree.body if _autouse(s)]
-    while todo:
-        stmt = todo.pop()
-        if id(stmt) not in keep:
-            keep.add(id(stmt))
-            todo.extend(defined[n] for n in _names(stmt) if n in defined)
-    if not keep:
+    """The part of a checks/conftest.py that the public checks of PUBLIC_SOURCES use: the
+    imports, the fixtures and helpers they name (and what those name in turn), autouse
+    fixtures; None when they use none of it. What only hidden checks use stays out."""
+    source = _Source(conftest)
+    used = set().union(*(_names(ast.parse(text)) for text in public_sources))
+    helpers = source.closure(used) + source.autouse()
+    if not helpers:
         return None
-    lines = conftest.splitlines()
-    parts = ['"""What the public checks use of the course\'s checks/conftest.py."""']
-    for stmt in tree.body:
-        if _is_import(stmt) or id(stmt) in keep:
-            first = min([stmt.lineno, *(d.lineno for d in getattr(stmt, "decorator_list", []))])
-            parts.append("\n".join(lines[first - 1: stmt.end_lineno]))
-    return "\n\n".join(parts) + "\n"
+    return source.text_of([*source.imports(), *helpers],
+                          header='"""What the public checks use of the course\'s checks/conftest.py."""')
+
+
+class _Source:
+    """A Python file's top-level statements: what each defines, and what each one uses."""
+
+    def __init__(self, text: str):
+        self.tree = ast.parse(text)
+        self.lines = text.splitlines()
+        self.defined = {name: stmt for stmt in self.tree.body for name in _bound_names(stmt)}
+
+    def tests(self) -> list[ast.FunctionDef | ast.AsyncFunctionDef]:
+        """The check functions (test_*)."""
+        return [s for s in self.tree.body if isinstance(s, ast.FunctionDef | ast.AsyncFunctionDef)
+                and s.name.startswith("test_")]
+
+    def imports(self) -> list[ast.stmt]:
+        return [s for s in self.tree.body if isinstance(s, ast.Import | ast.ImportFrom)]
+
+    def others(self) -> list[ast.stmt]:
+        """The statements that define nothing (imports, the docstring, pytestmark, ...)."""
+        return [s for s in self.tree.body if not _bound_names(s)
+                or any(n == "pytestmark" for n in _bound_names(s))]
+
+    def autouse(self) -> list[ast.stmt]:
+        """Fixtures every check uses without naming them."""
+        return [s for s in self.tree.body
+                if any("autouse" in ast.unparse(d) for d in getattr(s, "decorator_list", []))]
+
+    def closure(self, names: set[str]) -> list[ast.stmt]:
+        """The statements defining NAMES, and those defining what they use in turn."""
+        kept: dict[int, ast.stmt] = {}
+        todo = [self.defined[n] for n in names if n in self.defined]
+        while todo:
+            stmt = todo.pop()
+            if id(stmt) not in kept:
+                kept[id(stmt)] = stmt
+                todo.extend(self.defined[n] for n in _names(stmt) if n in self.defined)
+        return list(kept.values())
+
+    def text_of(self, stmts: list[ast.stmt], header: str = "") -> str:
+        """The source of STMTS (decorators included), in file order, after HEADER."""
+        wanted = {id(s) for s in stmts}
+        parts = [header] if header else []
+        for stmt in self.tree.body:
+            if id(stmt) in wanted:
+                decorators = getattr(stmt, "decorator_list", [])
+                first = min([stmt.lineno, *(d.lineno for d in decorators)])
+                parts.append("\n".join(self.lines[first - 1: stmt.end_lineno]))
+        return "\n\n".join(parts) + "\n" if parts else ""
+
+
+def _lines(*texts: str) -> set[str]:
+    """The stripped lines of TEXTS."""
+    return {line.strip() for text in texts for line in text.splitlines()}
 
 
 def _bound_names(stmt: ast.stmt) -> list[str]:
@@ -173,15 +254,6 @@ def _names(node: ast.AST) -> set[str]:
     return found
 
 
-def _autouse(stmt: ast.stmt) -> bool:
-    """Whether STMT is a fixture every check uses without naming it."""
-    return any("autouse" in ast.unparse(d) for d in getattr(stmt, "decorator_list", []))
-
-
-def _is_import(stmt: ast.stmt) -> bool:
-    return isinstance(stmt, ast.Import | ast.ImportFrom)
-
-
 def info_text(info: BundleInfo) -> str:
     """bundle.toml for INFO."""
     limits = info.limits
@@ -189,7 +261,8 @@ def info_text(info: BundleInfo) -> str:
              f"assignment = {_toml(info.assignment)}", f"title = {_toml(info.title)}",
              f"notebook = {_toml(info.notebook)}", f"public_points = {info.public_points!r}",
              f"hidden_points = {info.hidden_points!r}", f"seed = {info.seed}",
-             f"data = [{', '.join(_toml(n) for n in info.data)}]", "", "[limits]"]
+             f"data = [{', '.join(_toml(n) for n in info.data)}]",
+             f"withheld = [{', '.join(_toml(n) for n in info.withheld)}]", "", "[limits]"]
     lines += [f"{name} = {getattr(limits, name)!r}" for name in limits.__dataclass_fields__]
     return "\n".join(lines) + "\n"
 
@@ -204,6 +277,9 @@ def readme(info: BundleInfo) -> str:
     """The bundle's README: what to do, how to check, what is graded."""
     total = info.public_points + info.hidden_points
     data = ", ".join(f"`{n}`" for n in info.data) or "none"
+    withheld = (f"; and the public checks {', '.join(f'`{n}`' for n in info.withheld)}, left out"
+                " of this folder because their code would show part of the solution"
+                if info.withheld else "")
     return f"""# {info.title}
 
 Open `{info.notebook}` in Jupyter from this folder and write your code where it says
@@ -232,8 +308,9 @@ anywhere and nothing is handed in.
 ## What is graded
 
 The notebook is worth {total:g} points. The public checks here are worth {info.public_points:g}
-of them; {info.hidden_points:g} points come from hidden checks that run only when your hand-in
-is graded (on data you do not have), so full public points do not mean full marks. The notebook
+of them; {info.hidden_points:g} points come from checks that run only when your hand-in is
+graded (hidden checks, on data you do not have{withheld}), so full public points do not mean full
+marks. The notebook
 must run from top to bottom in a fresh kernel: each cell within {info.limits.cell_seconds:g} s,
 the whole notebook within {info.limits.total_seconds:g} s, in {info.limits.memory_mb} MB of
 memory. Hand in `{info.notebook}` as your course tells you.
