@@ -219,9 +219,10 @@ def _unzipped(course: Path, name: str, tmp_path: Path) -> Path:
     return target / name
 
 
-def _check(command: list[str], folder: Path, notebook: Path, env: dict[str, str]) -> tuple[float, float, str]:
+def _check(command: list[str], folder: Path, notebook: Path, env: dict[str, str],
+           options: tuple[str, ...] | list[str] = ()) -> tuple[float, float, str]:
     """Run `grader check NOTEBOOK` in FOLDER; the public points and their maximum, the output."""
-    done = subprocess.run([*command, "check", str(notebook)], cwd=folder, env=env,
+    done = subprocess.run([*command, "check", str(notebook), *options], cwd=folder, env=env,
                           capture_output=True, text=True, timeout=600)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-3000:]
@@ -251,6 +252,21 @@ def test_check_from_the_unzipped_tiny_bundle_gives_the_reference_every_public_po
     points, _, output = _check(command, folder, folder / "tiny.ipynb", env)
     assert points == 0, output
     assert not list(folder.glob("*.sqlite")) and not (folder / "reports").exists()
+    # staff, in the course: --assignment NAME bundles it into a temporary folder first
+    course_env = {**env, "GRADER_DATA_HOME": str(CACHE)}
+    points, most, output = _check(command, tmp_path, folder / "ref.ipynb", course_env,
+                                  ["--assignment", "tiny", "--course", str(FILES / "course")])
+    assert (points, most) == (2, 2), output
+
+
+def test_check_outside_a_bundle_says_where_to_run_it(tmp_path: Path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(FILES / "course" / "assignments" / "tiny" / "source" / "tiny.ipynb", tmp_path)
+    assert main(["check", "tiny.ipynb"]) == 2
+    assert "no bundle.toml beside tiny.ipynb or here: run `grader check` inside the unzipped" in (
+        capsys.readouterr().err)
+    assert main(["check", "missing.ipynb"]) == 2
+    assert "no notebook at missing.ipynb" in capsys.readouterr().err
 
 
 @pytest.mark.slow
