@@ -95,7 +95,9 @@ def _assert_nothing_hidden(course: Path, name: str, tmp_path: Path) -> dict[str,
             assert hashlib.sha256(path.read_bytes()).hexdigest() not in digests
     # no data recipe: not the file, not its name in the description
     info = tomllib.loads(texts[f"{name}/bundle.toml"])
-    assert "recipe" not in info and "recipes" not in everything
+    written = "\n".join(t for m, t in texts.items() if m.endswith((".toml", ".md", ".py")))
+    assert "recipe" not in info and "recipe" not in written  # (IMDB's reviews speak of recipes)
+    assert not any(m.endswith(f"/{config.data.recipe}.py") for m in members)
     if config.data.recipe:
         recipe = (course / "datasets" / "recipes" / f"{config.data.recipe}.py").read_text()
         assert recipe not in everything
