@@ -5,7 +5,9 @@ A bundle is a zip of one folder: the starter notebook, the student-visible data 
 checks/conftest.py they use, `bundle.toml` (what `grader check` needs: the notebook's name, the
 seed, the limits, the points of the public checks and how many are hidden) and a README. Nothing
 hidden goes in: no solution, no hidden check or helper only hidden checks use, no hidden data,
-no data recipe. `grader check` reads the unzipped folder as an assignment whose checks are the
+no data recipe. A public check that would show a solution line (through a reference
+implementation it compares with, say) is withheld: its points count with the hidden ones, and
+bundle.toml names it. `grader check` reads the unzipped folder as an assignment whose checks are the
 public ones, and grades the notebook through the pipeline like any submission.
 """
 
