@@ -1,5 +1,5 @@
-"""The command line: `grader list | release | validate | collect | run | report | review | export |
-doctor | data`."""
+"""The command line: `grader list | release | bundle | check | validate | collect | run | report |
+review | export | feedback | doctor | data`."""
 
 from __future__ import annotations
 
@@ -16,7 +16,20 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import collect, devices, doctor, export, late, options, release, review, sandbox, similarity
+from . import (
+    bundle,
+    collect,
+    devices,
+    doctor,
+    export,
+    handback,
+    late,
+    options,
+    release,
+    review,
+    sandbox,
+    similarity,
+)
 from .assignments import Assignment, list_assignments, load_assignment
 from .data import cli as data_cli
 from .data.prepare import Prepared, prepare
@@ -26,7 +39,7 @@ from .late import LatePolicy
 from .paths import course_root, data_home
 from .pipeline import Batch, Settings, grade_batch
 from .preflight import preflight_checks
-from .report import phases_line, write_feedback_pages, write_summary
+from .report import feedback_name, phases_line, write_feedback_pages, write_summary
 from .roster import read_roster
 from .score import GRADER_FAULT, Result
 from .submission import Submission, discover
@@ -67,6 +80,99 @@ def cmd_release(args: argparse.Namespace) -> int:
                           "mark it as a solution or move it out of the notebook")
     release.write_notebook(starter, assignment.release_notebook)
     console.print(f"wrote {assignment.release_notebook}")
+    return 0
+
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    """Write the student bundle: starter, student data, public checks, bundle.toml, README."""
+    assignment = _assignment(args)
+    members = bundle.write_bundle(assignment, _prepared(assignment, args), Path(args.output))
+    console.print(f"wrote {args.output}: {len(members)} files in {assignment.name}/ (the "
+                  "starter, the student data, the public checks, bundle.toml and README.md)",
+                  highlight=False, markup=False, soft_wrap=True)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Run a notebook with the public checks only, as a student checks it before handing in."""
+    notebook = Path(args.notebook)
+    if not notebook.is_file():
+        raise GraderError(f"no notebook at {notebook}: name the .ipynb file you want checked")
+    sandboxed = sandbox.bwrap() is not None
+    if not sandboxed:
+        console.print("bubblewrap is missing or cannot make a sandbox here: the notebook runs "
+                      "without the sandbox (grading will run it in one)", highlight=False)
+    device = devices.slots(devices.choose(args.gpus), 1)[0]
+    with tempfile.TemporaryDirectory(prefix="grader-check-") as tmp:
+        folder = _bundle_folder(args, notebook, Path(tmp))
+        (Path(tmp) / "no-hidden").mkdir()
+        bundled = bundle.open_bundle(folder, Path(tmp) / "no-hidden")
+        info = bundled.info
+        console.print(f"checking {notebook} with the public checks of {info.assignment}"
+                      f"{'' if sandboxed else ' (no sandbox)'}", highlight=False, markup=False)
+        result, _ = bundle.check_notebook(bundled, notebook.resolve(), sandboxed=sandboxed,
+                                          device=device)
+    return _print_check(result, info)
+
+
+def _bundle_folder(args: argparse.Namespace, notebook: Path, tmp: Path) -> Path:
+    """The unzipped bundle to check against: --assignment (a bundle folder, or an assignment of
+    the course, bundled into TMP), else the notebook's folder or the working directory."""
+    chosen = args.assignment
+    if chosen and Path(chosen).is_dir():
+        return Path(chosen)
+    if chosen:
+        assignment = load_assignment(course_root(args.course), chosen)
+        bundle.lay_out(bundle.bundle_files(assignment, _prepared(assignment, args)), tmp / "bundle")
+        return tmp / "bundle"
+    for folder in (notebook.resolve().parent, Path.cwd()):
+        if (folder / bundle.INFO).is_file():
+            return folder
+    raise GraderError(f"no {bundle.INFO} beside {notebook} or here: run `grader check` inside the "
+                      "unzipped bundle folder, or pass --assignment BUNDLE_FOLDER")
+
+
+def _print_check(result: Result, info: bundle.BundleInfo) -> int:
+    """Each public check with its points and message, the public total and the hidden points."""
+    if result.status == GRADER_FAULT:
+        print(f"error: the notebook could not be checked here (not your fault): "
+              f"{result.staff_detail.strip()[-1500:]}", file=sys.stderr)
+        return 1
+    table = Table("check", "points", "result", "message", title="public checks")
+    for c in result.checks:
+        table.add_row(escape(c.name), f"{c.points:g}/{c.max_points:g}", c.outcome,
+                      escape(c.message or c.description))
+    console.print(table)
+    if result.reason:
+        evalue = (result.failed_cell or {}).get("evalue", "")
+        console.print(f"the notebook: {result.reason}{f': {evalue[:300]}' if evalue else ''}",
+                      highlight=False, markup=False)
+    console.print(f"public checks: {result.score:g}/{info.public_points:g} points", highlight=False)
+    console.print(f"hidden checks: {info.hidden_points:g} more points, graded only after you hand "
+                  "in (not checked here)", highlight=False)
+    return 0
+
+
+def cmd_feedback(args: argparse.Namespace) -> int:
+    """Zip each student's feedback page and executed notebook, one folder each, for the LMS."""
+    assignment = _assignment(args)
+    roster = read_roster(Path(args.roster)) if args.roster else None
+    results = _stored(args, assignment)
+    reports = _reports_dir(args, assignment)
+    missing = [r for r in results if not (reports / feedback_name(r.student)).is_file()]
+    if missing:
+        for problem in write_feedback_pages(missing, title=assignment.config.title,
+                                            folder=reports, notebook_html=True):
+            print(f"warning: {problem}", file=sys.stderr)
+    pages = handback.pages_of(results, reports, roster)
+    for student, why in pages.left_out:
+        print(f"warning: {student} left out: {why}", file=sys.stderr)
+    if not pages.members:
+        raise GraderError(f"no feedback page to release for {assignment.name} (see the warnings)")
+    handback.write_zip(pages, Path(args.zip))
+    students = len({m.split("/", 1)[0] for m in pages.members})
+    console.print(f"wrote {args.zip}: the pages of {students} student(s), one folder each",
+                  highlight=False, markup=False, soft_wrap=True)
     return 0
 
 
@@ -431,6 +537,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("list", cmd_list, "list the course's assignments", assignment=False)
     command("release", cmd_release, "write the starter notebook from the instructor notebook")
+    p = command("bundle", cmd_bundle, "write the student bundle: a zip of the starter notebook, "
+                "the student data, the public checks and a README (nothing hidden)")
+    p.add_argument("--output", "-o", required=True, metavar="FILE.zip", help="the zip to write")
+    p.add_argument("--data-home", help="dataset cache (default $GRADER_DATA_HOME or ~/.cache/grader)")
+    p = sub.add_parser("check", help="students: run a notebook with the public checks only, offline",
+                       description="Run NOTEBOOK in a fresh (sandboxed) kernel with the public "
+                       "checks of the unzipped bundle it sits in; print each check, the public "
+                       "total and the hidden points still to be earned. Writes no gradebook.")
+    p.add_argument("notebook", metavar="NOTEBOOK", help="the notebook to check, e.g. assignment01.ipynb")
+    p.add_argument("--assignment", metavar="DIR_OR_NAME",
+                   help="the unzipped bundle folder (default: the notebook's folder, else here), "
+                        "or an assignment of the course")
+    _common(p)
+    _gpu_options(p)
+    p.add_argument("--data-home", help="dataset cache, for an assignment of the course")
+    p.set_defaults(handler=cmd_check)
     p = command("validate", cmd_validate,
                 "grade the reference and the starter: full marks and zero, or exit 1")
     # one after the other: the reference, which may train for minutes, gets every core's threads
@@ -480,6 +602,14 @@ def build_parser() -> argparse.ArgumentParser:
                                     "Canvas imports as a new assignment)")
     p.add_argument("--gradebook", default="gradebook.sqlite", help="SQLite file or SQLAlchemy URL")
     p.add_argument("--output", "-o", help="write to this file instead of standard output")
+    p = command("feedback", cmd_feedback, "release feedback: zip each student's feedback page "
+                "and executed notebook, one folder each, named for upload to the LMS")
+    p.add_argument("--zip", required=True, metavar="OUT.zip", help="the zip to write")
+    p.add_argument("--roster", help="roster CSV: folders named as Moodle's submissions "
+                   "('Full Name_LMSID_assignsubmission_file_/'); without it, STUDENT/")
+    p.add_argument("--gradebook", default="gradebook.sqlite", help="SQLite file or SQLAlchemy URL")
+    p.add_argument("--reports", help="folder of the pages (default reports/ASSIGNMENT); missing "
+                                     "pages are written first")
     p = command("doctor", cmd_doctor, "check bubblewrap, the kernel's Python and packages, "
                 "TensorFlow's devices inside the sandbox, the data cache, the gradebook, Chromium",
                 assignment=False)

@@ -467,12 +467,17 @@ class _Kernel:
 
     def _data_files(self) -> dict[str, Path]:
         """The student-visible data, by name in the working directory; never anything hidden."""
-        if self.prepared is None:
-            return {}
-        folder = self.prepared.student_dir
-        names = self.assignment.config.data.student_files or tuple(
-            p.name for p in sorted(folder.iterdir()))
-        return {name: folder / name for name in names}
+        return student_data_files(self.assignment, self.prepared)
+
+
+def student_data_files(assignment: Assignment, prepared: Prepared | None) -> dict[str, Path]:
+    """The student-visible data of ASSIGNMENT, by name in a kernel's working directory (and in
+    the student bundle); never anything hidden."""
+    if prepared is None:
+        return {}
+    folder = prepared.student_dir
+    names = assignment.config.data.student_files or tuple(p.name for p in sorted(folder.iterdir()))
+    return {name: folder / name for name in names}
 
 
 async def _execute_and_check(assignment: Assignment, turn: _Turn) -> None:

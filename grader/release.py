@@ -90,6 +90,17 @@ def _pairs(lines: list[str]) -> set[tuple[str, str]]:
     return set(itertools.pairwise(kept))
 
 
+def solution_lines(source_nb: NotebookNode) -> set[str]:
+    """The distinctive lines of the solutions of SOURCE_NB: finding one elsewhere is a leak."""
+    given: list[str] = []
+    solutions: list[str] = []
+    for cell in source_nb.cells:
+        kept, removed = _strip_solutions(cell.source, "")
+        given.extend(line.strip() for line in kept.splitlines())
+        solutions.extend(removed)
+    return _distinctive(solutions, set(given))
+
+
 def find_leaks(starter: NotebookNode, source_nb: NotebookNode, hidden_sources: list[str]) -> list[str]:
     """Solution lines or hidden checks found anywhere in the starter notebook.
 
@@ -97,15 +108,9 @@ def find_leaks(starter: NotebookNode, source_nb: NotebookNode, hidden_sources: l
     check leaks when its name, or two of its lines in a row, show up: one line alone (loading
     the data, say) is too often shared with the notebook on purpose.
     """
-    given: list[str] = []
-    solutions: list[str] = []
-    for cell in source_nb.cells:
-        kept, removed = _strip_solutions(cell.source, "")
-        given.extend(line.strip() for line in kept.splitlines())
-        solutions.extend(removed)
     strings = _strings(starter)
     found = set(strings)
-    solution = _distinctive(solutions, set(given))
+    solution = solution_lines(source_nb)
     leaks = [f"solution line {line!r}" for line in sorted(solution & found)]
     hidden_lines = [ln for src in hidden_sources for ln in src.splitlines()]
     names = {m.group(1) for m in re.finditer(r"def (test_\w+)", "\n".join(hidden_lines))}
