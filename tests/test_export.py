@@ -172,3 +172,68 @@ def test_collected_lms_times_decide_the_penalty_that_the_lms_files_carry(course,
     assert [(r[0], r[4], r[7]) for r in rows[1:]] == [("Participant 201", "6", "2026-03-01T09:00:00+00:00"),
                                                       ("Participant 202", "4.5", "2026-03-03T01:05:00+00:00")]
     assert "6 from the checks, less 1.5 for lateness: handed in 2 h 6 min after" in rows[2][9]
+
+
+@pytest.mark.slow
+def test_moodle_and_canvas_archives_are_collected_graded_and_exported_with_their_penalties(
+        course, tmp_path, capsys):
+    """Issue 12's end to end: both LMSs' "download all submissions" archives (a late hand-in, a
+    resubmission, a name with non-ASCII letters, a hostile member each) through collect, run and
+    the exports each LMS imports."""
+    import stat
+    import unicodedata
+    import zipfile
+
+    from tests.conftest import TINY_SOLUTION
+    from tests.test_collect import add, nb_bytes
+
+    toml = course / "assignments" / "tiny" / "assignment.toml"
+    toml.write_text(toml.read_text(encoding="utf-8") + '\n[deadline]\ndue = 2026-03-02T23:59:00+01:00\n'
+                    'rate = 0.25\ncap = 0.5\n', encoding="utf-8")
+    full = nb_bytes(*TINY_SOLUTION)
+    moodle, canvas = tmp_path / "moodle.zip", tmp_path / "canvas.zip"
+    with zipfile.ZipFile(moodle, "w") as z:
+        zoe = unicodedata.normalize("NFD", "Zoé Ångström")  # as a Mac names the folder
+        add(z, f"{zoe}_301_assignsubmission_file_/tiny.ipynb", full, (2026, 3, 12, 10, 0, 0))  # days late
+        add(z, "Bob Jones_302_assignsubmission_file_/tiny.ipynb", full, (2026, 3, 1, 8, 0, 0))
+        add(z, "../evil.ipynb", full)
+    with zipfile.ZipFile(canvas, "w") as z:
+        add(z, "smithjohn_201_9001_tiny.ipynb", nb_bytes("total = 0"), utc=datetime(2026, 3, 1, 9, tzinfo=UTC))
+        add(z, "smithjohn_201_9050_tiny-1.ipynb", full, utc=datetime(2026, 3, 1, 11, tzinfo=UTC))
+        add(z, "lópezana_LATE_202_9100_tiny.ipynb", full, utc=datetime(2026, 3, 3, 1, 5, tzinfo=UTC))
+        add(z, "mallory_203_9200_tiny.ipynb", b"/etc/passwd", mode=stat.S_IFLNK | 0o777)
+    roster = tmp_path / "roster.csv"
+    roster.write_text("student,name,email,lms_id,login\n"
+                      "zoe,Zoé Ångström,z@uni.example,301,\nbob,Bob Jones,b@uni.example,302,\n"
+                      "john,\"Smith, John\",j@uni.example,201,smithjohn\n"
+                      "ana,\"López, Ana\",a@uni.example,202,lópezana\n", encoding="utf-8")
+    book = tmp_path / "book.sqlite"
+    common = ["--course", str(course), "--gradebook", str(book)]
+    for archive in (moodle, canvas):
+        out = tmp_path / archive.stem
+        assert main(["collect", "tiny", str(archive), "-o", str(out), "--roster", str(roster),
+                     "--course", str(course)]) == 0
+        said = capsys.readouterr()
+        assert "evil" in said.err + said.out if archive == moodle else "mallory" in said.err + said.out
+        assert main(["run", "tiny", "--submissions", str(out), "--reports", str(tmp_path / "reports"),
+                     *common]) == 0
+    assert not (tmp_path / "evil.ipynb").exists() and not list(tmp_path.rglob("mallory*"))
+    assert sorted(p.name for p in (tmp_path / "moodle").glob("*.ipynb")) == ["bob.ipynb", "zoe.ipynb"]
+    assert sorted(p.name for p in (tmp_path / "canvas").glob("*.ipynb")) == ["ana.ipynb", "john.ipynb"]
+    capsys.readouterr()
+    assert main(["export", "tiny", *common, "--format", "moodle", "--roster", str(roster)]) == 0
+    rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
+    assert rows[0] == ["Identifier", "Full name", "Email address", "Status", "Grade", "Maximum Grade",
+                       "Grade can be changed", "Last modified (submission)", "Last modified (grade)",
+                       "Feedback comments"]  # Moodle's grading worksheet, as Moodle writes it
+    grades = {r[0]: r[4] for r in rows[1:]}
+    # Zoé: days late, the cap (half the points); Ana: 2 h 6 min late, one started day (a quarter);
+    # John: his resubmission (the full one) counts, on time
+    assert grades == {"Participant 301": "3", "Participant 302": "6", "Participant 201": "6",
+                      "Participant 202": "4.5"}
+    assert main(["export", "tiny", *common, "--format", "canvas", "--roster", str(roster),
+                 "--column", "Tiny (77)"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:2] == ["Student,ID,SIS User ID,SIS Login ID,Section,Tiny (77)", "    Points Possible,,,,,6"]
+    assert sorted(lines[2:]) == sorted(['Zoé Ångström,301,,,,3', 'Bob Jones,302,,,,6',
+                                        '"Smith, John",201,,smithjohn,,6', '"López, Ana",202,,lópezana,,4.5'])
