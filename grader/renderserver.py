@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import select
 import signal
 import sys
@@ -64,10 +63,9 @@ def _child(request: dict[str, Any], seconds: int) -> None:
     """In the child: limit this process, render the page, exit (never returns)."""
     code = 1
     try:
-        memory = int(request["memory_mb"]) * 2**20
-        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-        resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds + 1))
-        from .report import _notebook_html, _write_whole
+        from .report import _notebook_html, _write_whole, limit_renderer
+
+        limit_renderer(int(request["memory_mb"]), seconds)
 
         _write_whole(Path(request["page"]), _notebook_html(request["notebook"]))
         code = 0

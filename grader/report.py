@@ -303,11 +303,16 @@ class Renderer:
 _WARM_UP_SECONDS = 120.0
 
 
+def limit_renderer(memory_mb: int, seconds: int) -> None:
+    """Hold this rendering process to MEMORY_MB of address space and SECONDS of CPU."""
+    resource.setrlimit(resource.RLIMIT_AS, (memory_mb * 2**20, memory_mb * 2**20))
+    resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds + 1))
+
+
 def _render_child() -> None:
     """In the rendering child: limit this process, then render the notebook on stdin to a page."""
     page, memory_mb, seconds = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-    resource.setrlimit(resource.RLIMIT_AS, (memory_mb * 2**20, memory_mb * 2**20))
-    resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds + 1))
+    limit_renderer(memory_mb, seconds)
     notebook_json = sys.stdin.buffer.read().decode("utf-8", "surrogatepass")
     _write_whole(page, _notebook_html(notebook_json))
 
