@@ -224,7 +224,10 @@ def test_the_warm_renderer_writes_the_page_a_cold_child_writes(tmp_path):
 def test_the_warm_renderer_holds_each_page_to_its_limits_and_goes_on(tmp_path):
     slow, big, fine = result("mallory", 4), result("trudy", 4), result("zoe", 3)
     slow.executed_notebook = nbformat.writes(new_notebook(cells=[new_markdown_cell("[" * 100_000)]))
-    big.executed_notebook = fine.executed_notebook = _rich_notebook()
+    fine.executed_notebook = _rich_notebook()
+    # Megabytes of output: the page cannot be rendered in memory the forked child already holds
+    big.executed_notebook = nbformat.writes(new_notebook(cells=[new_code_cell("print(s)", outputs=[
+        new_output("stream", name="stdout", text="x" * 8_000_000)])]))
     renderer = Renderer()
     try:
         with pytest.raises(ReportError, match="longer than 2 s"):
