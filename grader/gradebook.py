@@ -1,23 +1,31 @@
 """The gradebook: students, submissions, grading runs and check results, in SQL.
 
-SQLite by default; any SQLAlchemy URL (PostgreSQL, say) works unchanged. Only this module speaks
-SQL. Each result is written in one transaction, so a killed grader leaves no half-stored run; a
-write that fails is retried before it is reported. Every string that came from a submission is
-cleaned (lone surrogates, NUL bytes) and capped before it reaches the database.
+SQLite by default; PostgreSQL (`postgresql://...`, with the `postgres` extra) where several
+graders or machines write at once. Only this module speaks SQL; the schema is made and upgraded
+by the migrations in grader/migrations when a gradebook is opened. Each result is written in one
+transaction, so a killed grader leaves no half-stored run; a write that fails for a passing
+reason (a locked SQLite file, a dropped connection, a serialization failure) is retried before
+it is reported. A grader process claims a submission before it grades it, so that two graders on
+one gradebook grade it once. Every string that came from a submission is cleaned (lone
+surrogates, NUL bytes) and capped before it reaches the database.
 """
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
+    URL,
     Boolean,
     DateTime,
     Float,
@@ -27,15 +35,16 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     create_engine,
+    delete,
     event,
-    inspect,
     make_url,
     select,
-    text,
+    update,
 )
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, load_only, mapped_column, relationship
 
+from . import migrations
 from .errors import GradebookError
 from .outcomes import Attachment, CheckOutcome
 from .score import GRADER_FAULTS, Override, Result, attach_overrides
@@ -138,38 +147,96 @@ class OverrideRow(Base):
     notebook_sha256: Mapped[str] = mapped_column(String(64))
 
 
-def _url(target: str | Path) -> str:
+class ClaimRow(Base):
+    """A grader process's hold on one submission while it grades it (Gradebook.claim): the
+    unique constraint lets one process at a time hold it; the stored result releases it."""
+
+    __tablename__ = "claims"
+    __table_args__ = (UniqueConstraint("assignment", "student", "notebook_sha256", "grading_key",
+                                       name="uq_claims_submission"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    assignment: Mapped[str] = mapped_column(String(100))
+    student: Mapped[str] = mapped_column(String(200))
+    notebook_sha256: Mapped[str] = mapped_column(String(64))
+    grading_key: Mapped[str] = mapped_column(String(64))
+    owner: Mapped[str] = mapped_column(String(300))  # HOST:PID of the grader process
+    token: Mapped[str] = mapped_column(String(32))  # this claim's own: a take-over replaces it
+    claimed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+def _url(target: str | Path) -> URL:
+    """TARGET as a SQLAlchemy URL: a path is a SQLite file; postgresql:// uses psycopg 3."""
     text = str(target)
-    return text if "://" in text else f"sqlite:///{Path(text).resolve()}"
+    url = make_url(text if "://" in text else f"sqlite:///{Path(text).resolve()}")
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg")
+    return url
 
 
 # pip packages of the SQLAlchemy drivers a gradebook URL may name, by the module that is missing.
-DRIVER_PACKAGES = {"psycopg2": "psycopg2-binary", "psycopg": "'psycopg[binary]'", "asyncpg": "asyncpg",
-                   "pymysql": "pymysql", "MySQLdb": "mysqlclient", "pg8000": "pg8000"}
+DRIVER_PACKAGES = {"psycopg2": "psycopg2-binary", "psycopg": "'psycopg[binary]' (the grader's postgres extra)",
+                   "asyncpg": "asyncpg", "pymysql": "pymysql", "MySQLdb": "mysqlclient", "pg8000": "pg8000"}
 
 
 class Gradebook:
-    """An open gradebook."""
+    """An open gradebook, its schema at the newest revision (grader/migrations)."""
 
     def __init__(self, target: str | Path, *, attempts: int = 3):
-        url = _url(target)
         self.attempts = attempts
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"  # who holds this process's claims
         try:
-            self.engine = create_engine(url)
-            if url.startswith("sqlite"):
+            url = _url(target)
+        except ArgumentError:
+            raise GradebookError(f"cannot open the gradebook {target}: it is neither a file nor a "
+                                 "database URL (postgresql://USER:PASSWORD@HOST/DATABASE)") from None
+        where = url.render_as_string()  # without the password
+        if url.drivername.startswith("sqlite") and url.database:
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.engine = create_engine(url, pool_pre_ping=not url.drivername.startswith("sqlite"))
+            if url.drivername.startswith("sqlite"):
                 event.listen(self.engine, "connect", _sqlite_pragmas)
-            Base.metadata.create_all(self.engine)
-            _add_missing_columns(self.engine)
-        except SQLAlchemyError as exc:
-            raise GradebookError(f"cannot open the gradebook {target}: {exc.__class__.__name__}:"
-                                 f" {str(exc).splitlines()[0]}") from None
+            self._open(where)
         except ModuleNotFoundError as exc:  # the URL's database driver is not installed
             package = DRIVER_PACKAGES.get((exc.name or "").partition(".")[0], exc.name)
-            raise GradebookError(f"cannot open the gradebook {make_url(url).render_as_string()}: its"
-                                 f" database driver {exc.name} is not installed; run"
-                                 f" `pip install {package}`") from None
+            raise GradebookError(f"cannot open the gradebook {where}: its database driver"
+                                 f" {exc.name} is not installed; run `pip install {package}`") from None
+
+    def _open(self, where: str) -> None:
+        """Connect and migrate, trying again where that fails for a passing reason; one
+        GradebookError that says what to check where it cannot be done."""
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return self._migrate()
+            except (OperationalError, DBAPIError) as exc:
+                if attempt < self.attempts and _passing(exc):
+                    time.sleep(0.2 * 2 ** attempt)
+                    continue
+                hint = "" if self.engine.dialect.name == "sqlite" else (
+                    "; check that the database server runs and that the URL's host, port, user,"
+                    " password and database are right")
+                raise GradebookError(f"cannot open the gradebook {where}: {_first_line(exc)}{hint}") from None
+            except SQLAlchemyError as exc:
+                raise GradebookError(f"cannot open the gradebook {where}: {exc.__class__.__name__}: "
+                                     f"{_first_line(exc)}") from None
+            except GradebookError as exc:
+                raise GradebookError(f"cannot open the gradebook {where}: {exc}") from None
+
+    def _migrate(self) -> None:
+        """Bring the schema to the newest revision, in one transaction (on SQLite, one that
+        holds the write lock from its start: two graders opening a new file wait in turn)."""
+        with self.engine.connect() as connection:
+            if connection.dialect.name == "sqlite":
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+            migrations.upgrade(connection)
+            connection.commit()
+
+    @property
+    def revision(self) -> str | None:
+        """The schema revision the gradebook is at."""
+        with self.engine.connect() as connection:
+            return migrations.current(connection)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -201,6 +268,61 @@ class Gradebook:
             if row is not None:
                 row.seen_at = datetime.now(UTC)
 
+    def claim(self, student: str, assignment: str, sha256: str, key: str, *, lease_s: float) -> bool:
+        """Take STUDENT's notebook SHA256 of ASSIGNMENT, to be graded with KEY, for this process:
+        True if it is this process's now, False where another grader holds it. A claim left by a
+        grader whose process is gone (on this host), or older than its lease of LEASE_S
+        seconds, is taken over. The result's store releases it."""
+        return self._retrying(lambda: self._claim(_clean(student, 200), assignment, sha256, key, lease_s))
+
+    def _claim(self, student: str, assignment: str, sha256: str, key: str, lease_s: float) -> bool:
+        which = (ClaimRow.assignment == assignment, ClaimRow.student == student,
+                 ClaimRow.notebook_sha256 == sha256, ClaimRow.grading_key == key)
+        for _ in range(3):  # the holder may let go between our insert and our look
+            now = datetime.now(UTC)
+            mine = {"owner": self.owner, "token": secrets.token_hex(16), "claimed_at": now,
+                    "expires_at": now + timedelta(seconds=lease_s)}
+            try:
+                with self.session() as session:
+                    session.add(ClaimRow(assignment=assignment, student=student,
+                                         notebook_sha256=sha256, grading_key=key, **mine))
+                return True
+            except IntegrityError:  # held: by a grader at work, or left over
+                pass
+            with self.session() as session:
+                held = session.scalar(select(ClaimRow).where(*which))
+                if held is None:
+                    continue
+                if not _left_over(held, now):
+                    return False
+                # of several graders taking it over at once, the one whose update finds the
+                # old token wins
+                taken = session.connection().execute(
+                    update(ClaimRow).where(ClaimRow.id == held.id, ClaimRow.token == held.token)
+                    .values(**mine))
+                return taken.rowcount == 1
+        return False
+
+    def release(self, assignment: str, student: str | None = None) -> None:
+        """Let go of this process's claim on STUDENT's submission of ASSIGNMENT (one it will not
+        grade after all), or with no STUDENT of every claim it holds on ASSIGNMENT."""
+        def write() -> None:
+            with self.session() as session:
+                session.execute(self._mine(assignment, student))
+        self._retrying(write)
+
+    def _mine(self, assignment: str, student: str | None) -> Any:
+        """The DELETE of this process's claims on ASSIGNMENT (of STUDENT's submission only)."""
+        query = delete(ClaimRow).where(ClaimRow.assignment == assignment, ClaimRow.owner == self.owner)
+        return query if student is None else query.where(ClaimRow.student == _clean(student, 200))
+
+    def claims(self, assignment: str) -> dict[str, str]:
+        """Who holds a claim on a submission of ASSIGNMENT now: the owner by student."""
+        with self.session() as session:
+            rows = session.execute(select(ClaimRow.student, ClaimRow.owner)
+                                   .where(ClaimRow.assignment == assignment))
+            return {student: owner for student, owner in rows}
+
     def store(self, result: Result) -> int:
         """Record one grading run and its checks in a single transaction, retrying a write that
         fails for a passing reason (a locked database); return the run's id. GradebookError if
@@ -231,17 +353,22 @@ class Gradebook:
         self._retrying(write)
 
     def _retrying(self, write: Callable[[], T]) -> T:
+        """WRITE's value, WRITE tried again (with a pause) where it failed for a passing reason:
+        a locked SQLite file, a dropped connection, a serialization failure or deadlock."""
         for attempt in range(1, self.attempts + 1):
             try:
                 return write()
-            except OperationalError as exc:
+            except (OperationalError, DBAPIError) as exc:
+                if not _passing(exc):
+                    raise GradebookError(f"the gradebook write failed: {exc.__class__.__name__}: "
+                                         f"{_first_line(exc)}") from None
                 if attempt == self.attempts:
                     raise GradebookError(f"the gradebook write failed {self.attempts} times: "
-                                         f"{str(exc).splitlines()[0][:300]}") from None
+                                         f"{_first_line(exc)}") from None
                 time.sleep(0.2 * 2 ** attempt)
             except SQLAlchemyError as exc:
                 raise GradebookError(f"the gradebook write failed: {exc.__class__.__name__}: "
-                                     f"{str(exc).splitlines()[0][:300]}") from None
+                                     f"{_first_line(exc)}") from None
         raise GradebookError("the gradebook was not written: no attempt was allowed")
 
     def _store(self, result: Result) -> int:
@@ -265,6 +392,7 @@ class Gradebook:
             run = Run(submission_id=row.id, **{name: getattr(result, name) for name in _RUN_FIELDS})
             run.checks = [CheckRow(**asdict(c)) for c in result.checks]
             session.add(run)
+            session.execute(self._mine(result.assignment, result.student))  # graded: released
             session.flush()
             return run.id
 
@@ -445,22 +573,33 @@ def _cleaned(result: Result) -> Result:
     )
 
 
-def _add_missing_columns(engine: Any) -> None:
-    """Add the columns a newer grader defines to a gradebook made by an older one."""
-    inspector = inspect(engine)
-    with engine.begin() as connection:
-        for table in Base.metadata.sorted_tables:
-            have = {c["name"] for c in inspector.get_columns(table.name)}
-            for column in table.columns:
-                if column.name in have:
-                    continue
-                kind = column.type.compile(engine.dialect)
-                default = " DEFAULT ''" if isinstance(column.type, String | Text) else ""
-                value = getattr(column.default, "arg", None)
-                if isinstance(column.type, Float) and isinstance(value, float):
-                    default = f" DEFAULT {value!r}"  # old rows read back as 0.0, not NULL
-                connection.execute(text(
-                    f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}{default}'))
+def _left_over(claim: ClaimRow, now: datetime) -> bool:
+    """Whether CLAIM was left by a grader that is gone: its lease ran out, or its owner was a
+    process of this host that no longer runs."""
+    if _utc(claim.expires_at) <= now:
+        return True
+    host, _, pid = claim.owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another machine's grader: only its lease tells
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it runs, as another user
+        return False
+    return False
+
+
+def _passing(exc: DBAPIError) -> bool:
+    """Whether EXC may not happen again: SQLite's locked file and PostgreSQL's serialization
+    failures, deadlocks and lost connections are OperationalErrors; a dropped connection may
+    also show as another DBAPI error, with the connection invalidated."""
+    return isinstance(exc, OperationalError) or exc.connection_invalidated
+
+
+def _first_line(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else exc.__class__.__name__)[:300]
 
 
 def _outcome(row: CheckRow) -> CheckOutcome:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
+
+from tests import postgres as postgres_server
 
 REPO = Path(__file__).resolve().parents[1]
 FILES = Path(__file__).resolve().parent / "files"
@@ -70,3 +72,28 @@ TINY_SOLUTION = (
     "def double(values):\n    return 2 * np.asarray(values)",
     "guess = 99.5",
 )
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[postgres_server.Server]:
+    """A PostgreSQL server of the tests' own, on a socket in a temporary folder (see
+    tests/postgres.py); fails, never skips, where PostgreSQL is not installed."""
+    server = postgres_server.start()
+    try:
+        yield server
+    finally:
+        postgres_server.stop(server)
+
+
+@pytest.fixture
+def postgres_url(postgres: postgres_server.Server) -> str:
+    """A new empty database on the tests' PostgreSQL server."""
+    return postgres.create_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def gradebook_target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a test's gradebook lives: a new SQLite file, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "g.sqlite")
+    return request.getfixturevalue("postgres_url")

@@ -1,9 +1,20 @@
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import text
 
+from grader import migrations
 from grader.errors import GradebookError
-from grader.gradebook import Gradebook
+from grader.gradebook import Base, Gradebook
 from grader.outcomes import Attachment, CheckOutcome
 from grader.score import Result
 
@@ -20,8 +31,8 @@ def result(student: str, sha: str, score: float, status: str = "graded") -> Resu
     )
 
 
-def test_store_and_read_back_the_latest_run(tmp_path):
-    book = Gradebook(tmp_path / "g.sqlite")
+def test_store_and_read_back_the_latest_run(gradebook_target):
+    book = Gradebook(gradebook_target)
     book.store(result("bob", "s1", 3))
     book.store(result("alice", "s2", 7))
     book.store(result("bob", "s3", 9))
@@ -35,8 +46,8 @@ def test_store_and_read_back_the_latest_run(tmp_path):
     assert book.latest("other") == []
 
 
-def test_already_graded_needs_the_same_notebook_and_checks(tmp_path):
-    book = Gradebook(tmp_path / "g.sqlite")
+def test_already_graded_needs_the_same_notebook_and_checks(gradebook_target):
+    book = Gradebook(gradebook_target)
     book.store(result("bob", "s1", 3))
     book.store(result("eve", "s9", 0, status="error"))
     assert book.already_graded("bob", "a1", "s1", "c1")
@@ -46,9 +57,10 @@ def test_already_graded_needs_the_same_notebook_and_checks(tmp_path):
     assert not book.already_graded("eve", "a1", "s9", "c1"), "grader failures are retried"
 
 
-def test_results_survive_reopening(tmp_path):
-    Gradebook(tmp_path / "g.sqlite").store(result("bob", "s1", 3))
-    assert Gradebook(f"sqlite:///{tmp_path / 'g.sqlite'}").latest("a1")[0].score == 3
+def test_results_survive_reopening(gradebook_target):
+    Gradebook(gradebook_target).store(result("bob", "s1", 3))
+    again = gradebook_target if "://" in gradebook_target else f"sqlite:///{gradebook_target}"
+    assert Gradebook(again).latest("a1")[0].score == 3
 
 
 def test_a_bad_gradebook_is_a_user_error(tmp_path):
@@ -57,8 +69,8 @@ def test_a_bad_gradebook_is_a_user_error(tmp_path):
         Gradebook(tmp_path / "g.sqlite")
 
 
-def test_a_resubmitted_older_notebook_shows_its_own_grade(tmp_path):
-    book = Gradebook(tmp_path / "g.sqlite")
+def test_a_resubmitted_older_notebook_shows_its_own_grade(gradebook_target):
+    book = Gradebook(gradebook_target)
     book.store(result("bob", "v1", 3))
     book.store(result("bob", "v2", 9))
     assert book.latest("a1")[0].score == 9
@@ -66,8 +78,8 @@ def test_a_resubmitted_older_notebook_shows_its_own_grade(tmp_path):
     assert [(r.sha256, r.score) for r in book.latest("a1")] == [("v1", 3)]
 
 
-def test_student_text_with_lone_surrogates_and_nuls_is_stored(tmp_path):
-    book = Gradebook(tmp_path / "g.sqlite")
+def test_student_text_with_lone_surrogates_and_nuls_is_stored(gradebook_target):
+    book = Gradebook(gradebook_target)
     bad = result("eve\ud800", "s1", 0, status="cell_error")
     bad.reason = "cell 2 raised ValueError: \ud800\udfff broken\x00text"
     bad.checks[0].message = "found \udcff"
@@ -80,10 +92,10 @@ def test_student_text_with_lone_surrogates_and_nuls_is_stored(tmp_path):
     assert stored.checks[0].message.startswith("found")
 
 
-def test_a_locked_write_is_retried(tmp_path, monkeypatch):
+def test_a_locked_write_is_retried(gradebook_target, monkeypatch):
     from sqlalchemy.exc import OperationalError
 
-    book = Gradebook(tmp_path / "g.sqlite", attempts=3)
+    book = Gradebook(gradebook_target, attempts=3)
     real, calls = book._store, []
 
     def flaky(r):
@@ -97,10 +109,10 @@ def test_a_locked_write_is_retried(tmp_path, monkeypatch):
     assert len(calls) == 3 and book.latest("a1")[0].score == 3
 
 
-def test_a_write_that_keeps_failing_is_one_gradebook_error(tmp_path, monkeypatch):
+def test_a_write_that_keeps_failing_is_one_gradebook_error(gradebook_target, monkeypatch):
     from sqlalchemy.exc import OperationalError
 
-    book = Gradebook(tmp_path / "g.sqlite", attempts=2)
+    book = Gradebook(gradebook_target, attempts=2)
 
     def broken(r):
         raise OperationalError("INSERT", {}, Exception("disk I/O error"))
@@ -110,12 +122,17 @@ def test_a_write_that_keeps_failing_is_one_gradebook_error(tmp_path, monkeypatch
         book.store(result("bob", "s1", 3))
 
 
-def test_a_gradebook_of_an_older_grader_gets_the_new_columns(tmp_path):
-    import sqlite3
+def _before_migrations(db) -> None:
+    """Make the SQLite gradebook DB look as a grader before migrations left it."""
+    db.execute("DROP TABLE alembic_version")
+    db.execute("DROP TABLE claims")
 
+
+def test_a_gradebook_of_an_older_grader_gets_the_new_columns(tmp_path):
     path = tmp_path / "g.sqlite"
     Gradebook(path).store(result("bob", "s1", 3))
-    with sqlite3.connect(path) as db:  # what the previous release made: none of the new columns
+    with sqlite3.connect(path) as db:  # what an earlier release made: none of the new columns
+        _before_migrations(db)
         db.execute("ALTER TABLE grading_runs DROP COLUMN staff_detail")
         db.execute("ALTER TABLE submissions DROP COLUMN seen_at")
         db.execute("ALTER TABLE check_results DROP COLUMN fault")
@@ -128,18 +145,17 @@ def test_a_gradebook_of_an_older_grader_gets_the_new_columns(tmp_path):
 
 
 def test_an_older_gradebooks_runs_read_back_with_zero_for_a_new_phase(tmp_path):
-    import sqlite3
-
     path = tmp_path / "g.sqlite"
     Gradebook(path).store(result("bob", "s1", 3))
     with sqlite3.connect(path) as db:
+        _before_migrations(db)
         db.execute("ALTER TABLE grading_runs DROP COLUMN queue_s")
     [old] = Gradebook(path).latest("a1")
     assert old.queue_s == 0.0 and old.total_s >= 0
 
 
-def test_the_store_and_report_phases_are_recorded_on_the_stored_run(tmp_path):
-    book = Gradebook(tmp_path / "g.sqlite")
+def test_the_store_and_report_phases_are_recorded_on_the_stored_run(gradebook_target):
+    book = Gradebook(gradebook_target)
     first = book.store(result("bob", "s1", 3))
     second = book.store(result("alice", "s2", 7))
     book.record_phases(first, store_s=0.25, report_s=1.5)
@@ -147,3 +163,168 @@ def test_the_store_and_report_phases_are_recorded_on_the_stored_run(tmp_path):
     assert (stored["bob"].store_s, stored["bob"].report_s) == (0.25, 1.5)
     assert (stored["alice"].store_s, stored["alice"].report_s) == (0.0, 0.0)
     assert first != second
+
+
+# Migrations: the schema is Alembic's, and a gradebook of an earlier release survives the upgrade.
+
+GRADEBOOKS = Path(__file__).resolve().parent / "files" / "gradebooks"
+
+
+def _schema_drift(book: Gradebook) -> list:
+    """What differs between the gradebook's tables and the models of grader/gradebook.py."""
+    with book.engine.connect() as connection:
+        return compare_metadata(MigrationContext.configure(connection), Base.metadata)
+
+
+def test_a_new_gradebook_is_made_by_the_migrations_as_the_models_say(gradebook_target):
+    book = Gradebook(gradebook_target)
+    assert book.revision == migrations.head() != migrations.RELEASE1
+    assert _schema_drift(book) == []
+    assert Gradebook(gradebook_target).revision == migrations.head()  # opened again: unchanged
+
+
+@pytest.mark.parametrize("made_by", ["release", "older"])
+def test_a_gradebook_of_an_earlier_release_opens_at_the_newest_revision_with_its_rows(tmp_path, made_by):
+    # release.sql: what the grader before migrations made; older.sql: an older one still, without
+    # the phase, weight and late columns and the overrides table (tests/files/gradebooks)
+    path = tmp_path / "g.sqlite"
+    with sqlite3.connect(path) as db:
+        db.executescript((GRADEBOOKS / f"{made_by}.sql").read_text())
+    book = Gradebook(path)
+    assert book.revision == migrations.head()
+    assert _schema_drift(book) == []
+    stored = {r.student: r for r in book.latest("a1")}
+    assert {name: (r.score, r.status, r.sha256[0]) for name, r in stored.items()} == {
+        "ann": (7, "graded", "a"), "bob": (9, "graded", "c"), "eve": (0, "error", "e")}
+    assert [(c.name, c.points, c.message) for c in stored["ann"].checks] == [
+        ("test_shape", 4, "ok"), ("test_accuracy", 3, "accuracy 0.85 is below 0.9")]
+    assert stored["ann"].checks[0].attachments[0].content == "(3, 4)"
+    assert stored["bob"].submitted_at == datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    assert (stored["bob"].queue_s, stored["bob"].late_penalty, stored["bob"].late_note) == (0, 0, "")
+    assert book.count_runs("a1") == {"ann": 1, "bob": 2, "eve": 1}
+    assert book.already_graded("ann", "a1", "a" * 64, "key1")
+    assert not book.already_graded("eve", "a1", "e" * 64, "key1"), "a grader fault is regraded"
+    overrides = book.overrides("a1")
+    if made_by == "release":
+        assert [(o.item, o.points, o.was, o.reviewer) for o in overrides["ann"]] == [
+            ("test_accuracy", 5, 3, "ta")]
+    else:
+        assert overrides == {}
+    book.store(result("eve", "e" * 64, 8))
+    assert {r.student: r.score for r in Gradebook(path).latest("a1")}["eve"] == 8
+
+
+def test_a_gradebook_of_a_newer_grader_is_one_line_error(gradebook_target):
+    book = Gradebook(gradebook_target)
+    book.store(result("bob", "s1", 3))
+    with book.engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    with pytest.raises(GradebookError) as error:
+        Gradebook(gradebook_target)
+    message = str(error.value)
+    assert "schema revision 9999" in message and "upgrade the grader" in message
+    assert "\n" not in message
+
+
+def test_the_cli_says_a_newer_gradebook_needs_a_newer_grader(course, tmp_path, capsys):
+    from grader.cli import main
+
+    path = tmp_path / "g.sqlite"
+    Gradebook(path).store(result("bob", "s1", 3))
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE alembic_version SET version_num = 'f00d'")
+    assert main(["export", "tiny", "--gradebook", str(path), "--course", str(course)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot open the gradebook") and err.count("\n") == 1
+    assert "upgrade the grader" in err
+
+
+# PostgreSQL: opening errors, lost connections.
+
+def test_an_unreachable_server_is_one_line_error_that_says_what_to_check():
+    with pytest.raises(GradebookError) as error:
+        Gradebook("postgresql://u:secret@127.0.0.1:1/gradebook", attempts=1)
+    message = str(error.value)
+    assert "check that the database server runs" in message and "secret" not in message
+    assert "127.0.0.1" in message and "\n" not in message
+
+
+def test_a_dropped_connection_does_not_lose_the_next_write(postgres_url):
+    import psycopg
+
+    book = Gradebook(postgres_url)
+    book.store(result("bob", "s1", 3))
+    database = postgres_url.split("/")[3].split("?")[0]
+    with psycopg.connect(postgres_url.replace(f"/{database}?", "/postgres?"), autocommit=True) as admin:
+        ended = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                              "WHERE datname = %s AND pid <> pg_backend_pid()", (database,)).fetchone()
+    assert ended is not None and ended[0] >= 1  # the gradebook's pooled connection is gone
+    book.store(result("alice", "s2", 7))
+    assert [r.student for r in book.latest("a1")] == ["alice", "bob"]
+
+
+# Claims: one grader at a time grades a submission.
+
+def test_a_claim_is_held_until_the_result_is_stored(gradebook_target):
+    book, other = Gradebook(gradebook_target), Gradebook(gradebook_target)
+    assert book.claim("bob", "a1", "s1", "c1", lease_s=600)
+    assert not other.claim("bob", "a1", "s1", "c1", lease_s=600), "held by a grader at work"
+    assert other.claim("bob", "a1", "s1", "c2", lease_s=600), "another grading key is another claim"
+    assert book.claims("a1") == {"bob": book.owner}
+    book.store(result("bob", "s1", 3))  # checks_sha256 c1
+    assert book.claims("a1") == {}
+    assert other.claim("bob", "a1", "s1", "c1", lease_s=600)
+    other.release("a1", "bob")
+    assert book.claims("a1") == {}
+
+
+def test_a_claim_left_by_a_killed_grader_is_taken_over(gradebook_target):
+    killed = subprocess.run([sys.executable, "-c", (
+        "import os, signal, sys\n"
+        "from grader.gradebook import Gradebook\n"
+        "book = Gradebook(sys.argv[1])\n"
+        "assert book.claim('bob', 'a1', 's1', 'c1', lease_s=3600)\n"
+        "print(book.owner, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"), gradebook_target], capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stderr
+    book = Gradebook(gradebook_target)
+    assert book.claims("a1") == {"bob": killed.stdout.strip()} != {"bob": book.owner}
+    assert book.claim("bob", "a1", "s1", "c1", lease_s=3600), "its grader is gone: taken over"
+    assert book.claims("a1") == {"bob": book.owner}
+
+
+def test_a_claim_of_another_machine_is_taken_over_only_once_its_lease_ran_out(gradebook_target):
+    away = Gradebook(gradebook_target)
+    away.owner = "grading-server-2:4242"  # a grader of another host: its process cannot be seen
+    assert away.claim("bob", "a1", "s1", "c1", lease_s=3600)
+    assert away.claim("ann", "a1", "s2", "c1", lease_s=0.2)
+    time.sleep(0.3)
+    book = Gradebook(gradebook_target)
+    assert not book.claim("bob", "a1", "s1", "c1", lease_s=3600)
+    assert book.claim("ann", "a1", "s2", "c1", lease_s=3600)
+    assert book.claims("a1") == {"bob": "grading-server-2:4242", "ann": book.owner}
+
+
+def _race(target: str, claim, graders: int = 8) -> list[bool]:
+    """What CLAIM(gradebook) gives in each of GRADERS threads, each with a gradebook (and a
+    connection pool) of its own, started at once."""
+    books = [Gradebook(target) for _ in range(graders)]
+    start = threading.Barrier(graders)
+
+    def one(book: Gradebook) -> bool:
+        start.wait()
+        return claim(book)
+
+    with ThreadPoolExecutor(graders) as pool:
+        return list(pool.map(one, books))
+
+
+def test_of_graders_claiming_one_submission_at_once_exactly_one_wins(gradebook_target):
+    won = _race(gradebook_target, lambda book: book.claim("bob", "a1", "s1", "c1", lease_s=600))
+    assert sorted(won) == [False] * 7 + [True]
+    away = Gradebook(gradebook_target)
+    away.owner = "grading-server-2:4242"
+    assert away.claim("ann", "a1", "s2", "c1", lease_s=0)  # left over at once
+    won = _race(gradebook_target, lambda book: book.claim("ann", "a1", "s2", "c1", lease_s=600))
+    assert sorted(won) == [False] * 7 + [True], "one grader takes a left-over claim over"
+    assert Gradebook(gradebook_target).claims("a1")["ann"] != "grading-server-2:4242"

@@ -1,0 +1,73 @@
+"""The gradebook's schema migrations (Alembic), run whenever a gradebook is opened.
+
+Revision 0001 is the schema of the last grader before migrations (release1.py); each later
+revision is a script in versions/. A new gradebook is made at the newest revision; one made
+before migrations (no alembic_version table) is brought to revision 0001 and stamped, then
+upgraded; one at a revision this grader does not know (made by a newer grader) is refused.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.script.revision import RevisionError
+from alembic.util import CommandError
+from sqlalchemy import Connection, inspect, text
+
+from ..errors import GradebookError
+from . import release1
+
+FOLDER = Path(__file__).resolve().parent
+RELEASE1 = "0001"  # the schema of the last grader before migrations
+_LOCK = 0x6772616465  # PostgreSQL advisory lock of the migrations: one grader at a time
+
+
+def config(connection: Connection | None = None) -> Config:
+    """Alembic's configuration: the scripts in this package, run on CONNECTION."""
+    settings = Config(attributes={"connection": connection})
+    settings.set_main_option("script_location", str(FOLDER).replace("%", "%%"))
+    settings.set_main_option("path_separator", "os")
+    return settings
+
+
+def head() -> str:
+    """The newest revision this grader knows."""
+    newest = ScriptDirectory.from_config(config()).get_current_head()
+    assert newest is not None
+    return newest
+
+
+def current(connection: Connection) -> str | None:
+    """The revision of the gradebook on CONNECTION (None: before migrations, or empty)."""
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def upgrade(connection: Connection) -> None:
+    """Bring the gradebook on CONNECTION, in its transaction, to the newest revision; a
+    GradebookError if a newer grader made it."""
+    if connection.dialect.name == "postgresql":  # two graders opening one new gradebook at once
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK})
+    settings = config(connection)
+    found = current(connection)
+    if found is None and inspect(connection).has_table("students"):
+        release1.complete(connection)
+        command.stamp(settings, RELEASE1)
+    elif found is not None:
+        _known(settings, found)
+    if found != head():
+        command.upgrade(settings, "head")
+
+
+def _known(settings: Config, revision: str) -> None:
+    """Refuse a gradebook at REVISION where this grader does not know it."""
+    try:
+        ScriptDirectory.from_config(settings).get_revision(revision)
+    except (CommandError, RevisionError):
+        raise GradebookError(
+            f"the gradebook is at schema revision {revision}, which this grader does not know "
+            f"(it knows up to {head()}): a newer grader made it; upgrade the grader to open it"
+        ) from None
