@@ -256,8 +256,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if batch.graded:
         console.print(_summary_table(batch.graded))
     faults = sum(r.status == GRADER_FAULT for r in batch.graded)
+    elsewhere = f", {len(batch.elsewhere)} being graded by another grader run" if batch.elsewhere else ""
     console.print(f"{len(batch.graded)} graded, {len(batch.skipped)} already graded (use --force"
-                  f" to regrade) in {batch.seconds:.1f} s; reports: {reports / 'index.html'}")
+                  f" to regrade){elsewhere} in {batch.seconds:.1f} s; reports: {reports / 'index.html'}")
     if line := phases_line(batch.graded, seconds=batch.seconds, workers=len(settings.slots())):
         console.print(line, highlight=False)
     return _batch_exit(batch, faults)
@@ -448,6 +449,9 @@ def _stored(args: argparse.Namespace, assignment: Assignment) -> list[Result]:
 
 
 EXPORT_COLUMNS = export.COLUMNS
+GRADEBOOK_HELP = ("the gradebook: a SQLite file (default gradebook.sqlite) or a database URL such as "
+                  "postgresql://USER:PASSWORD@HOST/DATABASE (needs the postgres extra); its schema "
+                  "is migrated when it is opened")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -571,20 +575,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--submissions", required=True,
                    help="folder with DIR/STUDENT.ipynb or DIR/STUDENT/*.ipynb")
     p.add_argument("--gradebook", default="gradebook.sqlite",
-                   help="SQLite file or SQLAlchemy URL (default gradebook.sqlite)")
+                   help=GRADEBOOK_HELP)
     p.add_argument("--reports", help="folder for feedback pages (default reports/ASSIGNMENT)")
     p.add_argument("--force", action="store_true", help="regrade submissions already graded")
     _similar_option(p)
     _grading_options(p)
     p = command("report", cmd_report, "write feedback pages and the class summary from the gradebook")
-    p.add_argument("--gradebook", default="gradebook.sqlite", help="SQLite file or SQLAlchemy URL")
+    p.add_argument("--gradebook", default="gradebook.sqlite", help=GRADEBOOK_HELP)
     p.add_argument("--reports", help="folder for the pages (default reports/ASSIGNMENT)")
     p.add_argument("--no-notebook-html", action="store_true",
                    help="do not write the executed notebooks as HTML")
     _similar_option(p)
     p = command("review", cmd_review, "serve the staff review page on 127.0.0.1: adjust a check's "
                 "points with a comment, grade the rubric's written answers; each change is kept")
-    p.add_argument("--gradebook", default="gradebook.sqlite", help="SQLite file or SQLAlchemy URL")
+    p.add_argument("--gradebook", default="gradebook.sqlite", help=GRADEBOOK_HELP)
     p.add_argument("--reports", help="folder of the student pages, written again after each change"
                                      " (default reports/ASSIGNMENT)")
     p.add_argument("--port", type=_port, default=0, help="port on 127.0.0.1 (default 0: any free port)")
@@ -600,14 +604,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--column", help="canvas: the assignment's column as Canvas' own export names "
                                     "it, e.g. 'Assignment 01 (12345)' (default: the title, which "
                                     "Canvas imports as a new assignment)")
-    p.add_argument("--gradebook", default="gradebook.sqlite", help="SQLite file or SQLAlchemy URL")
+    p.add_argument("--gradebook", default="gradebook.sqlite", help=GRADEBOOK_HELP)
     p.add_argument("--output", "-o", help="write to this file instead of standard output")
     p = command("feedback", cmd_feedback, "release feedback: zip each student's feedback page "
                 "and executed notebook, one folder each, named for upload to the LMS")
     p.add_argument("--zip", required=True, metavar="OUT.zip", help="the zip to write")
     p.add_argument("--roster", help="roster CSV: folders named as Moodle's submissions "
                    "('Full Name_LMSID_assignsubmission_file_/'); without it, STUDENT/")
-    p.add_argument("--gradebook", default="gradebook.sqlite", help="SQLite file or SQLAlchemy URL")
+    p.add_argument("--gradebook", default="gradebook.sqlite", help=GRADEBOOK_HELP)
     p.add_argument("--reports", help="folder of the pages (default reports/ASSIGNMENT); missing "
                                      "pages are written first")
     p = command("doctor", cmd_doctor, "check bubblewrap, the kernel's Python and packages, "
@@ -615,7 +619,7 @@ def build_parser() -> argparse.ArgumentParser:
                 assignment=False)
     _gpu_options(p)
     p.add_argument("--data-home", help="dataset cache (default $GRADER_DATA_HOME or ~/.cache/grader)")
-    p.add_argument("--gradebook", default="gradebook.sqlite", help="SQLite file or SQLAlchemy URL")
+    p.add_argument("--gradebook", default="gradebook.sqlite", help=GRADEBOOK_HELP)
     data_cli.add_parser(sub)
     return parser
 

@@ -77,7 +77,8 @@ class Batch:
     """What a batch did."""
 
     graded: list[Result] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # graded before (by this run or another)
+    elsewhere: list[str] = field(default_factory=list)  # being graded by another grader run now
     seconds: float = 0.0
     unstored: list[tuple[str, str]] = field(default_factory=list)  # (student, why) not stored
     stopped: str = ""  # why the batch stopped before grading everyone, if it did
@@ -163,11 +164,15 @@ class _Work:
     """The batch's submissions, shared by its slots. A slot takes its next submission while its
     current one runs, and holds it ahead; a slot left with nothing takes over a submission that
     another slot holds ahead and has not begun (behind a notebook that runs to its time limit,
-    say), which that slot then lets go. With a PREFLIGHT, nothing begins before it has passed."""
+    say), which that slot then lets go. With a PREFLIGHT, nothing begins before it has passed.
+    With CLAIM, a submission is taken only where CLAIM takes it in the gradebook: one that
+    another grader process holds is passed over for the next."""
 
-    def __init__(self, todo: list[Submission], began: float, *, preflight: bool = False):
+    def __init__(self, todo: list[Submission], began: float, *, preflight: bool = False,
+                 claim: Callable[[Submission], bool] | None = None):
         self.pending = collections.deque(todo)
         self.began = began
+        self.claim = claim
         self.stop = threading.Event()
         self.opened = threading.Event()  # set when the preflight has passed or failed
         if not preflight:
@@ -191,6 +196,8 @@ class _Work:
         with self._lock:
             if self.stopped:
                 return None
+            while self.pending and self.claim is not None and not self.claim(self.pending[0]):
+                self.pending.popleft()
             if self.pending:
                 submission = self.pending.popleft()
             elif not ahead and (others := [k for k, (_, free) in self._held.items() if free]):
@@ -574,6 +581,10 @@ def grade_batch(
     before PREFLIGHT has returned, nor is graded before a kernel started; what PREFLIGHT raises,
     or PreflightFailed where the first kernel did not start, is raised here with nothing graded.
 
+    A slot claims each submission in the gradebook as it takes it (Gradebook.claim): one that
+    another grader process is grading is passed over (Batch.elsewhere), one it graded meanwhile
+    is skipped; the claims still held at the end are released.
+
     A result that cannot be stored is reported in Batch.unstored and the batch goes on; if more
     than half of the first results are grader faults, the batch stops (Batch.stopped)."""
     began = time.monotonic()
@@ -583,10 +594,12 @@ def grade_batch(
     try:
         todo = _not_graded(assignment, submissions, gradebook, settings, key, batch, reporter,
                            on_skip)
+        claim = _claimer(assignment, gradebook, settings, key, batch, on_skip)
         _run_slots(assignment, todo, gradebook, prepared, settings, key, batch, reporter,
-                   on_result, began, preflight)
+                   on_result, began, preflight, claim)
     finally:
         reporter.close()
+        _release(gradebook, assignment)
     batch.seconds = time.monotonic() - began
     return batch
 
@@ -620,20 +633,63 @@ def _not_graded(assignment: Assignment, submissions: list[Submission], gradebook
     return todo
 
 
+def _release(gradebook: Gradebook, assignment: Assignment) -> None:
+    """Let go of the claims this grader still holds (on submissions it did not store)."""
+    try:
+        gradebook.release(assignment.name)
+    except GradebookError:
+        pass  # they are taken over once this process has ended (Gradebook.claim)
+
+
+def claim_lease(assignment: Assignment) -> float:
+    """How long a claim on a submission of ASSIGNMENT lasts before another grader may take it
+    over, in seconds: a slot holds its next submission while its current one runs, so twice a
+    submission's longest turn (its kernel's start, the notebook, the checks), and ten minutes."""
+    limits = assignment.config.limits
+    return 2 * (limits.kernel_start_seconds + limits.total_seconds + limits.check_seconds) + 600
+
+
+def _claimer(assignment: Assignment, gradebook: Gradebook, settings: Settings, key: str,
+             batch: Batch, on_skip: Callable[[Submission], None] | None) -> Callable[[Submission], bool]:
+    """Whether this grader may grade a submission: its claim in the gradebook taken, and not
+    graded meanwhile by another grader (unless forced). One it may not is kept in BATCH as
+    graded elsewhere, already graded, or (where the gradebook cannot be reached) unstored."""
+    lease = claim_lease(assignment)
+
+    def claim(submission: Submission) -> bool:
+        sha, student = _digest(submission.path), submission.student
+        try:
+            if not gradebook.claim(student, assignment.name, sha, key, lease_s=lease):
+                batch.elsewhere.append(student)
+            elif (settings.force or submission.path is None
+                  or not gradebook.already_graded(student, assignment.name, sha, key)):
+                return True
+            else:  # another grader stored it after this batch began
+                gradebook.release(assignment.name, student)
+                batch.skipped.append(student)
+        except GradebookError as exc:
+            batch.unstored.append((student, f"its claim could not be taken: {exc}"))
+        if on_skip:
+            on_skip(submission)
+        return False
+    return claim
+
+
 def _run_slots(assignment: Assignment, todo: list[Submission], gradebook: Gradebook,
                prepared: Prepared | None, settings: Settings, key: str, batch: Batch,
                reporter: _Reporter, on_result: Callable[[Result], None] | None,
-               began: float, preflight: Callable[[], object] | None = None) -> None:
+               began: float, preflight: Callable[[], object] | None = None,
+               claim: Callable[[Submission], bool] | None = None) -> None:
     """Grade TODO on the slots, each a thread running one event loop that takes submissions
-    from a shared queue; store each result here as it comes and hand it to the reporter.
-    PREFLIGHT runs on a thread of its own meanwhile (see grade_batch)."""
+    from a shared queue (those CLAIM takes); store each result here as it comes and hand it to
+    the reporter. PREFLIGHT runs on a thread of its own meanwhile (see grade_batch)."""
     # Each slot is a device (a GPU appears PER_GPU times at most) and, for a root grader, users
     # of its own: a kernel's process limit and the reaping after it concern that kernel alone.
     each = settings.slots(assignment.config.limits.memory_mb)[: max(1, len(todo))]
     root = settings.sandboxed and os.geteuid() == 0
     threads = threads_per_kernel(len(each))
     python = kernel_python(settings.python)
-    work = _Work(todo, began, preflight=preflight is not None)
+    work = _Work(todo, began, preflight=preflight is not None, claim=claim)
     done: queue.SimpleQueue[Result | None] = queue.SimpleQueue()
 
     def serve(slot: _Slot, index: int) -> None:

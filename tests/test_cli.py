@@ -4,6 +4,7 @@ import argparse
 import csv
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -173,9 +174,11 @@ def test_release_refuses_a_leaking_starter(course):
 @pytest.mark.parametrize(("args", "words"), [
     (["run", "tiny", "--submissions", "assignments/tiny/assignment.toml"],
      "is a file, not a folder of submissions; pass the folder that holds it"),
-    (["run", "tiny", "--submissions", ".", "--gradebook", "postgresql://u:secret@localhost/db"],
-     "pip install"),
-    pytest.param(["report", "tiny", "--gradebook", "postgresql://u:secret@localhost/db"], "pip install",
+    (["run", "tiny", "--submissions", ".", "--gradebook", "mysql+pymysql://u:secret@localhost/db"],
+     "pip install pymysql"),
+    (["run", "tiny", "--submissions", ".", "--gradebook", "postgresql://u:secret@127.0.0.1:1/db"],
+     "check that the database server runs"),
+    pytest.param(["report", "tiny", "--gradebook", "mysql+pymysql://u:secret@localhost/db"], "pip install",
                  marks=pytest.mark.slow),  # grades first: a kernel starts
     (["run", "tiny", "--submissions", ".", "--reports", "assignments/tiny/assignment.toml"],
      "is a file, not a folder"),
@@ -272,3 +275,37 @@ def test_gpus_and_per_gpu_reach_the_batch_and_the_run_says_so(course, tmp_path, 
             "7488 MB of GPU memory per kernel") in out
     assert [(d.cuda_visible_devices, d.memory_limit_mb) for d in seen[0].slots()] == [
         ("GPU-bbbb", 7488)] * 2
+
+
+def _closing_counts(stdout: str) -> tuple[int, int, int]:
+    """Graded, already graded, and being graded by another run, from `grader run`'s closing line."""
+    words = " ".join(stdout.split())  # rich wraps long lines where there is no terminal
+    found = re.search(r"(\d+) graded, (\d+) already graded \(use --force to regrade\)"
+                      r"(?:, (\d+) being graded by another grader run)? in ", words)
+    assert found, words[-1500:]
+    return int(found[1]), int(found[2]), int(found[3] or 0)
+
+
+@pytest.mark.slow  # two graders, each running its kernels
+def test_two_grader_runs_at_once_on_one_postgresql_gradebook_grade_each_submission_once(
+        course, tmp_path, write_notebook, postgres_url):
+    from grader.gradebook import Gradebook
+
+    names = [f"s{i}" for i in range(6)]
+    for name in names:  # long enough that the second grader starts while the first grades
+        write_notebook(tmp_path / "subs", name, *TINY_SOLUTION, "import time\ntime.sleep(3)")
+    command = [sys.executable, "-m", "grader", "run", "tiny", "--course", str(course), "--submissions",
+               str(tmp_path / "subs"), "--gradebook", postgres_url, "--workers", "1", "--no-sandbox"]
+    graders = [subprocess.Popen([*command, "--reports", str(tmp_path / f"reports{i}")], cwd=tmp_path,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for i in range(2)]
+    outputs = [grader.communicate(timeout=600) for grader in graders]
+    assert [g.returncode for g in graders] == [0, 0], [err[-2000:] for _, err in outputs]
+    counts = [_closing_counts(out) for out, _ in outputs]
+    assert all(sum(each) == len(names) for each in counts), counts  # each line accounts for all
+    assert sum(graded for graded, _, _ in counts) == len(names), counts
+    assert min(graded for graded, _, _ in counts) >= 1, f"the two graders did not overlap: {counts}"
+    book = Gradebook(postgres_url)
+    assert book.count_runs("tiny") == {name: 1 for name in names}
+    assert {(r.status, r.score) for r in book.latest("tiny")} == {("graded", 6)}
+    assert book.claims("tiny") == {}

@@ -360,3 +360,82 @@ def test_a_long_notebook_holds_up_nothing_queued_behind_it(course, tmp_path, mon
     assert sorted(r.student for r in batch.graded) == ["s0", "s1", "s2", "s3"]
     long_one = graded_by.pop("s0")  # its slot graded nothing else: the other took over its next
     assert len(set(graded_by.values())) == 1 and long_one not in graded_by.values()
+
+
+def test_a_slot_passes_over_what_another_grader_claimed():
+    from grader.pipeline import _Work
+
+    a, b, c = (Submission(student=name, path=None) for name in "abc")
+    asked: list[str] = []
+
+    def claim(submission):
+        asked.append(submission.student)
+        return submission.student != "b"  # another grader process holds b
+
+    work = _Work([a, b, c], time.monotonic(), claim=claim)
+    assert work.take(0)[0] is a and work.begin(0, a)
+    assert work.take(0, ahead=True)[0] is c  # b passed over
+    assert work.take(1, ahead=True) is None and asked == ["a", "b", "c"]
+
+
+def _claimer_for(course, tmp_path, **settings):
+    from grader.pipeline import Batch, _claimer
+
+    assignment = load_assignment(course, "tiny")
+    book, batch = Gradebook(tmp_path / "g.sqlite"), Batch()
+    return assignment, book, batch, _claimer(assignment, book, Settings(**settings), "k1", batch, None)
+
+
+def test_a_submission_another_grader_holds_or_graded_meanwhile_is_not_graded_again(
+        course, tmp_path, write_notebook):
+    from grader.pipeline import _digest
+
+    _, book, batch, claim = _claimer_for(course, tmp_path)
+    subs = {name: Submission(student=name, path=write_notebook(tmp_path / "subs", name, f"x = '{name}'"))
+            for name in ("ann", "bob", "eve")}
+    elsewhere = Gradebook(tmp_path / "g.sqlite")
+    elsewhere.owner = "grading-server-2:4242"  # another grader, at work on bob's notebook
+    assert elsewhere.claim("bob", "tiny", _digest(subs["bob"].path), "k1", lease_s=600)
+    graded = Result(student="eve", assignment="tiny", notebook="eve.ipynb",
+                    sha256=_digest(subs["eve"].path), checks_sha256="k1", status="graded", reason="",
+                    score=6, max_score=6)
+    elsewhere.store(graded)  # and has just stored eve's
+    assert [claim(subs[name]) for name in ("ann", "bob", "eve")] == [True, False, False]
+    assert (batch.elsewhere, batch.skipped) == (["bob"], ["eve"])
+    assert book.claims("tiny") == {"ann": book.owner, "bob": "grading-server-2:4242"}
+
+
+def test_force_regrades_but_never_what_another_grader_holds(course, tmp_path, write_notebook):
+    from grader.pipeline import _digest
+
+    _, book, batch, claim = _claimer_for(course, tmp_path, force=True)
+    ann, bob = (Submission(student=name, path=write_notebook(tmp_path / "subs", name, "x = 1"))
+                for name in ("ann", "bob"))
+    book.store(Result(student="ann", assignment="tiny", notebook="ann.ipynb", sha256=_digest(ann.path),
+                      checks_sha256="k1", status="graded", reason="", score=6, max_score=6))
+    other = Gradebook(tmp_path / "g.sqlite")
+    other.owner = "grading-server-2:4242"
+    assert other.claim("bob", "tiny", _digest(bob.path), "k1", lease_s=600)
+    assert claim(ann) and not claim(bob)
+    assert (batch.elsewhere, batch.skipped) == (["bob"], [])
+
+
+def test_a_batch_leaves_no_claim_of_its_own_behind(course, tmp_path, monkeypatch):
+    import asyncio
+
+    async def grade(slot, turn):
+        await asyncio.sleep(0.05)
+        turn.result.status = "graded"
+        return turn.result
+
+    monkeypatch.setattr(pipeline._Slot, "grade", grade)
+    book = Gradebook(tmp_path / "b.sqlite")
+    other = Gradebook(tmp_path / "b.sqlite")
+    other.owner = "grading-server-2:4242"
+    assert other.claim("s1", "tiny", "-", load_assignment(course, "tiny").grading_key(""), lease_s=600)
+    subs = [Submission(student=f"s{i}", path=None) for i in range(4)]
+    batch = grade_batch(load_assignment(course, "tiny"), subs, gradebook=book,
+                        prepared=None, settings=Settings(workers=2, sandboxed=False))
+    assert sorted(r.student for r in batch.graded) == ["s0", "s2", "s3"]
+    assert batch.elsewhere == ["s1"]
+    assert book.claims("tiny") == {"s1": "grading-server-2:4242"}
