@@ -2,6 +2,7 @@
 
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -118,8 +119,11 @@ def test_a_killed_grader_loses_only_what_was_in_flight(course, tmp_path, write_n
             break
         time.sleep(0.2)
     assert _kernels_of(process.pid) == []
+    left = Gradebook(book).claims("tiny")  # what was in flight: claimed by the killed grader
+    assert left and set(left.values()) == {f"{socket.gethostname()}:{process.pid}"}
     subprocess.run(command, cwd=tmp_path, check=True, capture_output=True)
     assert Gradebook(book).count_runs("tiny") == {n: 1 for n in ("a", "b", "c", "d", "slow")}
+    assert Gradebook(book).claims("tiny") == {}  # taken over, graded and released
 
 
 GPUS = (devices.Device("GPU 0 (Test GPU)", "GPU-aaaa", index="0", minor=0, memory_mb=16000),
