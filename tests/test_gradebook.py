@@ -17,6 +17,7 @@ from grader.errors import GradebookError
 from grader.gradebook import Base, Gradebook
 from grader.outcomes import Attachment, CheckOutcome
 from grader.score import Result
+from tests.conftest import before_migrations
 
 
 def result(student: str, sha: str, score: float, status: str = "graded") -> Result:
@@ -122,17 +123,11 @@ def test_a_write_that_keeps_failing_is_one_gradebook_error(gradebook_target, mon
         book.store(result("bob", "s1", 3))
 
 
-def _before_migrations(db) -> None:
-    """Make the SQLite gradebook DB look as a grader before migrations left it."""
-    db.execute("DROP TABLE alembic_version")
-    db.execute("DROP TABLE claims")
-
-
 def test_a_gradebook_of_an_older_grader_gets_the_new_columns(tmp_path):
     path = tmp_path / "g.sqlite"
     Gradebook(path).store(result("bob", "s1", 3))
     with sqlite3.connect(path) as db:  # what an earlier release made: none of the new columns
-        _before_migrations(db)
+        before_migrations(db)
         db.execute("ALTER TABLE grading_runs DROP COLUMN staff_detail")
         db.execute("ALTER TABLE submissions DROP COLUMN seen_at")
         db.execute("ALTER TABLE check_results DROP COLUMN fault")
@@ -148,7 +143,7 @@ def test_an_older_gradebooks_runs_read_back_with_zero_for_a_new_phase(tmp_path):
     path = tmp_path / "g.sqlite"
     Gradebook(path).store(result("bob", "s1", 3))
     with sqlite3.connect(path) as db:
-        _before_migrations(db)
+        before_migrations(db)
         db.execute("ALTER TABLE grading_runs DROP COLUMN queue_s")
     [old] = Gradebook(path).latest("a1")
     assert old.queue_s == 0.0 and old.total_s >= 0

@@ -14,6 +14,7 @@ from grader.gradebook import Gradebook
 from grader.late import LatePolicy, apply_late, lateness, load_policy, read_extensions, restate
 from grader.report import write_feedback, write_summary
 from grader.score import Result
+from tests.conftest import before_migrations
 
 REPO = Path(__file__).resolve().parent.parent
 DUE = datetime.fromisoformat("2026-03-01T23:59:00+01:00")
@@ -189,6 +190,7 @@ def test_a_gradebook_made_before_deadlines_opens_and_reads_its_scores_as_raw(tmp
     path = tmp_path / "old.sqlite"
     Gradebook(path).store(result("ann", 7.0))
     with sqlite3.connect(path) as db:  # the grading_runs table as an older grader made it
+        before_migrations(db)
         for column in ("raw_score", "late_penalty", "late_seconds", "due_at", "late_note"):
             db.execute(f"ALTER TABLE grading_runs DROP COLUMN {column}")
     (old,) = Gradebook(path).latest("late")

@@ -35,7 +35,7 @@ from grader.preflight import CollectedCheck, check_points
 from grader.report import write_feedback, write_summary
 from grader.review import HOST, Review, bind, make_override, written_answer
 from grader.score import Override, Result, attach_overrides, override_points
-from tests.conftest import TINY_SOLUTION, notebook
+from tests.conftest import TINY_SOLUTION, before_migrations, notebook
 from tests.test_report import chromium
 
 RUBRIC = '''
@@ -198,6 +198,7 @@ def test_an_older_gradebook_opens_and_gets_the_overrides_table(tmp_path):
     path = tmp_path / "old.sqlite"
     Gradebook(path).store(stored_result())
     with sqlite3.connect(path) as db:
+        before_migrations(db)
         db.execute("DROP TABLE overrides")
     book = Gradebook(path)
     assert book.latest("tiny")[0].overrides == []

@@ -13,7 +13,7 @@ from grader.gradebook import Gradebook
 from grader.report import feedback_name, write_feedback, write_summary
 from grader.score import Result
 from grader.similarity import normalise, similar_pairs
-from tests.conftest import REPO
+from tests.conftest import REPO, before_migrations
 
 A01 = REPO / "assignments" / "assignment01"
 STARTER = (A01 / "release" / "assignment01.ipynb").read_text()
@@ -223,7 +223,8 @@ def test_weights_survive_the_gradebook_and_older_rows_have_none(tmp_path):
 
     path = tmp_path / "g.sqlite"
     Gradebook(path).store(result("old", None))
-    with sqlite3.connect(path) as db:  # what the previous release made: no weights column
+    with sqlite3.connect(path) as db:  # what an earlier release made: no weights column
+        before_migrations(db)
         db.execute("ALTER TABLE grading_runs DROP COLUMN weights")
     book = Gradebook(path)
     new = result("new", None)
