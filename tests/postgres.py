@@ -16,10 +16,10 @@ import pytest
 INSTALL = "apt-get install postgresql (the README's test command installs it)"
 
 
-def binaries() -> Path:
-    """The folder of initdb and pg_ctl: Debian's newest /usr/lib/postgresql/N/bin, or PATH's.
-    Fails the test (never skips) where PostgreSQL is not installed."""
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+def binaries(debian: Path = Path("/usr/lib/postgresql")) -> Path:
+    """The folder of initdb and pg_ctl: Debian's newest DEBIAN/N/bin, or PATH's. Fails the test
+    (never skips) where PostgreSQL is not installed."""
+    found = sorted(debian.glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0)
     initdb = found[-1] if found else shutil.which("initdb")
     if initdb is None:
         pytest.fail(f"the PostgreSQL tests need a PostgreSQL server, and initdb was not found: {INSTALL}",

@@ -323,3 +323,45 @@ def test_of_graders_claiming_one_submission_at_once_exactly_one_wins(gradebook_t
     won = _race(gradebook_target, lambda book: book.claim("ann", "a1", "s2", "c1", lease_s=600))
     assert sorted(won) == [False] * 7 + [True], "one grader takes a left-over claim over"
     assert Gradebook(gradebook_target).claims("a1")["ann"] != "grading-server-2:4242"
+
+
+@pytest.mark.parametrize("code", ["40001", "40P01"])  # serialization failure, deadlock
+def test_a_postgresql_write_that_loses_a_conflict_is_retried(postgres_url, monkeypatch, code):
+    book = Gradebook(postgres_url, attempts=3)
+    real, calls = book._store, []
+
+    def conflicting(r):  # the server itself raises the conflict, twice
+        calls.append(r.student)
+        if len(calls) < 3:
+            with book.session() as session:
+                session.execute(text(f"DO $$ BEGIN RAISE EXCEPTION 'lost a conflict' USING ERRCODE = '{code}';"
+                                     " END $$"))
+        return real(r)
+
+    monkeypatch.setattr(book, "_store", conflicting)
+    book.store(result("bob", "s1", 3))
+    assert len(calls) == 3 and book.latest("a1")[0].score == 3
+
+
+def test_a_postgresql_error_that_would_happen_again_is_not_retried(postgres_url, monkeypatch):
+    book = Gradebook(postgres_url, attempts=3)
+    calls = []
+
+    def refused(r):
+        calls.append(r.student)
+        with book.session() as session:
+            session.execute(text("SELECT * FROM no_such_table"))
+
+    monkeypatch.setattr(book, "_store", refused)
+    with pytest.raises(GradebookError, match="write failed: ProgrammingError"):
+        book.store(result("bob", "s1", 3))
+    assert calls == ["bob"]
+
+
+def test_without_postgresql_the_tests_fail_and_say_what_to_install(tmp_path, monkeypatch):
+    from tests import postgres
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no initdb on it, nor in Debian's folder
+    with pytest.raises(pytest.fail.Exception, match="apt-get install postgresql"):
+        postgres.binaries(tmp_path / "usr-lib-postgresql")
+    assert postgres.binaries().name == "bin"  # here it is installed
