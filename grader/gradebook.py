@@ -190,7 +190,7 @@ class Gradebook:
         except ArgumentError:
             raise GradebookError(f"cannot open the gradebook {target}: it is neither a file nor a "
                                  "database URL (postgresql://USER:PASSWORD@HOST/DATABASE)") from None
-        where = url.render_as_string()  # without the password
+        where = url.render_as_string() if "://" in str(target) else str(target)  # no password
         if url.drivername.startswith("sqlite") and url.database:
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -225,8 +225,12 @@ class Gradebook:
 
     def _migrate(self) -> None:
         """Bring the schema to the newest revision, in one transaction (on SQLite, one that
-        holds the write lock from its start: two graders opening a new file wait in turn)."""
+        holds the write lock from its start: two graders opening a new file wait in turn). A
+        gradebook at the newest revision is only read."""
         with self.engine.connect() as connection:
+            if migrations.current(connection) == migrations.head():
+                return
+            connection.rollback()
             if connection.dialect.name == "sqlite":
                 connection.exec_driver_sql("BEGIN IMMEDIATE")
             migrations.upgrade(connection)

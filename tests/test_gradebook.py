@@ -365,3 +365,15 @@ def test_without_postgresql_the_tests_fail_and_say_what_to_install(tmp_path, mon
     with pytest.raises(pytest.fail.Exception, match="apt-get install postgresql"):
         postgres.binaries(tmp_path / "usr-lib-postgresql")
     assert postgres.binaries().name == "bin"  # here it is installed
+
+
+def test_graders_opening_one_new_gradebook_at_once_make_it_once(gradebook_target):
+    start = threading.Barrier(6)
+
+    def open_it(_: int) -> str | None:
+        start.wait()
+        return Gradebook(gradebook_target).revision
+
+    with ThreadPoolExecutor(6) as pool:
+        assert set(pool.map(open_it, range(6))) == {migrations.head()}
+    assert _schema_drift(Gradebook(gradebook_target)) == []

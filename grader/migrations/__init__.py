@@ -8,6 +8,7 @@ upgraded; one at a revision this grader does not know (made by a newer grader) i
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from alembic import command
@@ -34,6 +35,7 @@ def config(connection: Connection | None = None) -> Config:
     return settings
 
 
+@functools.cache
 def head() -> str:
     """The newest revision this grader knows."""
     newest = ScriptDirectory.from_config(config()).get_current_head()
@@ -68,6 +70,6 @@ def _known(settings: Config, revision: str) -> None:
         ScriptDirectory.from_config(settings).get_revision(revision)
     except (CommandError, RevisionError):
         raise GradebookError(
-            f"the gradebook is at schema revision {revision}, which this grader does not know "
-            f"(it knows up to {head()}): a newer grader made it; upgrade the grader to open it"
+            f"it is at schema revision {revision}, which this grader does not know (it knows up "
+            f"to {head()}): a newer grader made it; upgrade the grader to open it"
         ) from None
