@@ -577,7 +577,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gradebook", default="gradebook.sqlite",
                    help=GRADEBOOK_HELP)
     p.add_argument("--reports", help="folder for feedback pages (default reports/ASSIGNMENT)")
-    p.add_argument("--force", action="store_true", help="regrade submissions already graded (one grader run at a time still grades each)")
+    p.add_argument("--force", action="store_true",
+                   help="regrade submissions already graded (one grader run at a time still grades each)")
     _similar_option(p)
     _grading_options(p)
     p = command("report", cmd_report, "write feedback pages and the class summary from the gradebook")
