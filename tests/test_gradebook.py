@@ -60,7 +60,8 @@ def test_already_graded_needs_the_same_notebook_and_checks(gradebook_target):
 
 def test_results_survive_reopening(gradebook_target):
     Gradebook(gradebook_target).store(result("bob", "s1", 3))
-    again = gradebook_target if "://" in gradebook_target else f"sqlite:///{gradebook_target}"
+    again = (gradebook_target.replace("postgresql://", "postgresql+psycopg://") if "://" in gradebook_target
+             else f"sqlite:///{gradebook_target}")  # the same gradebook, its URL spelt out
     assert Gradebook(again).latest("a1")[0].score == 3
 
 
@@ -207,6 +208,27 @@ def test_a_gradebook_of_an_earlier_release_opens_at_the_newest_revision_with_its
         assert overrides == {}
     book.store(result("eve", "e" * 64, 8))
     assert {r.student: r.score for r in Gradebook(path).latest("a1")}["eve"] == 8
+
+
+def test_a_gradebook_made_before_migrations_is_completed_on_either_database(gradebook_target):
+    from sqlalchemy import create_engine
+
+    from grader.gradebook import _url
+    from grader.migrations import release1
+
+    engine = create_engine(_url(gradebook_target))
+    release1.metadata.create_all(engine)  # what the last release's create_all made, on this database
+    with engine.begin() as connection:
+        connection.execute(text("ALTER TABLE grading_runs DROP COLUMN late_note"))
+        connection.execute(text("DROP TABLE overrides"))
+        connection.execute(text("INSERT INTO students (id, name) VALUES (1, 'old')"))
+    engine.dispose()
+    book = Gradebook(gradebook_target)
+    assert book.revision == migrations.head() and _schema_drift(book) == []
+    book.store(result("old", "s1", 4))
+    with book.engine.connect() as connection:
+        assert connection.execute(text("SELECT id FROM students WHERE name = 'old'")).scalar() == 1
+    assert [(r.student, r.score, r.late_note) for r in book.latest("a1")] == [("old", 4, "")]
 
 
 def test_a_gradebook_of_a_newer_grader_is_one_line_error(gradebook_target):
