@@ -61,6 +61,9 @@ class Settings:
     warm_kernels: bool = True  # start each slot's next kernel, its libraries imported, ahead
     warm_checks: bool = True  # one checker per slot imports the check libraries once
     late: LatePolicy | None = None  # the deadline each result's late penalty is worked out by
+    executor: str = "local"  # "local": this machine's slots; "ray": one Ray task per submission
+    address: str | None = None  # ray: the cluster to connect to; None: a local instance for the batch
+    cluster_gpus: bool = True  # ray: each task asks for 1/PER_GPU of a GPU where the cluster has any
 
     def slots(self, kernel_memory_mb: int = 0) -> list[Device]:
         """The device of each kernel that runs at once: PER_GPU per GPU, as many as WORKERS
@@ -81,6 +84,7 @@ class Batch:
     seconds: float = 0.0
     unstored: list[tuple[str, str]] = field(default_factory=list)  # (student, why) not stored
     stopped: str = ""  # why the batch stopped before grading everyone, if it did
+    workers: int = 0  # submissions graded at once (the slots, or the Ray tasks in flight)
 
 
 def _digest(path: Path | None) -> str:
@@ -583,8 +587,11 @@ def grade_batch(
     try:
         todo = _not_graded(assignment, submissions, gradebook, settings, key, batch, reporter,
                            on_skip)
-        _run_slots(assignment, todo, gradebook, prepared, settings, key, batch, reporter,
-                   on_result, began, preflight)
+        run = _run_slots
+        if settings.executor == "ray":
+            from .distributed import run_tasks as run  # Ray is an optional extra
+        run(assignment, todo, gradebook, prepared, settings, key, batch, reporter, on_result,
+            began, preflight)
     finally:
         reporter.close()
     batch.seconds = time.monotonic() - began
@@ -630,6 +637,7 @@ def _run_slots(assignment: Assignment, todo: list[Submission], gradebook: Gradeb
     # Each slot is a device (a GPU appears PER_GPU times at most) and, for a root grader, users
     # of its own: a kernel's process limit and the reaping after it concern that kernel alone.
     each = settings.slots(assignment.config.limits.memory_mb)[: max(1, len(todo))]
+    batch.workers = len(each)
     root = settings.sandboxed and os.geteuid() == 0
     threads = threads_per_kernel(len(each))
     python = kernel_python(settings.python)
