@@ -267,9 +267,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Grade every notebook in --submissions; store results; write feedback and a summary."""
     assignment = _assignment(args)
     submissions = discover(Path(args.submissions), notebook_name=assignment.config.notebook)
-    gradebook = Gradebook(args.gradebook)
     reports = _reports_dir(args, assignment)
     settings = _settings(args, reports, late.load_policy(assignment))
+    gradebook = Gradebook(args.gradebook)
     batch = _grade(assignment, submissions, gradebook, args, settings)
     results = _restated(gradebook, assignment, args, reports, skip={r.student for r in batch.graded})
     write_summary(results, assignment=assignment.name, title=assignment.config.title,

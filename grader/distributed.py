@@ -96,7 +96,10 @@ def unpack(blob: bytes, folder: Path, *, name: str, data_key: str | None) -> tup
     """The assignment NAME and its prepared data (where DATA_KEY is not None), from pack's BLOB
     unpacked into FOLDER."""
     with tarfile.open(fileobj=io.BytesIO(blob), mode="r") as tar:
-        tar.extractall(folder, filter="data")
+        if hasattr(tarfile, "data_filter"):  # Python 3.11.4 on; the tar is the driver's own
+            tar.extractall(folder, filter="data")
+        else:
+            tar.extractall(folder)
     root = folder / "assignment"
     assignment = Assignment(name=name, root=root, config=load_config(root / "assignment.toml"))
     prepared = None if data_key is None else Prepared(
@@ -219,7 +222,10 @@ class _connected:
         except (ConnectionError, RuntimeError, ValueError) as exc:
             address = self.settings.address
             where = f"the Ray cluster at {address}" if address else "a local Ray instance"
-            raise RayError(f"cannot connect to {where}: {_first_line(str(exc))}") from exc
+            hint = (" (a cluster with token authentication, the default of `ray start` since Ray"
+                    " 2.59, needs RAY_AUTH_MODE=token here and its token in ~/.ray/auth_token or"
+                    " $RAY_AUTH_TOKEN)" if address and os.environ.get("RAY_AUTH_MODE") != "token" else "")
+            raise RayError(f"cannot connect to {where}: {_first_line(str(exc))}{hint}") from exc
 
     def __exit__(self, *_: object) -> None:
         self.ray.shutdown()
