@@ -27,6 +27,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
@@ -173,33 +174,44 @@ def run_tasks(assignment: Assignment, todo: list[Submission], gradebook: Gradebo
               began: float, preflight: Callable[[], object] | None = None) -> None:
     """Grade TODO as Ray tasks (grade_batch's executor for --executor ray): store each result
     as it arrives and hand it to the reporter, as the local slots do. PREFLIGHT (collecting the
-    checks) runs here before any task is sent; a local Ray instance lives as long as this call."""
+    checks) runs while Ray starts, and before any task is sent; a local Ray instance lives as long
+    as this call."""
     ray = require_ray()
     blob = pack(assignment, prepared)
-    with _connected(ray, settings, len(blob)):
-        if preflight is not None:
-            preflight()
-        if not todo:
-            return
-        options = task_options(assignment, settings, ray.cluster_resources())
-        _check_fits(ray, options, settings.address)
-        in_flight = min(len(todo), settings.workers or _capacity(ray, options))
-        batch.workers = in_flight
-        done: queue.SimpleQueue[Result | None] = queue.SimpleQueue()
-        stop = threading.Event()
-        jobs = (_job(assignment, s, prepared, settings, key, began) for s in todo)
-        broke: list[str] = []  # why the cluster stopped answering, if it did
-        sender = threading.Thread(target=_send, name="grader-ray", daemon=True, args=(
-            ray, ray.put(blob), jobs, options, in_flight, done, stop, broke, (assignment, key, settings)))
-        sender.start()
-        try:
-            _collect(todo, gradebook, settings, batch, reporter, on_result, done, stop, 1)
-        finally:
-            stop.set()  # an interrupted batch (Ctrl-C) cancels what has not come back
-            sender.join()
-        if broke:
-            batch.stopped = batch.stopped or (f"stopped: the Ray cluster failed ({broke[0]}); what was"
-                                              " not graded is graded by the next run")
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="grader-preflight") as pool:
+        checked = pool.submit(preflight) if preflight is not None else None  # while Ray starts
+        with _connected(ray, settings, len(blob)):
+            if checked is not None:
+                checked.result()
+            if todo:
+                _grade_on_ray(ray, blob, assignment, todo, gradebook, prepared, settings, key, batch,
+                              reporter, on_result, began)
+
+
+def _grade_on_ray(ray: ModuleType, blob: bytes, assignment: Assignment, todo: list[Submission],
+                  gradebook: Gradebook, prepared: Prepared | None, settings: Settings, key: str,
+                  batch: Batch, reporter: _Reporter, on_result: Callable[[Result], None] | None,
+                  began: float) -> None:
+    """Send TODO to the connected cluster, a few tasks at a time, and collect their results."""
+    options = task_options(assignment, settings, ray.cluster_resources())
+    _check_fits(ray, options, settings.address)
+    in_flight = min(len(todo), settings.workers or _capacity(ray, options))
+    batch.workers = in_flight
+    done: queue.SimpleQueue[Result | None] = queue.SimpleQueue()
+    stop = threading.Event()
+    jobs = (_job(assignment, s, prepared, settings, key, began) for s in todo)
+    broke: list[str] = []  # why the cluster stopped answering, if it did
+    sender = threading.Thread(target=_send, name="grader-ray", daemon=True, args=(
+        ray, ray.put(blob), jobs, options, in_flight, done, stop, broke, (assignment, key, settings)))
+    sender.start()
+    try:
+        _collect(todo, gradebook, settings, batch, reporter, on_result, done, stop, 1)
+    finally:
+        stop.set()  # an interrupted batch (Ctrl-C) cancels what has not come back
+        sender.join()
+    if broke:
+        batch.stopped = batch.stopped or (f"stopped: the Ray cluster failed ({broke[0]}); what was"
+                                          " not graded is graded by the next run")
 
 
 class _connected:
