@@ -229,7 +229,8 @@ class _connected:
                 self.ray.init(address=self.settings.address, **quiet)
             else:
                 store = max(LOCAL_STORE_MB << 20, 3 * self.blob_bytes)
-                self.ray.init(num_cpus=self.settings.workers or cores(), num_gpus=None,
+                # "local": a new instance, even where RAY_ADDRESS names a cluster
+                self.ray.init(address="local", num_cpus=self.settings.workers or cores(),
                               object_store_memory=store, **quiet)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             address = self.settings.address

@@ -247,3 +247,17 @@ def test_a_result_crosses_as_json_and_comes_back_equal():
                     failed_cell={"index": 1, "traceback": ["a"]}, execution_s=1.5)
     assert result_from_dict(json.loads(json.dumps(result_to_dict(result)))) == result
 
+
+
+def test_a_task_no_node_can_hold_is_one_line_not_a_batch_that_waits_forever(cluster, course, tmp_path,
+                                                                            write_notebook):
+    config = course / "assignments" / "tiny" / "assignment.toml"
+    config.write_text(config.read_text().replace("[limits]", "[limits]\nmemory_mb = 100000000"))
+    write_notebook(tmp_path / "subs", "a", *TINY_SOLUTION)
+    run = grader("run", "tiny", "--course", course, "--submissions", tmp_path / "subs",
+                 "--executor", "ray", "--address", cluster, cwd=tmp_path)
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert run.stderr.startswith(f"error: no node of the Ray cluster at {cluster} can run one "
+                                 "submission's task (1 CPU, 97657.2 GB of memory")
+    assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
+    assert Gradebook(tmp_path / "gradebook.sqlite").count_runs("tiny") == {}
