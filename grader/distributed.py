@@ -161,8 +161,9 @@ def _task_device(per_gpu: int) -> Device:
     """The GPU slot Ray gave this task (its share of one GPU), else the CPU."""
     import ray
 
-    given = [str(i) for i in ray.get_gpu_ids()]
-    gpus = [d for d in detect_gpus() if d.index in given]
+    given = {str(i) for i in ray.get_gpu_ids()}  # nvidia-smi's indices, or UUIDs where the
+    # node's CUDA_VISIBLE_DEVICES named its GPUs by UUID
+    gpus = [d for d in detect_gpus() if d.index in given or d.cuda_visible_devices in given]
     return device_slots(gpus[:1], per_gpu)[0] if gpus else CPU
 
 

@@ -579,7 +579,11 @@ def grade_batch(
     or PreflightFailed where the first kernel did not start, is raised here with nothing graded.
 
     A result that cannot be stored is reported in Batch.unstored and the batch goes on; if more
-    than half of the first results are grader faults, the batch stops (Batch.stopped)."""
+    than half of the first results are grader faults, the batch stops (Batch.stopped).
+
+    With SETTINGS.executor "ray", each submission is a Ray task instead (grader.distributed):
+    PREFLIGHT runs while Ray starts, there is no kernel probe (a broken worker's faults stop the
+    batch as above), and results are stored and reported here all the same."""
     began = time.monotonic()
     batch = Batch()
     key = assignment.grading_key(prepared.key if prepared else "")
