@@ -23,6 +23,8 @@ from grader.data.prepare import prepare
 from grader.gradebook import Gradebook
 from grader.score import FAULT_REASON
 from tests.conftest import TINY_SOLUTION
+from tests.examples import assert_check_points, assert_scores, grade_examples
+from tests.test_assignment01 import CELL_SECONDS, CHECKS, EXPECTED
 
 RAY = Path(sys.executable).with_name("ray")  # the ray extra's command (pip install -e '.[ray]')
 SLEEPY = (*TINY_SOLUTION, "import time\ntime.sleep(5)")  # a kernel that runs long enough to be hit
@@ -261,3 +263,15 @@ def test_a_task_no_node_can_hold_is_one_line_not_a_batch_that_waits_forever(clus
                                  "submission's task (1 CPU, 97657.2 GB of memory")
     assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
     assert Gradebook(tmp_path / "gradebook.sqlite").count_runs("tiny") == {}
+
+
+@pytest.mark.slow  # grades four of assignment01's examples (Keras) through a local Ray instance
+def test_assignment01_examples_get_through_ray_the_scores_and_points_the_local_pool_gives(
+        data_home, tmp_path):
+    chosen = ("reference", "partial", "fit-fails", "invalid")  # full, partial, a cell error, invalid
+    examples = grade_examples("assignment01", data_home, tmp_path, limits={"cell_seconds": CELL_SECONDS},
+                              students=chosen, executor="ray")
+    # EXPECTED and CHECKS are what test_assignment01.py asserts of the local pool's batch
+    assert_scores(examples, {s: EXPECTED[s] for s in chosen})
+    assert_check_points(examples, CHECKS)
+    assert all(r.sandboxed for r in examples.results.values())
