@@ -84,7 +84,7 @@ class Batch:
     seconds: float = 0.0
     unstored: list[tuple[str, str]] = field(default_factory=list)  # (student, why) not stored
     stopped: str = ""  # why the batch stopped before grading everyone, if it did
-    workers: int = 0  # submissions graded at once (the slots, or the Ray tasks in flight)
+    workers: int = 0  # Ray: the tasks sent at once (0: the local slots, Settings.slots)
 
 
 def _digest(path: Path | None) -> str:
@@ -641,7 +641,6 @@ def _run_slots(assignment: Assignment, todo: list[Submission], gradebook: Gradeb
     # Each slot is a device (a GPU appears PER_GPU times at most) and, for a root grader, users
     # of its own: a kernel's process limit and the reaping after it concern that kernel alone.
     each = settings.slots(assignment.config.limits.memory_mb)[: max(1, len(todo))]
-    batch.workers = len(each)
     root = settings.sandboxed and os.geteuid() == 0
     threads = threads_per_kernel(len(each))
     python = kernel_python(settings.python)
