@@ -182,7 +182,12 @@ def _grade(assignment: Assignment, submissions: list[Submission], gradebook: Gra
     kernel and the checker are seen to work here (the preflight)."""
     prepared = _prepared(assignment, args)
     line = devices.describe(list(settings.devices), settings.per_gpu, asked=args.gpus)
-    if not settings.devices[0].gpu:
+    if settings.executor == "ray":
+        line = (f"grading on the Ray cluster at {settings.address}" if settings.address else
+                "grading on a local Ray instance started for this run")
+        share = f"1/{settings.per_gpu} of a GPU per task where it has GPUs" if settings.cluster_gpus else "no GPU"
+        line += f" ({share})"
+    elif not settings.devices[0].gpu:
         memory = assignment.config.limits.memory_mb
         line += "; " + devices.describe_workers(len(settings.slots(memory)),
                                                 auto=settings.workers is None,
@@ -219,13 +224,29 @@ def _settings(args: argparse.Namespace, reports: Path | None,
         raise GraderError("cannot isolate the notebooks: bubblewrap is missing or cannot make a "
                           "sandbox here (apt-get install bubblewrap); or pass --no-sandbox to "
                           "grade without isolation")
+    ray = getattr(args, "executor", "local") == "ray"
+    if ray:
+        _ray_options(args)
+    elif getattr(args, "address", None):
+        raise GraderError("--address names a Ray cluster: pass it with --executor ray")
     settings = Settings(workers=workers, force=getattr(args, "force", False),
                         reports=reports, notebook_html=not args.no_notebook_html,
-                        devices=tuple(devices.choose(args.gpus)),
+                        devices=(devices.CPU,) if ray else tuple(devices.choose(args.gpus)),
                         per_gpu=devices.per_gpu(args.per_gpu), sandboxed=not args.no_sandbox,
-                        late=late)
+                        late=late, executor="ray" if ray else "local",
+                        address=getattr(args, "address", None), cluster_gpus=args.gpus != "none")
     settings.slots()  # a GPU share too small for a kernel is a one-line error now, not later
     return settings
+
+
+def _ray_options(args: argparse.Namespace) -> None:
+    """A one-line GraderError for what --executor ray cannot do: Ray missing, GPUs by index."""
+    from .distributed import require_ray  # Ray is an optional extra
+
+    require_ray()
+    if args.gpus not in ("auto", "none"):
+        raise GraderError(f"--executor ray takes --gpus auto or none, not {args.gpus}: Ray places "
+                          "each task on a GPU of the cluster")
 
 
 def _workers(text: str | int | None) -> int | None:
@@ -246,9 +267,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Grade every notebook in --submissions; store results; write feedback and a summary."""
     assignment = _assignment(args)
     submissions = discover(Path(args.submissions), notebook_name=assignment.config.notebook)
-    gradebook = Gradebook(args.gradebook)
     reports = _reports_dir(args, assignment)
     settings = _settings(args, reports, late.load_policy(assignment))
+    gradebook = Gradebook(args.gradebook)
     batch = _grade(assignment, submissions, gradebook, args, settings)
     results = _restated(gradebook, assignment, args, reports, skip={r.student for r in batch.graded})
     write_summary(results, assignment=assignment.name, title=assignment.config.title,
@@ -259,7 +280,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     elsewhere = f", {len(batch.elsewhere)} being graded by another grader run" if batch.elsewhere else ""
     console.print(f"{len(batch.graded)} graded, {len(batch.skipped)} already graded (use --force"
                   f" to regrade){elsewhere} in {batch.seconds:.1f} s; reports: {reports / 'index.html'}")
-    if line := phases_line(batch.graded, seconds=batch.seconds, workers=len(settings.slots())):
+    workers = batch.workers or len(settings.slots())
+    if line := phases_line(batch.graded, seconds=batch.seconds, workers=workers):
         console.print(line, highlight=False)
     return _batch_exit(batch, faults)
 
@@ -579,6 +601,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reports", help="folder for feedback pages (default reports/ASSIGNMENT)")
     p.add_argument("--force", action="store_true",
                    help="regrade submissions already graded (one grader run at a time still grades each)")
+    p.add_argument("--executor", choices=("local", "ray"), default=DEFAULTS.executor,
+                   help="local: kernels on this machine (see --workers); ray: one Ray task per "
+                        "submission on a Ray cluster (pip install 'grader[ray]'), each asking for "
+                        "a CPU, limits.memory_mb plus 1 GB, and 1/K of a GPU where the cluster has "
+                        f"GPUs (--per-gpu K); --workers caps the tasks at once (default {DEFAULTS.executor})")
+    p.add_argument("--address", metavar="ADDR",
+                   help="with --executor ray: the cluster to grade on, e.g. 10.0.0.1:6379 or auto "
+                        "(default: a local Ray instance started and stopped by the command)")
     _similar_option(p)
     _grading_options(p)
     p = command("report", cmd_report, "write feedback pages and the class summary from the gradebook")

@@ -61,6 +61,9 @@ class Settings:
     warm_kernels: bool = True  # start each slot's next kernel, its libraries imported, ahead
     warm_checks: bool = True  # one checker per slot imports the check libraries once
     late: LatePolicy | None = None  # the deadline each result's late penalty is worked out by
+    executor: str = "local"  # "local": this machine's slots; "ray": one Ray task per submission
+    address: str | None = None  # ray: the cluster to connect to; None: a local instance for the batch
+    cluster_gpus: bool = True  # ray: each task asks for 1/PER_GPU of a GPU where the cluster has any
 
     def slots(self, kernel_memory_mb: int = 0) -> list[Device]:
         """The device of each kernel that runs at once: PER_GPU per GPU, as many as WORKERS
@@ -82,6 +85,7 @@ class Batch:
     seconds: float = 0.0
     unstored: list[tuple[str, str]] = field(default_factory=list)  # (student, why) not stored
     stopped: str = ""  # why the batch stopped before grading everyone, if it did
+    workers: int = 0  # Ray: the tasks sent at once (0: the local slots, Settings.slots)
 
 
 def _digest(path: Path | None) -> str:
@@ -586,7 +590,11 @@ def grade_batch(
     is skipped; the claims still held at the end are released.
 
     A result that cannot be stored is reported in Batch.unstored and the batch goes on; if more
-    than half of the first results are grader faults, the batch stops (Batch.stopped)."""
+    than half of the first results are grader faults, the batch stops (Batch.stopped).
+
+    With SETTINGS.executor "ray", each submission is a Ray task instead (grader.distributed):
+    PREFLIGHT runs while Ray starts, there is no kernel probe (a broken worker's faults stop the
+    batch as above), and results are stored and reported here all the same."""
     began = time.monotonic()
     batch = Batch()
     key = assignment.grading_key(prepared.key if prepared else "")
@@ -595,8 +603,11 @@ def grade_batch(
         todo = _not_graded(assignment, submissions, gradebook, settings, key, batch, reporter,
                            on_skip)
         claim = _claimer(assignment, gradebook, settings, key, batch, on_skip)
-        _run_slots(assignment, todo, gradebook, prepared, settings, key, batch, reporter,
-                   on_result, began, preflight, claim)
+        run = _run_slots
+        if settings.executor == "ray":
+            from .distributed import run_tasks as run  # Ray is an optional extra
+        run(assignment, todo, gradebook, prepared, settings, key, batch, reporter, on_result,
+            began, preflight, claim)
     finally:
         reporter.close()
         _release(gradebook, assignment)

@@ -7,11 +7,11 @@ is shown to staff with its detail, and is graded again by the next run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from .outcomes import CheckOutcome
+from .outcomes import Attachment, CheckOutcome
 
 # What each status means, in words for the reports.
 STATUSES = {
@@ -147,3 +147,29 @@ def mark_fault(result: Result, detail: str) -> None:
     result.score = 0.0
     result.raw_score, result.late_penalty = None, 0.0
     result.staff_detail = (result.staff_detail + "\n" + detail).strip()[-20_000:]
+
+
+_MOMENTS = ("submitted_at", "graded_at", "due_at")
+
+
+def result_to_dict(result: Result) -> dict[str, Any]:
+    """RESULT as JSON-able data (dates as ISO-8601), to cross from a grading machine."""
+    data = asdict(result)
+    for name in _MOMENTS:
+        data[name] = data[name].isoformat() if data[name] is not None else None
+    for override in data["overrides"]:
+        override["made_at"] = override["made_at"].isoformat()
+    return data
+
+
+def result_from_dict(data: dict[str, Any]) -> Result:
+    """The Result that result_to_dict gave DATA; nothing but plain data is read."""
+    data = dict(data)
+    for name in _MOMENTS:
+        data[name] = datetime.fromisoformat(data[name]) if data.get(name) else None
+    data["graded_at"] = data["graded_at"] or datetime.now(UTC)
+    data["checks"] = [CheckOutcome(**{**c, "attachments": [Attachment(**a) for a in c["attachments"]]})
+                      for c in data["checks"]]
+    data["overrides"] = [Override(**{**o, "made_at": datetime.fromisoformat(o["made_at"])})
+                         for o in data["overrides"]]
+    return Result(**data)

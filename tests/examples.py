@@ -250,9 +250,9 @@ def assert_valid(validated: Validated) -> None:
 
 
 def grade_examples(name: str, home: Path, folder: Path, *, limits: dict[str, float] | None = None,
-                   students: Iterable[str] | None = None) -> Examples:
-    """Grade the assignment's examples (or only STUDENTS) in one `grader run` (two workers) in
-    FOLDER.
+                   students: Iterable[str] | None = None, executor: str = "local") -> Examples:
+    """Grade the assignment's examples (or only STUDENTS) in one `grader run` (two workers, on
+    EXECUTOR: local or ray) in FOLDER.
 
     With LIMITS (e.g. {"cell_seconds": 30}), grade them under those limits instead of the
     assignment's (in a copy of the course), so that the hangs example spins for less time; a cell
@@ -267,7 +267,7 @@ def grade_examples(name: str, home: Path, folder: Path, *, limits: dict[str, flo
             shutil.copy(submissions / f"{student}.ipynb", chosen)
         submissions = chosen
     run = grader("run", name, "--course", course, "--workers", "2", "--submissions", submissions,
-                 home=home, cwd=folder)
+                 "--executor", executor, home=home, cwd=folder)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     results = {r.student: r for r in Gradebook(folder / "gradebook.sqlite").latest(name)}
     return Examples(name, folder, results)
