@@ -194,6 +194,27 @@ def test_a_submission_whose_worker_dies_twice_is_a_grader_fault_that_the_next_ru
     assert _stored(book)["a"][:2] == ("graded", 6)
 
 
+@pytest.mark.slow  # grades real notebooks in kernels on a Ray cluster
+def test_ray_sends_no_task_for_what_another_grader_run_holds(cluster, course, data_home, tmp_path,
+                                                            write_notebook):
+    from grader.pipeline import _digest
+
+    subs = tmp_path / "subs"
+    paths = {name: write_notebook(subs, name, *TINY_SOLUTION) for name in ("a", "b", "c")}
+    book = tmp_path / "g.sqlite"
+    other = Gradebook(book)
+    other.owner = "grading-server-2:4242"  # another grader run, at work on b's notebook
+    key = load_assignment(course, "tiny").grading_key(prepare("tiny", course=course, data_home=data_home).key)
+    assert other.claim("b", "tiny", _digest(paths["b"]), key, lease_s=600)
+    process = _run_on(cluster, course, subs, book, tmp_path)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err[-3000:]
+    said = " ".join(out.split())  # the closing line, however the console wrapped it
+    assert "2 graded" in said and "1 being graded by another grader run" in said, out
+    assert Gradebook(book).count_runs("tiny") == {"a": 1, "c": 1}
+    assert Gradebook(book).claims("tiny") == {"b": "grading-server-2:4242"}  # its own released
+
+
 def test_without_ray_the_ray_executor_is_one_line_saying_what_to_install(course, tmp_path):
     code = ("import sys; sys.modules['ray'] = None  # as if Ray were not installed\n"
             "from grader.cli import main; sys.exit(main(sys.argv[1:]))")
