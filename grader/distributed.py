@@ -250,10 +250,11 @@ class _connected:
 
 
 def task_options(assignment: Assignment, settings: Settings, resources: dict[str, float]) -> dict[str, Any]:
-    """Ray's options for one submission's task: a CPU, the kernel's memory limit and a checker's,
-    1/PER_GPU of a GPU where the cluster has GPUs (and --gpus is not none), one retry."""
+    """Ray's options for one submission's task: limits.cpus cores, the kernel's memory limit and
+    a checker's, 1/PER_GPU of a GPU where the cluster has GPUs (and --gpus is not none), one retry."""
+    limits = assignment.config.limits
     options: dict[str, Any] = dict(
-        num_cpus=1, memory=(assignment.config.limits.memory_mb + CHECKER_MB) << 20, max_retries=1)
+        num_cpus=limits.cpus, memory=(limits.memory_mb + CHECKER_MB) << 20, max_retries=1)
     if settings.cluster_gpus and resources.get("GPU", 0) > 0:
         options["num_gpus"] = 1 / settings.per_gpu
     return options
@@ -275,11 +276,11 @@ def _check_fits(ray: ModuleType, options: dict[str, Any], address: str | None) -
     where = f"the Ray cluster at {address}" if address else "the local Ray instance"
     largest = max(_nodes(ray), key=lambda n: n.get("memory", 0), default={})
     raise RayError(
-        f"no node of {where} can run one submission's task ({wanted['CPU']} CPU, "
-        f"{wanted['memory'] / 2**30:.1f} GB of memory: the kernel's limits.memory_mb and a "
+        f"no node of {where} can run one submission's task ({wanted['CPU']:g} CPU, "
+        f"{wanted['memory'] / 2**30:.1f} GB of memory: limits.cpus, the kernel's limits.memory_mb and a "
         f"checker{', a GPU share' if wanted['GPU'] else ''}); the largest has "
         f"{largest.get('CPU', 0):g} CPU, {largest.get('memory', 0) / 2**30:.1f} GB: add a larger "
-        "node, or lower limits.memory_mb")
+        "node, or lower limits.cpus or limits.memory_mb")
 
 
 def _capacity(ray: ModuleType, options: dict[str, Any]) -> int:

@@ -286,6 +286,19 @@ def test_a_task_no_node_can_hold_is_one_line_not_a_batch_that_waits_forever(clus
     assert Gradebook(tmp_path / "gradebook.sqlite").count_runs("tiny") == {}
 
 
+def test_a_task_asks_the_cluster_for_the_cores_its_assignment_toml_names(cluster, course, tmp_path,
+                                                                         write_notebook):
+    config = course / "assignments" / "tiny" / "assignment.toml"
+    config.write_text(config.read_text().replace("[limits]", "[limits]\ncpus = 3"))  # the head has 2
+    write_notebook(tmp_path / "subs", "a", *TINY_SOLUTION)
+    run = grader("run", "tiny", "--course", course, "--submissions", tmp_path / "subs",
+                 "--executor", "ray", "--address", cluster, cwd=tmp_path)
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert run.stderr.startswith(f"error: no node of the Ray cluster at {cluster} can run one "
+                                 "submission's task (3 CPU, ")
+    assert "the largest has 2 CPU" in run.stderr and run.stderr.count("\n") == 1
+
+
 @pytest.mark.slow  # grades four of assignment01's examples (Keras) through a local Ray instance
 def test_assignment01_examples_get_through_ray_the_scores_and_points_the_local_pool_gives(
         data_home, tmp_path):
