@@ -26,12 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
+from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import ensure_async
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
-from traitlets import Integer, List, Unicode
+from traitlets import Integer, List, Type, Unicode
 
 from .config import Limits
 from .exchange import SOCK
@@ -191,10 +192,45 @@ class Execution:
     gpus_used: list[str] | None = None  # the GPUs Keras' backend (TF or JAX) used; None: neither
 
 
+class _KernelClient(AsyncKernelClient):
+    """jupyter_client's client, ready as soon as the kernel answers: its wait_for_ready ends by
+    waiting until iopub has been quiet for 0.2 s, a pause on every kernel start (the path of a
+    batch of short notebooks); here iopub is only emptied of what has come. What comes later is
+    no cell's: nbclient keeps only messages whose parent is the request it sent."""
+
+    async def wait_for_ready(self, timeout: float | None = None) -> None:
+        deadline = time.monotonic() + (float("inf") if timeout is None else timeout)
+        while True:  # as jupyter_client's: a kernel_info reply, then a message on iopub
+            self.kernel_info()
+            try:
+                reply = await self.shell_channel.get_msg(timeout=1)
+            except queue.Empty:
+                pass
+            else:
+                if reply["msg_type"] == "kernel_info_reply":
+                    try:
+                        await self.iopub_channel.get_msg(timeout=0.2)
+                    except queue.Empty:
+                        pass
+                    else:
+                        self._handle_kernel_info_reply(reply)
+                        break
+            if not await self._async_is_alive():
+                raise RuntimeError("Kernel died before replying to kernel_info")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Kernel didn't respond in {timeout:.0f} seconds")
+        while True:
+            try:
+                await self.iopub_channel.get_msg(timeout=0)
+            except queue.Empty:
+                break
+
+
 class _KernelManager(AsyncKernelManager):
     """A kernel of the grader's own interpreter, started through the launcher, interrupted by
     message (a signal would not reach it inside a sandbox)."""
 
+    client_factory = Type(_KernelClient, klass=AsyncKernelClient)
     command_prefix = List(Unicode(), help="argv put before the kernel's (a sandbox)")
     owner = Integer(-1, help="user the kernel runs as, who must read the connection file")
     python = Unicode(sys.executable, help="the interpreter the kernel runs on")
