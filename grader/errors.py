@@ -27,3 +27,7 @@ class ValidationFailed(GraderError):
 
 class PreflightFailed(GraderError):
     """A kernel or the checker cannot start on this machine: nothing was graded."""
+
+
+class WorkRootTooDeep(GraderError):
+    """The folder where run folders are made is too deep for the kernels' sockets."""

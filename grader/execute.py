@@ -242,6 +242,11 @@ class _KernelManager(AsyncKernelManager):
             spec.interrupt_mode = "message"
         return spec
 
+    async def _async_wait(self, pollinterval: float = 0.1) -> None:
+        # jupyter_client polls a killed kernel every 0.1 s until it is gone: a pause after every
+        # notebook, where the kernel is gone within milliseconds of its SIGKILL
+        await super()._async_wait(pollinterval=min(pollinterval, 0.005))
+
     def write_connection_file(self, **kwargs: Any) -> None:
         super().write_connection_file(**kwargs)
         if self.owner >= 0:
@@ -440,6 +445,7 @@ class StudentKernel:
             resources={"metadata": {"path": str(self.workdir)}},
         )
         client.output_cap = self.limits.output_bytes
+        client.shutdown_kernel = "immediate"  # a student's kernel has nothing to save: killed
         self._client, self._stack = client, contextlib.AsyncExitStack()
         self.execution.notebook = client.nb
         log = self._stack.enter_context(open(self.shared / "kernel.log", "wb" if fresh_log else "ab"))

@@ -121,6 +121,7 @@ def grade_submission(
         key = assignment.grading_key(prepared.key if prepared else "")
     results: list[Result] = []
     try:
+        runs.check_room(work_root)
         root = sandboxed and os.geteuid() == 0
         if uid is None:
             uid = sandbox.claim_user() if root else 65534
@@ -595,6 +596,8 @@ def grade_batch(
     With SETTINGS.executor "ray", each submission is a Ray task instead (grader.distributed):
     PREFLIGHT runs while Ray starts, there is no kernel probe (a broken worker's faults stop the
     batch as above), and results are stored and reported here all the same."""
+    if settings.executor != "ray":  # a worker's own folder is its own
+        runs.check_room(settings.work_root)
     began = time.monotonic()
     batch = Batch()
     key = assignment.grading_key(prepared.key if prepared else "")

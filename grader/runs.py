@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from .config import Limits
+from .errors import WorkRootTooDeep
 
 PREFIX = "grader-"
 _NAME = re.compile(r"grader-[a-z0-9_]{8}")  # what tempfile.mkdtemp makes of PREFIX, nothing else
@@ -89,6 +90,24 @@ class RunFolder:
         """Kill what is left in the run's cgroups, unmount, delete the folder, let go of it."""
         _clean(self.path)
         os.close(self._lock)
+
+
+# A kernel's sockets lie at WORK_ROOT/grader-*/grader-*/shared/sock/kernel-N (a slot's folder,
+# then the run's), and a Unix socket's path holds 107 bytes at most.
+_SOCKET_SUFFIX = len("/grader-12345678/grader-12345678/shared/sock/kernel-10")
+_SOCKET_PATH_MAX = 107
+
+
+def check_room(work_root: Path | None = None) -> None:
+    """WorkRootTooDeep where the kernels' sockets under WORK_ROOT would not fit in a Unix
+    socket's path (every kernel would fail to start)."""
+    root = Path(work_root or tempfile.gettempdir()).absolute()
+    room = _SOCKET_PATH_MAX - _SOCKET_SUFFIX
+    if len(os.fsencode(root)) > room:
+        raise WorkRootTooDeep(
+            f"the folder for the kernels' run folders, {root}, is {len(os.fsencode(root))} bytes"
+            f" long: a kernel's sockets under it would not fit in a Unix socket's path; use one"
+            f" of at most {room} bytes (set TMPDIR, e.g. TMPDIR=/tmp)")
 
 
 def make(work_root: Path | None = None) -> RunFolder:

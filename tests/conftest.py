@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -44,6 +45,17 @@ def course(tmp_path: Path, data_home: Path) -> Path:
     target = tmp_path / "course"
     shutil.copytree(FILES / "course", target)
     return target
+
+
+@pytest.fixture
+def short_root() -> Iterator[Path]:
+    """A new folder right under /tmp, for run folders: tmp_path is too deep for the kernels'
+    sockets (grader.runs.check_room)."""
+    folder = Path(tempfile.mkdtemp(prefix="g-", dir="/tmp"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def before_migrations(db: sqlite3.Connection) -> None:

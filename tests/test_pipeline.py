@@ -42,7 +42,7 @@ def test_one_bad_submission_never_sinks_the_batch(course, data_home, tmp_path, w
                         prepared=prepared, settings=Settings(workers=2, reports=tmp_path / "r"))
     stored = {r.student: r for r in book.latest("tiny")}
     assert len(batch.graded) == 5 and set(stored) == {"good", "raises", "dies", "broken", "empty_folder"}
-    assert stored["good"].score == 6 and stored["good"].status == "graded"
+    assert stored["good"].score == 6 and stored["good"].status == "graded", stored["good"]
     assert stored["raises"].status == "cell_error" and stored["raises"].score == 0
     assert stored["dies"].status == "kernel_died"
     assert stored["broken"].status == "invalid" and "not JSON" in stored["broken"].reason
@@ -300,7 +300,8 @@ def test_the_warm_up_leaves_nothing_a_student_can_see(course, data_home, tmp_pat
 
 @pytest.mark.slow  # kernels started for a batch that stops
 def test_a_kernel_started_ahead_for_a_submission_a_stopped_batch_leaves_is_killed(
-        course, data_home, tmp_path, write_notebook, monkeypatch):
+        course, data_home, tmp_path, write_notebook, monkeypatch, short_root):
+    runs_root = short_root / "runs"
     folder = tmp_path / "subs"
     for name in ("a", "b", "c", "d"):
         write_notebook(folder, name, *TINY_SOLUTION)
@@ -316,18 +317,20 @@ def test_a_kernel_started_ahead_for_a_submission_a_stopped_batch_leaves_is_kille
 
     monkeypatch.setattr(pipeline.StudentKernel, "start", counted)
     monkeypatch.setattr(pipeline.Checker, "finish", broken)  # every result is a grader fault
+    monkeypatch.setattr(pipeline.WarmChecker, "finish", broken)
     assignment, prepared = tiny(course, data_home)
     batch = grade_batch(assignment, discover(folder, notebook_name="tiny.ipynb"),
                         gradebook=Gradebook(tmp_path / "g.sqlite"), prepared=prepared,
-                        settings=Settings(workers=1, stop_after=1, work_root=tmp_path / "runs"))
+                        settings=Settings(workers=1, stop_after=1, work_root=runs_root))
     assert batch.stopped and all(r.status == "error" for r in batch.graded)
+    assert "the checks broke here" in batch.stopped
     assert len(batch.graded) < len(started)  # a kernel was started for one never graded
     for _ in range(50):
         if not _kernels_of(os.getpid()):
             break
         time.sleep(0.2)
     assert _kernels_of(os.getpid()) == []  # kernels and checkers, graded or started ahead
-    assert list((tmp_path / "runs").iterdir()) == []  # every run folder went, the unused one too
+    assert list(runs_root.iterdir()) == []  # every run folder went, the unused one too
 
 
 def test_an_idle_slot_takes_over_what_another_holds_ahead_but_never_what_it_began():
@@ -443,3 +446,17 @@ def test_a_batch_leaves_no_claim_of_its_own_behind(course, tmp_path, monkeypatch
     assert sorted(r.student for r in batch.graded) == ["s0", "s2", "s3"]
     assert batch.elsewhere == ["s1"]
     assert book.claims("tiny") == {"s1": "grading-server-2:4242"}
+
+
+def test_a_work_root_too_deep_for_the_kernels_sockets_is_one_error_before_anything_runs(
+        course, data_home, tmp_path, write_notebook):
+    from grader.errors import WorkRootTooDeep
+
+    deep = tmp_path / ("d" * 60)
+    write_notebook(tmp_path / "subs", "a", *TINY_SOLUTION)
+    assignment, prepared = tiny(course, data_home)
+    book = Gradebook(tmp_path / "g.sqlite")
+    with pytest.raises(WorkRootTooDeep, match=r"would not fit in a Unix socket's path.*TMPDIR"):
+        grade_batch(assignment, discover(tmp_path / "subs", notebook_name="tiny.ipynb"), gradebook=book,
+                    prepared=prepared, settings=Settings(workers=1, work_root=deep))
+    assert book.latest("tiny") == [] and not deep.exists()
