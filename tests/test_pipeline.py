@@ -90,6 +90,14 @@ def _kernels_of(pid: int) -> list[int]:
     return found
 
 
+def _command_of(pid: int) -> str:
+    """PID's command line, for a message."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:300].decode()
+    except OSError:
+        return f"{pid} (gone)"
+
+
 @pytest.mark.slow  # grades real notebooks in kernels
 def test_a_killed_grader_loses_only_what_was_in_flight(course, tmp_path, write_notebook):
     folder = tmp_path / "subs"
@@ -118,7 +126,7 @@ def test_a_killed_grader_loses_only_what_was_in_flight(course, tmp_path, write_n
         if not _kernels_of(process.pid):
             break
         time.sleep(0.2)
-    assert _kernels_of(process.pid) == []
+    assert _kernels_of(process.pid) == [], [_command_of(p) for p in _kernels_of(process.pid)]
     left = Gradebook(book).claims("tiny")  # what was in flight: claimed by the killed grader
     assert left and set(left.values()) == {f"{socket.gethostname()}:{process.pid}"}
     subprocess.run(command, cwd=tmp_path, check=True, capture_output=True)
