@@ -272,31 +272,33 @@ def test_a_result_crosses_as_json_and_comes_back_equal():
 
 
 
-def test_a_task_no_node_can_hold_is_one_line_not_a_batch_that_waits_forever(cluster, course, tmp_path,
-                                                                            write_notebook):
+def _refused(cluster: str, course: Path, tmp_path: Path, write_notebook, limit: str) -> str:
+    """What `grader run --executor ray` says on the cluster when the tiny assignment's
+    [limits] has LIMIT (a line of TOML), having graded nothing."""
     config = course / "assignments" / "tiny" / "assignment.toml"
-    config.write_text(config.read_text().replace("[limits]", "[limits]\nmemory_mb = 100000000"))
+    config.write_text(config.read_text().replace("[limits]", f"[limits]\n{limit}"))
     write_notebook(tmp_path / "subs", "a", *TINY_SOLUTION)
     run = grader("run", "tiny", "--course", course, "--submissions", tmp_path / "subs",
                  "--executor", "ray", "--address", cluster, cwd=tmp_path)
     assert run.returncode == 2, run.stderr[-2000:]
-    assert run.stderr.startswith(f"error: no node of the Ray cluster at {cluster} can run one "
-                                 "submission's task (1 CPU, 97657.2 GB of memory")
     assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
     assert Gradebook(tmp_path / "gradebook.sqlite").count_runs("tiny") == {}
+    return run.stderr
+
+
+def test_a_task_no_node_can_hold_is_one_line_not_a_batch_that_waits_forever(cluster, course, tmp_path,
+                                                                            write_notebook):
+    said = _refused(cluster, course, tmp_path, write_notebook, "memory_mb = 100000000")
+    assert said.startswith(f"error: no node of the Ray cluster at {cluster} can run one "
+                           "submission's task (1 CPU, 97657.2 GB of memory")
 
 
 def test_a_task_asks_the_cluster_for_the_cores_its_assignment_toml_names(cluster, course, tmp_path,
                                                                          write_notebook):
-    config = course / "assignments" / "tiny" / "assignment.toml"
-    config.write_text(config.read_text().replace("[limits]", "[limits]\ncpus = 3"))  # the head has 2
-    write_notebook(tmp_path / "subs", "a", *TINY_SOLUTION)
-    run = grader("run", "tiny", "--course", course, "--submissions", tmp_path / "subs",
-                 "--executor", "ray", "--address", cluster, cwd=tmp_path)
-    assert run.returncode == 2, run.stderr[-2000:]
-    assert run.stderr.startswith(f"error: no node of the Ray cluster at {cluster} can run one "
-                                 "submission's task (3 CPU, ")
-    assert "the largest has 2 CPU" in run.stderr and run.stderr.count("\n") == 1
+    said = _refused(cluster, course, tmp_path, write_notebook, "cpus = 3")  # the head has 2
+    assert said.startswith(f"error: no node of the Ray cluster at {cluster} can run one "
+                           "submission's task (3 CPU, ")
+    assert "the largest has 2 CPU" in said
 
 
 @pytest.mark.slow  # grades four of assignment01's examples (Keras) through a local Ray instance
