@@ -32,11 +32,14 @@ from jupyter_core.utils import ensure_async
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
+from traitlets import Any as AnyTrait
 from traitlets import Integer, List, Type, Unicode
 
+from . import seccomp, zygote
 from .config import Limits
 from .exchange import SOCK
 from .launch import module_command
+from .sandbox import WORKDIR
 
 # Runs in the kernel before the first cell, in a namespace of its own so the student sees nothing.
 # Keras (and its backend) is seeded where the notebook may use it (see `may_use_keras`), or has
@@ -155,11 +158,16 @@ def _beyond_keras_free(imports: set[str]) -> bool:
     return bool(imports - sys.stdlib_module_names - _WITHOUT_KERAS)
 
 
-def warmup_code(nb: NotebookNode) -> str:
-    """What a kernel runs before NB's seed to import the heavy libraries NB imports; "" if none."""
+def warm_modules(nb: NotebookNode) -> list[str]:
+    """The heavy libraries NB imports (see WARM_LIBRARIES), as modules to import, in order."""
     imports = notebook_imports(nb)
     wanted = imports | set(_ALWAYS_WARM) | ({"keras"} if _beyond_keras_free(imports) else set())
-    modules = [module for name, module in WARM_LIBRARIES.items() if name in wanted]
+    return [module for name, module in WARM_LIBRARIES.items() if name in wanted]
+
+
+def warmup_code(nb: NotebookNode) -> str:
+    """What a kernel runs before NB's seed to import the heavy libraries NB imports; "" if none."""
+    modules = warm_modules(nb)
     return _WARMUP.format(modules=modules) if modules else ""
 
 
@@ -234,6 +242,8 @@ class _KernelManager(AsyncKernelManager):
     command_prefix = List(Unicode(), help="argv put before the kernel's (a sandbox)")
     owner = Integer(-1, help="user the kernel runs as, who must read the connection file")
     python = Unicode(sys.executable, help="the interpreter the kernel runs on")
+    zygote = AnyTrait(None, allow_none=True, help="the grader.zygote.Zygote that forks the kernel")
+    kernel_log = Unicode("", help="the file the kernel's stderr goes to (a kernel forked by the zygote)")
 
     @property
     def kernel_spec(self) -> Any:
@@ -253,9 +263,22 @@ class _KernelManager(AsyncKernelManager):
             os.chown(self.connection_file, self.owner, self.owner)
 
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
+        if self.zygote is not None:  # the sandbox holds a placeholder that the zygote fills
+            return [*self.command_prefix, *zygote.PLACEHOLDER]
         cmd = module_command("ipykernel_launcher", "-f", os.path.realpath(self.connection_file),
                              python=self.python)
         return [*self.command_prefix, *cmd, *(extra_arguments or [])]
+
+    async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+        await super()._async_launch_kernel(kernel_cmd, **kw)
+        if self.zygote is not None:
+            assert self.provisioner is not None
+            process = getattr(self.provisioner, "process", None)
+            assert process is not None
+            await self.zygote.fork(
+                sandbox=process.pid, env=dict(kw.get("env") or {}), uid=self.owner, log=self.kernel_log,
+                argv=["ipykernel_launcher", "-f", os.path.realpath(self.connection_file)],
+                seccomp=seccomp.program(), cwd=WORKDIR)
 
 
 class _Client(NotebookClient):
@@ -378,11 +401,14 @@ class StudentKernel:
 
     def __init__(self, nb: NotebookNode, *, workdir: Path, shared: Path, limits: Limits,
                  env: dict[str, str], command_prefix: list[str] | None = None, owner: int = -1,
-                 python: str = sys.executable):
+                 python: str = sys.executable, zygote: Any = None):
         self.nb, self.workdir, self.shared, self.limits = nb, workdir, shared, limits
         self.env, self.prefix, self.owner, self.python = env, list(command_prefix or []), owner, python
+        self.zygote = zygote  # a grader.zygote.Zygote to fork the kernel from, where there is one
         self.execution = Execution(status="ok", reason="", notebook=nb)
         self.warmup_problem = ""  # why the warm-up failed (the kernel then started again, cold)
+        self.zygote_problem = ""  # why the zygote could not fork it (it then started cold)
+        self.forked = False  # whether the kernel running is the zygote's
         self._client: _Client | None = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._ran = False
@@ -392,7 +418,13 @@ class StudentKernel:
         start, or a PROLOGUE that fails, leaves the status kernel_failed (the grader's fault). A
         WARMUP that fails costs the student nothing: the kernel is replaced by a cold one."""
         began = time.monotonic()
-        if not await self._launch(fresh_log=True):
+        if self.zygote is not None and self.zygote.alive:
+            self.forked = await self._launch(fresh_log=True, forked=True)
+            if not self.forked:  # the grader's failure, not the student's: start it cold
+                self.zygote_problem = self.execution.reason
+                self.execution.status, self.execution.reason = "ok", ""
+                await self._stop()
+        if not self.forked and not await self._launch(fresh_log=not self.zygote_problem):
             return
         self.execution.kernel_start_s = time.monotonic() - began
         if prologue and not await self._set_up(prologue):
@@ -431,13 +463,16 @@ class StudentKernel:
         """Kill the kernel and every process in its group; safe to call more than once."""
         await self._stop()
 
-    async def _launch(self, *, fresh_log: bool) -> bool:
-        """A new kernel for the notebook; False (status kernel_failed) if it did not start."""
+    async def _launch(self, *, fresh_log: bool, forked: bool = False) -> bool:
+        """A new kernel for the notebook, FORKED from the zygote or started cold; False (status
+        kernel_failed) if it did not start."""
         sockets = self.shared / SOCK
         sockets.mkdir(exist_ok=True)
         km = _KernelManager(connection_file=str(sockets / "kernel.json"), transport="ipc",
                             ip=str(sockets / "kernel"))
         km.command_prefix, km.owner, km.python = self.prefix, self.owner, self.python
+        if forked:
+            km.zygote, km.kernel_log = self.zygote, str(self.shared / "kernel.log")
         client = _Client(
             self.nb, km=km, timeout=int(self.limits.cell_seconds),
             startup_timeout=int(self.limits.kernel_start_seconds), allow_errors=False,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import functools
 import hashlib
 import json
@@ -25,7 +26,7 @@ from typing import TypeVar
 
 import nbformat
 
-from . import runs, sandbox
+from . import runs, sandbox, zygote
 from .assignments import Assignment
 from .check import Checker, CheckerSlot, WarmChecker, start_checks
 from .data.prepare import Prepared
@@ -33,12 +34,21 @@ from .devices import CPU, Device, auto_workers, threads_per_kernel
 from .devices import slots as device_slots
 from .errors import GradebookError, PreflightFailed
 from .exchange import Layout
-from .execute import StudentKernel, gpu_prologue, keras_backend, kernel_env, notebook_text, warmup_code
+from .execute import (
+    StudentKernel,
+    gpu_prologue,
+    keras_backend,
+    kernel_env,
+    notebook_text,
+    warm_modules,
+    warmup_code,
+)
 from .gradebook import Gradebook
 from .late import LatePolicy, apply_late
 from .report import Renderer, ReportError, feedback_name, write_feedback
 from .score import GRADER_FAULT, Result, attach_overrides, grader_faults, mark_fault, status_of, total
 from .submission import InvalidNotebook, Submission, read_notebook
+from .zygote import Zygote
 
 T = TypeVar("T")
 
@@ -274,6 +284,7 @@ class _Slot:
     warm_checks: bool = True  # a warm checker for the slot (CheckerSlot), else one per submission
     checkers: CheckerSlot | None = None  # the warm checker, while the slot serves
     home: runs.RunFolder | None = None  # the slot's folder, holding its run folders
+    zygote: asyncio.Task[Zygote | None] | None = None  # forks the kernels, once it has begun
 
     @property
     def root(self) -> bool:
@@ -316,6 +327,7 @@ class _Slot:
             if ahead is not None:
                 await self.discard(await ahead[1])
             await self._close_checkers()
+            await self._close_zygote()
 
     async def _open_checkers(self) -> None:
         """Make the slot's folder and start its warm checker, which imports the check libraries
@@ -340,6 +352,32 @@ class _Slot:
         if self.home is not None:
             await asyncio.to_thread(self.home.remove)
             self.home = None
+
+    async def _zygote(self, nb: nbformat.NotebookNode, env: dict[str, str]) -> Zygote | None:
+        """The slot's zygote, started for the first notebook (its libraries, its kernel's
+        ENV) where kernels may be forked (see grader.zygote.usable); None where not, or where
+        it did not start (kernels then start cold)."""
+        if self.zygote is None:
+            if not (self.warm and zygote.usable(sandboxed=self.sandboxed, gpu=self.device.gpu)):
+                return None
+            self.zygote = asyncio.ensure_future(self._start_zygote(nb, env))
+        return await asyncio.shield(self.zygote)
+
+    async def _start_zygote(self, nb: nbformat.NotebookNode, env: dict[str, str]) -> Zygote | None:
+        modules = warm_modules(nb)
+        with contextlib.suppress(Exception):  # and the libraries of the course's own notebook
+            source = nbformat.read(self.assignment.source_notebook, as_version=4)
+            modules = list(dict.fromkeys([*warm_modules(source), *modules]))
+        made = Zygote(self.python, {k: v for k, v in env.items() if not k.startswith("GRADER_")},
+                      modules)
+        return made if await made.start() else None
+
+    async def _close_zygote(self) -> None:
+        task, self.zygote = self.zygote, None
+        if task is not None:
+            made = await task
+            if made is not None:
+                await asyncio.to_thread(made.close)
 
     def _ahead(self, item: tuple[Submission, float] | None,
                count: int) -> tuple[Submission, asyncio.Task[_Turn]] | None:
@@ -374,7 +412,8 @@ class _Slot:
                 turn.checker = await _start_checker(self.assignment, turn.kernel, shared, owner)
             turn.running = StudentKernel(
                 turn.nb, workdir=workdir, shared=shared, limits=self.assignment.config.limits,
-                env=env, command_prefix=prefix, owner=owner, python=self.python)
+                env=env, command_prefix=prefix, owner=owner, python=self.python,
+                zygote=await self._zygote(turn.nb, env))
             await turn.running.start(prologue=turn.kernel.prologue,
                                      warmup=warmup_code(turn.nb) if self.warm else "")
         except Exception:  # noqa: BLE001 - the grader's own failure, stored so the batch goes on

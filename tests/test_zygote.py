@@ -1,0 +1,133 @@
+"""Kernels forked from the slot's zygote (grader.zygote): the same sandbox, user, limits and
+world as a kernel started cold, nothing of one student in the next, and a cold start, never a
+student's loss, wherever the zygote cannot help."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import nbformat
+import pytest
+
+from grader import pipeline, zygote
+from grader.pipeline import Settings, grade_batch, grade_submission
+from grader.submission import Submission, discover
+from tests.conftest import TINY_SOLUTION, notebook
+from tests.test_pipeline import printed, tiny
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="only a root grader forks kernels")
+
+# What a kernel can tell of its world. PPID tells how it began: bubblewrap's init (1) is the
+# parent of a kernel started cold; a forked kernel's parent is outside its PID namespace (0).
+WORLD = r'''
+import json, os, resource, socket, sys
+import keras
+status = dict(l.split(":\t", 1) for l in open("/proc/self/status").read().splitlines() if ":\t" in l)
+world = {k: status[k].strip() for k in ("Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb",
+                                        "NoNewPrivs", "Seccomp", "Seccomp_filters")}
+uid = os.getresuid()
+world.update(
+    user=uid[0] == uid[1] == uid[2] == os.getgid() != 0,
+    cwd=os.getcwd(), home=sorted(os.listdir(os.path.expanduser("~"))), tmp=os.listdir("/tmp"),
+    env={k: v for k, v in os.environ.items() if not k.startswith("JPY")},
+    host=socket.gethostname(), ppid=os.getppid(),
+    limits={n: resource.getrlimit(getattr(resource, n)) for n in dir(resource) if n.startswith("RLIMIT_")},
+    umask=os.umask(0o22), cgroup=open("/proc/self/cgroup").read(),
+    mounts=sorted(line.split()[4] for line in open("/proc/self/mountinfo")),
+    path=sys.path, keras_home=keras.src.backend.config.keras_home(),
+    maps=os.access("/proc/self/maps", os.R_OK), names=sorted(k for k in dir() if not k.startswith("_")),
+)
+print("WORLD " + json.dumps(world, sort_keys=True))
+'''
+
+
+def _world(result) -> dict:
+    text = printed(result, 0)
+    assert "WORLD " in text, result.staff_detail or text
+    world = json.loads(text.split("WORLD ", 1)[1])
+    run = re.compile(r"/grader-[^/]+/grader-[^/]+/")  # each run's own folder
+    world["mounts"] = [run.sub("/RUN/", m) for m in world["mounts"]]
+    world["tmp"] = [re.sub(r"^grader-.*", "RUN", name) for name in world["tmp"]]
+    world["env"].pop("GRADER_PARENT_PID", None)  # each run's grader process
+    return world
+
+
+@pytest.mark.slow  # a zygote, a forked kernel and a cold one
+def test_a_forked_kernel_sees_the_world_a_cold_kernel_sees(course, data_home, tmp_path):
+    path = tmp_path / "alice.ipynb"
+    nbformat.write(notebook(WORLD, *TINY_SOLUTION), path)
+    assignment, prepared = tiny(course, data_home)
+    forked, cold = (grade_submission(assignment, Submission("alice", path), prepared=prepared,
+                                     warm_kernel=on) for on in (True, False))
+    assert forked.score == cold.score == 6, forked.staff_detail
+    seen, expected = _world(forked), _world(cold)
+    assert (seen.pop("ppid"), expected.pop("ppid")) == (0, 1)  # forked, and cold
+    assert seen == expected
+    assert seen["CapEff"] == seen["CapBnd"] == "0000000000000000" and seen["Seccomp"] == "2"
+    assert seen["user"] and seen["maps"] and ".keras" in seen["home"]
+
+
+@pytest.mark.slow  # two forked kernels on one slot
+def test_what_a_student_leaves_is_not_seen_by_the_next_forked_kernel(course, data_home, tmp_path,
+                                                                     write_notebook):
+    leaker = ("import os, json, subprocess, numpy\nnumpy.leak = 1\nos.environ['GRADER_LEAK'] = '1'\n"
+              "json.decoder.leak = 1\nleaked = 1\n"
+              "for where in ('/tmp/leak', os.path.expanduser('~/leak'), '/dev/shm/leak'):\n"
+              "    open(where, 'w').write('x')\n"
+              "subprocess.Popen(['sleep', '600'], start_new_session=True)")
+    probe = ("import os, json, numpy\nprint('PROBE', hasattr(numpy, 'leak'), 'GRADER_LEAK' in os.environ,"
+             " hasattr(json.decoder, 'leak'), 'leaked' in dir(), os.path.exists('/tmp/leak'),"
+             " os.path.exists(os.path.expanduser('~/leak')), os.path.exists('/dev/shm/leak'),"
+             " sorted(open(f'/proc/{p}/comm').read().strip() for p in os.listdir('/proc') if p.isdigit()),"
+             " os.getppid())")
+    folder = tmp_path / "subs"
+    write_notebook(folder, "a_leaks", leaker, *TINY_SOLUTION)
+    write_notebook(folder, "b_probes", probe, *TINY_SOLUTION)
+    assignment, prepared = tiny(course, data_home)
+    from grader.gradebook import Gradebook
+
+    batch = grade_batch(assignment, discover(folder, notebook_name="tiny.ipynb"),
+                        gradebook=Gradebook(tmp_path / "g.sqlite"), prepared=prepared,
+                        settings=Settings(workers=1))
+    first, second = sorted(batch.graded, key=lambda r: r.student)
+    assert first.status == "graded" and second.score == 6, second.staff_detail
+    assert printed(second, 0) == ("PROBE False False False False False False False"
+                                  " ['bwrap', 'python', 'sleep'] 0\n")
+
+
+@pytest.mark.slow  # kernels started cold where the zygote fails
+@pytest.mark.parametrize("failure", ["start", "fork"])
+def test_a_zygote_that_fails_leaves_kernels_cold_and_grades_unchanged(course, data_home, tmp_path,
+                                                                     monkeypatch, failure):
+    if failure == "start":
+        monkeypatch.setattr(zygote, "_SERVER", "import sys; sys.exit(3)")
+    else:
+        async def refused(self, **kwargs):
+            raise zygote.ZygoteError("no fork today")
+
+        monkeypatch.setattr(zygote.Zygote, "fork", refused)
+    started = []
+    real = pipeline.StudentKernel.start
+
+    async def start(self, **kwargs):
+        await real(self, **kwargs)
+        started.append(self)
+
+    monkeypatch.setattr(pipeline.StudentKernel, "start", start)
+    path = tmp_path / "alice.ipynb"
+    nbformat.write(notebook("import os\nprint('PPID', os.getppid())", *TINY_SOLUTION), path)
+    assignment, prepared = tiny(course, data_home)
+    result = grade_submission(assignment, Submission("alice", path), prepared=prepared)
+    assert result.status == "graded" and result.score == 6, result.staff_detail
+    assert printed(result, 0) == "PPID 1\n"  # started cold
+    (kernel,) = started
+    assert not kernel.forked
+    assert bool(kernel.zygote_problem) == (failure == "fork")
+
+
+def test_the_zygote_is_used_only_for_a_root_grader_sandboxed_on_the_cpu():
+    assert zygote.usable(sandboxed=True, gpu=False)
+    assert not zygote.usable(sandboxed=False, gpu=False)
+    assert not zygote.usable(sandboxed=True, gpu=True)
