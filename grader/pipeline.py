@@ -48,7 +48,7 @@ from .late import LatePolicy, apply_late
 from .report import Renderer, ReportError, feedback_name, write_feedback
 from .score import GRADER_FAULT, Result, attach_overrides, grader_faults, mark_fault, status_of, total
 from .submission import InvalidNotebook, Submission, read_notebook
-from .zygote import Zygote
+from .zygote import Zygote, Zygotes
 
 T = TypeVar("T")
 
@@ -139,8 +139,12 @@ def grade_submission(
             checker_uid = sandbox.claim_user() if root else 65534
         slot = _Slot(assignment, prepared, key, device, threads, work_root, sandboxed,
                      kernel_python(python), (checker_uid, checker_uid), (uid, uid),
-                     warm=warm_kernel)
-        asyncio.run(slot.serve(_Work([submission], time.monotonic()), results.append))
+                     warm=warm_kernel, zygotes=Zygotes())
+        try:
+            asyncio.run(slot.serve(_Work([submission], time.monotonic()), results.append))
+        finally:
+            assert slot.zygotes is not None
+            slot.zygotes.close()
     except Exception:  # noqa: BLE001 - the grader's own failure, stored so the batch goes on
         if not results:
             results.append(_new_result(assignment, submission, key, device, sandboxed))
@@ -284,7 +288,7 @@ class _Slot:
     warm_checks: bool = True  # a warm checker for the slot (CheckerSlot), else one per submission
     checkers: CheckerSlot | None = None  # the warm checker, while the slot serves
     home: runs.RunFolder | None = None  # the slot's folder, holding its run folders
-    zygote: asyncio.Task[Zygote | None] | None = None  # forks the kernels, once it has begun
+    zygotes: Zygotes | None = None  # the batch's, which fork its kernels
 
     @property
     def root(self) -> bool:
@@ -327,7 +331,6 @@ class _Slot:
             if ahead is not None:
                 await self.discard(await ahead[1])
             await self._close_checkers()
-            await self._close_zygote()
 
     async def _open_checkers(self) -> None:
         """Make the slot's folder and start its warm checker, which imports the check libraries
@@ -354,30 +357,18 @@ class _Slot:
             self.home = None
 
     async def _zygote(self, nb: nbformat.NotebookNode, env: dict[str, str]) -> Zygote | None:
-        """The slot's zygote, started for the first notebook (its libraries, its kernel's
-        ENV) where kernels may be forked (see grader.zygote.usable); None where not, or where
-        it did not start (kernels then start cold)."""
-        if self.zygote is None:
-            if not (self.warm and zygote.usable(sandboxed=self.sandboxed, gpu=self.device.gpu)):
-                return None
-            self.zygote = asyncio.ensure_future(self._start_zygote(nb, env))
-        return await asyncio.shield(self.zygote)
-
-    async def _start_zygote(self, nb: nbformat.NotebookNode, env: dict[str, str]) -> Zygote | None:
+        """The zygote for NB's kernel ENV, shared by the batch's slots and started for the
+        first notebook (its libraries and those of the course's notebook), where kernels may
+        be forked (see grader.zygote.usable); None where not or where it did not start."""
+        if self.zygotes is None or not (
+                self.warm and zygote.usable(sandboxed=self.sandboxed, gpu=self.device.gpu)):
+            return None
         modules = warm_modules(nb)
-        with contextlib.suppress(Exception):  # and the libraries of the course's own notebook
+        with contextlib.suppress(Exception):
             source = nbformat.read(self.assignment.source_notebook, as_version=4)
             modules = list(dict.fromkeys([*warm_modules(source), *modules]))
-        made = Zygote(self.python, {k: v for k, v in env.items() if not k.startswith("GRADER_")},
-                      modules)
-        return made if await made.start() else None
-
-    async def _close_zygote(self) -> None:
-        task, self.zygote = self.zygote, None
-        if task is not None:
-            made = await task
-            if made is not None:
-                await asyncio.to_thread(made.close)
+        env = {k: v for k, v in env.items() if not k.startswith("GRADER_")}
+        return await asyncio.to_thread(self.zygotes.get, self.python, env, modules)
 
     def _ahead(self, item: tuple[Submission, float] | None,
                count: int) -> tuple[Submission, asyncio.Task[_Turn]] | None:
@@ -767,11 +758,13 @@ def _run_slots(assignment: Assignment, todo: list[Submission], gradebook: Gradeb
     checking = threading.Thread(target=check, name="grader-preflight", daemon=True)
     checking.start()
     workers: list[threading.Thread] = []
+    zygotes = Zygotes()
     for device in each:
         users = [sandbox.claim_user() for _ in range(4)] if root else [65534] * 4
         slot = _Slot(assignment, prepared, key, device, threads, settings.work_root,
                      settings.sandboxed, python, (users[0], users[1]), (users[2], users[3]),
-                     warm=settings.warm_kernels, warm_checks=settings.warm_checks)
+                     warm=settings.warm_kernels, warm_checks=settings.warm_checks,
+                     zygotes=zygotes)
         workers.append(threading.Thread(target=serve, args=(slot, len(workers)),
                                         name="grader-slot", daemon=True))
     for worker in workers:
@@ -783,6 +776,7 @@ def _run_slots(assignment: Assignment, todo: list[Submission], gradebook: Gradeb
         work.stop.set()  # an interrupted batch (Ctrl-C) takes nothing more
         for worker in workers:
             worker.join()
+        zygotes.close()
         checking.join()
     if work.failed is not None:
         raise work.failed

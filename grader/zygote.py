@@ -34,8 +34,11 @@ import asyncio
 import contextlib
 import json
 import os
+import select
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 # Runs as `python -c _SERVER PARENT_PID MODULES_JSON` with the kernels' environment, as root.
@@ -300,22 +303,22 @@ def usable(*, sandboxed: bool, gpu: bool) -> bool:
 
 
 class Zygote:
-    """The grader's side of one zygote; `fork` may be awaited from one event loop at a time."""
+    """The grader's side of one zygote. Its calls block; `fork` may come from any thread."""
 
     def __init__(self, python: str, env: dict[str, str], modules: list[str]):
         self.python, self.env, self.modules = python, env, modules
-        self.process: subprocess.Popen[str] | None = None
+        self.process: subprocess.Popen[bytes] | None = None
         self.problem = ""  # why it is not there, once it failed
-        self._lock = asyncio.Lock()
+        self._lock = threading.Lock()
 
-    async def start(self, timeout: float = 120.0) -> bool:
+    def start(self, timeout: float = 180.0) -> bool:
         """Start it and wait for its imports; False (with `problem`) if it could not."""
         try:
             self.process = subprocess.Popen(
                 [self.python, "-c", _SERVER, str(os.getpid()), json.dumps(self.modules)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                env=self.env, text=True, start_new_session=True)
-            answer = await asyncio.wait_for(self._answer(), timeout)
+                env=self.env, start_new_session=True)
+            answer = self._answer(timeout)
         except Exception as exc:  # noqa: BLE001 - any failure: kernels start cold
             self.fail(f"the zygote did not start: {exc}")
             return False
@@ -324,9 +327,14 @@ class Zygote:
             return False
         return True
 
-    async def _answer(self) -> dict[str, Any]:
+    def _answer(self, timeout: float) -> dict[str, Any]:
+        """Its next line, within TIMEOUT seconds."""
         assert self.process is not None and self.process.stdout is not None
-        line = await asyncio.to_thread(self.process.stdout.readline)
+        stream = self.process.stdout
+        ready, _, _ = select.select([stream], [], [], timeout)
+        if not ready:
+            raise ZygoteError(f"no answer within {timeout:.0f} s")
+        line = stream.readline()
         if not line:
             raise ZygoteError(f"the zygote exited ({self.process.poll()})")
         answer: dict[str, Any] = json.loads(line)
@@ -338,18 +346,21 @@ class Zygote:
 
     async def fork(self, *, sandbox: int, argv: list[str], env: dict[str, str], uid: int,
                    log: str, seccomp: bytes, cwd: str) -> int:
-        """Fork a kernel running ARGV into the sandbox bubblewrap runs as SANDBOX; the
-        midwife's pid. Raises ZygoteError."""
-        if not self.alive:
-            raise ZygoteError(self.problem or "the zygote is not running")
+        """Fork a kernel running ARGV into the sandbox bubblewrap runs as SANDBOX, as UID in
+        CWD with ENV, its stderr to LOG; the midwife's pid. Raises ZygoteError."""
         request = {"fork": {"sandbox": sandbox, "argv": argv, "env": env, "uid": uid, "log": log,
                             "seccomp": seccomp.hex(), "cwd": cwd}}
-        async with self._lock:
+        return await asyncio.to_thread(self._fork, json.dumps(request).encode() + b"\n")
+
+    def _fork(self, line: bytes) -> int:
+        with self._lock:
+            if not self.alive:
+                raise ZygoteError(self.problem or "the zygote is not running")
             try:
                 assert self.process is not None and self.process.stdin is not None
-                self.process.stdin.write(json.dumps(request) + "\n")
+                self.process.stdin.write(line)
                 self.process.stdin.flush()
-                answer = await asyncio.wait_for(self._answer(), 20)
+                answer = self._answer(20)
             except Exception as exc:  # noqa: BLE001
                 self.fail(f"the zygote stopped answering: {exc}")
                 raise ZygoteError(self.problem) from None
@@ -376,3 +387,33 @@ class Zygote:
                     stream.close()
         if not self.problem:
             self.problem = "the zygote was stopped"
+
+
+class Zygotes:
+    """A batch's zygotes, shared by its slots (each in a thread of its own): one for each
+    interpreter and kernel environment, started by the first slot that asks for it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._made: dict[tuple[str, tuple[tuple[str, str], ...]], Zygote | None] = {}
+        # Each zygote dies with the thread that started it (PR_SET_PDEATHSIG is a thread's):
+        # this one lives as long as the batch, where a slot's threads end with the slot.
+        self._starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grader-zygotes")
+
+    def get(self, python: str, env: dict[str, str], modules: list[str]) -> Zygote | None:
+        """The zygote for PYTHON and ENV, importing MODULES where it is started now; None where
+        it could not start. Blocks while it starts."""
+        key = (python, tuple(sorted(env.items())))
+        with self._lock:
+            if key not in self._made:
+                made = Zygote(python, env, modules)
+                self._made[key] = made if self._starter.submit(made.start).result() else None
+            return self._made[key]
+
+    def close(self) -> None:
+        with self._lock:
+            for made in self._made.values():
+                if made is not None:
+                    made.close()
+            self._made.clear()
+        self._starter.shutdown()
