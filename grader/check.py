@@ -270,18 +270,23 @@ class CheckerSlot:
         except (OSError, sandbox.SandboxError, RuntimeError) as exc:
             self.why_cold = f"the warm checker did not start: {exc}"
 
-    async def _launch(self, files: list[Path] | None) -> None:
+    def make_folder(self) -> None:
+        """Make FOLDER ready for the server: before any run folder is made in it, for a root
+        grader (a run's tmpfs mounted in it earlier would be hidden by its shared mount)."""
         self.folder.mkdir(parents=True, exist_ok=True)
+        if self.root:
+            os.chown(self.folder, 0, self.uid)  # its group may pass, not list
+            os.chmod(self.folder, 0o710)
+            self._bound = self._bound or _share_mounts(self.folder)
+
+    async def _launch(self, files: list[Path] | None) -> None:
+        self.make_folder()
         if files is None:
             files = sorted(self.public_dir.parent.rglob("test_*.py"))
         imports = warm_imports(files, self.public_dir.parent)
         argv = module_command("grader.checkserver", *(f"--import={name}" for name in imports))
         env = _trusted_env(self.limits)
         if self.sandboxed:
-            if self.root:
-                os.chown(self.folder, 0, self.uid)  # its group may pass, not list
-                os.chmod(self.folder, 0o710)
-                self._bound = self._bound or _share_mounts(self.folder)
             package = Path(__file__).parent
             readonly = [self.public_dir.parent, package,
                         *(p for p in (self.hidden_dir, self.student_data) if p)]

@@ -302,7 +302,7 @@ class _Slot:
         slot took it over) is killed."""
         count = 0
         if self.warm_checks:
-            await self._open_checkers()
+            self._make_checkers()
         ahead = self._ahead(work.take(index), count)
         try:
             while True:
@@ -323,6 +323,9 @@ class _Slot:
                     count += 1
                     ahead = self._ahead(following, count)
                 turn = await current
+                if self.checkers is not None and not self.checkers.alive():
+                    # started once the first kernel is: its imports would slow the zygote's
+                    await self.checkers.start(self.assignment.check_files())
                 if not work.probe(turn):
                     await self.discard(turn)
                     break
@@ -332,9 +335,9 @@ class _Slot:
                 await self.discard(await ahead[1])
             await self._close_checkers()
 
-    async def _open_checkers(self) -> None:
-        """Make the slot's folder and start its warm checker, which imports the check libraries
-        while the first kernel starts."""
+    def _make_checkers(self) -> None:
+        """Make the slot's folder and its warm checker, which starts (and imports the check
+        libraries) once the slot's first kernel has started, while its notebook runs."""
         self.home = runs.make(self.work_root)
         prepared = self.prepared
         self.checkers = CheckerSlot(
@@ -343,7 +346,7 @@ class _Slot:
             student_data=prepared.student_dir if prepared else None,
             limits=self.assignment.config.limits, sandboxed=self.sandboxed,
             uid=self.checker_uids[0], kernel_uids=self.kernel_uids)
-        await self.checkers.start(self.assignment.check_files())
+        self.checkers.make_folder()
 
     async def _close_checkers(self) -> None:
         """Stop the warm checker and remove the slot's folder, leaving no process of its user."""
