@@ -59,19 +59,29 @@ def check(result, what):
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 def private_home():
-    """An empty home and /tmp of the zygote's own: caches the libraries write go nowhere."""
-    check(libc.unshare(NEWNS), "unshare")
-    check(libc.mount(b"none", b"/", None, 16384 | (1 << 18), None), "mount --make-rprivate /")
+    """An empty home of the zygote's own, at the kernels' HOME (/home/student), on a tmpfs
+    over its top folder in a mount namespace of its own: what the libraries write there goes
+    nowhere on the host. Its temporary files go there too."""
     home = os.environ["HOME"]
     top = "/" + home.strip("/").split("/")[0]
-    for where in dict.fromkeys((top, "/tmp")):
-        check(libc.mount(b"tmpfs", where.encode(), b"tmpfs", 2 | 4, b"mode=0755,size=512m"),
-              f"mount tmpfs {where}")
-    os.makedirs(home, mode=0o755, exist_ok=True)
-    os.chmod("/tmp", 0o1777)
+    hidden = [p for p in {sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path}
+              if p and os.path.realpath(p).startswith(top + "/")]
+    if top in ("/", "/usr", "/tmp") or hidden:
+        raise RuntimeError(f"the Python environment lies under {top}, which the zygote's own home would hide")
+    check(libc.unshare(NEWNS), "unshare")
+    check(libc.mount(b"none", b"/", None, 16384 | (1 << 18), None), "mount --make-rprivate /")
+    check(libc.mount(b"tmpfs", top.encode(), b"tmpfs", 2 | 4, b"mode=0755,size=512m"),
+          f"mount tmpfs {top}")
+    os.makedirs(home + "/.zygote-tmp", mode=0o700)
+    os.environ["TMPDIR"] = home + "/.zygote-tmp"
+    os.chdir(home)
 
-private_home()
-os.chdir(os.environ["HOME"])
+try:
+    private_home()
+except Exception as exc:
+    out.write(json.dumps({"error": f"{type(exc).__name__}: {exc}"}) + "\n")
+    out.flush()
+    sys.exit(1)
 before = dict(os.environ)
 import importlib.util
 done = []
@@ -85,6 +95,7 @@ import runpy, ipykernel.kernelapp, ipykernel_launcher  # noqa: E401
 ADDED = {k: v for k, v in os.environ.items() if before.get(k) != v}
 HOME_FILES = []
 for top, dirs, files in os.walk(os.environ["HOME"]):
+    dirs[:] = [d for d in dirs if d != ".zygote-tmp"]
     rel = os.path.relpath(top, os.environ["HOME"])
     HOME_FILES += [(os.path.normpath(os.path.join(rel, d)), None) for d in sorted(dirs)]
     for f in sorted(files):
@@ -185,7 +196,7 @@ def kernel(request, fds, root):
     os.dup2(null, 0)
     os.dup2(null, 1)
     os.dup2(log if log >= 0 else null, 2)
-    os.closerange(3, 1 << 16)
+    os.closerange(3, max(1 << 16, os.sysconf("SC_OPEN_MAX")))  # nothing of the zygote's
     uid = int(request["uid"])
     for cap in range(CAP_LAST + 1):
         libc.prctl(24, cap, 0, 0, 0)  # PR_CAPBSET_DROP
@@ -205,6 +216,8 @@ def kernel(request, fds, root):
         check(libc.prctl(22, 2, ctypes.byref(prog), 0, 0), "seccomp")  # PR_SET_SECCOMP, FILTER
     os.environ.clear()
     os.environ.update({**request["env"], **ADDED, "PWD": request["cwd"]})
+    import tempfile
+    tempfile.tempdir = None  # found again from the kernel's own environment, as a cold one does
     try:
         _fill_home(os.environ["HOME"])
     except OSError:
