@@ -551,6 +551,9 @@ async def _execute_and_check(assignment: Assignment, turn: _Turn) -> None:
     if turn.running.warmup_problem:
         result.staff_detail = (f"the kernel's warm-up failed ({turn.running.warmup_problem}); it"
                                " was started again without one")
+    if turn.running.zygote_problem:
+        result.staff_detail = (f"{result.staff_detail}\nthe zygote could not fork the kernel"
+                               f" ({turn.running.zygote_problem}); it was started cold").strip()
     if execution.status in ("kernel_died", "kernel_failed"):
         result.staff_detail += "\nthe kernel's stderr, last lines:\n" + _tail(log)
         result.staff_detail = result.staff_detail.strip()

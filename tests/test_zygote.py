@@ -125,6 +125,7 @@ def test_a_zygote_that_fails_leaves_kernels_cold_and_grades_unchanged(course, da
     (kernel,) = started
     assert not kernel.forked
     assert bool(kernel.zygote_problem) == (failure == "fork")
+    assert ("no fork today" in result.staff_detail) == (failure == "fork")
 
 
 def test_the_zygote_is_used_only_for_a_root_grader_sandboxed_on_the_cpu():
