@@ -41,6 +41,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from .launch import APPLY_LIMITS
+
 # Runs as `python -c _SERVER PARENT_PID MODULES_JSON` with the kernels' environment, as root.
 _SERVER = r'''
 import contextlib, ctypes, json, os, signal, sys
@@ -114,6 +116,8 @@ if threads != 1:  # forking a process with threads could copy a held lock
     sys.exit(1)
 CAP_LAST = int(open("/proc/sys/kernel/cap_last_cap").read())
 
+
+__APPLY_LIMITS__
 
 class _Header(ctypes.Structure):
     _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
@@ -222,14 +226,7 @@ def kernel(request, fds, root):
         _fill_home(os.environ["HOME"])
     except OSError:
         pass
-    umask = os.environ.pop("GRADER_UMASK", "")
-    if umask:
-        os.umask(int(umask, 8))
-    limits = os.environ.pop("GRADER_RLIMITS", "")
-    if limits:
-        import resource
-        for name, value in json.loads(limits).items():
-            resource.setrlimit(getattr(resource, "RLIMIT_" + name), (value, value))
+    apply_limits()  # the umask and resource limits, as a cold kernel's launcher applies them
     argv = request["argv"]
     sys.argv = list(argv)
     runpy.run_module(argv[0], run_name="__main__", alter_sys=True)
@@ -301,6 +298,8 @@ for line in sys.stdin:
         out.write(json.dumps({"error": f"{type(exc).__name__}: {exc}"}) + "\n")
     out.flush()
 '''
+
+_SERVER = _SERVER.replace("__APPLY_LIMITS__", APPLY_LIMITS)
 
 PLACEHOLDER = ["/usr/bin/sleep", "infinity"]  # what bubblewrap runs in a sandbox the zygote fills
 

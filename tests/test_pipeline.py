@@ -267,17 +267,25 @@ def printed(result: Result, cell: int) -> str:
     return "".join(o.get("text", "") for o in ran.cells[cell].outputs)
 
 
-@pytest.mark.slow  # two kernels, the second started ahead while the first runs
-def test_what_a_student_leaves_is_not_seen_by_the_next_on_the_same_slot(course, data_home,
-                                                                         tmp_path, write_notebook):
+def graded_in_turn(course: Path, data_home: Path, tmp_path: Path, write_notebook,
+                   first: str, second: str) -> tuple[Result, Result]:
+    """The results of a notebook with the code cell FIRST, then one with SECOND (each followed
+    by the tiny solution), graded one after the other on one slot."""
     folder = tmp_path / "subs"
-    write_notebook(folder, "a_leaks", LEAKER, *TINY_SOLUTION)
-    write_notebook(folder, "b_probes", PROBE, *TINY_SOLUTION)
+    write_notebook(folder, "a_first", first, *TINY_SOLUTION)
+    write_notebook(folder, "b_second", second, *TINY_SOLUTION)
     assignment, prepared = tiny(course, data_home)
     batch = grade_batch(assignment, discover(folder, notebook_name="tiny.ipynb"),
                         gradebook=Gradebook(tmp_path / "g.sqlite"), prepared=prepared,
                         settings=Settings(workers=1))
-    first, second = sorted(batch.graded, key=lambda r: r.student)
+    earlier, later = sorted(batch.graded, key=lambda r: r.student)
+    return earlier, later
+
+
+@pytest.mark.slow  # two kernels, the second started ahead while the first runs
+def test_what_a_student_leaves_is_not_seen_by_the_next_on_the_same_slot(course, data_home,
+                                                                         tmp_path, write_notebook):
+    first, second = graded_in_turn(course, data_home, tmp_path, write_notebook, LEAKER, PROBE)
     assert second.status == "graded" and second.score == 6, second.staff_detail
     assert printed(second, 0) == "PROBE False False False 1 False\n"
     assert second.warmup_s > 0 and second.queue_s > first.queue_s  # taken, and warmed, ahead

@@ -12,10 +12,10 @@ import nbformat
 import pytest
 
 from grader import pipeline, zygote
-from grader.pipeline import Settings, grade_batch, grade_submission
-from grader.submission import Submission, discover
+from grader.pipeline import grade_submission
+from grader.submission import Submission
 from tests.conftest import TINY_SOLUTION, notebook
-from tests.test_pipeline import printed, tiny
+from tests.test_pipeline import graded_in_turn, printed, tiny
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="only a root grader forks kernels")
 
@@ -82,16 +82,7 @@ def test_what_a_student_leaves_is_not_seen_by_the_next_forked_kernel(course, dat
              " os.path.exists(os.path.expanduser('~/leak')), os.path.exists('/dev/shm/leak'),"
              " sorted(open(f'/proc/{p}/comm').read().strip() for p in os.listdir('/proc') if p.isdigit()),"
              " os.getppid())")
-    folder = tmp_path / "subs"
-    write_notebook(folder, "a_leaks", leaker, *TINY_SOLUTION)
-    write_notebook(folder, "b_probes", probe, *TINY_SOLUTION)
-    assignment, prepared = tiny(course, data_home)
-    from grader.gradebook import Gradebook
-
-    batch = grade_batch(assignment, discover(folder, notebook_name="tiny.ipynb"),
-                        gradebook=Gradebook(tmp_path / "g.sqlite"), prepared=prepared,
-                        settings=Settings(workers=1))
-    first, second = sorted(batch.graded, key=lambda r: r.student)
+    first, second = graded_in_turn(course, data_home, tmp_path, write_notebook, leaker, probe)
     assert first.status == "graded" and second.score == 6, second.staff_detail
     assert printed(second, 0) == ("PROBE False False False False False False False"
                                   " ['bwrap', 'python', 'sleep'] 0\n")
