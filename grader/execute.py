@@ -40,6 +40,7 @@ from .config import Limits
 from .exchange import SOCK
 from .launch import module_command
 from .sandbox import WORKDIR
+from .zygote import Zygote
 
 # Runs in the kernel before the first cell, in a namespace of its own so the student sees nothing.
 # Keras (and its backend) is seeded where the notebook may use it (see `may_use_keras`), or has
@@ -401,10 +402,10 @@ class StudentKernel:
 
     def __init__(self, nb: NotebookNode, *, workdir: Path, shared: Path, limits: Limits,
                  env: dict[str, str], command_prefix: list[str] | None = None, owner: int = -1,
-                 python: str = sys.executable, zygote: Any = None):
+                 python: str = sys.executable, zygote: Zygote | None = None):
         self.nb, self.workdir, self.shared, self.limits = nb, workdir, shared, limits
         self.env, self.prefix, self.owner, self.python = env, list(command_prefix or []), owner, python
-        self.zygote = zygote  # a grader.zygote.Zygote to fork the kernel from, where there is one
+        self.zygote = zygote  # the zygote to fork the kernel from, where there is one
         self.execution = Execution(status="ok", reason="", notebook=nb)
         self.warmup_problem = ""  # why the warm-up failed (the kernel then started again, cold)
         self.zygote_problem = ""  # why the zygote could not fork it (it then started cold)

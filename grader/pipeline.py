@@ -137,14 +137,14 @@ def grade_submission(
             uid = sandbox.claim_user() if root else 65534
         if checker_uid is None:
             checker_uid = sandbox.claim_user() if root else 65534
+        zygotes = Zygotes()
         slot = _Slot(assignment, prepared, key, device, threads, work_root, sandboxed,
                      kernel_python(python), (checker_uid, checker_uid), (uid, uid),
-                     warm=warm_kernel, zygotes=Zygotes())
+                     warm=warm_kernel, zygotes=zygotes)
         try:
             asyncio.run(slot.serve(_Work([submission], time.monotonic()), results.append))
         finally:
-            assert slot.zygotes is not None
-            slot.zygotes.close()
+            zygotes.close()
     except Exception:  # noqa: BLE001 - the grader's own failure, stored so the batch goes on
         if not results:
             results.append(_new_result(assignment, submission, key, device, sandboxed))
@@ -366,10 +366,14 @@ class _Slot:
         if self.zygotes is None or not (
                 self.warm and zygote.usable(sandboxed=self.sandboxed, gpu=self.device.gpu)):
             return None
-        modules = warm_modules(nb)
-        with contextlib.suppress(Exception):
-            source = nbformat.read(self.assignment.source_notebook, as_version=4)
-            modules = list(dict.fromkeys([*warm_modules(source), *modules]))
+
+        def modules() -> list[str]:  # asked only by the slot that starts the zygote
+            found = warm_modules(nb)
+            with contextlib.suppress(Exception):
+                source = nbformat.read(self.assignment.source_notebook, as_version=4)
+                found = list(dict.fromkeys([*warm_modules(source), *found]))
+            return found
+
         env = {k: v for k, v in env.items() if not k.startswith("GRADER_")}
         return await asyncio.to_thread(self.zygotes.get, self.python, env, modules)
 

@@ -1,6 +1,7 @@
-"""The kernel zygote: one process per worker slot that imports the students' heavy libraries
-(NumPy, TensorFlow, Keras, matplotlib, ipykernel) once, then forks each student's kernel into
-that student's own sandbox, so that no kernel pays those imports again.
+"""The kernel zygote: one process per batch, shared by its worker slots, that imports the
+students' heavy libraries (NumPy, TensorFlow, Keras, matplotlib, ipykernel) once, then forks
+each student's kernel into that student's own sandbox, so that no kernel pays those imports
+again.
 
 Why it is safe. The sandbox is still built by bubblewrap for each student as before (its own
 mount, PID, network, IPC, UTS and cgroup namespaces, private /tmp and home, the student's files
@@ -12,8 +13,8 @@ the same seccomp filter, sets the same resource limits and umask, closes every d
 zygote and only then runs ipykernel. When the kernel ends, the midwife kills the sandbox.
 
 The zygote runs no student code and holds nothing of anyone: it is a fresh interpreter with the
-kernels' environment that imported libraries, in a mount namespace of its own where the home and
-/tmp are empty tmpfs (so the libraries' caches land nowhere on the host). Each kernel starts
+kernels' environment that imported libraries, in a mount namespace of its own where the home is
+an empty tmpfs (so the libraries' caches and temporary files land nowhere on the host). Each kernel starts
 from that state, never from another student's: kernels are forked from the zygote, never from
 each other, and a kernel is never reused. What a student's code sees is a cold kernel's world
 with those libraries already in sys.modules, as the warm-up of grader.execute gave before.
@@ -38,6 +39,7 @@ import select
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -143,7 +145,7 @@ def _sandbox_process(bwrap):
                     with open(f"/proc/{init}/task/{init}/children") as g:
                         for pid in g.read().split():
                             with open(f"/proc/{pid}/comm") as h:
-                                if h.read().strip() == "sleep":
+                                if h.read().strip() == __PLACEHOLDER__:
                                     return int(pid)
         except OSError:
             pass
@@ -263,7 +265,7 @@ def midwife(request):
                 with open(request["log"], "a") as f:
                     f.write("the zygote's kernel did not start:\n" + traceback.format_exc())
             os._exit(70)
-        _, status = os.waitpid(pid, 0)
+        os.waitpid(pid, 0)
         code = 0
     except BaseException:
         import traceback
@@ -299,9 +301,10 @@ for line in sys.stdin:
     out.flush()
 '''
 
-_SERVER = _SERVER.replace("__APPLY_LIMITS__", APPLY_LIMITS)
-
 PLACEHOLDER = ["/usr/bin/sleep", "infinity"]  # what bubblewrap runs in a sandbox the zygote fills
+
+_SERVER = _SERVER.replace("__APPLY_LIMITS__", APPLY_LIMITS).replace(
+    "__PLACEHOLDER__", repr(os.path.basename(PLACEHOLDER[0])))
 
 
 class ZygoteError(RuntimeError):
@@ -412,13 +415,14 @@ class Zygotes:
         # this one lives as long as the batch, where a slot's threads end with the slot.
         self._starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grader-zygotes")
 
-    def get(self, python: str, env: dict[str, str], modules: list[str]) -> Zygote | None:
-        """The zygote for PYTHON and ENV, importing MODULES where it is started now; None where
-        it could not start. Blocks while it starts."""
+    def get(self, python: str, env: dict[str, str],
+            modules: Callable[[], list[str]]) -> Zygote | None:
+        """The zygote for PYTHON and ENV, importing what MODULES() says where it is started now;
+        None where it could not start. Blocks while it starts."""
         key = (python, tuple(sorted(env.items())))
         with self._lock:
             if key not in self._made:
-                made = Zygote(python, env, modules)
+                made = Zygote(python, env, modules())
                 self._made[key] = made if self._starter.submit(made.start).result() else None
             return self._made[key]
 
