@@ -15,6 +15,7 @@ stdin stops it.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import select
@@ -47,6 +48,7 @@ def render(request: dict[str, Any]) -> dict[str, Any]:
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: nothing of it reaches the server but its exit status and stderr
+        gc.enable()  # the server's imports stay frozen (see main)
         os.close(read)
         os.dup2(write, 2)
         _child(request, seconds)
@@ -98,7 +100,9 @@ def main() -> int:
     """Warm up, then render each request read on stdin until it closes."""
     reply = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)  # whatever else prints must not break the protocol
-    warm_up()
+    gc.disable()  # the imports' objects are frozen before the first fork, as the gc docs advise:
+    warm_up()  # no child then scans (and so copies) them
+    gc.freeze()
     print(json.dumps({"ready": True}), file=reply, flush=True)
     for line in sys.stdin:
         if line.strip():

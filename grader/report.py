@@ -118,7 +118,10 @@ def _template_source(name: str) -> str | None:
     return path.read_text(encoding="utf-8") if path.is_file() else None
 
 
+@functools.cache
 def _environment() -> jinja2.Environment:
+    """The pages' Jinja2 environment, one per process, so that each template is compiled once
+    (a fifth of a second for the feedback page), not once per page."""
     env = jinja2.Environment(
         loader=jinja2.FunctionLoader(_template_source),
         autoescape=jinja2.select_autoescape(["html", "j2"], default=True),
@@ -355,18 +358,25 @@ def _clean_html(element: str | bytes) -> str:
 def _notebook_html(notebook_json: str) -> str:
     """The executed notebook through nbconvert: markdown rendered, student HTML cleaned, host
     paths scrubbed from outputs."""
-    from nbconvert import HTMLExporter
-
     notebook = nbformat.reads(notebook_json, as_version=4)
     for cell in notebook.cells:
         if cell.cell_type == "code":
             cell.outputs = _scrub_outputs(cell.get("outputs", []))
+    body, _ = _exporter().from_notebook_node(notebook)
+    return body
+
+
+@functools.cache
+def _exporter() -> Any:
+    """The HTML exporter, made once per process: its Jinja templates are compiled on its first
+    page (a tenth of a second), so the warm renderer's children, forked after its warm-up page,
+    each start from compiled templates. An exporter keeps nothing of a page for the next."""
+    from nbconvert import HTMLExporter
+
     # nbconvert's own clean_html escapes <h1> and <p>, so markdown showed as literal tags; ours
     # keeps what markdown makes and still drops scripts (nbconvert issue #2016).
-    exporter = HTMLExporter(template_name="classic", sanitize_html=True,
-                            filters={"clean_html": _clean_html})
-    body, _ = exporter.from_notebook_node(notebook)
-    return body
+    return HTMLExporter(template_name="classic", sanitize_html=True,
+                        filters={"clean_html": _clean_html})
 
 
 # Class summary ---------------------------------------------------------------------------------

@@ -47,7 +47,8 @@ from .launch import APPLY_LIMITS
 
 # Runs as `python -c _SERVER PARENT_PID MODULES_JSON` with the kernels' environment, as root.
 _SERVER = r'''
-import contextlib, ctypes, json, os, signal, sys
+import contextlib, ctypes, gc, json, os, signal, sys
+gc.disable()  # the imports' objects are frozen before any fork (see the gc module's docs)
 libc = ctypes.CDLL(None, use_errno=True)
 libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: the zygote goes with the grader
 if os.getppid() != int(sys.argv[1]):
@@ -94,6 +95,9 @@ for name in json.loads(sys.argv[2]):
         __import__(name)
         done.append(name)
 import runpy, ipykernel.kernelapp, ipykernel_launcher  # noqa: E401
+for name in __KERNEL_STARTUP__:  # what every kernel imports as it starts, once here
+    with contextlib.suppress(Exception):
+        __import__(name)
 # What the imports left, which a cold kernel's imports leave too: variables they set, and the
 # files they wrote in the home (Keras' keras.json, matplotlib's font list). Each kernel gets them.
 ADDED = {k: v for k, v in os.environ.items() if before.get(k) != v}
@@ -231,6 +235,7 @@ def kernel(request, fds, root):
     apply_limits()  # the umask and resource limits, as a cold kernel's launcher applies them
     argv = request["argv"]
     sys.argv = list(argv)
+    gc.enable()
     runpy.run_module(argv[0], run_name="__main__", alter_sys=True)
 
 
@@ -279,6 +284,7 @@ def midwife(request):
 
 
 libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: no kernel can read or trace the zygote
+gc.freeze()  # no kernel's collections scan (and so copy) the imports' objects
 out.write(json.dumps({"ready": done}) + "\n")
 out.flush()
 for line in sys.stdin:
@@ -301,9 +307,18 @@ for line in sys.stdin:
     out.flush()
 '''
 
+# What ipykernel imports as each kernel starts (its shell, its debugger and the debugpy it
+# loads, the history's sqlite3, ...): a cold kernel imports them too, a forked one finds them
+# imported. A tenth of a second of each kernel's start.
+KERNEL_STARTUP = ("ipykernel.ipkernel", "ipykernel.zmqshell", "ipykernel.debugger",
+                  "IPython.core.debugger", "IPython.core.completerlib", "IPython.core.logger",
+                  "IPython.core.oinspect", "IPython.extensions.storemagic",
+                  "IPython.utils.wildcard", "faulthandler", "sqlite3", "psutil",
+                  "tornado.platform.asyncio", "tornado.queues")
 PLACEHOLDER = ["/usr/bin/sleep", "infinity"]  # what bubblewrap runs in a sandbox the zygote fills
 
 _SERVER = _SERVER.replace("__APPLY_LIMITS__", APPLY_LIMITS).replace(
+    "__KERNEL_STARTUP__", repr(KERNEL_STARTUP)).replace(
     "__PLACEHOLDER__", repr(os.path.basename(PLACEHOLDER[0])))
 
 

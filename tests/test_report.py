@@ -221,6 +221,25 @@ def test_the_warm_renderer_writes_the_page_a_cold_child_writes(tmp_path):
     assert "hi" in (warm.parent / page).read_text() and "<script>" not in (warm.parent / page).read_text()
 
 
+def test_the_exporter_is_made_once_and_keeps_nothing_of_one_page_for_the_next():
+    other = nbformat.writes(new_notebook(cells=[
+        new_markdown_cell("## Another\n\n| a | b |\n|---|---|\n| 1 | 2 |"),
+        new_code_cell("raise ValueError('x')", outputs=[new_output(
+            "error", ename="ValueError", evalue="x", traceback=["Traceback", "ValueError: x"])]),
+    ]))
+    rich = _rich_notebook()  # once: its cells' ids are random
+    report._exporter.cache_clear()
+    fresh = {}
+    for name, text in (("rich", rich), ("other", other)):
+        fresh[name] = report._notebook_html(text)
+        report._exporter.cache_clear()
+    first = report._exporter()
+    after_each_other = [report._notebook_html(text) for text in (other, rich, other)]
+    assert report._exporter() is first  # one exporter, its templates compiled once
+    assert after_each_other == [fresh["other"], fresh["rich"], fresh["other"]]
+    assert "ValueError" in fresh["other"] and "<script>" not in fresh["rich"]
+
+
 def test_the_warm_renderer_holds_each_page_to_its_limits_and_goes_on(tmp_path):
     slow, big, fine = result("mallory", 4), result("trudy", 4), result("zoe", 3)
     slow.executed_notebook = nbformat.writes(new_notebook(cells=[new_markdown_cell("[" * 100_000)]))

@@ -7,9 +7,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 
 import nbformat
 import pytest
+from jupyter_client.manager import start_new_kernel
 
 from grader import pipeline, zygote
 from grader.pipeline import grade_submission
@@ -117,6 +120,25 @@ def test_a_zygote_that_fails_leaves_kernels_cold_and_grades_unchanged(course, da
     assert not kernel.forked
     assert bool(kernel.zygote_problem) == (failure == "fork")
     assert ("no fork today" in result.staff_detail) == (failure == "fork")
+
+
+@pytest.mark.slow  # a kernel and an interpreter
+def test_the_zygote_imports_all_that_a_kernel_imports_as_it_starts():
+    kernel_manager, client = start_new_kernel(kernel_name="python3")
+    said: list[dict] = []
+    try:
+        reply = client.execute_interactive("import sys; print(' '.join(sorted(sys.modules)))",
+                                           output_hook=said.append, timeout=60)
+    finally:
+        kernel_manager.shutdown_kernel(now=True)
+    assert reply["content"]["status"] == "ok"
+    in_a_kernel = set("".join(m["content"].get("text", "") for m in said).split())
+    imports = ", ".join(["runpy", "ipykernel.kernelapp", "ipykernel_launcher", *zygote.KERNEL_STARTUP])
+    in_the_zygote = set(subprocess.run(
+        [sys.executable, "-c", f"import sys, {imports}; print(' '.join(sorted(sys.modules)))"],
+        capture_output=True, text=True, check=True).stdout.split())
+    assert "ipykernel.ipkernel" in in_a_kernel and "debugpy" in in_a_kernel
+    assert in_a_kernel - in_the_zygote == set()  # a forked kernel imports nothing as it starts
 
 
 def test_the_zygote_is_used_only_for_a_root_grader_sandboxed_on_the_cpu():
