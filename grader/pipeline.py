@@ -304,6 +304,10 @@ class _Slot:
         if self.warm_checks:
             self._make_checkers()
         ahead = self._ahead(work.take(index), count)
+        if self.checkers is not None and index == 0:
+            # the first slot's checker imports beside the zygote, a core each; the others' once
+            # their first kernel has started, so that the zygote's import is not slowed
+            await self.checkers.start(self.assignment.check_files())
         try:
             while True:
                 if ahead is None:  # nothing taken ahead: take over one held by another slot
@@ -324,7 +328,6 @@ class _Slot:
                     ahead = self._ahead(following, count)
                 turn = await current
                 if self.checkers is not None and not self.checkers.alive():
-                    # started once the first kernel is: its imports would slow the zygote's
                     await self.checkers.start(self.assignment.check_files())
                 if not work.probe(turn):
                     await self.discard(turn)
@@ -337,7 +340,8 @@ class _Slot:
 
     def _make_checkers(self) -> None:
         """Make the slot's folder and its warm checker, which starts (and imports the check
-        libraries) once the slot's first kernel has started, while its notebook runs."""
+        libraries) at once for the first slot, and for the others once their first kernel has
+        started, while its notebook runs."""
         self.home = runs.make(self.work_root)
         prepared = self.prepared
         self.checkers = CheckerSlot(
