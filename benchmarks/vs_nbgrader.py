@@ -65,7 +65,7 @@ from pathlib import Path
 import nbformat
 from nbformat import NotebookNode
 
-from grader.execute import may_use_keras, seed_code
+from grader.execute import may_use_keras, seed_code, warm_modules
 
 REPO = Path(__file__).resolve().parents[1]
 PIN = "0.9.6"
@@ -397,10 +397,14 @@ def ensure_peer(peer: Path) -> Path:
     return python
 
 
+# What the grader's kernels have in their environment, and so nbgrader's (see the docstring).
+KERNEL_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONHASHSEED": "0",
+              "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+
+
 def _peer_env(peer_python: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
-    env.update(PATH=f"{peer_python.parent}{os.pathsep}{env.get('PATH', '')}", TF_CPP_MIN_LOG_LEVEL="2",
-               PYTHONHASHSEED="0", MPLBACKEND="module://matplotlib_inline.backend_inline")
+    env.update(PATH=f"{peer_python.parent}{os.pathsep}{env.get('PATH', '')}", **KERNEL_ENV)
     return env
 
 
@@ -592,8 +596,31 @@ def bench_workload(name: str, copies: int, rounds: int, peer_python: Path,
     print(f"  the grader's own overhead per submission (beyond execution and checks): 1 worker"
           f" {overhead['grader_1']:.2f} s (wall); default workers {overhead['grader']:.2f} s"
           f" ({workers} slots' time)")
+    # Part of it is the notebook's own `import keras`: the zygote imports the notebook's
+    # libraries once per batch, before the first kernel (its slots wait for it), where each of
+    # nbgrader's kernels imports them as the notebook's first cell.
+    modules, imported_s = library_import_s(work)
+    less = {t: overhead[t] - imported_s * (workers if t == "grader" else 1) / copies
+            for t in ("grader", "grader_1")}
+    print(f"  the notebook's libraries ({', '.join(modules)}) take {imported_s:.2f} s to import in a"
+          f" fresh interpreter (each nbgrader kernel pays it; the grader's zygote once per batch);"
+          f" the overhead less that one import: 1 worker {less['grader_1']:.2f} s, default workers"
+          f" {less['grader']:.2f} s")
     return {"seconds_per_submission": seconds, "mean": mean, "ratio": ratio, "phases": phase_means,
-            "overhead_s": overhead, "default_workers": workers}
+            "overhead_s": overhead, "default_workers": workers, "library_import_s": imported_s,
+            "overhead_less_library_import_s": less}
+
+
+def library_import_s(work: dict, tries: int = 2) -> tuple[list[str], float]:
+    """The heavy libraries WORK's notebook imports (those the zygote imports for it) and the mean
+    seconds a fresh interpreter takes to import them, with the kernels' environment variables."""
+    modules = warm_modules(work["reference"])
+    code = ("import gc, time\ngc.disable()\nbegan = time.perf_counter()\n"
+            + "".join(f"import {m}\n" for m in modules) + "print(time.perf_counter() - began)\n")
+    env = {**os.environ, **KERNEL_ENV}
+    times = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                  check=True, env=env).stdout.split()[-1]) for _ in range(tries)]
+    return modules, statistics.mean(times)
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:

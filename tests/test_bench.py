@@ -86,3 +86,9 @@ def test_a_written_answer_becomes_a_manually_graded_answer_of_no_points():
     code = [c.metadata["nbgrader"]["grade_id"] for c in nb.cells[1:-1]
             if c.cell_type == "code" and "nbgrader" in c.metadata]
     assert code == ["cell3", "cell5", "cell8"]
+
+
+def test_the_library_import_is_timed_in_a_fresh_interpreter_for_the_notebooks_modules():
+    modules, seconds = bench.library_import_s({"reference": nbformat.read(TINY_SOURCE, as_version=4)},
+                                              tries=1)
+    assert modules == ["numpy"] and 0 < seconds < 60  # what the zygote imports for it
