@@ -9,9 +9,10 @@ def main() -> int:
 
     The imports (SQLAlchemy, Alembic, Jinja2, nbclient, ...) make a few hundred thousand objects
     that live as long as the process. Collected while they are made, scanned again by every full
-    collection of the batch and once more at exit, they cost about a second of CPU per run,
-    which a batch of small notebooks feels. So they are made with the collector off, then frozen
-    (gc.freeze: left out of every later collection); what grading makes is collected as usual."""
+    collection of the batch and once more at exit, they cost about half a second of CPU per
+    run (0.3 s of it at exit), which a batch of small notebooks feels. So they are made with the
+    collector off, then frozen (gc.freeze: left out of every later collection); what grading
+    makes is collected as usual."""
     gc.disable()
     try:
         from .cli import main as cli_main

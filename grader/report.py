@@ -121,7 +121,7 @@ def _template_source(name: str) -> str | None:
 @functools.cache
 def _environment() -> jinja2.Environment:
     """The pages' Jinja2 environment, one per process, so that each template is compiled once
-    (a fifth of a second for the feedback page), not once per page."""
+    (a few hundredths of a second each), not once per page."""
     env = jinja2.Environment(
         loader=jinja2.FunctionLoader(_template_source),
         autoescape=jinja2.select_autoescape(["html", "j2"], default=True),
