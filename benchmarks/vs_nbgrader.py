@@ -612,9 +612,10 @@ def bench_workload(name: str, copies: int, rounds: int, peer_python: Path,
 
 
 def library_import_s(work: dict, tries: int = 2) -> tuple[list[str], float]:
-    """The heavy libraries WORK's notebook imports (those the zygote imports for it) and the mean
-    seconds a fresh interpreter takes to import them, with the kernels' environment variables."""
-    modules = warm_modules(work["reference"])
+    """The heavy libraries WORK's notebooks import (those the zygote imports for them: the
+    course's notebook's and the submission's) and the mean seconds a fresh interpreter takes to
+    import them, with the kernels' environment variables."""
+    modules = warm_modules(work["source"], work["reference"])
     code = ("import gc, time\ngc.disable()\nbegan = time.perf_counter()\n"
             + "".join(f"import {m}\n" for m in modules) + "print(time.perf_counter() - began)\n")
     env = {**os.environ, **KERNEL_ENV}

@@ -159,9 +159,10 @@ def _beyond_keras_free(imports: set[str]) -> bool:
     return bool(imports - sys.stdlib_module_names - _WITHOUT_KERAS)
 
 
-def warm_modules(nb: NotebookNode) -> list[str]:
-    """The heavy libraries NB imports (see WARM_LIBRARIES), as modules to import, in order."""
-    imports = notebook_imports(nb)
+def warm_modules(*notebooks: NotebookNode) -> list[str]:
+    """The heavy libraries the NOTEBOOKS import (see WARM_LIBRARIES), as modules to import, in
+    order."""
+    imports = set().union(*map(notebook_imports, notebooks))
     wanted = imports | set(_ALWAYS_WARM) | ({"keras"} if _beyond_keras_free(imports) else set())
     return [module for name, module in WARM_LIBRARIES.items() if name in wanted]
 

@@ -372,11 +372,9 @@ class _Slot:
             return None
 
         def modules() -> list[str]:  # asked only by the slot that starts the zygote
-            found = warm_modules(nb)
             with contextlib.suppress(Exception):
-                source = nbformat.read(self.assignment.source_notebook, as_version=4)
-                found = list(dict.fromkeys([*warm_modules(source), *found]))
-            return found
+                return warm_modules(nb, nbformat.read(self.assignment.source_notebook, as_version=4))
+            return warm_modules(nb)
 
         env = {k: v for k, v in env.items() if not k.startswith("GRADER_")}
         return await asyncio.to_thread(self.zygotes.get, self.python, env, modules)
