@@ -1,25 +1,37 @@
 #!/usr/bin/env bash
 # The GPU figure of issue 11 (point 5), in one command on a lent GPU machine, from the repo root:
 #
-#     bash benchmarks/device.sh          (carry .whl and .gpudata; logs and JSON go to $OUT)
+#     bash benchmarks/device.sh          (carry .whl, .gpudata and .debs; logs and JSON go to $OUT)
 #
 # The machine has python3 with JAX (CUDA) and no TensorFlow, so Keras runs on JAX. The grader's
-# missing packages travel as wheels in .whl/ (Python 3.12, x86-64), its prepared data in
-# .gpudata/prepared (assignment01's and assignment03's). Kernels get a clean environment (no
-# PYTHONPATH), so the wheels go into a venv of their own whose .pth files add the image's
-# site-packages and this checkout. Every step says whether it worked; a failed one does not stop
-# the next. Whole run: under TOTAL_S seconds (default 400). Overrides: PER_GPU (1,2,4,8), ROUNDS
-# (2), ASSIGNMENTS (assignment01,assignment03), NO_CPU=1 (no CPU baseline).
+# missing packages travel as wheels in .whl/ (Python 3.12, x86-64), its data in .gpudata
+# (GRADER_DATA_HOME: raw/mnist/mnist.npz; the prepared folders of assignment01 and assignment03
+# are built there on first use, since their key names the numpy and zlib that build them), and
+# bubblewrap as Debian .debs in .debs/ (bubblewrap is unpacked into /; a library .deb only lends
+# the files `ldd bwrap` says are missing). The wheels go into the image's own Python environment
+# (VENV=image, the default) with a .pth for this checkout, so that a sandboxed kernel's Python is
+# that whole environment; VENV=/some/path makes a venv there instead, whose .pth also adds the
+# image's site-packages. Every step says whether it worked; a failed one does not stop the next.
+# Whole run: under TOTAL_S seconds (default 400). Overrides: PER_GPU (1,2,4,8), ROUNDS (2),
+# ASSIGNMENTS (assignment01,assignment03), NO_CPU=1 (no CPU baseline), QUICK=1 (no doctor, CPU or
+# unit-test step), SANDBOX (auto, on, off: per_gpu.py's --sandbox; auto grades in the grader's
+# sandbox where bubblewrap works).
 set -u -o pipefail
+# the sandbox's users (uid 61000 and up) read the venv, the checks, the grader and the data
+umask 022
+chmod -R a+rX grader assignments .gpudata 2>/dev/null || true
 OUT=${OUT:-/tmp/device-out}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/device.log") 2>&1
 TEE=$!
 TOTAL_S=${TOTAL_S:-400}
 REPO=$(pwd)
-VENV=${VENV:-/tmp/venv}
+# image (default): the wheels go into the image's own environment, so that a sandboxed kernel's
+# Python is that environment and the sandbox binds all of it (its bin/ holds ptxas, which XLA
+# runs; a venv of our own that only reaches the image's site-packages would leave it outside)
+VENV=${VENV:-image}
 WHL=${WHL:-.whl}  # another folder of wheels for a dry run elsewhere
-PY=$VENV/bin/python
+PY=$VENV/bin/python  # (VENV=image: set below)
 export PYTHONUNBUFFERED=1 KERAS_BACKEND=jax GRADER_DATA_HOME=$REPO/.gpudata
 step() { echo; echo "=== [$SECONDS s] $*"; }
 ok() { echo "--- OK: $*"; }
@@ -31,10 +43,49 @@ nvidia-smi -L || true
 python3 -V; nproc; free -g | head -2; uname -r
 python3 -c "import jax, jaxlib, numpy; print('image: jax', jax.__version__, 'numpy', numpy.__version__)" \
     || fail "the image's jax"
-ls -d .whl .gpudata/prepared/* 2>&1; du -sh .whl .gpudata 2>&1
+ls -d .whl .gpudata/*/* .debs/* 2>&1; du -sh .whl .gpudata .debs 2>&1
 
-step "venv with the grader's wheels"
-if ! python3 -m venv --without-pip "$VENV"; then
+step "bubblewrap from .debs"
+if ls .debs/*.deb >/dev/null 2>&1; then
+    for deb in .debs/bubblewrap_*.deb; do
+        if dpkg -x "$deb" / 2>&1; then
+            ok "dpkg -x $deb /"
+        else  # a read-only /usr: beside it, on the PATH the grader searches
+            fail "dpkg -x $deb /: unpacking into /tmp/debs-root, on the PATH"
+            mkdir -p /tmp/debs-root && dpkg -x "$deb" /tmp/debs-root && export PATH=/tmp/debs-root/usr/bin:$PATH
+        fi
+    done
+    # Library .debs are never unpacked into /: their ./lib/ would replace a merged /usr's /lib link.
+    # Only the libraries bwrap lacks are copied into /usr/lib/x86_64-linux-gnu.
+    mkdir -p /tmp/debs-libs
+    for deb in .debs/*.deb; do
+        case $deb in */bubblewrap_*) ;; *) dpkg -x "$deb" /tmp/debs-libs || fail "dpkg -x $deb" ;; esac
+    done
+    BWRAP=$(command -v bwrap)
+    for lib in $(ldd "${BWRAP:-/usr/bin/bwrap}" 2>/dev/null | awk '/not found/ {print $1}'); do
+        if cp -a /tmp/debs-libs/{lib,usr/lib}/x86_64-linux-gnu/"$lib"* /usr/lib/x86_64-linux-gnu/ 2>/dev/null \
+            || ls /usr/lib/x86_64-linux-gnu/"$lib" >/dev/null 2>&1; then
+            ok "lent $lib from the .debs"
+        else
+            fail "$lib: bwrap needs it and no .deb has it"
+        fi
+    done
+    ldconfig || true
+else
+    echo "no .debs/*.deb"
+fi
+command -v bwrap setpriv || fail "bwrap or setpriv not on the PATH"
+bwrap --version || fail "bwrap --version"
+if bwrap --ro-bind / / --dev /dev --proc /proc true; then
+    ok "bwrap --ro-bind / / --dev /dev --proc /proc true"
+else
+    fail "bwrap --ro-bind / / --dev /dev --proc /proc true"
+fi
+
+step "the grader's wheels, into ${VENV}"
+if [ "$VENV" = image ]; then
+    PY=$(python3 -c "import sys; print(sys.executable)")
+elif ! python3 -m venv --without-pip "$VENV"; then
     fail "python3 -m venv: installing into the image's own site-packages instead"
     PY=$(python3 -c "import sys; print(sys.executable)")
 fi
@@ -42,12 +93,13 @@ SITE=$("$PY" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 if [ -n "$SITE" ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" "$WHL"/*.whl \
         2>&1 | grep -v "^WARNING: Target directory" || true
-    python3 - "$SITE/zz_image_and_grader.pth" "$REPO" <<'EOF'
+    python3 - "$SITE/zz_image_and_grader.pth" "$REPO" "$VENV" <<'EOF'
 import site, sys
 dirs = [d for d in site.getsitepackages() if d]  # the image's own, after the venv's wheels
 with open(sys.argv[1], "w") as f:
     f.write(sys.argv[2] + "\n")
-    f.write("import site; " + "; ".join(f"site.addsitedir({d!r})" for d in dirs) + "\n")
+    if sys.argv[3] != "image":  # in the image's own site-packages this line would add itself again
+        f.write("import site; " + "; ".join(f"site.addsitedir({d!r})" for d in dirs) + "\n")
 EOF
     "$PY" -c "import grader, keras, jax, nbclient, ipykernel, sqlalchemy, nbconvert, matplotlib; \
 print('venv:', __import__('sys').executable, 'keras', keras.__version__, 'jax', jax.__version__, \
@@ -96,6 +148,68 @@ else
     fi
 fi
 
+step "smoke inside the grader's sandbox (bubblewrap, as a kernel's user, the slot's GPU bound)"
+# after the smoke above, so that /dev/nvidia-uvm exists (a sandboxed kernel cannot make it)
+ls -l /dev/nvidia* 2>&1 | head -8
+echo "where XLA's ptxas and nvJitLink are on the host (a sandboxed kernel sees its Python's folders and /usr):"
+for tool in ptxas nvlink; do
+    "$PY" -c "import os, shutil, sys; \
+p = shutil.which('$tool', path=os.path.dirname(sys.executable)) or shutil.which('$tool'); \
+print('$tool:', p, '->', p and os.path.realpath(p))"
+done
+find / -xdev \( -name 'libnvJitLink.so*' -o -name ptxas \) -not -path '/proc/*' 2>/dev/null | head -6
+SANDBOXED='
+PROBE = """
+import os, resource, shutil, subprocess
+def probe(when):  # can this kernel start ptxas (XLA compiles with it), and how many threads has it
+    ptxas = shutil.which("ptxas", path="/usr/local/cuda/bin:" + os.environ.get("PATH", ""))
+    threads = next(l.split()[1] for l in open("/proc/self/status") if l.startswith("Threads:"))
+    try:
+        said = subprocess.run([ptxas or "ptxas", "--version"], capture_output=True, text=True).stdout.strip()[-40:]
+    except OSError as exc:
+        said = f"cannot run: {exc!r}"
+    nproc = resource.getrlimit(resource.RLIMIT_NPROC)
+    print(f"probe {when}: NPROC {nproc}, threads {threads}, ptxas {ptxas}: {said}")
+probe("before jax")
+import jax; jax.devices()
+probe("after jax.devices()")
+"""
+import os, subprocess, sys, tempfile
+from pathlib import Path
+from grader import devices, sandbox
+from grader.config import Limits
+from grader.execute import kernel_env
+from grader.launch import APPLY_LIMITS
+if sandbox.bwrap() is None:
+    sys.exit("grader.sandbox.bwrap(): bubblewrap is missing or cannot make a sandbox here")
+slot = devices.slots(devices.choose("auto"), 4)[0]
+limits = Limits()
+shared = Path(tempfile.mkdtemp(prefix="sandbox-smoke-"))
+os.chmod(shared, 0o777)
+uid = sandbox.claim_user() if os.geteuid() == 0 else 65534
+env = kernel_env(shared, threads=2, gpus=slot.cuda_visible_devices,
+                 memory_fraction=slot.memory_fraction if slot.gpu else 0.0)
+env.update(HOME=sandbox.HOME, GRADER_SANDBOXED="1", GRADER_RLIMITS=sandbox.rlimits(limits, gpu=slot.gpu))
+minors = (slot.minor,) if slot.gpu and slot.minor is not None else ()
+spec = sandbox.Spec(files={}, shared=shared, limits=limits, gpus=minors, uid=uid)
+print("slot:", slot.label, "minor", slot.minor, "uid", uid)
+print("python roots bound read-only:", sandbox.python_roots(spec.python))
+print("GPU binds:", " ".join(sandbox.gpu_binds(minors)) or "none")
+code = APPLY_LIMITS + "apply_limits()\n" + PROBE + sys.argv[1]
+argv = sandbox.command([sys.executable, "-c", code], spec)
+sys.exit(subprocess.run(argv, env=env, timeout=150).returncode)
+'
+# its RLIMIT_DATA is the one a GPU kernel gets where the grader makes no memory cgroup
+if timeout 170 "$PY" -c "$SANDBOXED" "$SMOKE"; then
+    ok "smoke in the sandbox"
+else
+    fail "smoke in the sandbox"
+fi
+
+if [ -z "${QUICK:-}" ]; then  # QUICK=1: straight from the smokes to the figures
+step "grader doctor --gpus auto --per-gpu 4 (its kernel probe lists TensorFlow's devices: none here)"
+timeout 120 "$PY" -m grader doctor --gpus auto --per-gpu 4 && ok "doctor" || fail "doctor (exit $?)"
+
 step "a CPU kernel (address space 4 GB) and a checker (12 GB) with no GPU visible"
 CPUFIT='
 import resource, sys
@@ -119,10 +233,12 @@ print(devices.describe(d, 4, asked='auto')); print([s.memory_fraction for s in d
 timeout 60 "$PY" -m pytest -q -p no:cacheprovider -o addopts="" tests/test_execute.py tests/test_devices.py \
     -k "jax or gpus_used or backend or share" 2>&1 | tail -3 || fail "unit tests"
 
+fi
+
 LEFT=$((TOTAL_S - SECONDS - 15))
 step "benchmarks/per_gpu.py, budget ${LEFT} s"
 "$PY" benchmarks/per_gpu.py --per-gpu "${PER_GPU:-1,2,4,8}" --rounds "${ROUNDS:-2}" \
-    --assignments "${ASSIGNMENTS:-assignment01,assignment03}" ${NO_CPU:+--no-cpu} \
+    --assignments "${ASSIGNMENTS:-assignment01,assignment03}" ${NO_CPU:+--no-cpu} --sandbox "${SANDBOX:-auto}" \
     --budget "$LEFT" --json "$OUT/per_gpu.json" --log "$OUT/per_gpu.log" \
     && ok "per_gpu" || fail "per_gpu (see per_gpu.log)"
 tail -c 4000 "$OUT/per_gpu.log" | grep -i -B2 -A8 "error\|traceback" | tail -40 || true

@@ -3,7 +3,9 @@
     KERAS_BACKEND=jax python benchmarks/per_gpu.py --per-gpu 1,2,4,8 --json out.json
 
 For each K and each assignment, grades ROUNDS*K copies of the assignment's reference with
-`grader run --per-gpu K --no-sandbox --force` (the grader's own command, in a fresh gradebook),
+`grader run --per-gpu K --force` (the grader's own command, in a fresh gradebook), sandboxed
+where bubblewrap works (`--sandbox auto`, the default; `on` requires it, `off` passes
+--no-sandbox),
 then reads the results back with `grader export`: every copy must get full points, or the line
 says FAIL (a benchmark that times failures is worthless). One CPU-only line per assignment
 (`--gpus none`, CUDA_VISIBLE_DEVICES="", --workers the largest K, CPU_ROUNDS*K copies) comes
@@ -38,6 +40,7 @@ class Line:
     device: str  # "gpu" or "cpu"
     kernels: int  # kernels at once
     submissions: int
+    sandboxed: bool = False  # in the grader's bubblewrap sandbox, or --no-sandbox
     seconds: float = 0.0
     per_minute: float = 0.0
     devices: dict[str, int] = field(default_factory=dict)  # what each result says it ran on
@@ -48,7 +51,8 @@ class Line:
     def text(self) -> str:
         """The line as printed."""
         where = f"GPU --per-gpu {self.kernels}" if self.device == "gpu" else f"CPU --workers {self.kernels}"
-        head = f"{self.assignment:13} {where:18} {self.submissions:3} submissions"
+        head = (f"{self.assignment:13} {where:18} {'sandboxed' if self.sandboxed else 'unsandboxed':11} "
+                f"{self.submissions:3} submissions")
         if self.problem:
             return f"{head}: {self.problem}"
         ran = "; ".join(f"{n}x {d}" for d, n in self.devices.items())
@@ -72,10 +76,32 @@ def grader(*args: str, env: dict[str, str], timeout: float, log: Path) -> int:
             raise
 
 
+def bubblewrap() -> str | None:
+    """The bubblewrap binary the grader itself would sandbox kernels with, None where it cannot."""
+    try:
+        from grader import sandbox
+    except ImportError:  # the grader is not installed: use this checkout's
+        sys.path.insert(0, str(REPO))
+        from grader import sandbox
+    return sandbox.bwrap()
+
+
+def sandboxing(asked: str) -> tuple[bool, str]:
+    """Whether the batches run sandboxed (ASKED: auto, on or off), and why, for the header."""
+    if asked == "off":
+        return False, "off (--sandbox off)"
+    found = bubblewrap()
+    if found is None and asked == "on":
+        raise SystemExit("--sandbox on: bubblewrap is missing or cannot make a sandbox here")
+    if found is None:
+        return False, "off (no working bubblewrap: --no-sandbox)"
+    return True, f"on (bubblewrap {found})"
+
+
 def batch(assignment: str, device: str, kernels: int, copies: int, *, env: dict[str, str],
-          timeout: float, log: Path) -> Line:
+          timeout: float, log: Path, sandboxed: bool = False) -> Line:
     """Grade COPIES copies of ASSIGNMENT's reference with KERNELS at once; read back every score."""
-    line = Line(assignment, device, kernels, copies)
+    line = Line(assignment, device, kernels, copies, sandboxed)
     work = Path(tempfile.mkdtemp(prefix=f"per-gpu-{assignment}-"))
     try:
         reference = REPO / "assignments" / assignment / "submissions" / "reference.ipynb"
@@ -90,7 +116,8 @@ def batch(assignment: str, device: str, kernels: int, copies: int, *, env: dict[
         began = time.monotonic()
         try:
             rc = grader("run", assignment, "--submissions", str(folder), "--gradebook", gradebook,
-                        "--reports", str(work / "reports"), "--no-sandbox", "--force", *where,
+                        "--reports", str(work / "reports"), "--force", *where,
+                        *([] if sandboxed else ["--no-sandbox"]),
                         env=run_env, timeout=timeout, log=log)
         except subprocess.TimeoutExpired:
             line.problem = f"timed out after {timeout:.0f} s (see the log)"
@@ -111,9 +138,27 @@ def batch(assignment: str, device: str, kernels: int, copies: int, *, env: dict[
                               if r["score"] != r["max_score"]})
             line.problem = (f"FAIL (exit {rc}, {len(rows)} of {copies} stored"
                             + (f"; {' | '.join(reasons)[:600]}" if reasons else "") + ")")
+            _staff_detail(Path(gradebook), log)
         return line
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _staff_detail(gradebook: Path, log: Path) -> None:
+    """Append to LOG what staff see of the batch's first result short of full points: its
+    failed cell and staff detail (the kernel's stderr for a kernel that died)."""
+    import sqlite3
+
+    try:
+        with sqlite3.connect(gradebook) as db:
+            row = db.execute("SELECT status, failed_cell, staff_detail FROM grading_runs"
+                             " WHERE score IS NULL OR score < max_score ORDER BY id LIMIT 1").fetchone()
+    except sqlite3.Error as exc:
+        row = ("?", None, f"the gradebook could not be read: {exc}")
+    if row:
+        with open(log, "a") as out:
+            out.write(f"\n--- staff detail of the first result short of full points ({row[0]}):\n"
+                      f"failed cell: {(row[1] or '')[:3000]}\n{(row[2] or '')[-6000:]}\n")
 
 
 def plan(ks: list[int], cpu: bool) -> list[tuple[str, int]]:
@@ -131,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu-rounds", type=int, default=1,
                         help="the CPU baseline's copies: CPU_ROUNDS times the largest K")
     parser.add_argument("--no-cpu", action="store_true", help="skip the CPU baseline")
+    parser.add_argument("--sandbox", choices=("auto", "on", "off"), default="auto",
+                        help="grade in the grader's bubblewrap sandbox: auto (where bubblewrap "
+                             "works, else --no-sandbox; the default), on (required) or off")
     parser.add_argument("--json", type=Path, help="write the lines here as JSON")
     parser.add_argument("--log", type=Path, default=Path("per_gpu.log"),
                         help="the grader's own output (default per_gpu.log)")
@@ -138,9 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     ks = [int(k) for k in args.per_gpu.split(",") if k.strip()]
     assignments = [a.strip() for a in args.assignments.split(",") if a.strip()]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    sandboxed, how = sandboxing(args.sandbox)
     print(f"KERAS_BACKEND={env.get('KERAS_BACKEND', '(unset: tensorflow)')}, "
-          f"GRADER_DATA_HOME={env.get('GRADER_DATA_HOME', '(unset)')}, budget {args.budget:.0f} s",
-          flush=True)
+          f"GRADER_DATA_HOME={env.get('GRADER_DATA_HOME', '(unset)')}, sandbox {how}, "
+          f"budget {args.budget:.0f} s", flush=True)
     began = time.monotonic()
     per_round: dict[tuple[str, str], float] = {}  # seconds one round of kernels took
     lines: list[Line] = []
@@ -151,10 +200,11 @@ def main(argv: list[str] | None = None) -> int:
             left = args.budget - (time.monotonic() - began)
             one = per_round.get((assignment, device), per_round.get((assignment, "gpu"), 0.0))
             if left < 10 or rounds * one * 1.5 > left:
-                line = Line(assignment, device, k, copies,
+                line = Line(assignment, device, k, copies, sandboxed,
                             problem=f"skipped: {left:.0f} s of the budget left, a round took {one:.0f} s")
             else:
-                line = batch(assignment, device, k, copies, env=env, timeout=left, log=args.log)
+                line = batch(assignment, device, k, copies, env=env, timeout=left, log=args.log,
+                             sandboxed=sandboxed)
                 if line.seconds:
                     per_round[(assignment, device)] = line.seconds / rounds
             lines.append(line)
