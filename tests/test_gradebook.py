@@ -179,6 +179,25 @@ def test_a_new_gradebook_is_made_by_the_migrations_as_the_models_say(gradebook_t
     assert Gradebook(gradebook_target).revision == migrations.head()  # opened again: unchanged
 
 
+def test_the_grader_s_head_revision_is_alembic_s_and_its_revision_is_read_as_alembic_reads_it(
+        gradebook_target):
+    # migrations.HEAD spares every command Alembic's import; a new script must move it
+    assert migrations.head() == migrations.HEAD == migrations.script_head()
+    book = Gradebook(gradebook_target)
+    with book.engine.connect() as connection:
+        assert migrations.current(connection) == MigrationContext.configure(
+            connection).get_current_revision() == migrations.HEAD
+
+
+def test_opening_a_gradebook_at_the_newest_revision_imports_no_alembic(tmp_path):
+    Gradebook(tmp_path / "g.sqlite")  # made (and migrated) here, opened in a fresh interpreter
+    code = ("import sys; from grader.gradebook import Gradebook; Gradebook(sys.argv[1]);"
+            " print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "g.sqlite")],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 @pytest.mark.parametrize("made_by", ["release", "older"])
 def test_a_gradebook_of_an_earlier_release_opens_at_the_newest_revision_with_its_rows(tmp_path, made_by):
     # release.sql: what the grader before migrations made; older.sql: an older one still, without
