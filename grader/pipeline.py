@@ -301,9 +301,13 @@ class _Slot:
         started ahead for a submission this slot does not grade (the batch stopped, another
         slot took it over) is killed."""
         count = 0
+        first = work.take(index)
+        # the first slot's zygote starts importing now, beside what follows: staging the first
+        # notebook, starting the checker
+        early = self._ask_zygote(path=first[0].path) if index == 0 and first is not None else None
         if self.warm_checks:
             self._make_checkers()
-        ahead = self._ahead(work.take(index), count)
+        ahead = self._ahead(first, count)
         if self.checkers is not None and index == 0:
             # the first slot's checker imports beside the zygote, a core each; the others' once
             # their first kernel has started, so that the zygote's import is not slowed
@@ -336,6 +340,9 @@ class _Slot:
         finally:
             if ahead is not None:
                 await self.discard(await ahead[1])
+            if early is not None:
+                with contextlib.suppress(Exception):  # done long before; zygotes.get tells its own
+                    await early
             await self._close_checkers()
 
     def _make_checkers(self) -> None:
@@ -363,21 +370,34 @@ class _Slot:
             await asyncio.to_thread(self.home.remove)
             self.home = None
 
-    async def _zygote(self, nb: nbformat.NotebookNode, env: dict[str, str]) -> Zygote | None:
-        """The zygote for NB's kernel ENV, shared by the batch's slots and started for the
-        first notebook (its libraries and those of the course's notebook), where kernels may
-        be forked (see grader.zygote.usable); None where not or where it did not start."""
+    def _ask_zygote(self, nb: nbformat.NotebookNode | None = None,
+                    path: Path | None = None) -> asyncio.Future[Zygote | None] | None:
+        """Ask at once (on a thread) for the batch's zygote, shared by its slots and started for
+        the first notebook (NB, or the one at PATH: its libraries and those of the course's
+        notebook), where kernels may be forked (see grader.zygote.usable); None where not. The
+        future's zygote is None where it did not start."""
         if self.zygotes is None or not (
                 self.warm and zygote.usable(sandboxed=self.sandboxed, gpu=self.device.gpu)):
             return None
 
         def modules() -> list[str]:  # asked only by the slot that starts the zygote
+            first = nb
+            if first is None and path is not None:
+                with contextlib.suppress(Exception):  # an invalid one is told as it is graded
+                    first = read_notebook(path)[0]
+            notebooks = [first] if first is not None else []
             with contextlib.suppress(Exception):
-                return warm_modules(nb, nbformat.read(self.assignment.source_notebook, as_version=4))
-            return warm_modules(nb)
+                return warm_modules(*notebooks,
+                                    nbformat.read(self.assignment.source_notebook, as_version=4))
+            return warm_modules(*notebooks)
 
-        env = {k: v for k, v in env.items() if not k.startswith("GRADER_")}
-        return await asyncio.to_thread(self.zygotes.get, self.python, env, modules)
+        return asyncio.get_running_loop().run_in_executor(
+            None, self.zygotes.get, self.python, zygote_env(self.device, self.threads), modules)
+
+    async def _zygote(self, nb: nbformat.NotebookNode) -> Zygote | None:
+        """The batch's zygote (see _ask_zygote), once it has started; None where there is none."""
+        asked = self._ask_zygote(nb)
+        return None if asked is None else await asked
 
     def _ahead(self, item: tuple[Submission, float] | None,
                count: int) -> tuple[Submission, asyncio.Task[_Turn]] | None:
@@ -413,7 +433,7 @@ class _Slot:
             turn.running = StudentKernel(
                 turn.nb, workdir=workdir, shared=shared, limits=self.assignment.config.limits,
                 env=env, command_prefix=prefix, owner=owner, python=self.python,
-                zygote=await self._zygote(turn.nb, env))
+                zygote=await self._zygote(turn.nb))
             await turn.running.start(prologue=turn.kernel.prologue,
                                      warmup=warmup_code(turn.nb) if self.warm else "")
         except Exception:  # noqa: BLE001 - the grader's own failure, stored so the batch goes on
@@ -483,12 +503,7 @@ class _Kernel:
         layout.make(kernel=owner, checker=self.checker_uid if self.root else -1)
         shared = layout.root
         gpu = self.device.gpu
-        env = kernel_env(self.run_dir, threads=self.threads, gpus=self.device.cuda_visible_devices,
-                         memory_fraction=self.device.memory_fraction if gpu else 0.0)
-        if not gpu:
-            # TensorFlow's GPU build logs a failed CUDA probe as an error on CPU-only kernels
-            # ("failed call to cuInit"): noise on the student's page, so its C++ errors are off.
-            env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+        env = base_env(self.device, self.threads, self.run_dir)
         files = {name: self.run_dir / name, **self._data_files()}
         nbformat.write(nb, files[name])
         if not self.sandboxed:
@@ -519,6 +534,25 @@ class _Kernel:
     def _data_files(self) -> dict[str, Path]:
         """The student-visible data, by name in the working directory; never anything hidden."""
         return student_data_files(self.assignment, self.prepared)
+
+
+def base_env(device: Device, threads: int, home: Path) -> dict[str, str]:
+    """A kernel's environment on DEVICE with THREADS and HOME, before what `_Kernel.stage` adds
+    for one run (a sandboxed kernel's HOME and the GRADER_ settings of its launcher)."""
+    env = kernel_env(home, threads=threads, gpus=device.cuda_visible_devices,
+                     memory_fraction=device.memory_fraction if device.gpu else 0.0)
+    if not device.gpu:
+        # TensorFlow's GPU build logs a failed CUDA probe as an error on CPU-only kernels
+        # ("failed call to cuInit"): noise on the student's page, so its C++ errors are off.
+        env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    return env
+
+
+def zygote_env(device: Device, threads: int) -> dict[str, str]:
+    """The zygote's environment: a sandboxed kernel's (`_Kernel.stage`), less the settings of
+    its launcher (GRADER_*), which each forked kernel gets with its own."""
+    env = {**base_env(device, threads, Path(sandbox.HOME)), "HOME": sandbox.HOME}
+    return {k: v for k, v in env.items() if not k.startswith("GRADER_")}
 
 
 def student_data_files(assignment: Assignment, prepared: Prepared | None) -> dict[str, Path]:

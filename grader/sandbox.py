@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,8 +79,18 @@ _PROBE = ("import json, site, sys; print(json.dumps({'prefixes': [sys.prefix, sy
           " 'path': sys.path}))")
 
 
-@functools.cache
+_ROOTS = threading.Lock()  # the batch's first kernel, checker and preflight ask at once
+
+
 def python_roots(python: str = sys.executable) -> tuple[str, ...]:
+    """Folders PYTHON and its packages live in (see _python_roots), asked of PYTHON once per
+    process however many threads ask at once."""
+    with _ROOTS:
+        return _python_roots(python)
+
+
+@functools.cache
+def _python_roots(python: str) -> tuple[str, ...]:
     """Folders PYTHON and its packages live in, outermost only, as the sandbox binds them.
 
     These are the interpreter's prefixes (the venv and the Python it was made from), the folders

@@ -91,6 +91,32 @@ def test_what_a_student_leaves_is_not_seen_by_the_next_forked_kernel(course, dat
                                   " ['bwrap', 'python', 'sleep'] 0\n")
 
 
+@pytest.mark.slow  # two forked kernels of one batch
+def test_a_batch_starts_one_zygote_for_its_first_notebook_with_its_kernels_environment(
+        course, data_home, tmp_path, write_notebook, monkeypatch):
+    # the first slot asks for it before it stages its first notebook, the kernel after: one key
+    started, staged = [], []
+    real_start, real_stage = zygote.Zygote.start, pipeline._Kernel.stage
+
+    def start(self, *args, **kwargs):
+        started.append((self.env, self.modules))
+        return real_start(self, *args, **kwargs)
+
+    def stage(self, nb):
+        layout = real_stage(self, nb)
+        staged.append(layout[2])
+        return layout
+
+    monkeypatch.setattr(zygote.Zygote, "start", start)
+    monkeypatch.setattr(pipeline._Kernel, "stage", stage)
+    ppid = "import os\nprint('PPID', os.getppid())"
+    first, second = graded_in_turn(course, data_home, tmp_path, write_notebook, ppid, ppid)
+    assert [printed(r, 0) for r in (first, second)] == ["PPID 0\n"] * 2  # both forked
+    (env, modules), = started
+    assert env == {k: v for k, v in staged[0].items() if not k.startswith("GRADER_")}
+    assert "numpy" in modules  # the first notebook's libraries
+
+
 @pytest.mark.slow  # kernels started cold where the zygote fails
 @pytest.mark.parametrize("failure", ["start", "fork"])
 def test_a_zygote_that_fails_leaves_kernels_cold_and_grades_unchanged(course, data_home, tmp_path,
