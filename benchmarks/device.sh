@@ -161,15 +161,17 @@ find / -xdev \( -name 'libnvJitLink.so*' -o -name ptxas \) -not -path '/proc/*' 
 SANDBOXED='
 PROBE = """
 import os, resource, shutil, subprocess
-def probe(when):  # can this kernel start ptxas (XLA compiles with it), and how many threads has it
+def probe(when):  # can this kernel start ptxas (XLA compiles with it); its threads and descriptors
     ptxas = shutil.which("ptxas", path="/usr/local/cuda/bin:" + os.environ.get("PATH", ""))
     threads = next(l.split()[1] for l in open("/proc/self/status") if l.startswith("Threads:"))
     try:
         said = subprocess.run([ptxas or "ptxas", "--version"], capture_output=True, text=True).stdout.strip()[-40:]
     except OSError as exc:
         said = f"cannot run: {exc!r}"
-    nproc = resource.getrlimit(resource.RLIMIT_NPROC)
-    print(f"probe {when}: NPROC {nproc}, threads {threads}, ptxas {ptxas}: {said}")
+    nproc, nofile = resource.getrlimit(resource.RLIMIT_NPROC), resource.getrlimit(resource.RLIMIT_NOFILE)
+    fds = len(os.listdir("/proc/self/fd"))
+    print(f"probe {when}: threads {threads} (NPROC {nproc}), descriptors {fds} (NOFILE {nofile}),"
+          f" ptxas {ptxas}: {said}")
 probe("before jax")
 import jax; jax.devices()
 probe("after jax.devices()")
