@@ -45,6 +45,7 @@ Not a test: timings depend on the machine and on what else runs on it.
 from __future__ import annotations
 
 import argparse
+import compileall
 import copy
 import hashlib
 import json
@@ -642,10 +643,25 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def compile_grader(package: Path | None = None) -> Path:
+    """Write the bytecode of the grader's modules (PACKAGE: the one this interpreter imports), as
+    `pip install` does for what it installs. An editable install has none until a module is first
+    imported, and none at all where PYTHONDONTWRITEBYTECODE is set (as on the development machine):
+    then every process of both tools (the grader's own, and nbgrader's kernels, which import
+    grader.checks) compiles them from source, a cost a real installation does not have."""
+    if package is None:
+        import grader
+
+        package = Path(grader.__file__).parent
+    compileall.compile_dir(package, quiet=1)
+    return package
+
+
 def main(argv: list[str] | None = None) -> int:
     """Install the peer, run every workload, print (and optionally write) the figures."""
     args = _args(argv)
     peer_python = ensure_peer(Path(args.peer))
+    print(f"compiled the bytecode of {compile_grader()}, as an installation would", flush=True)
     figures = {"nbgrader": PIN, "copies": args.copies, "rounds": args.rounds, "cpus": os.cpu_count(),
                "workloads": {}}
     for name in args.workloads.split(","):

@@ -92,3 +92,13 @@ def test_the_library_import_is_timed_in_a_fresh_interpreter_for_the_notebooks_mo
     tiny = nbformat.read(TINY_SOURCE, as_version=4)
     modules, seconds = bench.library_import_s({"source": tiny, "reference": tiny}, tries=1)
     assert modules == ["numpy"] and 0 < seconds < 60  # what the zygote imports for it
+
+
+def test_the_grader_s_bytecode_is_compiled_as_an_installation_would(tmp_path):
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    for module in (package / "__init__.py", package / "sub" / "mod.py"):
+        module.write_text("X = 1\n")
+    assert bench.compile_grader(package) == package
+    compiled = {p.name.split(".")[0] for p in package.rglob("__pycache__/*.pyc")}
+    assert compiled == {"__init__", "mod"}
