@@ -19,6 +19,7 @@ import pytest
 
 from tests.examples import (
     REPO,
+    VALIDATE_TIMEOUT,
     Examples,
     Validated,
     assert_check_points,
@@ -95,6 +96,7 @@ def test_the_test_limits_change_only_the_limits(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(VALIDATE_TIMEOUT)  # the validated fixture trains the reference
 def test_validate_trains_the_reference_to_full_points(validated):
     assert_valid(validated)
     page = validated.page

@@ -16,6 +16,7 @@ import pytest
 
 from tests.examples import (
     REPO,
+    VALIDATE_TIMEOUT,
     Examples,
     Validated,
     assert_check_points,
@@ -104,6 +105,7 @@ def test_the_test_limits_change_only_the_limits(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(VALIDATE_TIMEOUT)  # the validated fixture trains the reference
 def test_validate_gives_the_reference_full_points(validated):
     assert_valid(validated)
     page = validated.page
