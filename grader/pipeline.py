@@ -551,7 +551,7 @@ def base_env(device: Device, threads: int, home: Path) -> dict[str, str]:
 def zygote_env(device: Device, threads: int) -> dict[str, str]:
     """The zygote's environment: a sandboxed kernel's (`_Kernel.stage`), less the settings of
     its launcher (GRADER_*), which each forked kernel gets with its own."""
-    env = {**base_env(device, threads, Path(sandbox.HOME)), "HOME": sandbox.HOME}
+    env = base_env(device, threads, Path(sandbox.HOME))  # HOME: the sandbox's, as in stage
     return {k: v for k, v in env.items() if not k.startswith("GRADER_")}
 
 
