@@ -513,9 +513,11 @@ def _grader_runs(gradebook: Path) -> list[dict[str, float]]:
     return [dict(zip(wanted, row)) for row in rows]
 
 
-def run_grader(work: dict, copies: int, workers: int | None) -> tuple[float, dict[str, float], int]:
-    """Seconds per submission of `grader run` (WORKERS, None for the default), its mean phases and
-    the kernels it ran at once; checks that every copy got full points."""
+def run_grader(work: dict, copies: int,
+               workers: int | None) -> tuple[float, dict[str, float], int, float]:
+    """Seconds per submission of `grader run` (WORKERS, None for the default), its mean phases,
+    the kernels it ran at once and the batch's start (the seconds before its first notebook ran,
+    from its closing line); checks that every copy got full points."""
     assignment, config = work["assignment"], work["config"]
     points = float(config["points"])
     with tempfile.TemporaryDirectory(prefix="bench-grader-") as tmp:
@@ -542,7 +544,9 @@ def run_grader(work: dict, copies: int, workers: int | None) -> tuple[float, dic
                              f" ({points:g}): {wrong or len(runs)}")
     phases = {p: statistics.mean(r[p] for r in runs) for p in PHASES if p in runs[0]}
     slots = re.search(r"(\d+) kernel\(s\) at once", done.stdout)
-    return seconds / copies, phases, min(copies, int(slots.group(1))) if slots else 1
+    start = re.search(r"first\s+notebook\s+ran:\s+([\d.]+)\s+s", done.stdout)
+    return (seconds / copies, phases, min(copies, int(slots.group(1))) if slots else 1,
+            float(start.group(1)) if start else 0.0)
 
 
 # The benchmark.
@@ -567,6 +571,11 @@ def bench_workload(name: str, copies: int, rounds: int, peer_python: Path,
               f" {time.monotonic() - began:.1f} s", flush=True)
     seconds: dict[str, list[float]] = {t: [] for t in TOOLS}
     phases: dict[str, list[dict[str, float]]] = {"grader": [], "grader_1": []}
+    starts: dict[str, list[float]] = {"grader": [], "grader_1": []}
+    # the notebook's libraries' import in a fresh interpreter, timed right before each grader run
+    # (this machine's speed drifts over minutes: an import timed apart would not fit the run)
+    imports: dict[str, list[float]] = {"grader": [], "grader_1": []}
+    modules: list[str] = []
     workers = 1
     for r in range(rounds):
         order = TOOLS if r % 2 == 0 else TOOLS[::-1]
@@ -574,7 +583,10 @@ def bench_workload(name: str, copies: int, rounds: int, peer_python: Path,
             if tool == "nbgrader":
                 seconds[tool].append(run_nbgrader(work, copies, peer_python))
             else:
-                per_sub, means, slots = run_grader(work, copies, None if tool == "grader" else 1)
+                modules, imported_s = library_import_s(work, tries=1)
+                imports[tool].append(imported_s)
+                per_sub, means, slots, start_s = run_grader(work, copies, None if tool == "grader" else 1)
+                starts[tool].append(start_s)
                 workers = slots if tool == "grader" else workers
                 seconds[tool].append(per_sub)
                 phases[tool].append(means)
@@ -600,16 +612,26 @@ def bench_workload(name: str, copies: int, rounds: int, peer_python: Path,
     # Part of it is the notebook's own `import keras`: the zygote imports the notebook's
     # libraries once per batch, before the first kernel (its slots wait for it), where each of
     # nbgrader's kernels imports them as the notebook's first cell.
-    modules, imported_s = library_import_s(work)
-    less = {t: overhead[t] - imported_s * (workers if t == "grader" else 1) / copies
+    imported = {t: statistics.mean(v) for t, v in imports.items()}
+    less = {t: overhead[t] - imported[t] * (workers if t == "grader" else 1) / copies
             for t in ("grader", "grader_1")}
-    print(f"  the notebook's libraries ({', '.join(modules)}) take {imported_s:.2f} s to import in a"
-          f" fresh interpreter (each nbgrader kernel pays it; the grader's zygote once per batch);"
-          f" the overhead less that one import: 1 worker {less['grader_1']:.2f} s, default workers"
-          f" {less['grader']:.2f} s")
+    print(f"  the notebook's libraries ({', '.join(modules)}) take {imported['grader_1']:.2f} s"
+          f" (before the 1-worker runs) and {imported['grader']:.2f} s (before the others) to import"
+          f" in a fresh interpreter (each nbgrader kernel pays it; the grader's zygote once per"
+          f" batch); the overhead less that one import: 1 worker {less['grader_1']:.2f} s, default"
+          f" workers {less['grader']:.2f} s")
+    # Most of the overhead is the batch's start, paid once per batch (the zygote's imports,
+    # the preflight, the first kernel's start): what is left is paid by every submission.
+    start = {t: statistics.mean(v) for t, v in starts.items()}
+    beyond = {t: overhead[t] - start[t] * (workers if t == "grader" else 1) / copies
+              for t in ("grader", "grader_1")}
+    print(f"  the batch's start (until its first notebook ran, once per batch): 1 worker"
+          f" {start['grader_1']:.2f} s, default workers {start['grader']:.2f} s; the overhead beyond it,"
+          f" per submission: 1 worker {beyond['grader_1']:.2f} s, default workers {beyond['grader']:.2f} s")
     return {"seconds_per_submission": seconds, "mean": mean, "ratio": ratio, "phases": phase_means,
-            "overhead_s": overhead, "default_workers": workers, "library_import_s": imported_s,
-            "overhead_less_library_import_s": less}
+            "overhead_s": overhead, "default_workers": workers, "library_import_s": imported,
+            "overhead_less_library_import_s": less, "batch_start_s": start,
+            "overhead_beyond_batch_start_s": beyond}
 
 
 def library_import_s(work: dict, tries: int = 2) -> tuple[list[str], float]:

@@ -281,7 +281,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     console.print(f"{len(batch.graded)} graded, {len(batch.skipped)} already graded (use --force"
                   f" to regrade){elsewhere} in {batch.seconds:.1f} s; reports: {reports / 'index.html'}")
     workers = batch.workers or len(settings.slots())
-    if line := phases_line(batch.graded, seconds=batch.seconds, workers=workers):
+    if line := phases_line(batch.graded, seconds=batch.seconds, workers=workers,
+                           start_s=batch.start_s):
         console.print(line, highlight=False)
     return _batch_exit(batch, faults)
 

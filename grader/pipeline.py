@@ -96,6 +96,9 @@ class Batch:
     unstored: list[tuple[str, str]] = field(default_factory=list)  # (student, why) not stored
     stopped: str = ""  # why the batch stopped before grading everyone, if it did
     workers: int = 0  # Ray: the tasks sent at once (0: the local slots, Settings.slots)
+    # seconds from the batch's start until its first notebook began to run (the zygote's
+    # imports, the preflight, the first kernel's start); 0 where none ran here (or on Ray)
+    start_s: float = 0.0
 
 
 def _digest(path: Path | None) -> str:
@@ -198,6 +201,7 @@ class _Work:
             self.opened.set()
         self.probing = preflight  # the first kernel to start is the preflight's kernel probe
         self.failed: BaseException | None = None  # why the preflight failed: nothing begins
+        self.first_run: float | None = None  # when the first notebook began, since `began`
         self._proven = False
         self._held: dict[int, tuple[Submission, bool]] = {}  # slot -> its next, and whether
         # another slot may take that one over (one taken ahead of its turn, not yet begun)
@@ -257,6 +261,12 @@ class _Work:
             f"a sandboxed kernel cannot run here ({_first_line(why)}); its stderr: {log[-600:]};"
             " nothing was graded (`grader doctor` shows more)"))
         return False
+
+    def running(self) -> None:
+        """A notebook begins to run now: the first one ends the batch's start."""
+        with self._lock:
+            if self.first_run is None:
+                self.first_run = time.monotonic() - self.began
 
     def begin(self, slot: int, submission: Submission) -> bool:
         """Whether SLOT may grade SUBMISSION now (False: the batch stopped, or another slot
@@ -336,6 +346,8 @@ class _Slot:
                 if not work.probe(turn):
                     await self.discard(turn)
                     break
+                if turn.running is not None and not turn.fault:
+                    work.running()
                 give(await self.grade(turn))
         finally:
             if ahead is not None:
@@ -824,6 +836,7 @@ def _run_slots(assignment: Assignment, todo: list[Submission], gradebook: Gradeb
             worker.join()
         zygotes.close()
         checking.join()
+        batch.start_s = work.first_run or 0.0
     if work.failed is not None:
         raise work.failed
 

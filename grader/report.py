@@ -425,9 +425,10 @@ PHASES = (("queue wait", "queue_s"), ("kernel start", "kernel_start_s"), ("warm-
           ("report", "report_s"))
 
 
-def phases_line(results: list[Result], *, seconds: float, workers: int) -> str:
+def phases_line(results: list[Result], *, seconds: float, workers: int, start_s: float = 0.0) -> str:
     """The mean of each phase over RESULTS that ran, and the grader's own overhead: the slots'
-    time (SECONDS x WORKERS) not spent executing notebooks or checking them, per submission."""
+    time (SECONDS x WORKERS) not spent executing notebooks or checking them, per submission;
+    with START_S, the batch's start: the seconds before its first notebook began to run."""
     ran = [r for r in results if r.status in RAN]
     if not ran:
         return ""
@@ -435,8 +436,10 @@ def phases_line(results: list[Result], *, seconds: float, workers: int) -> str:
                       for label, attr in PHASES)
     useful = sum(r.execution_s + r.checks_s for r in ran)
     overhead = max(0.0, seconds * workers - useful) / len(results)
+    start = (f" (the batch's start, until its first notebook ran: {start_s:.2f} s, once)"
+             if start_s > 0 else "")
     return (f"phases, mean s per notebook: {means}; {seconds / len(results):.2f} s per submission"
-            f" with {workers} worker(s), of which {overhead:.2f} s the grader's own overhead")
+            f" with {workers} worker(s), of which {overhead:.2f} s the grader's own overhead{start}")
 
 
 def _phase_stats(results: list[Result]) -> list[tuple[str, float, float, float]]:

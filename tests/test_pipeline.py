@@ -49,6 +49,9 @@ def test_one_bad_submission_never_sinks_the_batch(course, data_home, tmp_path, w
     assert stored["empty_folder"].status == "invalid" and "no .ipynb" in stored["empty_folder"].reason
     assert all((tmp_path / "r" / f"{name}.html").exists() for name in stored)
     assert stored["good"].execution_s > 0 and stored["good"].checks_s > 0
+    # the batch's start ends when its first notebook begins: before the last result is stored
+    first = min(r.queue_s + r.kernel_start_s + r.warmup_s for r in batch.graded if r.execution_s)
+    assert first <= batch.start_s < batch.seconds - stored["good"].execution_s
     # no kernel client's heartbeat thread outlives its kernel (a zmq context collected later
     # would wait for it forever, hanging the batch)
     assert [t for t in threading.enumerate() if type(t).__name__ == "HBChannel"] == []

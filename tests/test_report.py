@@ -317,6 +317,9 @@ def test_the_closing_line_gives_each_phase_and_the_graders_overhead():
     assert "checks 4.00" in line
     # 2 workers x 24 s = 48 s of slots, 38 s executing and checking: 10 s over 3 submissions
     assert "8.00 s per submission with 2 worker(s), of which 3.33 s the grader's own overhead" in line
+    assert "batch's start" not in line  # none measured (Ray's batches)
+    timed = phases_line(done, seconds=24.0, workers=2, start_s=4.5)
+    assert timed.startswith(line) and "the batch's start, until its first notebook ran: 4.50 s" in timed
     assert phases_line([done[2]], seconds=1.0, workers=1) == ""
 
 
