@@ -609,12 +609,16 @@ def bench_workload(name: str, copies: int, rounds: int, peer_python: Path,
     print(f"  the grader's own overhead per submission (beyond execution and checks): 1 worker"
           f" {overhead['grader_1']:.2f} s (wall); default workers {overhead['grader']:.2f} s"
           f" ({workers} slots' time)")
+
+    def less_once(paid: dict[str, list[float]]) -> tuple[dict[str, float], dict[str, float]]:
+        """The mean seconds each tool's batches PAID once, and its overhead less that, per submission."""
+        once = {t: statistics.mean(v) for t, v in paid.items()}
+        return once, {t: overhead[t] - once[t] * (workers if t == "grader" else 1) / copies for t in once}
+
     # Part of it is the notebook's own `import keras`: the zygote imports the notebook's
     # libraries once per batch, before the first kernel (its slots wait for it), where each of
     # nbgrader's kernels imports them as the notebook's first cell.
-    imported = {t: statistics.mean(v) for t, v in imports.items()}
-    less = {t: overhead[t] - imported[t] * (workers if t == "grader" else 1) / copies
-            for t in ("grader", "grader_1")}
+    imported, less = less_once(imports)
     print(f"  the notebook's libraries ({', '.join(modules)}) take {imported['grader_1']:.2f} s"
           f" (before the 1-worker runs) and {imported['grader']:.2f} s (before the others) to import"
           f" in a fresh interpreter (each nbgrader kernel pays it; the grader's zygote once per"
@@ -622,9 +626,7 @@ def bench_workload(name: str, copies: int, rounds: int, peer_python: Path,
           f" workers {less['grader']:.2f} s")
     # Most of the overhead is the batch's start, paid once per batch (the zygote's imports,
     # the preflight, the first kernel's start): what is left is paid by every submission.
-    start = {t: statistics.mean(v) for t, v in starts.items()}
-    beyond = {t: overhead[t] - start[t] * (workers if t == "grader" else 1) / copies
-              for t in ("grader", "grader_1")}
+    start, beyond = less_once(starts)
     print(f"  the batch's start (until its first notebook ran, once per batch): 1 worker"
           f" {start['grader_1']:.2f} s, default workers {start['grader']:.2f} s; the overhead beyond it,"
           f" per submission: 1 worker {beyond['grader_1']:.2f} s, default workers {beyond['grader']:.2f} s")
