@@ -246,6 +246,7 @@ class _KernelManager(AsyncKernelManager):
     python = Unicode(sys.executable, help="the interpreter the kernel runs on")
     zygote = AnyTrait(None, allow_none=True, help="the grader.zygote.Zygote that forks the kernel")
     kernel_log = Unicode("", help="the file the kernel's stderr goes to (a kernel forked by the zygote)")
+    lifeline = Integer(-1, help="the write end of the placeholder's stdin (a kernel forked by the zygote)")
 
     @property
     def kernel_spec(self) -> Any:
@@ -264,6 +265,12 @@ class _KernelManager(AsyncKernelManager):
         if self.owner >= 0:
             os.chown(self.connection_file, self.owner, self.owner)
 
+    def let_go(self) -> None:
+        """Close the lifeline: the sandbox of a forked kernel ends, if nothing ended it before."""
+        if self.lifeline >= 0:
+            os.close(self.lifeline)
+            self.lifeline = -1
+
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         if self.zygote is not None:  # the sandbox holds a placeholder that the zygote fills
             return [*self.command_prefix, *zygote.PLACEHOLDER]
@@ -272,15 +279,29 @@ class _KernelManager(AsyncKernelManager):
         return [*self.command_prefix, *cmd, *(extra_arguments or [])]
 
     async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
-        await super()._async_launch_kernel(kernel_cmd, **kw)
-        if self.zygote is not None:
-            assert self.provisioner is not None
-            process = getattr(self.provisioner, "process", None)
-            assert process is not None
-            await self.zygote.fork(
-                sandbox=process.pid, env=dict(kw.get("env") or {}), uid=self.owner, log=self.kernel_log,
-                argv=["ipykernel_launcher", "-f", os.path.realpath(self.connection_file)],
-                seccomp=seccomp.program(), cwd=WORKDIR)
+        if self.zygote is None:
+            await super()._async_launch_kernel(kernel_cmd, **kw)
+            return
+        # The placeholder reads its stdin, a pipe whose only write end is the grader's: when the
+        # grader goes, even killed while bubblewrap's init has not yet set its own
+        # --die-with-parent, the placeholder ends, then the init, and the PID namespace takes
+        # the forked kernel with it. Closed by let_go once the kernel is done with.
+        self.let_go()
+        read, self.lifeline = os.pipe()
+        try:
+            await super()._async_launch_kernel(kernel_cmd, **{**kw, "stdin": read})
+        except BaseException:
+            self.let_go()
+            raise
+        finally:
+            os.close(read)
+        assert self.provisioner is not None
+        process = getattr(self.provisioner, "process", None)
+        assert process is not None
+        await self.zygote.fork(
+            sandbox=process.pid, env=dict(kw.get("env") or {}), uid=self.owner, log=self.kernel_log,
+            argv=["ipykernel_launcher", "-f", os.path.realpath(self.connection_file)],
+            seccomp=seccomp.program(), cwd=WORKDIR)
 
 
 class _Client(NotebookClient):
@@ -540,6 +561,7 @@ class StudentKernel:
             with contextlib.suppress(Exception):
                 await km.shutdown_kernel(now=True)
             _kill_group(km)
+            km.let_go()
             # Close the manager's zmq context here, on the thread that used it, with every socket
             # of it (the control socket survives where nbclient's cleanup stopped early): left to
             # the garbage collector, it would be terminated on whichever thread collects it,

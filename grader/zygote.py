@@ -315,7 +315,9 @@ KERNEL_STARTUP = ("ipykernel.ipkernel", "ipykernel.zmqshell", "ipykernel.debugge
                   "IPython.core.oinspect", "IPython.extensions.storemagic",
                   "IPython.utils.wildcard", "faulthandler", "sqlite3", "psutil",
                   "tornado.platform.asyncio", "tornado.queues")
-PLACEHOLDER = ["/usr/bin/sleep", "infinity"]  # what bubblewrap runs in a sandbox the zygote fills
+# What bubblewrap runs in a sandbox the zygote fills: it reads its stdin, the grader's lifeline
+# (see execute._KernelManager), until the grader closes it or goes.
+PLACEHOLDER = ["/usr/bin/cat"]
 
 _SERVER = _SERVER.replace("__APPLY_LIMITS__", APPLY_LIMITS).replace(
     "__KERNEL_STARTUP__", repr(KERNEL_STARTUP)).replace(

@@ -88,7 +88,7 @@ def test_what_a_student_leaves_is_not_seen_by_the_next_forked_kernel(course, dat
     first, second = graded_in_turn(course, data_home, tmp_path, write_notebook, leaker, probe)
     assert first.status == "graded" and second.score == 6, second.staff_detail
     assert printed(second, 0) == ("PROBE False False False False False False False"
-                                  " ['bwrap', 'python', 'sleep'] 0\n")
+                                  " ['bwrap', 'cat', 'python'] 0\n")
 
 
 @pytest.mark.slow  # two forked kernels of one batch
@@ -115,6 +115,48 @@ def test_a_batch_starts_one_zygote_for_its_first_notebook_with_its_kernels_envir
     (env, modules), = started
     assert env == {k: v for k, v in staged[0].items() if not k.startswith("GRADER_")}
     assert "numpy" in modules  # the first notebook's libraries
+
+
+def _running(pid: int) -> bool:
+    """Whether PID is a process that has not ended (a zombie has)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_forked_kernels_sandbox_ends_when_the_grader_lets_go_without_bubblewraps_help(tmp_path):
+    """The placeholder reads the grader's lifeline: closed (as when the grader is killed, even
+    before bubblewrap's init has set its own --die-with-parent), the sandbox ends by itself."""
+    import asyncio
+
+    from grader import execute, sandbox
+    from grader.config import Limits
+
+    class Zygote:  # forks nothing: the sandbox keeps its placeholder
+        async def fork(self, **request):
+            self.sandbox = request["sandbox"]
+
+    async def launch():
+        km = execute._KernelManager(connection_file=str(tmp_path / "kernel.json"))
+        km.command_prefix = sandbox.command([], sandbox.Spec(files={}, shared=tmp_path, limits=Limits()))
+        km.zygote = Zygote()
+        await km.start_kernel(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, independent=True)
+        return km
+
+    km = asyncio.run(launch())
+    process = km.provisioner.process
+    assert process.pid == km.zygote.sandbox and km.lifeline >= 0
+    with pytest.raises(subprocess.TimeoutExpired):
+        process.wait(timeout=1)  # the sandbox holds on to its placeholder
+    inner = [int(p) for p in open(f"/proc/{process.pid}/task/{process.pid}/children").read().split()]
+    lifeline = km.lifeline
+    km.let_go()
+    assert process.wait(timeout=10) is not None  # bubblewrap goes once its init has
+    assert km.lifeline == -1 and inner and [p for p in inner if _running(p)] == []
+    with pytest.raises(OSError):
+        os.fstat(lifeline)  # closed, not left open for every kernel of a batch
 
 
 @pytest.mark.slow  # kernels started cold where the zygote fails
