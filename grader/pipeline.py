@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,7 +28,7 @@ import nbformat
 
 from . import runs, sandbox, zygote
 from .assignments import Assignment
-from .check import Checker, CheckerSlot, WarmChecker, start_checks
+from .check import Checker, CheckerSlot, Checks, WarmChecker, start_checks
 from .data.prepare import Prepared
 from .devices import CPU, Device, auto_workers, threads_per_kernel
 from .devices import slots as device_slots
@@ -186,7 +186,8 @@ class _Work:
     """The batch's submissions, shared by its slots. A slot takes its next submission while its
     current one runs, and holds it ahead; a slot left with nothing takes over a submission that
     another slot holds ahead and has not begun (behind a notebook that runs to its time limit,
-    say), which that slot then lets go. With a PREFLIGHT, nothing begins before it has passed.
+    say), which that slot then lets go. With a PREFLIGHT, notebooks may run meanwhile, but none
+    is checked, nor its result given, before it has passed.
     With CLAIM, a submission is taken only where CLAIM takes it in the gradebook: one that
     another grader process holds is passed over for the next."""
 
@@ -200,7 +201,7 @@ class _Work:
         if not preflight:
             self.opened.set()
         self.probing = preflight  # the first kernel to start is the preflight's kernel probe
-        self.failed: BaseException | None = None  # why the preflight failed: nothing begins
+        self.failed: BaseException | None = None  # why the preflight failed: nothing is given
         self.first_run: float | None = None  # when the first notebook began, since `began`
         self._proven = False
         self._held: dict[int, tuple[Submission, bool]] = {}  # slot -> its next, and whether
@@ -230,10 +231,12 @@ class _Work:
             self._held[slot] = (submission, ahead)
             return submission, time.monotonic() - self.began
 
-    async def gate(self) -> None:
-        """Wait until the batch's preflight has passed (or failed: the batch then stopped)."""
+    async def gate(self) -> bool:
+        """Wait until the batch's preflight has passed (True) or failed (False: the batch then
+        stopped). A notebook may run meanwhile: its checks wait, and its result is given after."""
         if not self.opened.is_set():
             await asyncio.to_thread(self.opened.wait)
+        return self.failed is None
 
     def fail(self, why: BaseException) -> None:
         """The preflight failed: stop the batch; the first failure is the one raised."""
@@ -330,7 +333,6 @@ class _Slot:
                     if ahead is None:
                         break
                 (submission, current), ahead = ahead, None
-                await work.gate()
                 if not work.begin(index, submission):
                     await self.discard(await current)
                     if work.stopped:
@@ -348,7 +350,10 @@ class _Slot:
                     break
                 if turn.running is not None and not turn.fault:
                     work.running()
-                give(await self.grade(turn))
+                result = await self._grade_gated(turn, work)
+                if result is None:  # the preflight failed: nothing is stored
+                    break
+                give(result)
         finally:
             if ahead is not None:
                 await self.discard(await ahead[1])
@@ -452,8 +457,25 @@ class _Slot:
             turn.fault = "the grader failed:\n" + traceback.format_exc()[-8000:]
         return turn
 
-    async def grade(self, turn: _Turn) -> Result:
-        """Run TURN's notebook and its checks, then clean up after it; never raises."""
+    async def _grade_gated(self, turn: _Turn, work: _Work) -> Result | None:
+        """TURN graded (its checks once the batch's preflight has passed); None where the
+        preflight failed, its kernel then killed at once (not left to run to its end)."""
+        if work.opened.is_set():
+            return None if work.failed else await self.grade(turn, work.gate)
+        grading = asyncio.ensure_future(self.grade(turn, work.gate))
+        passed = asyncio.ensure_future(work.gate())
+        await asyncio.wait({grading, passed}, return_when=asyncio.FIRST_COMPLETED)
+        if passed.done() and not passed.result():
+            grading.cancel()  # its kernel is discarded on the way out
+            with contextlib.suppress(asyncio.CancelledError):
+                await grading
+            return None
+        result = await grading
+        return result if await passed else None
+
+    async def grade(self, turn: _Turn, gate: Callable[[], Awaitable[bool]] | None = None) -> Result:
+        """Run TURN's notebook and its checks (once GATE says the batch's preflight passed), then
+        clean up after it; never raises."""
         try:
             if turn.fault:
                 mark_fault(turn.result, turn.fault)
@@ -463,7 +485,7 @@ class _Slot:
                     turn.checker = await self.checkers.begin(
                         self.assignment.check_files(), run_dir=turn.kernel.run_dir,
                         shared=turn.staged[1], kernel_uid=turn.staged[4])
-                await _execute_and_check(self.assignment, turn)
+                await _execute_and_check(self.assignment, turn, gate)
         except Exception:  # noqa: BLE001 - the grader's own failure, stored so the batch goes on
             mark_fault(turn.result, "the grader failed:\n" + traceback.format_exc()[-8000:])
         finally:
@@ -577,7 +599,8 @@ def student_data_files(assignment: Assignment, prepared: Prepared | None) -> dic
     return {name: folder / name for name in names}
 
 
-async def _execute_and_check(assignment: Assignment, turn: _Turn) -> None:
+async def _execute_and_check(assignment: Assignment, turn: _Turn,
+                             gate: Callable[[], Awaitable[bool]] | None = None) -> None:
     assert turn.kernel is not None and turn.staged is not None and turn.running is not None
     assert turn.checker is not None
     kernel, result, checker = turn.kernel, turn.result, turn.checker
@@ -589,7 +612,10 @@ async def _execute_and_check(assignment: Assignment, turn: _Turn) -> None:
         result.kernel_start_s = execution.kernel_start_s
         result.warmup_s = execution.warmup_s
         result.execution_s = execution.execution_s
-        checks = await checker.finish(execution.connection, f"nothing to check: {execution.reason}")
+        if gate is not None and not await gate():  # no check runs before the preflight passed
+            checks = Checks(problem="the batch's preflight failed")
+        else:
+            checks = await checker.finish(execution.connection, f"nothing to check: {execution.reason}")
     finally:
         checker.kill()
         await turn.running.close()
@@ -670,8 +696,9 @@ def grade_batch(
     off the slots, after the result is stored.
 
     PREFLIGHT, where given, runs (collecting the checks) while the slots start their first
-    kernels, and the first kernel to start is the preflight's kernel probe: no submission begins
-    before PREFLIGHT has returned, nor is graded before a kernel started; what PREFLIGHT raises,
+    kernels, and the first kernel to start is the preflight's kernel probe: notebooks may run
+    meanwhile, but no submission is checked or stored before PREFLIGHT has returned, nor graded
+    before a kernel started; what PREFLIGHT raises,
     or PreflightFailed where the first kernel did not start, is raised here with nothing graded.
 
     A slot claims each submission in the gradebook as it takes it (Gradebook.claim): one that

@@ -108,7 +108,7 @@ def test_a_graded_student_whose_page_is_missing_gets_it_on_the_next_run(course, 
     assert book.count_runs("tiny") == {"alice": 1, "bob": 1}
 
 
-def test_no_submission_begins_before_the_preflight_and_a_failed_one_grades_nothing(course, tmp_path):
+def test_nothing_is_stored_before_the_preflight_and_a_failed_one_grades_nothing(course, tmp_path):
     book = Gradebook(tmp_path / "g.sqlite")
     subs = invalid_batch(tmp_path / "subs", "alice", "bob", "carol")
     assignment = load_assignment(course, "tiny")

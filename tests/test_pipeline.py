@@ -16,6 +16,7 @@ from grader import devices, pipeline
 from grader.assignments import load_assignment
 from grader.check import Checks
 from grader.data.prepare import prepare
+from grader.errors import PreflightFailed
 from grader.gradebook import Gradebook
 from grader.pipeline import Settings, grade_batch
 from grader.score import Result
@@ -158,7 +159,7 @@ def test_with_k_2_no_gpu_ever_runs_more_than_2_kernels(course, tmp_path, monkeyp
     together = []
     lock = threading.Lock()
 
-    async def grade(slot, turn):
+    async def grade(slot, turn, gate=None):
         device = slot.device
         with lock:
             running[device.index] = running.get(device.index, 0) + 1
@@ -373,7 +374,7 @@ def test_a_long_notebook_holds_up_nothing_queued_behind_it(course, tmp_path, mon
 
     graded_by: dict[str, int] = {}
 
-    async def grade(slot, turn):
+    async def grade(slot, turn, gate=None):
         await asyncio.sleep(2.0 if turn.result.student == "s0" else 0.1)
         graded_by[turn.result.student] = id(slot)
         turn.result.status = "graded"
@@ -449,7 +450,7 @@ def test_force_regrades_but_never_what_another_grader_holds(course, tmp_path, wr
 def test_a_batch_leaves_no_claim_of_its_own_behind(course, tmp_path, monkeypatch):
     import asyncio
 
-    async def grade(slot, turn):
+    async def grade(slot, turn, gate=None):
         await asyncio.sleep(0.05)
         turn.result.status = "graded"
         return turn.result
@@ -479,3 +480,53 @@ def test_a_work_root_too_deep_for_the_kernels_sockets_is_one_error_before_anythi
         grade_batch(assignment, discover(tmp_path / "subs", notebook_name="tiny.ipynb"), gradebook=book,
                     prepared=prepared, settings=Settings(workers=1, work_root=deep))
     assert book.latest("tiny") == [] and not deep.exists()
+
+
+@pytest.mark.slow  # grades a real notebook in a kernel
+def test_a_notebook_runs_beside_the_preflight_but_is_checked_and_stored_only_after_it(
+        course, data_home, tmp_path, write_notebook, monkeypatch):
+    # the preflight (collecting the checks) gates the checks and the store, not the notebook:
+    # a batch whose notebooks need a few libraries (numpy) need not wait for pytest's collection
+    folder = tmp_path / "subs"
+    write_notebook(folder, "good", *TINY_SOLUTION)
+    assignment, prepared = tiny(course, data_home)
+    subs = discover(folder, notebook_name="tiny.ipynb")
+    ran, checked = threading.Event(), []
+    real_running = pipeline._Work.running
+
+    def running(self):
+        real_running(self)
+        ran.set()
+
+    monkeypatch.setattr(pipeline._Work, "running", running)
+    for kind in (pipeline.Checker, pipeline.WarmChecker):
+        def finish(self, *args, _real=kind.finish, **kwargs):
+            checked.append(time.monotonic())
+            return _real(self, *args, **kwargs)
+        monkeypatch.setattr(kind, "finish", finish)
+    passed = []
+
+    def preflight(fails: bool = False) -> None:
+        assert ran.wait(60), "no notebook began while the preflight ran"
+        time.sleep(0.5)  # long enough for a notebook as short as this one to end
+        passed.append(time.monotonic())
+        if fails:
+            raise PreflightFailed("the checks cannot be collected; nothing was graded")
+
+    # a failed preflight: nothing checked or stored, and a notebook still running is stopped
+    write_notebook(tmp_path / "sleeper", "sleeps", "import time\ntime.sleep(600)")
+    book = Gradebook(tmp_path / "g.sqlite")
+    began = time.monotonic()
+    with pytest.raises(PreflightFailed, match="nothing was graded"):
+        grade_batch(assignment, discover(tmp_path / "sleeper", notebook_name="tiny.ipynb"),
+                    gradebook=book, prepared=prepared, preflight=lambda: preflight(fails=True))
+    assert time.monotonic() - began < 300
+    assert book.latest("tiny") == [] and checked == []
+    ran.clear()
+    stored = []
+    batch = grade_batch(assignment, subs, gradebook=book, prepared=prepared, preflight=preflight,
+                        on_result=lambda result: stored.append(time.monotonic()))
+    [result] = batch.graded
+    assert result.status == "graded" and result.score == 6, result.reason
+    assert min(checked) >= passed[-1] and min(stored) >= passed[-1]
+    assert 0 < batch.start_s < batch.seconds
