@@ -198,6 +198,7 @@ def test_the_zygote_imports_all_that_a_kernel_imports_as_it_starts():
         reply = client.execute_interactive("import sys; print(' '.join(sorted(sys.modules)))",
                                            output_hook=said.append, timeout=60)
     finally:
+        client.stop_channels()  # its heartbeat thread would outlive the kernel (test_pipeline looks)
         kernel_manager.shutdown_kernel(now=True)
     assert reply["content"]["status"] == "ok"
     in_a_kernel = set("".join(m["content"].get("text", "") for m in said).split())
