@@ -282,7 +282,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                   f" to regrade){elsewhere} in {batch.seconds:.1f} s; reports: {reports / 'index.html'}")
     workers = batch.workers or len(settings.slots())
     if line := phases_line(batch.graded, seconds=batch.seconds, workers=workers,
-                           start_s=batch.start_s):
+                           start_s=batch.start_s, slot_ends=batch.slot_ends):
         console.print(line, highlight=False)
     return _batch_exit(batch, faults)
 

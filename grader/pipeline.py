@@ -99,6 +99,9 @@ class Batch:
     # seconds from the batch's start until its first notebook began to run (the zygote's
     # imports, the preflight, the first kernel's start); 0 where none ran here (or on Ray)
     start_s: float = 0.0
+    # the seconds from the batch's start at which each slot gave its last result (a slot left
+    # idle at the batch's tail is not busy); empty where not measured (Ray)
+    slot_ends: list[float] = field(default_factory=list)
 
 
 def _digest(path: Path | None) -> str:
@@ -820,10 +823,15 @@ def _run_slots(assignment: Assignment, todo: list[Submission], gradebook: Gradeb
     python = kernel_python(settings.python)
     work = _Work(todo, began, preflight=preflight is not None, claim=claim)
     done: queue.SimpleQueue[Result | None] = queue.SimpleQueue()
+    last: dict[int, float] = {}  # when each slot gave its last result
 
     def serve(slot: _Slot, index: int) -> None:
+        def give(result: Result) -> None:
+            last[index] = time.monotonic()
+            done.put(result)
+
         try:
-            asyncio.run(slot.serve(work, done.put, index))
+            asyncio.run(slot.serve(work, give, index))
         except Exception:  # noqa: BLE001 - a broken slot stops the batch, never hangs it
             work.stop.set()
             batch.stopped = batch.stopped or ("stopped: a worker slot failed: "
@@ -864,6 +872,7 @@ def _run_slots(assignment: Assignment, todo: list[Submission], gradebook: Gradeb
         zygotes.close()
         checking.join()
         batch.start_s = work.first_run or 0.0
+        batch.slot_ends = [t - began for t in last.values()]
     if work.failed is not None:
         raise work.failed
 

@@ -425,17 +425,25 @@ PHASES = (("queue wait", "queue_s"), ("kernel start", "kernel_start_s"), ("warm-
           ("report", "report_s"))
 
 
-def phases_line(results: list[Result], *, seconds: float, workers: int, start_s: float = 0.0) -> str:
+def phases_line(results: list[Result], *, seconds: float, workers: int, start_s: float = 0.0,
+                slot_ends: list[float] | None = None) -> str:
     """The mean of each phase over RESULTS that ran, and the grader's own overhead: the slots'
-    time (SECONDS x WORKERS) not spent executing notebooks or checking them, per submission;
-    with START_S, the batch's start: the seconds before its first notebook began to run."""
+    time not spent executing notebooks or checking them, per submission; with START_S, the
+    batch's start: the seconds before its first notebook began to run.
+
+    The slots' time is SECONDS x WORKERS, or with SLOT_ENDS (the seconds into the batch at which
+    each slot gave its last result) their sum plus the batch's close once: a slot that has
+    nothing left to take while another finishes a long notebook is idle, not overhead."""
     ran = [r for r in results if r.status in RAN]
     if not ran:
         return ""
     means = ", ".join(f"{label} {statistics.fmean(getattr(r, attr) for r in ran):.2f}"
                       for label, attr in PHASES)
     useful = sum(r.execution_s + r.checks_s for r in ran)
-    overhead = max(0.0, seconds * workers - useful) / len(results)
+    busy = seconds * workers
+    if slot_ends:
+        busy = min(busy, sum(slot_ends) + max(0.0, seconds - max(slot_ends)))
+    overhead = max(0.0, busy - useful) / len(results)
     start = (f" (the batch's start, until its first notebook ran: {start_s:.2f} s, once)"
              if start_s > 0 else "")
     return (f"phases, mean s per notebook: {means}; {seconds / len(results):.2f} s per submission"

@@ -53,6 +53,9 @@ def test_one_bad_submission_never_sinks_the_batch(course, data_home, tmp_path, w
     # the batch's start ends when its first notebook begins: before the last result is stored
     first = min(r.queue_s + r.kernel_start_s + r.warmup_s for r in batch.graded if r.execution_s)
     assert first <= batch.start_s < batch.seconds - stored["good"].execution_s
+    # when each slot that gave results (two at most) gave its last is inside the batch
+    assert 1 <= len(batch.slot_ends) <= 2
+    assert all(0 < end <= batch.seconds for end in batch.slot_ends)
     # no kernel client's heartbeat thread outlives its kernel (a zmq context collected later
     # would wait for it forever, hanging the batch)
     assert [t for t in threading.enumerate() if type(t).__name__ == "HBChannel"] == []

@@ -321,6 +321,11 @@ def test_the_closing_line_gives_each_phase_and_the_graders_overhead():
     timed = phases_line(done, seconds=24.0, workers=2, start_s=4.5)
     assert timed.startswith(line) and "the batch's start, until its first notebook ran: 4.50 s" in timed
     assert phases_line([done[2]], seconds=1.0, workers=1) == ""
+    # one slot gave its last result at 12 s and then had nothing left while the other ran on
+    # until 29 s (the batch closed at 30 s): 12 + 29 + 1 = 42 s of slots, 4 s over 3 submissions
+    tail = phases_line(done, seconds=30.0, workers=2, slot_ends=[29.0, 12.0])
+    assert "of which 1.33 s the grader's own overhead" in tail
+    assert "of which 7.33 s" in phases_line(done, seconds=30.0, workers=2)  # the idle slot counted
 
 
 def chromium() -> str:
