@@ -9,16 +9,18 @@ import ctypes
 import json
 import os
 import re
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import runs, sandbox
+from . import runs, sandbox, zygote
 from .config import Limits
 from .launch import module_command
 from .outcomes import Attachment, CheckOutcome
+from .zygote import Zygote, ZygoteError
 
 # Address space the checker needs beyond twice the kernel's: TensorFlow reserves about 2 GB.
 CHECKER_EXTRA_MB = 4096
@@ -194,6 +196,9 @@ def _outcome(item: dict) -> CheckOutcome:
 WARM_START_SECONDS = 240.0
 WARM_BEGIN_SECONDS = 30.0
 _MS_BIND, _MS_SHARED, _MNT_DETACH = 4096, 1 << 20, 2
+# What moves the forked warm checker's pipes in place in its sandbox before its placeholder runs:
+# bash, which takes descriptors above 9
+_PLACEHOLDER_SHELL = "/bin/bash"
 
 
 class _ServerGone(Exception):
@@ -250,6 +255,12 @@ class CheckerSlot:
         self._stopped: list[asyncio.subprocess.Process] = []  # killed, to be waited for
         self._bound = False
         self._current: WarmChecker | None = None
+        # where the batch has one, the zygote that forks the server, its libraries imported
+        # (grader.zygote): awaited by each start; None, or a zygote that is None, starts it cold
+        self.zygote: Callable[[], Awaitable[Zygote | None]] | None = None
+        self.forked = False  # whether the server now running was forked from the zygote
+        self.why_not_forked = ""  # why the last server started cold where a zygote was asked
+        self._lifeline = -1  # the write end of the forked server's placeholder's stdin
 
     @property
     def root(self) -> bool:
@@ -283,23 +294,65 @@ class CheckerSlot:
         self.make_folder()
         if files is None:
             files = sorted(self.public_dir.parent.rglob("test_*.py"))
-        imports = warm_imports(files, self.public_dir.parent)
-        argv = module_command("grader.checkserver", *(f"--import={name}" for name in imports))
+        args = [f"--import={name}" for name in warm_imports(files, self.public_dir.parent)]
+        self.ready, self.imported, self.forked = False, [], False
+        self._tail.clear()
+        if self.root and self.zygote is not None:
+            made = await self.zygote()
+            if made is None or not made.alive:
+                self.why_not_forked = "the batch's zygote is not running"
+            elif made.python != sys.executable:
+                self.why_not_forked = f"the kernels' interpreter {made.python} is not the grader's"
+            else:
+                try:
+                    await self._fork(made, args)
+                    return
+                except (OSError, ZygoteError, sandbox.SandboxError, RuntimeError) as exc:
+                    self.why_not_forked = f"the zygote could not fork the warm checker: {exc}"
+                    self.stop()
+        argv = module_command("grader.checkserver", *args)
         env = _trusted_env(self.limits)
         if self.sandboxed:
-            package = Path(__file__).parent
-            readonly = [self.public_dir.parent, package,
-                        *(p for p in (self.hidden_dir, self.student_data) if p)]
-            argv = sandbox.checker_command(argv, readonly=readonly, writable=[self.folder],
-                                           workdir=self.folder, uid=self.uid,
-                                           groups=self.kernel_uids)
+            argv = self._sandboxed(argv)
             env["GRADER_SANDBOXED"] = "1"
-        self.ready, self.imported = False, []
-        self._tail.clear()
-        self.process = await asyncio.create_subprocess_exec(
+        self._started(await asyncio.create_subprocess_exec(
             *argv, cwd=self.folder, env=env, stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        self._drains.append(asyncio.create_task(self._keep_tail(self.process)))
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE))
+
+    def _sandboxed(self, argv: list[str]) -> list[str]:
+        """ARGV in the checker's sandbox (see start_checks)."""
+        readonly = [self.public_dir.parent, Path(__file__).parent,
+                    *(p for p in (self.hidden_dir, self.student_data) if p)]
+        return sandbox.checker_command(argv, readonly=readonly, writable=[self.folder],
+                                       workdir=self.folder, uid=self.uid, groups=self.kernel_uids)
+
+    def _started(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self._drains.append(asyncio.create_task(self._keep_tail(process)))
+
+    async def _fork(self, made: Zygote, args: list[str]) -> None:
+        """Start the server forked from the batch's zygote MADE, whose NumPy, Keras, TensorFlow
+        and matplotlib are imported already: into a checker's sandbox as `_launch` makes it,
+        around a placeholder that holds the server's pipes until the zygote's midwife takes
+        them. The placeholder reads the lifeline, whose write end only this process holds: the
+        sandbox ends with the grader even where bubblewrap's own --die-with-parent is not set yet."""
+        lifeline, self._lifeline = os.pipe()
+        held = 3 if lifeline != 3 else 4  # where the placeholder keeps the server's stdin
+        placeholder = [_PLACEHOLDER_SHELL, "-c",
+                       f"exec {zygote.PLACEHOLDER[0]} {held}<&0 0<&{lifeline} {lifeline}<&-"]
+        env = {**_trusted_env(self.limits), "HOME": "/tmp", "GRADER_SANDBOXED": "1"}
+        try:
+            self._started(await asyncio.create_subprocess_exec(
+                *self._sandboxed(placeholder), cwd=self.folder, env=env,
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, pass_fds=(lifeline,)))
+        finally:
+            os.close(lifeline)
+        assert self.process is not None
+        await made.fork(sandbox=self.process.pid, argv=["grader.checkserver", *args], env=env,
+                        uid=self.uid, groups=self.kernel_uids, log="", seccomp=b"",
+                        cwd=str(self.folder), stdio=(held, 1, 2))
+        self.forked = True
 
     async def begin(self, files: list[Path], *, run_dir: Path, shared: Path,
                     kernel_uid: int) -> Checker | WarmChecker:
@@ -386,12 +439,22 @@ class CheckerSlot:
 
     def stop(self) -> None:
         """Kill the server (the next submission starts a fresh one)."""
+        if self.process is not None and self.forked and not self.ready:  # it never came up
+            self.zygote = None  # the next ones are not forked
+            self.why_not_forked = f"the forked warm checker did not start: {self.said()}"
         if self.process is not None:
             with contextlib.suppress(ProcessLookupError):
                 self.process.kill()
             self._stopped.append(self.process)
             self.process = None
+        self._let_go()
         self.ready = False
+
+    def _let_go(self) -> None:
+        """Close the forked server's lifeline: its sandbox ends, if nothing ended it before."""
+        if self._lifeline >= 0:
+            os.close(self._lifeline)
+            self._lifeline = -1
 
     async def close(self) -> None:
         """Stop the server, wait for it, and undo the slot's shared mount."""

@@ -325,8 +325,9 @@ class _Slot:
             self._make_checkers()
         ahead = self._ahead(first, count)
         if self.checkers is not None and index == 0:
-            # the first slot's checker imports beside the zygote, a core each; the others' once
-            # their first kernel has started, so that the zygote's import is not slowed
+            # the first slot's checker is forked from the zygote once it has imported (else it
+            # imports beside it, a core each); the others' once their first kernel has started,
+            # so that the zygote's import is not slowed
             await self.checkers.start(self.assignment.check_files())
         try:
             while True:
@@ -377,7 +378,14 @@ class _Slot:
             student_data=prepared.student_dir if prepared else None,
             limits=self.assignment.config.limits, sandboxed=self.sandboxed,
             uid=self.checker_uids[0], kernel_uids=self.kernel_uids)
+        if self.zygotes is not None and self.warm and zygote.usable(
+                sandboxed=self.sandboxed, gpu=self.device.gpu):
+            self.checkers.zygote = self._checkers_zygote  # forked with the libraries imported
         self.checkers.make_folder()
+
+    async def _checkers_zygote(self) -> Zygote | None:
+        """The batch's zygote, for the warm checker (see _ask_zygote)."""
+        return await self._zygote(None)
 
     async def _close_checkers(self) -> None:
         """Stop the warm checker and remove the slot's folder, leaving no process of its user."""
@@ -414,7 +422,7 @@ class _Slot:
         return asyncio.get_running_loop().run_in_executor(
             None, self.zygotes.get, self.python, zygote_env(self.device, self.threads), modules)
 
-    async def _zygote(self, nb: nbformat.NotebookNode) -> Zygote | None:
+    async def _zygote(self, nb: nbformat.NotebookNode | None) -> Zygote | None:
         """The batch's zygote (see _ask_zygote), once it has started; None where there is none."""
         asked = self._ask_zygote(nb)
         return None if asked is None else await asked

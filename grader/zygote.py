@@ -23,8 +23,14 @@ Only a root grader forks kernels this way (joining a sandbox's namespaces and dr
 user needs privileges there); an unprivileged grader, a GPU kernel or any failure of the zygote
 falls back to starting the kernel cold, which costs time and never a student's grade.
 
+The batch's warm checkers (grader.checkserver) are forked the same way, each into a checker's
+sandbox: the check libraries are the kernels' own (the same interpreter), imported once for both.
+A checker takes the pipes the grader made for it from its sandbox's placeholder, runs as the
+checker's user with the kernels' groups, and gets the trusted environment whole.
+
 The protocol, one JSON object a line. The grader writes on stdin
-  {"fork": {"sandbox": PID, "argv": [...], "env": {...}, "uid": N, "log": PATH, "seccomp": HEX}}
+  {"fork": {"sandbox": PID, "argv": [...], "env": {...}, "uid": N, "log": PATH, "seccomp": HEX,
+            "cwd": PATH, "groups": [...], "stdio": [...]}}
 and the zygote answers {"forked": PID} (the midwife) or {"error": why}. It writes
 {"ready": [modules]} once, after its imports. Closing stdin stops it.
 """
@@ -192,8 +198,9 @@ def _fill_home(home):
                 f.write(data)
 
 
-def kernel(request, fds, root):
-    """In the grandchild: enter the sandbox, become its user, run ipykernel. Never returns."""
+def kernel(request, fds, root, stdio):
+    """In the grandchild: enter the sandbox, become its user, run ARGV's module (ipykernel, or
+    for a checker the check server). Returns only by an exception."""
     for kind in (NEWNET, NEWIPC, NEWUTS, NEWCGROUP, NEWNS):
         if kind in fds:
             check(libc.setns(fds[kind], kind), "setns")
@@ -201,16 +208,20 @@ def kernel(request, fds, root):
     os.chroot(".")
     os.chdir(request["cwd"])
     os.setsid()
-    log = os.open(request["log"], os.O_WRONLY | os.O_APPEND) if request.get("log") else -1
-    null = os.open(os.devnull, os.O_RDWR)
-    os.dup2(null, 0)
-    os.dup2(null, 1)
-    os.dup2(log if log >= 0 else null, 2)
+    if stdio:  # a checker: the pipes to the grader, taken from the placeholder
+        for target, fd in enumerate(stdio):
+            os.dup2(fd, target)
+    else:
+        log = os.open(request["log"], os.O_WRONLY | os.O_APPEND) if request.get("log") else -1
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 0)
+        os.dup2(null, 1)
+        os.dup2(log if log >= 0 else null, 2)
     os.closerange(3, max(1 << 16, os.sysconf("SC_OPEN_MAX")))  # nothing of the zygote's
     uid = int(request["uid"])
     for cap in range(CAP_LAST + 1):
         libc.prctl(24, cap, 0, 0, 0)  # PR_CAPBSET_DROP
-    os.setgroups([])
+    os.setgroups([int(g) for g in request.get("groups", ())])
     os.setresgid(uid, uid, uid)
     os.setresuid(uid, uid, uid)
     header, data = _Header(0x20080522, 0), (_Data * 2)()
@@ -225,7 +236,10 @@ def kernel(request, fds, root):
         prog = _Prog(len(program) // 8, ctypes.cast(buf, ctypes.c_void_p))
         check(libc.prctl(22, 2, ctypes.byref(prog), 0, 0), "seccomp")  # PR_SET_SECCOMP, FILTER
     os.environ.clear()
-    os.environ.update({**request["env"], **ADDED, "PWD": request["cwd"]})
+    if stdio:  # the trusted environment, whole: nothing the kernels' imports set wins over it
+        os.environ.update({**ADDED, **request["env"], "PWD": request["cwd"]})
+    else:
+        os.environ.update({**request["env"], **ADDED, "PWD": request["cwd"]})
     import tempfile
     tempfile.tempdir = None  # found again from the kernel's own environment, as a cold one does
     try:
@@ -257,19 +271,35 @@ def midwife(request):
         if NEWPID not in fds or NEWNS not in fds:
             raise RuntimeError("the sandbox has no namespaces of its own")
         root = os.open(f"/proc/{target}/root", os.O_RDONLY | os.O_DIRECTORY)
+        # a checker's stdin, stdout and stderr: the placeholder's descriptors STDIO, opened
+        # again (read, write, write) from the pipes the grader made for it
+        stdio = [os.open(f"/proc/{target}/fd/{int(fd)}", os.O_RDONLY if i == 0 else os.O_WRONLY)
+                 for i, fd in enumerate(request.get("stdio", ()))]
         for procs in _cgroups(target):  # the run's memory and process limits
             with open(procs, "w") as f:
                 f.write(str(os.getpid()))
         check(libc.setns(fds[NEWPID], NEWPID), "setns pid")
         pid = os.fork()
         if pid == 0:
+            status = 70
             try:
-                kernel(request, fds, root)
+                kernel(request, fds, root, stdio)
+            except SystemExit as exc:  # the check server's end
+                status = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
             except BaseException:
                 import traceback
-                with open(request["log"], "a") as f:
-                    f.write("the zygote's kernel did not start:\n" + traceback.format_exc())
-            os._exit(70)
+                why = "the zygote's kernel did not start:\n" + traceback.format_exc()
+                if request.get("log"):
+                    with open(request["log"], "a") as f:
+                        f.write(why)
+                else:
+                    os.write(2, why.encode())
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            os._exit(status)
+        for fd in stdio:
+            os.close(fd)
         os.waitpid(pid, 0)
         code = 0
     except BaseException:
@@ -377,11 +407,15 @@ class Zygote:
         return self.process is not None and self.process.poll() is None and not self.problem
 
     async def fork(self, *, sandbox: int, argv: list[str], env: dict[str, str], uid: int,
-                   log: str, seccomp: bytes, cwd: str) -> int:
-        """Fork a kernel running ARGV into the sandbox bubblewrap runs as SANDBOX, as UID in
-        CWD with ENV, its stderr to LOG; the midwife's pid. Raises ZygoteError."""
+                   log: str, seccomp: bytes, cwd: str, groups: tuple[int, ...] = (),
+                   stdio: tuple[int, int, int] | None = None) -> int:
+        """Fork a kernel running ARGV into the sandbox bubblewrap runs as SANDBOX, as UID (with
+        supplementary GROUPS) in CWD with ENV, its stderr to LOG; the midwife's pid. With STDIO,
+        a checker: its stdin, stdout and stderr are the placeholder's descriptors STDIO, and ENV
+        is its whole environment. Raises ZygoteError."""
         request = {"fork": {"sandbox": sandbox, "argv": argv, "env": env, "uid": uid, "log": log,
-                            "seccomp": seccomp.hex(), "cwd": cwd}}
+                            "seccomp": seccomp.hex(), "cwd": cwd, "groups": list(groups),
+                            "stdio": list(stdio or ())}}
         return await asyncio.to_thread(self._fork, json.dumps(request).encode() + b"\n")
 
     def _fork(self, line: bytes) -> int:

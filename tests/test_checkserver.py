@@ -4,7 +4,9 @@ of one student seen by the next, and nothing left behind."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -262,7 +264,7 @@ def test_a_server_that_cannot_start_leaves_the_submission_to_a_cold_checker(tmp_
 
 
 KEEP = """
-import asyncio, sys
+import asyncio, os, sys
 from pathlib import Path
 from grader import runs
 from grader.check import CheckerSlot
@@ -275,7 +277,16 @@ async def main():
     checks = tmp / "course" / "checks"
     slot = CheckerSlot(folder=tmp / "slot", public_dir=checks / "public", hidden_dir=None,
                        student_data=None, limits=Limits(), sandboxed=True, uid=65534, kernel_uids=())
+    if sys.argv[2] == "forked":  # the server forked from a zygote, as a batch's is
+        from grader.zygote import Zygote
+        made = Zygote(sys.executable, {"PATH": "/usr/bin:/bin", "HOME": "/home/student"}, ["numpy"])
+        assert made.start(), made.problem
+
+        async def the_zygote():
+            return made
+        slot.zygote = the_zygote
     await slot.start()
+    assert slot.forked == (sys.argv[2] == "forked"), slot.why_not_forked
     run = runs.make(slot.folder)
     shared = run.share(disk_mb=8)
     Layout(shared).make()
@@ -283,28 +294,57 @@ async def main():
                      kernel_uid=-1)
     await slot.expect("begun", 240)
     print("waiting", flush=True)
+    print(" ".join(map(str, descendants(os.getpid()))), flush=True)
     await asyncio.sleep(600)
+
+def descendants(pid):
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 asyncio.run(main())
 """
 
 
-def test_a_killed_grader_leaves_no_warm_checker_behind(tmp_path):
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
+@pytest.mark.parametrize("how", ["launched", pytest.param("forked", marks=pytest.mark.skipif(
+    not ROOT, reason="only a root grader forks kernels, and so checkers"))])
+def test_a_killed_grader_leaves_no_warm_checker_behind(tmp_path, how):
     slot = make_slot(tmp_path)
     check_file(slot, "test_quick.py", QUICK)
-    grader = subprocess.Popen([sys.executable, "-c", KEEP, str(tmp_path)], cwd=REPO,
+    grader = subprocess.Popen([sys.executable, "-c", KEEP, str(tmp_path), how], cwd=REPO,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert grader.stdout.readline() == "waiting\n", grader.stderr.read()[-2000:]
-        # bubblewrap's step, bubblewrap, its init, the server and the child waiting for its kernel
-        assert len(processes_of(grader.pid)) >= 3
+        # bubblewrap's step, bubblewrap, its init, and the server and the child waiting for
+        # its kernel (or for a forked server, the placeholder; the zygote, its midwife, ...)
+        started = [int(pid) for pid in grader.stdout.readline().split()]
+        assert len(processes_of(grader.pid)) >= 3 and len(started) >= 4, started
     finally:
         grader.send_signal(signal.SIGKILL)
         grader.wait()
     deadline = time.monotonic() + 10
-    while processes_of(grader.pid) and time.monotonic() < deadline:
+    while (processes_of(grader.pid) or not all(map(_gone, started))) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert processes_of(grader.pid) == []
+    assert [pid for pid in started if not _gone(pid)] == []
     runs.remove_stale(slot.folder)  # what a later grader does with what this one left
     if runs.is_mount(slot.folder):
         runs._umount(slot.folder)
@@ -383,3 +423,120 @@ def test_keras_state_of_one_submission_does_not_reach_the_next(tmp_path):
     first, second, kind = asyncio.run(go())
     assert kind is WarmChecker and "keras" in slot.imported  # warm: imported once, by the server
     assert outcomes(first) == outcomes(second) == {"test_keras_starts_afresh": ("passed", "")}
+
+
+WORLD = '''
+import ctypes, json, os, socket, sys
+
+
+def test_world():
+    """what a check can tell of its world"""
+    status = dict(l.split(":\\t", 1) for l in open("/proc/self/status").read().splitlines() if ":\\t" in l)
+    import matplotlib, numpy
+    threads = []
+    for path in sorted({l.split()[-1] for l in open("/proc/self/maps") if "openblas" in l.lower()}):
+        lib = ctypes.CDLL(path)
+        for getter in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads"):
+            if hasattr(lib, getter):
+                threads.append(getattr(lib, getter)())
+    world = {k: status[k].strip() for k in ("Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff",
+                                            "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp")}
+    world.update(env=dict(os.environ), host=socket.gethostname(), cwd=os.getcwd(),
+                 backend=matplotlib.get_backend(), blas=threads, pid1=open("/proc/1/comm").read(),
+                 mounts=sorted(l.split()[4] for l in open("/proc/self/mountinfo")))
+    import pytest
+    pytest.fail("WORLD " + json.dumps(world, sort_keys=True))
+'''
+
+
+@pytest.mark.slow  # a zygote imports Keras, a server forked from it and one started cold
+@pytest.mark.skipif(not ROOT, reason="only a root grader forks kernels, and so checkers")
+def test_a_warm_checker_forked_from_the_zygote_checks_in_the_world_of_one_started_cold(tmp_path):
+    from grader import zygote
+    from grader.devices import CPU
+    from grader.pipeline import zygote_env
+
+    made = zygote.Zygote(sys.executable, zygote_env(CPU, 2), ["numpy", "matplotlib.pyplot", "keras"])
+    assert made.start(), made.problem
+    worlds = {}
+    try:
+        for how in ("cold", "forked"):
+            slot = make_slot(tmp_path / how)
+            slot.kernel_uids = (NOBODY - 1,)
+            if how == "forked":
+                async def the_zygote():
+                    return made
+                slot.zygote = the_zygote
+
+            async def go(slot=slot):
+                files = [check_file(slot, "test_world.py", WORLD + "\nimport keras\n"),
+                         check_file(slot, "test_leave.py", LEAVE)]
+                await slot.start(files)
+                first, kind, _ = await grade(slot, files)
+                second, _, _ = await grade(slot, files)
+                forked = slot.forked
+                await slot.close()
+                return first, second, kind, forked
+
+            first, second, kind, forked = asyncio.run(go())
+            assert kind is WarmChecker and forked == (how == "forked"), slot.why_not_forked
+            seen = [outcomes(checks) for checks in (first, second)]
+            print(seen)
+            outcome, message = seen[0]["test_world"]
+            assert outcome == "failed" and message.startswith("WORLD "), message
+            # each run's own folder, and the slot's, named alike
+            message = re.sub(r"(grader|checks)-[a-z0-9_]+", "RUN",
+                             message.replace(str(tmp_path / how), "SLOT"))
+            worlds[how] = json.loads(message.removeprefix("WORLD "))
+    finally:
+        made.close()
+    # what the zygote's import of ipykernel's debugger set, and no check reads
+    assert worlds["forked"]["env"].pop("PYDEVD_USE_FRAME_EVAL") == "NO"
+    assert worlds["forked"] == worlds["cold"]
+    world = worlds["forked"]  # the checker's user in the kernels' group, nothing more
+    assert world["Uid"].split() == [str(NOBODY)] * 4 and world["Groups"] == str(NOBODY - 1)
+    assert world["CapEff"] == world["CapBnd"] == "0000000000000000" and world["NoNewPrivs"] == "1"
+    assert world["backend"] == "Agg" and world["blas"] == [1] and world["host"] == "checker"
+    assert world["env"]["CUDA_VISIBLE_DEVICES"] == "" and "OPENBLAS_NUM_THREADS" not in world["env"]
+
+
+@pytest.mark.skipif(not ROOT, reason="only a root grader forks kernels, and so checkers")
+@pytest.mark.parametrize("fault", ["stopped", "refuses", "bash"])
+def test_a_zygote_that_cannot_fork_the_checker_leaves_it_to_start_by_itself(tmp_path, monkeypatch,
+                                                                          fault):
+    from grader import zygote
+
+    made = zygote.Zygote(sys.executable, {"PATH": "/usr/bin:/bin", "HOME": "/home/student"}, ["numpy"])
+    assert made.start(), made.problem
+    if fault == "stopped":
+        made.close()
+    elif fault == "refuses":
+        async def refuse(self, **kwargs):
+            raise zygote.ZygoteError("no more forks")
+        monkeypatch.setattr(zygote.Zygote, "fork", refuse)
+    else:  # the forked server never comes up: its placeholder's shell is missing
+        monkeypatch.setattr(check, "_PLACEHOLDER_SHELL", "/nonexistent/bash")
+    slot = make_slot(tmp_path)
+
+    async def the_zygote():
+        return made
+
+    slot.zygote = the_zygote
+
+    async def go():
+        files = [check_file(slot, "test_quick.py", QUICK)]
+        await slot.start(files)
+        first, _, _ = await grade(slot, files)
+        second, again, _ = await grade(slot, files)
+        await slot.close()
+        return first, second, again
+
+    try:
+        first, second, again = asyncio.run(go())
+    finally:
+        made.close()
+    assert outcomes(first) == outcomes(second) == {"test_quick": ("passed", "")}
+    assert not slot.forked and again is WarmChecker  # the second one on a server launched cold
+    assert {"stopped": "the batch's zygote is not running",
+            "refuses": "the zygote could not fork the warm checker: no more forks",
+            "bash": "the forked warm checker did not start"}[fault] in slot.why_not_forked

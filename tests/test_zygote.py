@@ -14,7 +14,7 @@ import nbformat
 import pytest
 from jupyter_client.manager import start_new_kernel
 
-from grader import pipeline, zygote
+from grader import check, pipeline, zygote
 from grader.pipeline import grade_submission
 from grader.submission import Submission
 from tests.conftest import TINY_SOLUTION, notebook
@@ -107,11 +107,21 @@ def test_a_batch_starts_one_zygote_for_its_first_notebook_with_its_kernels_envir
         staged.append(layout[2])
         return layout
 
+    checkers, real_close = [], check.CheckerSlot.close
+
+    async def close(self):
+        checkers.append((self.forked, self.why_not_forked, self.ready))
+        await real_close(self)
+
     monkeypatch.setattr(zygote.Zygote, "start", start)
     monkeypatch.setattr(pipeline._Kernel, "stage", stage)
+    monkeypatch.setattr(check.CheckerSlot, "close", close)
     ppid = "import os\nprint('PPID', os.getppid())"
     first, second = graded_in_turn(course, data_home, tmp_path, write_notebook, ppid, ppid)
     assert [printed(r, 0) for r in (first, second)] == ["PPID 0\n"] * 2  # both forked
+    assert (first.score, second.score) == (6, 6), first.staff_detail or second.staff_detail
+    # the slot's warm checker was forked from that same zygote, and served
+    assert checkers and all(c == (True, "", True) for c in checkers), checkers
     (env, modules), = started
     assert env == {k: v for k, v in staged[0].items() if not k.startswith("GRADER_")}
     assert "numpy" in modules  # the first notebook's libraries
