@@ -26,7 +26,11 @@ falls back to starting the kernel cold, which costs time and never a student's g
 The batch's warm checkers (grader.checkserver) are forked the same way, each into a checker's
 sandbox: the check libraries are the kernels' own (the same interpreter), imported once for both.
 A checker takes the pipes the grader made for it from its sandbox's placeholder, runs as the
-checker's user with the kernels' groups, and gets the trusted environment whole.
+checker's user with the kernels' groups, and gets the trusted environment whole. What it shares
+with the kernels is only what every fork of the zygote shares: the imported modules' state (no
+student's), the address layout and the interpreter's hash secret. The checks read a student's
+values as JSON or .npy without pickle, capped in size, and time-limited, so knowing those gives a
+student nothing the checker hands out.
 
 The protocol, one JSON object a line. The grader writes on stdin
   {"fork": {"sandbox": PID, "argv": [...], "env": {...}, "uid": N, "log": PATH, "seccomp": HEX,
