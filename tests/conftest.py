@@ -65,6 +65,15 @@ def before_migrations(db: sqlite3.Connection) -> None:
     db.execute("DROP TABLE claims")
 
 
+def running(pid: int) -> bool:
+    """Whether PID is a process that has not ended (a zombie has)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def notebook(*sources: str) -> nbformat.NotebookNode:
     """A notebook whose code cells hold SOURCES."""
     return new_notebook(

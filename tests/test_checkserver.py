@@ -20,7 +20,7 @@ from grader.check import CheckerSlot, Checks, WarmChecker
 from grader.config import Limits
 from grader.exchange import Layout
 from grader.sandbox import bwrap
-from tests.conftest import REPO
+from tests.conftest import REPO, running
 
 NOBODY = 65534
 ROOT = os.geteuid() == 0
@@ -36,6 +36,14 @@ def make_slot(tmp_path: Path, limits: Limits | None = None) -> CheckerSlot:
                        student_data=None, limits=limits or Limits(check_seconds=60),
                        sandboxed=True, uid=NOBODY,
                        kernel_uids=())
+
+
+def forking_from(slot: CheckerSlot, made) -> None:
+    """Have SLOT's server forked from the zygote MADE, as a batch's slot has."""
+    async def the_zygote():
+        return made
+
+    slot.zygote = the_zygote
 
 
 def check_file(slot: CheckerSlot, name: str, source: str) -> Path:
@@ -264,7 +272,8 @@ def test_a_server_that_cannot_start_leaves_the_submission_to_a_cold_checker(tmp_
 
 
 KEEP = """
-import asyncio, os, sys
+import asyncio, sys
+import psutil
 from pathlib import Path
 from grader import runs
 from grader.check import CheckerSlot
@@ -294,34 +303,11 @@ async def main():
                      kernel_uid=-1)
     await slot.expect("begun", 240)
     print("waiting", flush=True)
-    print(" ".join(map(str, descendants(os.getpid()))), flush=True)
+    print(" ".join(str(p.pid) for p in psutil.Process().children(recursive=True)), flush=True)
     await asyncio.sleep(600)
-
-def descendants(pid):
-    children = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = open(f"/proc/{entry}/stat").read()
-            except OSError:
-                continue
-            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 asyncio.run(main())
 """
-
-
-def _gone(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except OSError:
-        return True
 
 
 @pytest.mark.parametrize("how", ["launched", pytest.param("forked", marks=pytest.mark.skipif(
@@ -341,10 +327,10 @@ def test_a_killed_grader_leaves_no_warm_checker_behind(tmp_path, how):
         grader.send_signal(signal.SIGKILL)
         grader.wait()
     deadline = time.monotonic() + 10
-    while (processes_of(grader.pid) or not all(map(_gone, started))) and time.monotonic() < deadline:
+    while (processes_of(grader.pid) or any(map(running, started))) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert processes_of(grader.pid) == []
-    assert [pid for pid in started if not _gone(pid)] == []
+    assert [pid for pid in started if running(pid)] == []
     runs.remove_stale(slot.folder)  # what a later grader does with what this one left
     if runs.is_mount(slot.folder):
         runs._umount(slot.folder)
@@ -464,9 +450,7 @@ def test_a_warm_checker_forked_from_the_zygote_checks_in_the_world_of_one_starte
             slot = make_slot(tmp_path / how)
             slot.kernel_uids = (NOBODY - 1,)
             if how == "forked":
-                async def the_zygote():
-                    return made
-                slot.zygote = the_zygote
+                forking_from(slot, made)
 
             async def go(slot=slot):
                 files = [check_file(slot, "test_world.py", WORLD + "\nimport keras\n"),
@@ -481,7 +465,7 @@ def test_a_warm_checker_forked_from_the_zygote_checks_in_the_world_of_one_starte
             first, second, kind, forked = asyncio.run(go())
             assert kind is WarmChecker and forked == (how == "forked"), slot.why_not_forked
             seen = [outcomes(checks) for checks in (first, second)]
-            print(seen)
+            assert [o["test_nothing_of_the_last_student"] for o in seen] == [("passed", "")] * 2, seen
             outcome, message = seen[0]["test_world"]
             assert outcome == "failed" and message.startswith("WORLD "), message
             # each run's own folder, and the slot's, named alike
@@ -517,11 +501,7 @@ def test_a_zygote_that_cannot_fork_the_checker_leaves_it_to_start_by_itself(tmp_
     else:  # the forked server never comes up: its placeholder's shell is missing
         monkeypatch.setattr(check, "_PLACEHOLDER_SHELL", "/nonexistent/bash")
     slot = make_slot(tmp_path)
-
-    async def the_zygote():
-        return made
-
-    slot.zygote = the_zygote
+    forking_from(slot, made)
 
     async def go():
         files = [check_file(slot, "test_quick.py", QUICK)]

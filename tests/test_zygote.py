@@ -17,7 +17,7 @@ from jupyter_client.manager import start_new_kernel
 from grader import check, pipeline, zygote
 from grader.pipeline import grade_submission
 from grader.submission import Submission
-from tests.conftest import TINY_SOLUTION, notebook
+from tests.conftest import TINY_SOLUTION, notebook, running
 from tests.test_pipeline import graded_in_turn, printed, tiny
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="only a root grader forks kernels")
@@ -127,15 +127,6 @@ def test_a_batch_starts_one_zygote_for_its_first_notebook_with_its_kernels_envir
     assert "numpy" in modules  # the first notebook's libraries
 
 
-def _running(pid: int) -> bool:
-    """Whether PID is a process that has not ended (a zombie has)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rpartition(")")[2].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def test_a_forked_kernels_sandbox_ends_when_the_grader_lets_go_without_bubblewraps_help(tmp_path):
     """The placeholder reads the grader's lifeline: closed (as when the grader is killed, even
     before bubblewrap's init has set its own --die-with-parent), the sandbox ends by itself."""
@@ -164,7 +155,7 @@ def test_a_forked_kernels_sandbox_ends_when_the_grader_lets_go_without_bubblewra
     lifeline = km.lifeline
     km.let_go()
     assert process.wait(timeout=10) is not None  # bubblewrap goes once its init has
-    assert km.lifeline == -1 and inner and [p for p in inner if _running(p)] == []
+    assert km.lifeline == -1 and inner and [p for p in inner if running(p)] == []
     with pytest.raises(OSError):
         os.fstat(lifeline)  # closed, not left open for every kernel of a batch
 
