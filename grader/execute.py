@@ -12,7 +12,6 @@ import atexit
 import contextlib
 import copy
 import json
-import math
 import os
 import queue
 import re
@@ -38,6 +37,14 @@ from traitlets import Integer, List, Type, Unicode
 from . import seccomp, zygote
 from .config import Limits
 from .exchange import SOCK
+from .kernelenv import (  # noqa: F401 - where they were, for those who import them from here
+    WARM_LIBRARIES,
+    keras_backend,
+    kernel_env,
+    may_use_keras,
+    notebook_imports,
+    warm_modules,
+)
 from .launch import module_command
 from .sandbox import WORKDIR
 from .zygote import Zygote
@@ -85,30 +92,11 @@ tf.config.experimental.set_memory_growth = set_memory_growth
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
-def keras_backend() -> str:
-    """The Keras backend the kernels run: the grader's $KERAS_BACKEND, else TensorFlow."""
-    return os.environ.get("KERAS_BACKEND", "tensorflow")
-
-
 def gpu_prologue(memory_mb: int, backend: str = "tensorflow") -> str:
     """What a GPU kernel runs before the first cell to cap TensorFlow at MEMORY_MB of GPU
     memory; nothing where there is no cap, or where BACKEND is JAX (capped by kernel_env)."""
     return _GPU_SETUP.format(memory_mb=int(memory_mb)) if memory_mb > 0 and backend == "tensorflow" else ""
 
-
-# What a kernel may import ahead of its turn, in this order: well-known libraries that take
-# seconds to import, by the top-level name a notebook imports (pyplot: with the kernel's
-# inline backend, from MPLBACKEND). NumPy is there for every notebook and Keras for every one
-# that may use it: the seed imports them anyway, so importing them earlier changes nothing a
-# student's code sees.
-WARM_LIBRARIES = {"numpy": "numpy", "scipy": "scipy", "pandas": "pandas",
-                  "matplotlib": "matplotlib.pyplot", "sklearn": "sklearn",
-                  "tensorflow": "tensorflow", "keras": "keras"}
-_ALWAYS_WARM = ("numpy",)
-# Libraries that never import Keras: a notebook that imports only these (and the standard
-# library) does not get Keras imported and seeded for it.
-_WITHOUT_KERAS = frozenset({"numpy", "scipy", "pandas", "matplotlib", "sklearn", "IPython",
-                            "PIL", "seaborn", "sympy", "statsmodels", "tqdm"})
 
 # Imports the libraries in a namespace of its own; one that is not installed is left out, one
 # that fails to import fails the warm-up (the kernel is then started again, cold).
@@ -122,49 +110,10 @@ for name in {modules!r}:
 """
 
 
-def notebook_imports(nb: NotebookNode) -> set[str]:
-    """The top-level package names a notebook's code cells import at the top level of a cell
-    (a cell that is not plain Python, with magics, say, is read without those lines)."""
-    found: set[str] = set()
-    for cell in nb.cells:
-        if cell.get("cell_type") != "code":
-            continue
-        lines = [line for line in str(cell.get("source", "")).splitlines()
-                 if not line.lstrip().startswith(("%", "!"))]
-        try:
-            tree = ast.parse("\n".join(lines))
-        except (SyntaxError, ValueError):
-            continue
-        for node in tree.body:
-            if isinstance(node, ast.Import):
-                found.update(alias.name.partition(".")[0] for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                found.add(node.module.partition(".")[0])
-    return found
-
-
 def seed_code(seed: int, *, keras: bool) -> str:
     """What a kernel runs right before the first cell: Python's, NumPy's and (where KERAS, or
     where Keras is loaded) Keras' random seeds set to SEED, out of the student's namespace."""
     return _SEED.format(seed=int(seed), keras=bool(keras))
-
-
-def may_use_keras(nb: NotebookNode) -> bool:
-    """Whether NB may use Keras: it imports something beyond the standard library and libraries
-    known to do without Keras (its own helper module, say, which could import Keras)."""
-    return _beyond_keras_free(notebook_imports(nb))
-
-
-def _beyond_keras_free(imports: set[str]) -> bool:
-    return bool(imports - sys.stdlib_module_names - _WITHOUT_KERAS)
-
-
-def warm_modules(*notebooks: NotebookNode) -> list[str]:
-    """The heavy libraries the NOTEBOOKS import (see WARM_LIBRARIES), as modules to import, in
-    order."""
-    imports = set().union(*map(notebook_imports, notebooks))
-    wanted = imports | set(_ALWAYS_WARM) | ({"keras"} if _beyond_keras_free(imports) else set())
-    return [module for name, module in WARM_LIBRARIES.items() if name in wanted]
 
 
 def warmup_code(nb: NotebookNode) -> str:
@@ -331,47 +280,6 @@ def _size(msg: dict[str, Any]) -> int:
     """What one message costs against the output cap: its content, metadata and buffers."""
     buffers = sum(len(b) for b in msg.get("buffers") or () if hasattr(b, "__len__"))
     return len(json.dumps(msg.get("content", {}), default=str)) + buffers + 64
-
-
-def _jax_env(gpus: str, memory_fraction: float) -> dict[str, str]:
-    """XLA's settings for a kernel whose Keras runs on JAX: on a GPU, memory taken as needed up
-    to MEMORY_FRACTION of it (0: XLA's default); without one, the CPU alone (no CUDA probe)."""
-    if not gpus:
-        return {"JAX_PLATFORMS": "cpu"}
-    env = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
-    if memory_fraction > 0:
-        share = f"{math.floor(min(memory_fraction, 1.0) * 1000) / 1000:.3f}"
-        # the name every jaxlib reads; newer ones refuse it together with XLA_CLIENT_MEM_FRACTION
-        env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = share
-    return env
-
-
-def kernel_env(workdir: Path, *, threads: int, gpus: str,
-               memory_fraction: float = 0.0) -> dict[str, str]:
-    """The kernel's whole environment: nothing of the grader's own leaks in. GPUS is its
-    CUDA_VISIBLE_DEVICES; a GPU kernel's TensorFlow takes GPU memory as it needs it, and its
-    JAX (KERAS_BACKEND=jax) as it needs it up to MEMORY_FRACTION of the GPU."""
-    backend = keras_backend()
-    return {
-        "PATH": os.path.dirname(sys.executable) + os.pathsep + "/usr/local/bin:/usr/bin:/bin",
-        "HOME": str(workdir),
-        "LANG": "C.UTF-8",
-        "PYTHONHASHSEED": "0",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "MPLBACKEND": "module://matplotlib_inline.backend_inline",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "KERAS_BACKEND": backend,
-        # THREADS (devices.threads_per_kernel): the cores divided by the kernels running at once
-        "OMP_NUM_THREADS": str(threads),
-        "OPENBLAS_NUM_THREADS": str(threads),
-        "MKL_NUM_THREADS": str(threads),
-        "TF_NUM_INTRAOP_THREADS": str(threads),
-        "TF_NUM_INTEROP_THREADS": str(max(1, min(2, threads))),
-        "CUDA_VISIBLE_DEVICES": gpus,
-        "GRADER_PARENT_PID": str(os.getpid()),
-        **({"TF_FORCE_GPU_ALLOW_GROWTH": "true", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"} if gpus else {}),
-        **(_jax_env(gpus, memory_fraction) if backend == "jax" else {}),
-    }
 
 
 def _failed(index: int, number: int, cell: NotebookNode, exc: CellExecutionError) -> FailedCell:

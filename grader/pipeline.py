@@ -34,16 +34,9 @@ from .devices import CPU, Device, auto_workers, threads_per_kernel
 from .devices import slots as device_slots
 from .errors import GradebookError, PreflightFailed
 from .exchange import Layout
-from .execute import (
-    StudentKernel,
-    gpu_prologue,
-    keras_backend,
-    kernel_env,
-    notebook_text,
-    warm_modules,
-    warmup_code,
-)
+from .execute import StudentKernel, gpu_prologue, notebook_text, warmup_code
 from .gradebook import Gradebook
+from .kernelenv import base_env, keras_backend, kernel_python, warm_modules, zygote_env
 from .late import LatePolicy, apply_late
 from .report import Renderer, ReportError, feedback_name, write_feedback
 from .score import GRADER_FAULT, Result, attach_overrides, grader_faults, mark_fault, status_of, total
@@ -119,11 +112,6 @@ def _submitted_at(submission: Submission) -> datetime | None:
         return datetime.fromtimestamp(submission.path.stat().st_mtime, UTC) if submission.path else None
     except OSError:
         return None
-
-
-def kernel_python(explicit: str = "") -> str:
-    """The interpreter kernels run on: EXPLICIT, else $GRADER_KERNEL_PYTHON, else the grader's."""
-    return explicit or os.environ.get("GRADER_KERNEL_PYTHON") or sys.executable
 
 
 def grade_submission(
@@ -324,10 +312,10 @@ class _Slot:
         if self.warm_checks:
             self._make_checkers()
         ahead = self._ahead(first, count)
-        if self.checkers is not None and index == 0:
+        if self.checkers is not None and index == 0 and first is not None:
             # the first slot's checker is forked from the zygote once it has imported (else it
             # imports beside it, a core each); the others' once their first kernel has started,
-            # so that the zygote's import is not slowed
+            # so that the zygote's import is not slowed; none where there is nothing to grade
             await self.checkers.start(self.assignment.check_files())
         try:
             while True:
@@ -580,24 +568,6 @@ class _Kernel:
         """The student-visible data, by name in the working directory; never anything hidden."""
         return student_data_files(self.assignment, self.prepared)
 
-
-def base_env(device: Device, threads: int, home: Path) -> dict[str, str]:
-    """A kernel's environment on DEVICE with THREADS and HOME, before what `_Kernel.stage` adds
-    for one run (a sandboxed kernel's HOME and the GRADER_ settings of its launcher)."""
-    env = kernel_env(home, threads=threads, gpus=device.cuda_visible_devices,
-                     memory_fraction=device.memory_fraction if device.gpu else 0.0)
-    if not device.gpu:
-        # TensorFlow's GPU build logs a failed CUDA probe as an error on CPU-only kernels
-        # ("failed call to cuInit"): noise on the student's page, so its C++ errors are off.
-        env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    return env
-
-
-def zygote_env(device: Device, threads: int) -> dict[str, str]:
-    """The zygote's environment: a sandboxed kernel's (`_Kernel.stage`), less the settings of
-    its launcher (GRADER_*), which each forked kernel gets with its own."""
-    env = base_env(device, threads, Path(sandbox.HOME))  # HOME: the sandbox's, as in stage
-    return {k: v for k, v in env.items() if not k.startswith("GRADER_")}
 
 
 def student_data_files(assignment: Assignment, prepared: Prepared | None) -> dict[str, Path]:

@@ -32,6 +32,10 @@ student's), the address layout and the interpreter's hash secret. The checks rea
 values as JSON or .npy without pickle, capped in size, and time-limited, so knowing those gives a
 student nothing the checker hands out.
 
+`grader run` starts its batch's zygote before it imports the rest of itself (`prestart`, from
+grader.early); the batch takes that one over where it is the very zygote it asks for (same
+interpreter, environment and libraries), and stops it otherwise.
+
 The protocol, one JSON object a line. The grader writes on stdin
   {"fork": {"sandbox": PID, "argv": [...], "env": {...}, "uid": N, "log": PATH, "seccomp": HEX,
             "cwd": PATH, "groups": [...], "stdio": [...]}}
@@ -377,13 +381,33 @@ class Zygote:
         self.problem = ""  # why it is not there, once it failed
         self._lock = threading.Lock()
 
+    @property
+    def key(self) -> tuple[str, tuple[tuple[str, str], ...]]:
+        """What tells one zygote from another: its interpreter and its environment."""
+        return self.python, tuple(sorted(self.env.items()))
+
     def start(self, timeout: float = 180.0) -> bool:
         """Start it and wait for its imports; False (with `problem`) if it could not."""
+        return self.spawn() and self.wait_ready(timeout)
+
+    def spawn(self) -> bool:
+        """Start its process, which imports while the caller goes on; it dies with the calling
+        thread (PR_SET_PDEATHSIG). False (with `problem`) if it could not."""
         try:
             self.process = subprocess.Popen(
                 [self.python, "-c", _SERVER, str(os.getpid()), json.dumps(self.modules)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                 env=self.env, start_new_session=True)
+        except Exception as exc:  # noqa: BLE001 - any failure: kernels start cold
+            self.fail(f"the zygote did not start: {exc}")
+            return False
+        return True
+
+    def wait_ready(self, timeout: float = 180.0) -> bool:
+        """Wait for its imports; False (with `problem`) if it did not make them."""
+        if self.problem:
+            return False
+        try:
             answer = self._answer(timeout)
         except Exception as exc:  # noqa: BLE001 - any failure: kernels start cold
             self.fail(f"the zygote did not start: {exc}")
@@ -459,9 +483,41 @@ class Zygote:
             self.problem = "the zygote was stopped"
 
 
+# The zygote `prestart` started before the batch asked for one (grader.early), until a batch
+# takes it (Zygotes.get: where it is the one asked for) or lets it go.
+_early: Zygote | None = None
+_early_lock = threading.Lock()
+
+
+def prestart(python: str, env: dict[str, str], modules: list[str]) -> Zygote | None:
+    """Start the zygote for PYTHON, ENV and MODULES now, from the process's main thread (it
+    lives as long as the process), before the batch that will ask for it exists: it imports
+    while the grader imports the rest of itself. The batch's Zygotes takes it where it asks for
+    that very zygote, and stops it otherwise (as it stops when the grader exits)."""
+    global _early
+    if threading.current_thread() is not threading.main_thread():
+        return None  # a zygote dies with the thread that started it
+    made = Zygote(python, env, modules)
+    if not made.spawn():
+        return None
+    with _early_lock:
+        old, _early = _early, made
+    if old is not None:
+        old.close()
+    return made
+
+
+def _take_early() -> Zygote | None:
+    global _early
+    with _early_lock:
+        made, _early = _early, None
+    return made
+
+
 class Zygotes:
     """A batch's zygotes, shared by its slots (each in a thread of its own): one for each
-    interpreter and kernel environment, started by the first slot that asks for it."""
+    interpreter and kernel environment, started by the first slot that asks for it, or taken
+    over from `prestart` where that started the very one asked for."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -478,10 +534,20 @@ class Zygotes:
         with self._lock:
             if key not in self._made:
                 made = Zygote(python, env, modules())
-                self._made[key] = made if self._starter.submit(made.start).result() else None
+                early = _take_early()
+                if early is not None and (early.key, early.modules) == (made.key, made.modules):
+                    made, wait = early, early.wait_ready  # it has imported for a while already
+                else:
+                    if early is not None:
+                        early.close()
+                    wait = made.start
+                self._made[key] = made if self._starter.submit(wait).result() else None
             return self._made[key]
 
     def close(self) -> None:
+        early = _take_early()  # one that no slot asked for
+        if early is not None:
+            early.close()
         with self._lock:
             for made in self._made.values():
                 if made is not None:
