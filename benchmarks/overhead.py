@@ -29,7 +29,8 @@ from grader import sandbox  # noqa: E402
 from grader.assignments import load_assignment  # noqa: E402
 from grader.config import Limits  # noqa: E402
 from grader.data.prepare import prepare  # noqa: E402
-from grader.execute import executed, kernel_env  # noqa: E402
+from grader.execute import executed  # noqa: E402
+from grader.kernelenv import kernel_env  # noqa: E402
 from grader.paths import data_home  # noqa: E402
 from grader.pipeline import grade_submission  # noqa: E402
 from grader.submission import Submission  # noqa: E402

@@ -66,7 +66,8 @@ from pathlib import Path
 import nbformat
 from nbformat import NotebookNode
 
-from grader.execute import may_use_keras, seed_code, warm_modules
+from grader.execute import seed_code
+from grader.kernelenv import may_use_keras, warm_modules
 
 REPO = Path(__file__).resolve().parents[1]
 PIN = "0.9.6"

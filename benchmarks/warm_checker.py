@@ -34,7 +34,8 @@ from grader.assignments import Assignment, load_assignment  # noqa: E402
 from grader.check import CheckerSlot, Checks, start_checks  # noqa: E402
 from grader.data.prepare import prepare  # noqa: E402
 from grader.exchange import Layout  # noqa: E402
-from grader.execute import executed, kernel_env  # noqa: E402
+from grader.execute import executed  # noqa: E402
+from grader.kernelenv import kernel_env  # noqa: E402
 from grader.paths import data_home  # noqa: E402
 from grader.submission import read_notebook  # noqa: E402
 

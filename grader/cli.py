@@ -219,7 +219,7 @@ def _summary_table(results: list[Result]) -> Table:
 
 def _settings(args: argparse.Namespace, reports: Path | None,
               late: LatePolicy | None = None) -> Settings:
-    workers = _workers(args.workers)
+    workers = options.workers(args.workers)
     if not args.no_sandbox and sandbox.bwrap() is None:
         raise GraderError("cannot isolate the notebooks: bubblewrap is missing or cannot make a "
                           "sandbox here (apt-get install bubblewrap); or pass --no-sandbox to "
@@ -247,16 +247,6 @@ def _ray_options(args: argparse.Namespace) -> None:
     if args.gpus not in ("auto", "none"):
         raise GraderError(f"--executor ray takes --gpus auto or none, not {args.gpus}: Ray places "
                           "each task on a GPU of the cluster")
-
-
-def _workers(text: str | int | None) -> int | None:
-    """The value of --workers: a number of kernels, or None for auto."""
-    value = str(text if text is not None else "auto").strip()
-    if value == "auto":
-        return None
-    if not value.isdigit() or int(value) < 1:
-        raise GraderError(f"--workers must be auto or a whole number, 1 or more; found {text!r}")
-    return int(value)
 
 
 def _reports_dir(args: argparse.Namespace, assignment: Assignment) -> Path:

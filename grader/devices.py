@@ -181,6 +181,11 @@ def memory_mb() -> int:
         return 0
 
 
+def cpu_workers(workers: int | None, kernel_memory_mb: int = 0) -> int:
+    """How many kernels a CPU grades at once: WORKERS (--workers), else `auto_workers`."""
+    return max(1, workers or auto_workers(kernel_memory_mb))
+
+
 def auto_workers(kernel_memory_mb: int = 0) -> int:
     """How many kernels a CPU grades at once: one per core, and no more than the memory holds
     at KERNEL_MEMORY_MB (the assignment's limit) plus SLOT_EXTRA_MB for each."""

@@ -25,9 +25,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from . import zygote
+from . import options, zygote
 from .assignments import load_assignment
-from .devices import CPU, auto_workers, threads_per_kernel
+from .devices import CPU, cpu_workers, threads_per_kernel
+from .errors import GraderError
 from .kernelenv import kernel_python, warm_modules, zygote_env
 from .paths import course_root
 from .submission import discover
@@ -69,12 +70,13 @@ def spec(argv: list[str]) -> tuple[str, dict[str, str], list[str]] | None:
         return None  # GPU kernels start cold (and nvidia-smi is slow to ask twice)
     assignment = load_assignment(course_root(args.course), args.assignment)
     submissions = discover(Path(args.submissions), notebook_name=assignment.config.notebook)
-    workers = args.workers or "auto"
-    if workers != "auto" and not workers.isdigit():
-        return None
+    try:
+        workers = options.workers(args.workers)
+    except GraderError:
+        return None  # the command says what is wrong with it
     # as grader.pipeline._run_slots: Settings.slots on the CPU, one slot per submission at most
-    wanted = int(workers) if workers != "auto" else auto_workers(assignment.config.limits.memory_mb)
-    slots = min(max(1, wanted), max(1, len(submissions)))
+    wanted = cpu_workers(workers, assignment.config.limits.memory_mb)
+    slots = min(wanted, max(1, len(submissions)))
     # as grader.pipeline._Slot._ask_zygote: the first notebook's libraries and the course's
     notebooks = []
     for path in (submissions[0].path if submissions else None, assignment.source_notebook):

@@ -37,14 +37,7 @@ from traitlets import Integer, List, Type, Unicode
 from . import seccomp, zygote
 from .config import Limits
 from .exchange import SOCK
-from .kernelenv import (  # noqa: F401 - where they were, for those who import them from here
-    WARM_LIBRARIES,
-    keras_backend,
-    kernel_env,
-    may_use_keras,
-    notebook_imports,
-    warm_modules,
-)
+from .kernelenv import may_use_keras, warm_modules
 from .launch import module_command
 from .sandbox import WORKDIR
 from .zygote import Zygote

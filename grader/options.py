@@ -19,3 +19,13 @@ def reports_folder(path: Path) -> Path:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise GraderError(f"--reports {path} cannot be written: no permission in {existing}")
     return path
+
+
+def workers(text: str | int | None) -> int | None:
+    """The value of --workers: a number of kernels, or None for auto."""
+    value = str(text if text is not None else "auto").strip()
+    if value == "auto":
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise GraderError(f"--workers must be auto or a whole number, 1 or more; found {text!r}")
+    return int(value)

@@ -30,7 +30,7 @@ from . import runs, sandbox, zygote
 from .assignments import Assignment
 from .check import Checker, CheckerSlot, Checks, WarmChecker, start_checks
 from .data.prepare import Prepared
-from .devices import CPU, Device, auto_workers, threads_per_kernel
+from .devices import CPU, Device, cpu_workers, threads_per_kernel
 from .devices import slots as device_slots
 from .errors import GradebookError, PreflightFailed
 from .exchange import Layout
@@ -74,7 +74,7 @@ class Settings:
         at KERNEL_MEMORY_MB a kernel (GraderError if a GPU's share is too small)."""
         per_device = device_slots(list(self.devices), self.per_gpu)
         if not per_device[0].gpu:
-            return per_device * max(1, self.workers or auto_workers(kernel_memory_mb))
+            return per_device * cpu_workers(self.workers, kernel_memory_mb)
         return per_device[: max(1, self.workers or len(per_device))]
 
 

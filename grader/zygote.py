@@ -384,7 +384,7 @@ class Zygote:
     @property
     def key(self) -> tuple[str, tuple[tuple[str, str], ...]]:
         """What tells one zygote from another: its interpreter and its environment."""
-        return self.python, tuple(sorted(self.env.items()))
+        return _key(self.python, self.env)
 
     def start(self, timeout: float = 180.0) -> bool:
         """Start it and wait for its imports; False (with `problem`) if it could not."""
@@ -483,6 +483,10 @@ class Zygote:
             self.problem = "the zygote was stopped"
 
 
+def _key(python: str, env: dict[str, str]) -> tuple[str, tuple[tuple[str, str], ...]]:
+    return python, tuple(sorted(env.items()))
+
+
 # The zygote `prestart` started before the batch asked for one (grader.early), until a batch
 # takes it (Zygotes.get: where it is the one asked for) or lets it go.
 _early: Zygote | None = None
@@ -530,7 +534,7 @@ class Zygotes:
             modules: Callable[[], list[str]]) -> Zygote | None:
         """The zygote for PYTHON and ENV, importing what MODULES() says where it is started now;
         None where it could not start. Blocks while it starts."""
-        key = (python, tuple(sorted(env.items())))
+        key = _key(python, env)
         with self._lock:
             if key not in self._made:
                 made = Zygote(python, env, modules())

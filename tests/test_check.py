@@ -10,7 +10,8 @@ import pytest
 from grader.check import CheckerSlot, Checks, WarmChecker, run_checks
 from grader.config import Limits
 from grader.exchange import Layout
-from grader.execute import executed, kernel_env
+from grader.execute import executed
+from grader.kernelenv import kernel_env
 from grader.sandbox import bwrap
 from tests.conftest import notebook
 

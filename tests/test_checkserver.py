@@ -440,7 +440,7 @@ def test_world():
 def test_a_warm_checker_forked_from_the_zygote_checks_in_the_world_of_one_started_cold(tmp_path):
     from grader import zygote
     from grader.devices import CPU
-    from grader.pipeline import zygote_env
+    from grader.kernelenv import zygote_env
 
     made = zygote.Zygote(sys.executable, zygote_env(CPU, 2), ["numpy", "matplotlib.pyplot", "keras"])
     assert made.start(), made.problem

@@ -150,7 +150,7 @@ def test_auto_workers_on_this_machine_use_every_core_without_oversubscribing_the
 
 
 def test_each_kernels_thread_pools_get_its_share_of_the_cores():
-    from grader.execute import kernel_env
+    from grader.kernelenv import kernel_env
 
     env = kernel_env(Path("/tmp"), threads=devices.threads_per_kernel(2), gpus="")
     share = str(max(1, devices.cores() // 2))

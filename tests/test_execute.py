@@ -8,15 +8,8 @@ import pytest
 from nbformat.v4 import new_markdown_cell, new_output
 
 from grader.config import Limits
-from grader.execute import (
-    StudentKernel,
-    executed,
-    kernel_env,
-    may_use_keras,
-    notebook_imports,
-    notebook_text,
-    warmup_code,
-)
+from grader.execute import StudentKernel, executed, notebook_text, warmup_code
+from grader.kernelenv import kernel_env, may_use_keras, notebook_imports
 from tests.conftest import notebook
 
 LIMITS = Limits(cell_seconds=4, total_seconds=20, kernel_start_seconds=30, output_bytes=50_000)

@@ -220,7 +220,7 @@ def test_the_zygote_is_used_only_for_a_root_grader_sandboxed_on_the_cpu():
 def test_a_zygote_whose_home_would_hide_the_python_environment_refuses_to_start():
     import sys
 
-    from grader.execute import kernel_env
+    from grader.kernelenv import kernel_env
 
     env = kernel_env(__import__("pathlib").Path("/unused"), threads=1, gpus="")
     env["HOME"] = os.path.dirname(sys.prefix) + "/student"  # its tmpfs would cover the venv
