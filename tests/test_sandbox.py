@@ -1,5 +1,6 @@
 """The sandbox's shape, and what the grader does where none can be made."""
 
+import concurrent.futures
 import dataclasses
 import json
 import os
@@ -359,3 +360,28 @@ def test_a_sandbox_whose_grader_is_already_gone_never_starts(tmp_path, which):
     direct = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     assert direct.returncode == 0, direct.stderr[-2000:]
     assert (shared / "ran").read_text() == "yes"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs processes as another user")
+def test_reap_leaves_no_process_of_the_user_and_none_of_another():
+    uid = sandbox.claim_user()
+    # a process of the user that has children of its own, and one of another user (this one)
+    family = subprocess.Popen(["bash", "-c", "sleep 60 & sleep 60 & trap '' TERM; wait"], user=uid,
+                              start_new_session=True)
+    bystander = subprocess.Popen(["sleep", "60"])
+    # its parent waits for it meanwhile, as a kernel's manager does (a zombie keeps its user)
+    waiting = concurrent.futures.ThreadPoolExecutor(1).submit(family.wait)
+    try:
+        for _ in range(200):  # until both children run
+            if len(sandbox._pids_of(uid)) >= 3:
+                break
+            subprocess.run(["sleep", "0.01"])
+        assert len(sandbox._pids_of(uid)) >= 3
+        sandbox.reap(uid)
+        assert sandbox._pids_of(uid) == []
+        assert waiting.result(timeout=5) == -9
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
+        family.kill()
