@@ -589,33 +589,40 @@ async def _gpus_used(client: _Client) -> list[str] | None:
     assert client.kc is not None
     msg_id = client.kc.execute("", silent=True, store_history=False, allow_stdin=False,
                                user_expressions={"gpus": _GPUS_USED})
-    deadline = time.monotonic() + 20
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            msg = await client.kc.shell_channel.get_msg(timeout=left)
-        except queue.Empty:
-            break
-        if msg["parent_header"].get("msg_id") == msg_id:
-            value = msg["content"].get("user_expressions", {}).get("gpus", {})
-            text = value.get("data", {}).get("text/plain", "None") if value.get("status") == "ok" else "None"
-            try:
-                found = ast.literal_eval(text)
-            except (ValueError, SyntaxError):
-                return None
-            return [str(g)[:100] for g in found][:16] if isinstance(found, list) else None
-    return None
+    msg = await _reply(client, msg_id, 20)
+    if msg is None:
+        return None
+    value = msg["content"].get("user_expressions", {}).get("gpus", {})
+    text = value.get("data", {}).get("text/plain", "None") if value.get("status") == "ok" else "None"
+    try:
+        found = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return None
+    return [str(g)[:100] for g in found][:16] if isinstance(found, list) else None
 
 
 async def _request(client: _Client, code: str, timeout: float) -> dict[str, Any] | None:
     """Run CODE silently and return its execute_reply, or None if none came in time."""
     assert client.kc is not None
     msg_id = client.kc.execute(code, silent=True, store_history=False, allow_stdin=False)
+    return await _reply(client, msg_id, timeout)
+
+
+async def _reply(client: _Client, msg_id: str, timeout: float) -> dict[str, Any] | None:
+    """The shell's reply to MSG_ID, or None if none came within TIMEOUT seconds. Replies to
+    other requests are passed over, and so is a message that is not a message: where an interrupt
+    (a cell's timeout) reaches the kernel while it sends a reply, the frames of that reply and
+    of the next run together, and their signature does not hold (jupyter_client raises
+    ValueError); what they held is lost, as a reply of a kernel that did not answer."""
+    assert client.kc is not None
     deadline = time.monotonic() + timeout
     while (left := deadline - time.monotonic()) > 0:
         try:
             msg = await client.kc.shell_channel.get_msg(timeout=left)
         except queue.Empty:
             return None
+        except ValueError:  # Invalid Signature, Unsigned Message, a malformed message
+            continue
         if msg["parent_header"].get("msg_id") == msg_id:
             return msg
     return None

@@ -1,12 +1,15 @@
 """Running notebooks in a real kernel: errors, limits, death, outputs, seeds."""
 
 import asyncio
+import queue
+import types
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbformat.v4 import new_markdown_cell, new_output
 
+from grader import execute
 from grader.config import Limits
 from grader.execute import StudentKernel, executed, notebook_text, warmup_code
 from grader.kernelenv import kernel_env, may_use_keras, notebook_imports
@@ -369,3 +372,31 @@ def test_a_failed_warm_up_costs_the_student_nothing(tmp_path, warmup):
     problem, ex = asyncio.run(go())
     assert problem and ex.status == "ok" and ex.connection is not None  # a fresh, cold kernel
     assert ex.notebook.cells[0].outputs[0]["text"] == "False\n" and ex.warmup_s > 0
+
+
+def test_a_garbled_reply_after_an_interrupt_is_passed_over_not_a_grader_failure():
+    """An interrupt that reaches the kernel while it sends a reply runs that reply's frames into
+    the next message's: jupyter_client's session refuses it (Invalid Signature). Seen in CI once,
+    after a cell's timeout: it made the student's timeout the grader's failure."""
+    class Shell:
+        def __init__(self, messages):
+            self.messages = messages
+
+        async def get_msg(self, timeout):
+            item = self.messages.pop(0)
+            if isinstance(item, Exception):
+                raise item
+            return item
+
+    def client(*messages):
+        shell = Shell(list(messages))
+        kc = types.SimpleNamespace(shell_channel=shell, execute=lambda *a, **k: "mine")
+        return types.SimpleNamespace(kc=kc)
+
+    reply = {"parent_header": {"msg_id": "mine"}, "content": {"status": "ok"}}
+    other = {"parent_header": {"msg_id": "the timed-out cell's"}, "content": {"status": "ok"}}
+    garbled = ValueError("Invalid Signature: b'd3a0'")
+    assert asyncio.run(execute._request(client(garbled, other, reply), "", 5)) is reply
+    assert asyncio.run(execute._answers(types.SimpleNamespace(
+        **vars(client(garbled, reply)), km=types.SimpleNamespace(is_alive=lambda: True)))) is True
+    assert asyncio.run(execute._request(client(garbled, queue.Empty()), "", 5)) is None
