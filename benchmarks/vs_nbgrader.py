@@ -623,7 +623,7 @@ def bench_workload(name: str, copies: int, rounds: int, peer_python: Path,
     # libraries once per batch, before the first kernel (its slots wait for it), where each of
     # nbgrader's kernels imports them as the notebook's first cell.
     imported, less = less_once(imports)
-    _, less_before = less_once(before)
+    imported_before, less_before = less_once(before)
     print(f"  the notebook's libraries ({', '.join(modules)}) take {imported['grader_1']:.2f} s"
           f" (around the 1-worker runs) and {imported['grader']:.2f} s (around the others) to import"
           f" in a fresh interpreter (each nbgrader kernel pays it; the grader's zygote once per"
@@ -638,7 +638,7 @@ def bench_workload(name: str, copies: int, rounds: int, peer_python: Path,
           f" per submission: 1 worker {beyond['grader_1']:.2f} s, default workers {beyond['grader']:.2f} s")
     return {"seconds_per_submission": seconds, "mean": mean, "ratio": ratio, "phases": phase_means,
             "overhead_s": overhead, "default_workers": workers, "library_import_s": imported,
-            "overhead_less_library_import_s": less, "library_import_before_s": less_once(before)[0],
+            "overhead_less_library_import_s": less, "library_import_before_s": imported_before,
             "overhead_less_library_import_before_s": less_before, "batch_start_s": start,
             "overhead_beyond_batch_start_s": beyond}
 

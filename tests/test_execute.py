@@ -194,8 +194,6 @@ class FakeTensorFlow:
     """Just enough of tf.config for the GPU prologue: two GPUs and what was set on them."""
 
     def __init__(self):
-        import types
-
         self.configured: dict[str, list] = {}
         self.growth: list[tuple[str, bool]] = []
         experimental = types.SimpleNamespace(set_memory_growth=self._refuse_growth)
@@ -230,9 +228,6 @@ def test_the_gpu_prologue_caps_each_gpu_and_keeps_set_memory_growth_harmless(mon
 
 
 def test_a_failing_gpu_setup_is_the_graders_fault_and_no_cell_runs(monkeypatch):
-    import types
-
-    from grader import execute
     from grader.score import GRADER_FAULT, status_of
 
     sent = []
@@ -302,7 +297,6 @@ def _gpus_used(modules: dict):
     """Evaluate the kernel's GPU question over MODULES, as the kernel would over sys.modules."""
     import ast
     import builtins
-    import types
 
     from grader.execute import _GPUS_USED
 
@@ -313,8 +307,6 @@ def _gpus_used(modules: dict):
 
 
 def test_the_gpus_used_are_asked_of_the_backend_keras_runs_on():
-    import types
-
     jax_gpu = types.SimpleNamespace(devices=lambda: [_Dev("gpu", "cuda:0")])
     jax_cpu = types.SimpleNamespace(devices=lambda: [_Dev("cpu", "TFRT_CPU_0")])
     tf = types.SimpleNamespace(config=types.SimpleNamespace(
@@ -389,14 +381,12 @@ def test_a_garbled_reply_after_an_interrupt_is_passed_over_not_a_grader_failure(
             return item
 
     def client(*messages):
-        shell = Shell(list(messages))
-        kc = types.SimpleNamespace(shell_channel=shell, execute=lambda *a, **k: "mine")
-        return types.SimpleNamespace(kc=kc)
+        kc = types.SimpleNamespace(shell_channel=Shell(list(messages)), execute=lambda *a, **k: "mine")
+        return types.SimpleNamespace(kc=kc, km=types.SimpleNamespace(is_alive=lambda: True))
 
     reply = {"parent_header": {"msg_id": "mine"}, "content": {"status": "ok"}}
     other = {"parent_header": {"msg_id": "the timed-out cell's"}, "content": {"status": "ok"}}
     garbled = ValueError("Invalid Signature: b'd3a0'")
     assert asyncio.run(execute._request(client(garbled, other, reply), "", 5)) is reply
-    assert asyncio.run(execute._answers(types.SimpleNamespace(
-        **vars(client(garbled, reply)), km=types.SimpleNamespace(is_alive=lambda: True)))) is True
+    assert asyncio.run(execute._answers(client(garbled, reply))) is True
     assert asyncio.run(execute._request(client(garbled, queue.Empty()), "", 5)) is None
