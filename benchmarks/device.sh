@@ -126,7 +126,7 @@ assert any(d.platform == "gpu" for d in jax.devices()), "JAX sees no GPU"
 mapfile -t KENV < <("$PY" -c "
 from pathlib import Path
 from grader import devices
-from grader.execute import kernel_env
+from grader.grading.kernelenv import kernel_env
 slot = devices.slots(devices.choose('auto'), 4)[0]
 env = kernel_env(Path('/tmp'), threads=2, gpus=slot.cuda_visible_devices,
                  memory_fraction=slot.memory_fraction if slot.gpu else 0.0)
@@ -179,11 +179,11 @@ probe("after jax.devices()")
 import os, subprocess, sys, tempfile
 from pathlib import Path
 from grader import devices, sandbox
-from grader.config import Limits
-from grader.execute import kernel_env
-from grader.launch import APPLY_LIMITS
+from grader.model.config import Limits
+from grader.grading.kernelenv import kernel_env
+from grader.isolation.launch import APPLY_LIMITS
 if sandbox.bwrap() is None:
-    sys.exit("grader.sandbox.bwrap(): bubblewrap is missing or cannot make a sandbox here")
+    sys.exit("grader.isolation.sandbox.bwrap(): bubblewrap is missing or cannot make a sandbox here")
 slot = devices.slots(devices.choose("auto"), 4)[0]
 limits = Limits()
 shared = Path(tempfile.mkdtemp(prefix="sandbox-smoke-"))
@@ -229,7 +229,7 @@ env -i "${KENV[@]}" CUDA_VISIBLE_DEVICES= timeout 60 "$PY" -c "$CPUFIT" 12 2>&1 
     && ok "checker" || fail "checker"
 
 step "the grader's GPU detection and the JAX kernel's unit tests"
-"$PY" -c "from grader import devices; d = devices.choose('auto'); print(d); \
+"$PY" -c "from grader.grading import devices; d = devices.choose('auto'); print(d); \
 print(devices.describe(d, 4, asked='auto')); print([s.memory_fraction for s in devices.slots(d, 4)])" \
     || fail "devices"
 timeout 60 "$PY" -m pytest -q -p no:cacheprovider -o addopts="" tests/test_execute.py tests/test_devices.py \

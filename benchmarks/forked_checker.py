@@ -31,7 +31,7 @@ import vs_nbgrader  # noqa: E402
 ENTRY = """
 import sys
 how = sys.argv.pop(1)
-from grader import pipeline
+from grader.grading import batch as pipeline
 if how == "launched":
     made = pipeline._Slot._make_checkers
     def make(self):

@@ -25,15 +25,15 @@ from nbclient import NotebookClient
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from grader import sandbox  # noqa: E402
-from grader.assignments import load_assignment  # noqa: E402
-from grader.config import Limits  # noqa: E402
 from grader.data.prepare import prepare  # noqa: E402
-from grader.execute import executed  # noqa: E402
-from grader.kernelenv import kernel_env  # noqa: E402
-from grader.paths import data_home  # noqa: E402
-from grader.pipeline import grade_submission  # noqa: E402
-from grader.submission import Submission  # noqa: E402
+from grader.grading.batch import grade_submission  # noqa: E402
+from grader.grading.execute import executed  # noqa: E402
+from grader.grading.kernelenv import kernel_env  # noqa: E402
+from grader.isolation import sandbox  # noqa: E402
+from grader.model.assignments import load_assignment  # noqa: E402
+from grader.model.config import Limits  # noqa: E402
+from grader.model.paths import data_home  # noqa: E402
+from grader.model.submission import Submission  # noqa: E402
 
 
 def _kernel_start(sandboxed: bool) -> float:

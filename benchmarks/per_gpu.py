@@ -79,10 +79,10 @@ def grader(*args: str, env: dict[str, str], timeout: float, log: Path) -> int:
 def bubblewrap() -> str | None:
     """The bubblewrap binary the grader itself would sandbox kernels with, None where it cannot."""
     try:
-        from grader import sandbox
+        from grader.isolation import sandbox
     except ImportError:  # the grader is not installed: use this checkout's
         sys.path.insert(0, str(REPO))
-        from grader import sandbox
+        from grader.isolation import sandbox
     return sandbox.bwrap()
 
 

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import ray
 
-from grader.assignments import load_assignment
 from grader.data.prepare import prepare
-from grader.distributed import LOCAL_STORE_MB, pack, unpack
-from grader.paths import course_root, data_home
+from grader.grading.ray_executor import LOCAL_STORE_MB, pack, unpack
+from grader.model.assignments import load_assignment
+from grader.model.paths import course_root, data_home
 
 QUIET = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
 

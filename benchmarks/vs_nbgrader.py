@@ -66,8 +66,8 @@ from pathlib import Path
 import nbformat
 from nbformat import NotebookNode
 
-from grader.execute import seed_code
-from grader.kernelenv import may_use_keras, warm_modules
+from grader.grading.execute import seed_code
+from grader.grading.kernelenv import may_use_keras, warm_modules
 
 REPO = Path(__file__).resolve().parents[1]
 PIN = "0.9.6"
@@ -423,7 +423,7 @@ def _nbgrader(peer_python: Path, course: Path, *args: str) -> None:
 def _workload(name: str) -> dict[str, object]:
     """What a workload needs: assignment, course, its config, prepared data and reference notebook."""
     from grader.data.prepare import prepare
-    from grader.paths import data_home
+    from grader.model.paths import data_home
 
     course, assignment = WORKLOADS[name]
     folder = course / "assignments" / assignment

@@ -29,15 +29,15 @@ sys.path.insert(0, str(REPO))
 
 import nbformat  # noqa: E402
 
-from grader import sandbox  # noqa: E402
-from grader.assignments import Assignment, load_assignment  # noqa: E402
-from grader.check import CheckerSlot, Checks, start_checks  # noqa: E402
+from grader.checker.exchange import Layout  # noqa: E402
 from grader.data.prepare import prepare  # noqa: E402
-from grader.exchange import Layout  # noqa: E402
-from grader.execute import executed  # noqa: E402
-from grader.kernelenv import kernel_env  # noqa: E402
-from grader.paths import data_home  # noqa: E402
-from grader.submission import read_notebook  # noqa: E402
+from grader.grading.check import CheckerSlot, Checks, start_checks  # noqa: E402
+from grader.grading.execute import executed  # noqa: E402
+from grader.grading.kernelenv import kernel_env  # noqa: E402
+from grader.isolation import sandbox  # noqa: E402
+from grader.model.assignments import Assignment, load_assignment  # noqa: E402
+from grader.model.paths import data_home  # noqa: E402
+from grader.model.submission import read_notebook  # noqa: E402
 
 CHECKER_UID = 65534
 TICK = os.sysconf("SC_CLK_TCK")
@@ -97,7 +97,7 @@ def _server_pid(top: int) -> int:
     for pid in sorted(family):
         try:
             if (Path(f"/proc/{pid}/comm").read_text().strip() != "bwrap"
-                    and b"grader.checkserver" in Path(f"/proc/{pid}/cmdline").read_bytes()):
+                    and b"grader.checker.server" in Path(f"/proc/{pid}/cmdline").read_bytes()):
                 return pid
         except OSError:
             pass

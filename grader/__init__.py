@@ -1,10 +1,10 @@
 """grader: grade Jupyter notebooks of a deep-learning course in sandboxed kernels.
 
 The public surface; everything else is private and may change. Check authors import from
-`grader.checks` (see docs/checks.md).
+`grader.checker.checks` (see docs/checks.md).
 
 The names below load their module on first use (PEP 562), so that importing one part of the
-package, e.g. the trusted checker's `grader.plugin` and `grader.checks`, does not load the
+package, e.g. the trusted checker's `grader.checker.plugin` and `grader.checker.checks`, does not load the
 gradebook, the notebook runner or the report templates.
 """
 
@@ -14,25 +14,26 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .assignments import Assignment, list_assignments, load_assignment
-    from .checks import Credit, Feedback
-    from .config import AssignmentConfig, Limits
-    from .errors import GraderError
-    from .exchange import StudentValueError
-    from .gradebook import Gradebook
-    from .outcomes import CheckOutcome
-    from .pipeline import Batch, Settings, grade_batch, grade_submission
-    from .score import Result
-    from .submission import Submission, discover
+    from grader.checker.checks import Credit, Feedback
+    from grader.checker.exchange import StudentValueError
+    from grader.grading.batch import Batch, Settings, grade_batch, grade_submission
+    from grader.model.assignments import Assignment, list_assignments, load_assignment
+    from grader.model.config import AssignmentConfig, Limits
+    from grader.model.errors import GraderError
+    from grader.model.outcomes import CheckOutcome
+    from grader.model.result import Result
+    from grader.model.submission import Submission, discover
+    from grader.store.gradebook import Gradebook
 
 # Each public name and the module that defines it.
 _HOMES = {
-    "Assignment": "assignments", "list_assignments": "assignments", "load_assignment": "assignments",
-    "AssignmentConfig": "config", "Limits": "config", "GraderError": "errors",
-    "StudentValueError": "exchange", "Gradebook": "gradebook", "Batch": "pipeline",
-    "Settings": "pipeline", "grade_batch": "pipeline", "grade_submission": "pipeline",
-    "CheckOutcome": "outcomes", "Credit": "checks", "Feedback": "checks", "Result": "score",
-    "Submission": "submission", "discover": "submission",
+    "Assignment": "model.assignments", "list_assignments": "model.assignments",
+    "load_assignment": "model.assignments", "AssignmentConfig": "model.config", "Limits": "model.config",
+    "GraderError": "model.errors", "StudentValueError": "checker.exchange", "Gradebook": "store.gradebook",
+    "Batch": "grading.batch", "Settings": "grading.batch", "grade_batch": "grading.batch",
+    "grade_submission": "grading.batch", "CheckOutcome": "model.outcomes", "Credit": "checker.checks",
+    "Feedback": "checker.checks", "Result": "model.result", "Submission": "model.submission",
+    "discover": "model.submission",
 }
 
 __all__ = [

@@ -15,10 +15,10 @@ def main() -> int:
     makes is collected as usual."""
     gc.disable()
     try:
-        from . import early
+        from grader.cli import early
 
         early.start(sys.argv[1:])  # `grader run`: the batch's zygote imports beside what follows
-        from .cli import main as cli_main
+        from grader.cli.main import main as cli_main
     finally:
         gc.freeze()
         gc.enable()

@@ -50,7 +50,7 @@ def course(tmp_path: Path, data_home: Path) -> Path:
 @pytest.fixture
 def short_root() -> Iterator[Path]:
     """A new folder right under /tmp, for run folders: tmp_path is too deep for the kernels'
-    sockets (grader.runs.check_room)."""
+    sockets (grader.isolation.workdirs.check_room)."""
     folder = Path(tempfile.mkdtemp(prefix="g-", dir="/tmp"))
     try:
         yield folder

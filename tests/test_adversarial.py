@@ -20,12 +20,12 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from grader.assignments import load_assignment
 from grader.data.prepare import prepare
-from grader.gradebook import Gradebook
-from grader.pipeline import Settings, grade_batch
-from grader.sandbox import bwrap, python_roots
-from grader.submission import discover
+from grader.grading.batch import Settings, grade_batch
+from grader.isolation.sandbox import bwrap, python_roots
+from grader.model.assignments import load_assignment
+from grader.model.submission import discover
+from grader.store.gradebook import Gradebook
 from tests.conftest import REPO, notebook
 
 ATTACKS: dict[str, list[str]] = {

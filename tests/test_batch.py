@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from grader import pipeline
-from grader.assignments import load_assignment
-from grader.errors import GradebookError, PreflightFailed
-from grader.gradebook import Gradebook
-from grader.pipeline import Settings, grade_batch
-from grader.report import ReportError
-from grader.submission import discover
+from grader.grading import batch as pipeline
+from grader.grading.batch import Settings, grade_batch
+from grader.model.assignments import load_assignment
+from grader.model.errors import GradebookError, PreflightFailed
+from grader.model.submission import discover
+from grader.reports.pages import ReportError
+from grader.store.gradebook import Gradebook
 
 
 def invalid_batch(folder: Path, *names: str) -> list:

@@ -21,14 +21,14 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from grader.assignments import load_assignment
-from grader.bundle import public_conftest, write_bundle
-from grader.cli import main
+from grader.cli.main import main
+from grader.course.bundle import public_conftest, write_bundle
+from grader.course.release import BEGIN, END, find_leaks, solution_lines
 from grader.data.prepare import Prepared, prepare
-from grader.gradebook import Gradebook
-from grader.release import BEGIN, END, find_leaks, solution_lines
-from grader.report import notebook_name
-from grader.score import Result
+from grader.model.assignments import load_assignment
+from grader.model.result import Result
+from grader.reports.pages import notebook_name
+from grader.store.gradebook import Gradebook
 from tests.conftest import FILES, REPO
 
 CACHE = Path(os.environ.get("GRADER_DATA_HOME") or Path.home() / ".cache" / "grader")

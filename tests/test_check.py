@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from grader.check import CheckerSlot, Checks, WarmChecker, run_checks
-from grader.config import Limits
-from grader.exchange import Layout
-from grader.execute import executed
-from grader.kernelenv import kernel_env
-from grader.sandbox import bwrap
+from grader.checker.exchange import Layout
+from grader.grading.check import CheckerSlot, Checks, WarmChecker, run_checks
+from grader.grading.execute import executed
+from grader.grading.kernelenv import kernel_env
+from grader.isolation.sandbox import bwrap
+from grader.model.config import Limits
 from tests.conftest import notebook
 
 LIMITS = Limits(cell_seconds=20, total_seconds=60, kernel_start_seconds=30, check_seconds=60)

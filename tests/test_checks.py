@@ -197,11 +197,11 @@ def test_a_submission_without_a_kernel_fails_every_value_with_the_reason():
         view.number("accuracy")
 
 
-HEAVY = ("nbclient", "jinja2", "grader.gradebook", "sqlite3", "grader.pipeline")
+HEAVY = ("nbclient", "jinja2", "grader.store.gradebook", "sqlite3", "grader.grading.batch")
 
 
 def test_the_checker_imports_neither_the_gradebook_nor_the_notebook_runner():
-    code = ("import sys, grader.plugin, grader.checks, grader.exchange\n"
+    code = ("import sys, grader.checker.plugin, grader.checks, grader.checker.exchange\n"
             f"print(' '.join(m for m in {HEAVY!r} if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "", f"the checker's imports load {loaded.stdout.strip()}"

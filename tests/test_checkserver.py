@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from grader import check, runs
-from grader.check import CheckerSlot, Checks, WarmChecker
-from grader.config import Limits
-from grader.exchange import Layout
-from grader.sandbox import bwrap
+from grader.checker.exchange import Layout
+from grader.grading import check
+from grader.grading.check import CheckerSlot, Checks, WarmChecker
+from grader.isolation import workdirs as runs
+from grader.isolation.sandbox import bwrap
+from grader.model.config import Limits
 from tests.conftest import REPO, running
 
 NOBODY = 65534
@@ -99,8 +100,8 @@ def test_nothing_of_the_last_student(submission):
 
 
 def test_what_the_checks_need_only():
-    loaded = {"sqlalchemy", "nbclient", "jinja2", "nbformat", "grader.gradebook",
-              "grader.pipeline", "grader.report"} & set(sys.modules)
+    loaded = {"sqlalchemy", "nbclient", "jinja2", "nbformat", "grader.store.gradebook",
+              "grader.grading.batch", "grader.reports.pages"} & set(sys.modules)
     assert not loaded, f"the checker imported {sorted(loaded)}"
 '''
 
@@ -252,7 +253,7 @@ def test_a_server_that_cannot_start_leaves_the_submission_to_a_cold_checker(tmp_
     real = check.module_command
 
     def broken(module, *args, **kwargs):
-        if module == "grader.checkserver":
+        if module == "grader.checker.server":
             return real("grader.no_such_server")
         return real(module, *args, **kwargs)
 
@@ -275,10 +276,10 @@ KEEP = """
 import asyncio, sys
 import psutil
 from pathlib import Path
-from grader import runs
-from grader.check import CheckerSlot
-from grader.config import Limits
-from grader.exchange import Layout
+from grader.isolation import workdirs as runs
+from grader.grading.check import CheckerSlot
+from grader.model.config import Limits
+from grader.checker.exchange import Layout
 
 tmp = Path(sys.argv[1])
 
@@ -287,7 +288,7 @@ async def main():
     slot = CheckerSlot(folder=tmp / "slot", public_dir=checks / "public", hidden_dir=None,
                        student_data=None, limits=Limits(), sandboxed=True, uid=65534, kernel_uids=())
     if sys.argv[2] == "forked":  # the server forked from a zygote, as a batch's is
-        from grader.zygote import Zygote
+        from grader.isolation.zygote import Zygote
         made = Zygote(sys.executable, {"PATH": "/usr/bin:/bin", "HOME": "/home/student"}, ["numpy"])
         assert made.start(), made.problem
 
@@ -389,7 +390,7 @@ def test_keras_starts_afresh(submission):
     keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)]).predict(
         keras.ops.ones((1, 2)), verbose=0)
     assert found == ["float32", "dense"], f"left over by the last submission: {found}"
-    loaded = {"sqlalchemy", "nbclient", "jinja2", "grader.gradebook"} & set(sys.modules)
+    loaded = {"sqlalchemy", "nbclient", "jinja2", "grader.store.gradebook"} & set(sys.modules)
     assert not loaded, f"the checker imported {sorted(loaded)}"
 '''
 
@@ -438,9 +439,9 @@ def test_world():
 @pytest.mark.slow  # a zygote imports Keras, a server forked from it and one started cold
 @pytest.mark.skipif(not ROOT, reason="only a root grader forks kernels, and so checkers")
 def test_a_warm_checker_forked_from_the_zygote_checks_in_the_world_of_one_started_cold(tmp_path):
-    from grader import zygote
-    from grader.devices import CPU
-    from grader.kernelenv import zygote_env
+    from grader.grading.devices import CPU
+    from grader.grading.kernelenv import zygote_env
+    from grader.isolation import zygote
 
     made = zygote.Zygote(sys.executable, zygote_env(CPU, 2), ["numpy", "matplotlib.pyplot", "keras"])
     assert made.start(), made.problem
@@ -488,7 +489,7 @@ def test_a_warm_checker_forked_from_the_zygote_checks_in_the_world_of_one_starte
 @pytest.mark.parametrize("fault", ["stopped", "refuses", "bash"])
 def test_a_zygote_that_cannot_fork_the_checker_leaves_it_to_start_by_itself(tmp_path, monkeypatch,
                                                                           fault):
-    from grader import zygote
+    from grader.isolation import zygote
 
     made = zygote.Zygote(sys.executable, {"PATH": "/usr/bin:/bin", "HOME": "/home/student"}, ["numpy"])
     assert made.start(), made.problem

@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from grader import devices
-from grader.cli import EXPORT_COLUMNS, build_parser
+from grader.cli.main import EXPORT_COLUMNS, build_parser
+from grader.grading import devices
 from tests.conftest import REPO, TINY_SOLUTION
 
 
@@ -46,7 +46,7 @@ def test_every_command_and_option_has_help_text():
 
 
 def test_validate_grades_one_notebook_at_a_time_and_run_as_many_as_the_machine_allows():
-    from grader.cli import build_parser
+    from grader.cli.main import build_parser
 
     parser = build_parser()
     assert parser.parse_args(["validate", "a"]).workers == "1"  # the reference gets every core
@@ -197,9 +197,9 @@ def test_edge_cases_are_one_line_exit_2_and_say_what_to_do(course, args, words):
 
 
 def test_export_neutralises_formulas_and_leaves_grader_faults_unscored(tmp_path, capsys):
-    from grader.cli import main
-    from grader.gradebook import Gradebook
-    from grader.score import Result
+    from grader.cli.main import main
+    from grader.model.result import Result
+    from grader.store.gradebook import Gradebook
 
     book = tmp_path / "book.sqlite"
     gradebook = Gradebook(book)
@@ -226,8 +226,8 @@ def test_export_neutralises_formulas_and_leaves_grader_faults_unscored(tmp_path,
 
 def fake_batch(monkeypatch, seen: list):
     """No preflight and no kernels: the batch only records the settings it was given."""
-    from grader import cli
-    from grader.pipeline import Batch
+    from grader.cli import main as cli
+    from grader.grading.batch import Batch
 
     def grade_batch(assignment, submissions, *, settings, on_result, **kwargs):
         seen.append(settings)
@@ -240,7 +240,7 @@ def fake_batch(monkeypatch, seen: list):
 
 
 def test_auto_without_a_gpu_grades_on_the_cpu_and_says_so_once(course, tmp_path, monkeypatch, capsys):
-    from grader.cli import main
+    from grader.cli.main import main
 
     monkeypatch.setenv("PATH", str(tmp_path / "no-nvidia-smi"))  # as on the test machine
     subs = tmp_path / "subs"
@@ -258,7 +258,7 @@ def test_auto_without_a_gpu_grades_on_the_cpu_and_says_so_once(course, tmp_path,
 
 
 def test_gpus_and_per_gpu_reach_the_batch_and_the_run_says_so(course, tmp_path, monkeypatch, capsys):
-    from grader.cli import main
+    from grader.cli.main import main
     from tests.test_devices import fake_smi
 
     fake_smi(tmp_path, monkeypatch, "0, GPU-aaaa, 00000000:3B:00.0, 16000, Test GPU\n"
@@ -289,7 +289,7 @@ def _closing_counts(stdout: str) -> tuple[int, int, int]:
 @pytest.mark.slow  # two graders, each running its kernels
 def test_two_grader_runs_at_once_on_one_postgresql_gradebook_grade_each_submission_once(
         course, tmp_path, write_notebook, postgres_url):
-    from grader.gradebook import Gradebook
+    from grader.store.gradebook import Gradebook
 
     names = [f"s{i}" for i in range(6)]
     for name in names:  # long enough that the second grader starts while the first grades

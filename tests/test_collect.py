@@ -17,11 +17,11 @@ from datetime import UTC, datetime
 import nbformat
 import pytest
 
-from grader.cli import main
-from grader.collect import CollectError, Limits, Member, _bounded_read, collect
-from grader.gradebook import Gradebook
-from grader.roster import RosterEntry
-from grader.submission import discover
+from grader.cli.main import main
+from grader.course.collect import CollectError, Limits, Member, _bounded_read, collect
+from grader.course.roster import RosterEntry
+from grader.model.submission import discover
+from grader.store.gradebook import Gradebook
 from tests.conftest import TINY_SOLUTION, notebook
 
 MB = 1_000_000

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from grader.config import load_config
-from grader.errors import AssignmentError
+from grader.model.config import load_config
+from grader.model.errors import AssignmentError
 from tests.conftest import REPO
 
 HEAD = 'title = "T"\nnotebook = "a.ipynb"\npoints = 3\n'

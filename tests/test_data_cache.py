@@ -15,7 +15,7 @@ from grader.data import cache
 from grader.data.importing import import_dir
 from grader.data.npz import FIXED_DATE, save_npz
 from grader.data.registry import load_registry, mirror_url, raw_inputs
-from grader.errors import DataError
+from grader.model.errors import DataError
 
 
 @pytest.fixture

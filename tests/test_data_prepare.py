@@ -13,7 +13,7 @@ from grader.data import load_registry
 from grader.data.digest import hash_tree
 from grader.data.importing import import_dir
 from grader.data.prepare import prepare
-from grader.errors import DataError
+from grader.model.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = """

@@ -19,7 +19,7 @@ from grader.data import load_registry, prepare, raw_inputs
 from grader.data.cli import main
 from grader.data.digest import hash_tree
 from grader.data.prepare import load_recipe
-from grader.errors import DataError
+from grader.model.errors import DataError
 from tests.conftest import SHARED_DATASETS, require_real_datasets
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,9 +92,9 @@ print("SEEN " + json.dumps(seen))
 @pytest.mark.slow
 def test_no_hidden_file_is_visible_to_an_assignments_kernel(home, toml, tmp_path):
     """The real engine stages the files and runs a probe that hashes all it can see."""
-    from grader.assignments import load_assignment
-    from grader.pipeline import grade_submission
-    from grader.submission import Submission
+    from grader.grading.batch import grade_submission
+    from grader.model.assignments import load_assignment
+    from grader.model.submission import Submission
     from tests.conftest import notebook
 
     assignment = load_assignment(REPO, toml.parent.name)

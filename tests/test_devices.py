@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from grader import devices
-from grader.errors import GraderError
+from grader.grading import devices
+from grader.model.errors import GraderError
 
 GPU0 = devices.Device("GPU 0 (Test GPU)", "GPU-0000", index="0", minor=0, memory_mb=16000)
 
@@ -93,7 +93,7 @@ def test_the_run_line_says_cpu_and_why_or_the_gpus_and_their_cap():
 
 
 def test_doctor_shows_each_gpus_slots_and_cap_and_warns_without_nvidia_uvm(tmp_path):
-    from grader import doctor
+    from grader.cli import doctor
 
     slots = devices.slots([GPU0], 2)
     row = doctor._gpus(slots, 2, asked="auto", uvm=str(tmp_path / "nvidia-uvm"))
@@ -116,7 +116,7 @@ def test_each_slot_knows_its_share_of_the_gpu_for_jax():
 
 
 def test_the_report_names_the_backend_that_did_not_use_the_gpu():
-    from grader.pipeline import device_used
+    from grader.grading.batch import device_used
 
     assert device_used(GPU0, ["CudaDevice(id=0)"], "jax") == "GPU 0 (Test GPU)"
     assert device_used(GPU0, [], "jax") == "CPU (GPU 0 (Test GPU) was assigned but JAX did not use it)"
@@ -128,7 +128,7 @@ def test_the_report_names_the_backend_that_did_not_use_the_gpu():
 
 
 def test_auto_workers_fit_the_cores_and_the_memory(monkeypatch):
-    from grader.pipeline import Settings
+    from grader.grading.batch import Settings
 
     monkeypatch.setattr(devices, "cores", lambda: 8)
     monkeypatch.setattr(devices, "memory_mb", lambda: 16384)
@@ -150,7 +150,7 @@ def test_auto_workers_on_this_machine_use_every_core_without_oversubscribing_the
 
 
 def test_each_kernels_thread_pools_get_its_share_of_the_cores():
-    from grader.kernelenv import kernel_env
+    from grader.grading.kernelenv import kernel_env
 
     env = kernel_env(Path("/tmp"), threads=devices.threads_per_kernel(2), gpus="")
     share = str(max(1, devices.cores() // 2))

@@ -1,4 +1,4 @@
-"""`grader run` starts the batch's zygote before it imports the rest of itself (grader.early)."""
+"""`grader run` starts the batch's zygote before it imports the rest of itself (grader.cli.early)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from grader import __main__ as entry
-from grader import cli, early, zygote
-from grader.gradebook import Gradebook
+from grader.cli import early
+from grader.cli import main as cli
+from grader.isolation import zygote
+from grader.store.gradebook import Gradebook
 from tests.conftest import TINY_SOLUTION, running
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="only a root grader forks kernels")
@@ -73,7 +75,7 @@ def test_grader_run_takes_over_the_zygote_it_started_before_its_imports(course, 
                                  str(tmp_path / "subs"), "--gradebook", str(book), "--reports",
                                  str(tmp_path / "r"), "--workers", workers], monkeypatch)
     assert code == 0
-    # one zygote, started by grader.early, and the one the batch forked its kernels from
+    # one zygote, started by grader.cli.early, and the one the batch forked its kernels from
     (made, pid), = spawned
     assert running(pid) is False and given and all(g is made for g in given), (spawned, given)
     assert zygote._early is None

@@ -11,14 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from grader import exchange
-from grader.exchange import (
-    ConnectionRefused,
-    Exchange,
-    Layout,
-    StudentValueError,
-    checked_connection,
-)
+from grader.checker import exchange
+from grader.checker.exchange import ConnectionRefused, Exchange, Layout, StudentValueError, checked_connection
 
 KERNEL, CHECKER = 61990, 61991
 

@@ -9,10 +9,10 @@ import nbformat
 import pytest
 from nbformat.v4 import new_markdown_cell, new_output
 
-from grader import execute
-from grader.config import Limits
-from grader.execute import StudentKernel, executed, notebook_text, warmup_code
-from grader.kernelenv import kernel_env, may_use_keras, notebook_imports
+from grader.grading import execute
+from grader.grading.execute import StudentKernel, executed, notebook_text, warmup_code
+from grader.grading.kernelenv import kernel_env, may_use_keras, notebook_imports
+from grader.model.config import Limits
 from tests.conftest import notebook
 
 LIMITS = Limits(cell_seconds=4, total_seconds=20, kernel_start_seconds=30, output_bytes=50_000)
@@ -213,7 +213,7 @@ class FakeTensorFlow:
 def test_the_gpu_prologue_caps_each_gpu_and_keeps_set_memory_growth_harmless(monkeypatch):
     import sys
 
-    from grader.execute import gpu_prologue
+    from grader.grading.execute import gpu_prologue
 
     tf = FakeTensorFlow()
     monkeypatch.setitem(sys.modules, "tensorflow", tf)
@@ -228,7 +228,7 @@ def test_the_gpu_prologue_caps_each_gpu_and_keeps_set_memory_growth_harmless(mon
 
 
 def test_a_failing_gpu_setup_is_the_graders_fault_and_no_cell_runs(monkeypatch):
-    from grader.score import GRADER_FAULT, status_of
+    from grader.model.result import GRADER_FAULT, status_of
 
     sent = []
 
@@ -278,7 +278,7 @@ def test_a_jax_gpu_kernel_takes_memory_on_demand_up_to_its_share(tmp_path, monke
 
 
 def test_only_a_tensorflow_kernel_runs_the_tensorflow_prologue():
-    from grader.execute import gpu_prologue
+    from grader.grading.execute import gpu_prologue
 
     assert "tf.config.set_logical_device_configuration" in gpu_prologue(7488, "tensorflow")
     assert gpu_prologue(7488) == gpu_prologue(7488, "tensorflow")
@@ -298,7 +298,7 @@ def _gpus_used(modules: dict):
     import ast
     import builtins
 
-    from grader.execute import _GPUS_USED
+    from grader.grading.execute import _GPUS_USED
 
     ast.parse(_GPUS_USED, mode="eval")  # a single expression: what user_expressions take
     fake_sys = types.SimpleNamespace(modules=modules)

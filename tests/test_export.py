@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from grader.cli import main
-from grader.config import Deadline
-from grader.errors import GraderError
-from grader.export import render
-from grader.gradebook import Gradebook
-from grader.late import LatePolicy, apply_late
-from grader.roster import RosterEntry
-from grader.score import Result
+from grader.cli.main import main
+from grader.course.export import render
+from grader.course.roster import RosterEntry
+from grader.model.config import Deadline
+from grader.model.errors import GraderError
+from grader.model.late import LatePolicy, apply_late
+from grader.model.result import Result
+from grader.store.gradebook import Gradebook
 
 REPO = Path(__file__).resolve().parent.parent
 DUE = datetime.fromisoformat("2026-03-01T23:59:00+01:00")

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from grader.assignments import load_assignment
 from grader.data.prepare import prepare
-from grader.errors import PreflightFailed
-from grader.gradebook import Gradebook
-from grader.pipeline import Settings, grade_batch
-from grader.submission import discover
+from grader.grading.batch import Settings, grade_batch
+from grader.model.assignments import load_assignment
+from grader.model.errors import PreflightFailed
+from grader.model.submission import discover
+from grader.store.gradebook import Gradebook
 from tests.conftest import TINY_SOLUTION
 
 pytestmark = pytest.mark.slow

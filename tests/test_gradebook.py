@@ -12,11 +12,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
 
-from grader import migrations
-from grader.errors import GradebookError
-from grader.gradebook import Base, Gradebook
-from grader.outcomes import Attachment, CheckOutcome
-from grader.score import Result
+from grader.model.errors import GradebookError
+from grader.model.outcomes import Attachment, CheckOutcome
+from grader.model.result import Result
+from grader.store import migrations
+from grader.store.gradebook import Base, Gradebook
 from tests.conftest import before_migrations
 
 
@@ -191,7 +191,7 @@ def test_the_grader_s_head_revision_is_alembic_s_and_its_revision_is_read_as_ale
 
 def test_opening_a_gradebook_at_the_newest_revision_imports_no_alembic(tmp_path):
     Gradebook(tmp_path / "g.sqlite")  # made (and migrated) here, opened in a fresh interpreter
-    code = ("import sys; from grader.gradebook import Gradebook; Gradebook(sys.argv[1]);"
+    code = ("import sys; from grader.store.gradebook import Gradebook; Gradebook(sys.argv[1]);"
             " print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "g.sqlite")],
                          capture_output=True, text=True, check=True).stdout
@@ -232,8 +232,8 @@ def test_a_gradebook_of_an_earlier_release_opens_at_the_newest_revision_with_its
 def test_a_gradebook_made_before_migrations_is_completed_on_either_database(gradebook_target):
     from sqlalchemy import create_engine
 
-    from grader.gradebook import _url
-    from grader.migrations import release1
+    from grader.store.gradebook import _url
+    from grader.store.migrations import release1
 
     engine = create_engine(_url(gradebook_target))
     release1.metadata.create_all(engine)  # what the last release's create_all made, on this database
@@ -263,7 +263,7 @@ def test_a_gradebook_of_a_newer_grader_is_one_line_error(gradebook_target):
 
 
 def test_the_cli_says_a_newer_gradebook_needs_a_newer_grader(course, tmp_path, capsys):
-    from grader.cli import main
+    from grader.cli.main import main
 
     path = tmp_path / "g.sqlite"
     Gradebook(path).store(result("bob", "s1", 3))
@@ -317,7 +317,7 @@ def test_a_claim_is_held_until_the_result_is_stored(gradebook_target):
 def test_a_claim_left_by_a_killed_grader_is_taken_over(gradebook_target):
     killed = subprocess.run([sys.executable, "-c", (
         "import os, signal, sys\n"
-        "from grader.gradebook import Gradebook\n"
+        "from grader.store.gradebook import Gradebook\n"
         "book = Gradebook(sys.argv[1])\n"
         "assert book.claim('bob', 'a1', 's1', 'c1', lease_s=3600)\n"
         "print(book.owner, flush=True)\n"

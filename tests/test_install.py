@@ -15,7 +15,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from grader.report import notebook_name
+from grader.reports.pages import notebook_name
 from tests.conftest import FILES, REPO, TINY_SOLUTION, notebook
 
 pytestmark = pytest.mark.slow

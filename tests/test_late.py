@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from grader.assignments import load_assignment
-from grader.config import load_config
-from grader.errors import AssignmentError
-from grader.gradebook import Gradebook
-from grader.late import LatePolicy, apply_late, lateness, load_policy, read_extensions, restate
-from grader.report import write_feedback, write_summary
-from grader.score import Result
+from grader.model.assignments import load_assignment
+from grader.model.config import load_config
+from grader.model.errors import AssignmentError
+from grader.model.late import LatePolicy, apply_late, lateness, load_policy, read_extensions, restate
+from grader.model.result import Result
+from grader.reports.pages import write_feedback, write_summary
+from grader.store.gradebook import Gradebook
 from tests.conftest import before_migrations
 
 REPO = Path(__file__).resolve().parent.parent

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from grader import paths
-from grader.errors import GraderError
+from grader.model import paths
+from grader.model.errors import GraderError
 from tests.conftest import FILES, REPO
 
 
@@ -40,7 +40,8 @@ def test_outside_any_course_an_editable_install_falls_back_to_its_checkout(tmp_p
 
 
 def test_the_templates_and_the_registry_are_read_from_the_package():
-    assert "<html" in paths.package_file("templates", "feedback.html.j2").read_text(encoding="utf-8")
+    page = paths.package_file("reports", "templates", "feedback.html.j2")
+    assert "<html" in page.read_text(encoding="utf-8")
     assert paths.package_file("data", "registry.toml").is_file()
     assert not (REPO / "templates").exists() and not (REPO / "datasets" / "registry.toml").exists()
-    assert Path(str(paths.package_file("templates"))).parent == REPO / "grader"
+    assert Path(str(paths.package_file("reports", "templates"))).parent == REPO / "grader" / "reports"

@@ -12,15 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from grader import devices, pipeline
-from grader.assignments import load_assignment
-from grader.check import Checks
 from grader.data.prepare import prepare
-from grader.errors import PreflightFailed
-from grader.gradebook import Gradebook
-from grader.pipeline import Settings, grade_batch
-from grader.score import Result
-from grader.submission import Submission, discover
+from grader.grading import batch as pipeline
+from grader.grading import devices
+from grader.grading.batch import Settings, grade_batch
+from grader.grading.check import Checks
+from grader.model.assignments import load_assignment
+from grader.model.errors import PreflightFailed
+from grader.model.result import Result
+from grader.model.submission import Submission, discover
+from grader.store.gradebook import Gradebook
 from tests.conftest import TINY_SOLUTION
 
 
@@ -184,8 +185,8 @@ def test_with_k_2_no_gpu_ever_runs_more_than_2_kernels(course, tmp_path, monkeyp
 
 def _staged_gpu_kernel(course, tmp_path, *, sandboxed: bool):
     """The kernel of the first slot of GPU 1 at --per-gpu 2, staged for a notebook, and its env."""
-    from grader import runs
-    from grader.pipeline import _Kernel
+    from grader.grading.batch import _Kernel
+    from grader.isolation import workdirs as runs
     from tests.conftest import notebook
 
     slot = Settings(devices=GPUS[1:], per_gpu=2).slots()[0]
@@ -204,8 +205,8 @@ def test_a_gpu_kernel_sees_only_its_gpu_and_has_no_address_space_limit(course, t
                                                                         monkeypatch):
     import json
 
-    from grader import sandbox
-    from grader.pipeline import _Kernel
+    from grader.grading.batch import _Kernel
+    from grader.isolation import sandbox
 
     asked = []
     monkeypatch.setattr(sandbox, "gpu_binds", lambda minors: asked.append(minors) or [])
@@ -227,7 +228,7 @@ def test_a_gpu_slot_runs_the_prologue_before_the_first_cell_without_an_address_s
 
     import nbformat
 
-    from grader.pipeline import grade_submission
+    from grader.grading.batch import grade_submission
     from tests.conftest import notebook
 
     probe = ("import json, os, resource, sys\ntf = sys.modules.get('tensorflow')\n"
@@ -302,7 +303,7 @@ def test_what_a_student_leaves_is_not_seen_by_the_next_on_the_same_slot(course, 
 def test_the_warm_up_leaves_nothing_a_student_can_see(course, data_home, tmp_path):
     import nbformat
 
-    from grader.pipeline import grade_submission
+    from grader.grading.batch import grade_submission
     from tests.conftest import notebook
 
     cells = ("print(sorted(dir()))",
@@ -357,7 +358,7 @@ def test_a_kernel_started_ahead_for_a_submission_a_stopped_batch_leaves_is_kille
 
 
 def test_an_idle_slot_takes_over_what_another_holds_ahead_but_never_what_it_began():
-    from grader.pipeline import _Work
+    from grader.grading.batch import _Work
 
     a, b, c = (Submission(student=name, path=None) for name in "abc")
     work = _Work([a, b, c], time.monotonic())
@@ -393,7 +394,7 @@ def test_a_long_notebook_holds_up_nothing_queued_behind_it(course, tmp_path, mon
 
 
 def test_a_slot_passes_over_what_another_grader_claimed():
-    from grader.pipeline import _Work
+    from grader.grading.batch import _Work
 
     a, b, c = (Submission(student=name, path=None) for name in "abc")
     asked: list[str] = []
@@ -409,7 +410,7 @@ def test_a_slot_passes_over_what_another_grader_claimed():
 
 
 def _claimer_for(course, tmp_path, **settings):
-    from grader.pipeline import Batch, _claimer
+    from grader.grading.batch import Batch, _claimer
 
     assignment = load_assignment(course, "tiny")
     book, batch = Gradebook(tmp_path / "g.sqlite"), Batch()
@@ -418,7 +419,7 @@ def _claimer_for(course, tmp_path, **settings):
 
 def test_a_submission_another_grader_holds_or_graded_meanwhile_is_not_graded_again(
         course, tmp_path, write_notebook):
-    from grader.pipeline import _digest
+    from grader.grading.batch import _digest
 
     _, book, batch, claim = _claimer_for(course, tmp_path)
     subs = {name: Submission(student=name, path=write_notebook(tmp_path / "subs", name, f"x = '{name}'"))
@@ -436,7 +437,7 @@ def test_a_submission_another_grader_holds_or_graded_meanwhile_is_not_graded_aga
 
 
 def test_force_regrades_but_never_what_another_grader_holds(course, tmp_path, write_notebook):
-    from grader.pipeline import _digest
+    from grader.grading.batch import _digest
 
     _, book, batch, claim = _claimer_for(course, tmp_path, force=True)
     ann, bob = (Submission(student=name, path=write_notebook(tmp_path / "subs", name, "x = 1"))
@@ -473,7 +474,7 @@ def test_a_batch_leaves_no_claim_of_its_own_behind(course, tmp_path, monkeypatch
 
 def test_a_work_root_too_deep_for_the_kernels_sockets_is_one_error_before_anything_runs(
         course, data_home, tmp_path, write_notebook):
-    from grader.errors import WorkRootTooDeep
+    from grader.model.errors import WorkRootTooDeep
 
     deep = tmp_path / ("d" * 60)
     write_notebook(tmp_path / "subs", "a", *TINY_SOLUTION)

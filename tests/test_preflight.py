@@ -7,9 +7,9 @@ import asyncio
 
 import pytest
 
-from grader.assignments import load_assignment
-from grader.errors import GraderError
-from grader.preflight import CollectedCheck, PreflightFailed, check_points, collect_checks
+from grader.grading.preflight import CollectedCheck, PreflightFailed, check_points, collect_checks
+from grader.model.assignments import load_assignment
+from grader.model.errors import GraderError
 
 
 def collected(course):

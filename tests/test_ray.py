@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from grader.assignments import load_assignment
 from grader.data.prepare import prepare
-from grader.gradebook import Gradebook
-from grader.score import FAULT_REASON
+from grader.model.assignments import load_assignment
+from grader.model.result import FAULT_REASON
+from grader.store.gradebook import Gradebook
 from tests.conftest import TINY_SOLUTION
 from tests.examples import assert_check_points, assert_scores, grade_examples
 from tests.test_assignment01 import CELL_SECONDS, CHECKS, EXPECTED
@@ -197,7 +197,7 @@ def test_a_submission_whose_worker_dies_twice_is_a_grader_fault_that_the_next_ru
 @pytest.mark.slow  # grades real notebooks in kernels on a Ray cluster
 def test_ray_sends_no_task_for_what_another_grader_run_holds(cluster, course, data_home, tmp_path,
                                                             write_notebook):
-    from grader.pipeline import _digest
+    from grader.grading.batch import _digest
 
     subs = tmp_path / "subs"
     paths = {name: write_notebook(subs, name, *TINY_SOLUTION) for name in ("a", "b", "c")}
@@ -217,7 +217,7 @@ def test_ray_sends_no_task_for_what_another_grader_run_holds(cluster, course, da
 
 def test_without_ray_the_ray_executor_is_one_line_saying_what_to_install(course, tmp_path):
     code = ("import sys; sys.modules['ray'] = None  # as if Ray were not installed\n"
-            "from grader.cli import main; sys.exit(main(sys.argv[1:]))")
+            "from grader.cli.main import main; sys.exit(main(sys.argv[1:]))")
     run = subprocess.run([sys.executable, "-c", code, "run", "tiny", "--course", str(course),
                           "--submissions", str(tmp_path), "--executor", "ray"],
                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
@@ -238,7 +238,7 @@ def test_ray_options_that_cannot_work_are_one_line(course, tmp_path, args, messa
 
 def test_what_travels_to_a_worker_is_the_config_the_checks_and_the_data_never_a_notebook(
         course, data_home, tmp_path):
-    from grader.distributed import pack, unpack
+    from grader.grading.ray_executor import pack, unpack
 
     assignment = load_assignment(course, "tiny")
     prepared = prepare("tiny", course=course, data_home=data_home)
@@ -261,8 +261,8 @@ def test_what_travels_to_a_worker_is_the_config_the_checks_and_the_data_never_a_
 def test_a_result_crosses_as_json_and_comes_back_equal():
     import json
 
-    from grader.outcomes import Attachment, CheckOutcome
-    from grader.score import Result, result_from_dict, result_to_dict
+    from grader.model.outcomes import Attachment, CheckOutcome
+    from grader.model.result import Result, result_from_dict, result_to_dict
 
     result = Result("ann", "tiny", "/subs/ann.ipynb", "ab", "cd", "graded", "", 4.5, 6,
                     checks=[CheckOutcome("t", "d", True, 6, 4.5, "partial", "m",

@@ -1,7 +1,7 @@
 import nbformat
 
-from grader.assignments import load_assignment
-from grader.release import CODE_STUB, MARKDOWN_STUB, find_leaks, make_starter
+from grader.course.release import CODE_STUB, MARKDOWN_STUB, find_leaks, make_starter
+from grader.model.assignments import load_assignment
 from tests.conftest import REPO, notebook
 
 

@@ -8,9 +8,10 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from grader import report
-from grader.outcomes import Attachment, CheckOutcome
-from grader.report import (
+from grader.model.outcomes import Attachment, CheckOutcome
+from grader.model.result import Result
+from grader.reports import pages as report
+from grader.reports.pages import (
     Renderer,
     RenderLimits,
     ReportError,
@@ -22,7 +23,6 @@ from grader.report import (
     write_feedback_pages,
     write_summary,
 )
-from grader.score import Result
 
 PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==")
 

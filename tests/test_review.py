@@ -24,17 +24,18 @@ import nbformat
 import pytest
 from nbformat.v4 import new_markdown_cell
 
-from grader import export, late
-from grader.assignments import load_assignment
-from grader.cli import validation_problems
-from grader.config import load_config
-from grader.errors import AssignmentError, GraderError
-from grader.gradebook import Gradebook
-from grader.outcomes import CheckOutcome
-from grader.preflight import CollectedCheck, check_points
-from grader.report import write_feedback, write_summary
-from grader.review import HOST, Review, bind, make_override, written_answer
-from grader.score import Override, Result, attach_overrides, override_points
+from grader.cli.main import validation_problems
+from grader.course import export
+from grader.course.review import HOST, Review, bind, make_override, written_answer
+from grader.grading.preflight import CollectedCheck, check_points
+from grader.model import late
+from grader.model.assignments import load_assignment
+from grader.model.config import load_config
+from grader.model.errors import AssignmentError, GraderError
+from grader.model.outcomes import CheckOutcome
+from grader.model.result import Override, Result, attach_overrides, override_points
+from grader.reports.pages import write_feedback, write_summary
+from grader.store.gradebook import Gradebook
 from tests.conftest import TINY_SOLUTION, before_migrations, notebook
 from tests.test_report import chromium
 

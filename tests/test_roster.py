@@ -1,7 +1,7 @@
 import pytest
 
-from grader.errors import GraderError
-from grader.roster import RosterEntry, read_roster
+from grader.course.roster import RosterEntry, read_roster
+from grader.model.errors import GraderError
 
 
 def test_a_roster_maps_ids_to_lms_names_in_file_order(tmp_path):

@@ -10,14 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from grader import runs, sandbox
-from grader.config import Limits
+from grader.isolation import sandbox
+from grader.isolation import workdirs as runs
+from grader.model.config import Limits
 from tests.conftest import REPO
 
 HOLDER = """
 import sys, time
 from pathlib import Path
-from grader import runs
+from grader.isolation import workdirs as runs
 folder = runs.make(Path(sys.argv[1]))
 folder.share(disk_mb=8)
 print(folder.path, flush=True)

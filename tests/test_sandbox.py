@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from grader import runs, sandbox
-from grader.config import Limits
+from grader.isolation import sandbox
+from grader.isolation import workdirs as runs
+from grader.model.config import Limits
 from tests.conftest import REPO, TINY_SOLUTION
 
 
@@ -335,8 +336,8 @@ def test_without_a_sandbox_the_grader_refuses_unless_told(course, write_notebook
 
 def test_each_claim_gets_a_user_no_other_grader_holds():
     first, second = sandbox.claim_user(), sandbox.claim_user()
-    other = subprocess.run([sys.executable, "-c", "from grader import sandbox; print(sandbox.claim_user())"],
-                           capture_output=True, text=True, check=True, cwd=REPO)
+    code = "from grader.isolation import sandbox; print(sandbox.claim_user())"
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert len({first, second, int(other.stdout)}) == 3
 
 

@@ -5,14 +5,14 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from grader import similarity
-from grader.check import _read_results
 from grader.checks import SubmissionView, weights_digest
-from grader.cli import main
-from grader.gradebook import Gradebook
-from grader.report import feedback_name, write_feedback, write_summary
-from grader.score import Result
-from grader.similarity import normalise, similar_pairs
+from grader.cli.main import main
+from grader.grading.check import _read_results
+from grader.model.result import Result
+from grader.reports import similarity
+from grader.reports.pages import feedback_name, write_feedback, write_summary
+from grader.reports.similarity import normalise, similar_pairs
+from grader.store.gradebook import Gradebook
 from tests.conftest import REPO, before_migrations
 
 A01 = REPO / "assignments" / "assignment01"

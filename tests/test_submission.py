@@ -5,8 +5,8 @@ import unicodedata
 import nbformat
 import pytest
 
-from grader.errors import SubmissionError
-from grader.submission import InvalidNotebook, discover, read_notebook, slug, student_id
+from grader.model.errors import SubmissionError
+from grader.model.submission import InvalidNotebook, discover, read_notebook, slug, student_id
 from tests.conftest import notebook
 
 

@@ -1,4 +1,4 @@
-"""Kernels forked from the slot's zygote (grader.zygote): the same sandbox, user, limits and
+"""Kernels forked from the slot's zygote (grader.isolation.zygote): the same sandbox, user, limits and
 world as a kernel started cold, nothing of one student in the next, and a cold start, never a
 student's loss, wherever the zygote cannot help."""
 
@@ -14,9 +14,11 @@ import nbformat
 import pytest
 from jupyter_client.manager import start_new_kernel
 
-from grader import check, pipeline, zygote
-from grader.pipeline import grade_submission
-from grader.submission import Submission
+from grader.grading import batch as pipeline
+from grader.grading import check
+from grader.grading.batch import grade_submission
+from grader.isolation import zygote
+from grader.model.submission import Submission
 from tests.conftest import TINY_SOLUTION, notebook, running
 from tests.test_pipeline import graded_in_turn, printed, tiny
 
@@ -132,8 +134,9 @@ def test_a_forked_kernels_sandbox_ends_when_the_grader_lets_go_without_bubblewra
     before bubblewrap's init has set its own --die-with-parent), the sandbox ends by itself."""
     import asyncio
 
-    from grader import execute, sandbox
-    from grader.config import Limits
+    from grader.grading import execute
+    from grader.isolation import sandbox
+    from grader.model.config import Limits
 
     class Zygote:  # forks nothing: the sandbox keeps its placeholder
         async def fork(self, **request):
@@ -220,7 +223,7 @@ def test_the_zygote_is_used_only_for_a_root_grader_sandboxed_on_the_cpu():
 def test_a_zygote_whose_home_would_hide_the_python_environment_refuses_to_start():
     import sys
 
-    from grader.kernelenv import kernel_env
+    from grader.grading.kernelenv import kernel_env
 
     env = kernel_env(__import__("pathlib").Path("/unused"), threads=1, gpus="")
     env["HOME"] = os.path.dirname(sys.prefix) + "/student"  # its tmpfs would cover the venv

@@ -11,11 +11,11 @@ from fnmatch import fnmatchcase
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING
 
-from .cache import SUMS, Mismatch, check_content
-from .digest import CHUNK, sums_text
+from grader.data.cache import SUMS, Mismatch, check_content
+from grader.data.digest import CHUNK, sums_text
 
 if TYPE_CHECKING:
-    from .registry import Entry
+    from grader.data.registry import Entry
 
 # What a damaged archive raises while it is read.
 BROKEN = (zipfile.BadZipFile, tarfile.TarError, zlib.error, EOFError)

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .. import paths
-from ..errors import DataError
-from .digest import file_hashes, hash_tree, parse_sums, tree_digest
+from grader.data.digest import file_hashes, hash_tree, parse_sums, tree_digest
+from grader.model import paths
+from grader.model.errors import DataError
 
 if TYPE_CHECKING:
-    from .registry import Entry
+    from grader.data.registry import Entry
 
 SUMS = "SHA256SUMS"
 

@@ -8,12 +8,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .. import paths
-from ..errors import DataError, GraderError
-from . import cache
-from .download import Progress, fetch
-from .importing import import_dir
-from .registry import Registry, load_registry, mirror_url
+from grader.data import cache
+from grader.data.download import Progress, fetch
+from grader.data.importing import import_dir
+from grader.data.registry import Registry, load_registry, mirror_url
+from grader.model import paths
+from grader.model.errors import DataError, GraderError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -13,12 +13,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import DataError
-from . import archive, cache
-from .digest import CHUNK
+from grader.data import archive, cache
+from grader.data.digest import CHUNK
+from grader.model.errors import DataError
 
 if TYPE_CHECKING:
-    from .registry import Entry
+    from grader.data.registry import Entry
 
 Progress = Callable[[int, int], None]  # (bytes so far, total bytes or 0 when unknown)
 

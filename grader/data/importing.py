@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import DataError
-from . import cache
-from .download import install
+from grader.data import cache
+from grader.data.download import install
+from grader.model.errors import DataError
 
 if TYPE_CHECKING:
-    from .registry import Entry
+    from grader.data.registry import Entry
 
 
 @dataclass(frozen=True)

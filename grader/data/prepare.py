@@ -23,10 +23,10 @@ from types import ModuleType
 
 import numpy as np
 
-from ..errors import DataError
-from .cache import SUMS
-from .digest import hash_tree, parse_sums, sums_text
-from .registry import Entry, Registry, load_registry, raw_inputs
+from grader.data.cache import SUMS
+from grader.data.digest import hash_tree, parse_sums, sums_text
+from grader.data.registry import Entry, Registry, load_registry, raw_inputs
+from grader.model.errors import DataError
 
 # Bump when the way prepared folders are built or checked changes, so old ones are rebuilt.
 FORMAT = "2"

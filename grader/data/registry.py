@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
-from ..errors import DataError
-from ..paths import package_file
-from ..settings import (
+from grader.data import cache
+from grader.model.errors import DataError
+from grader.model.paths import package_file
+from grader.model.schema import (
     NOT_EMPTY,
     NOT_NEGATIVE,
     PLAIN_NAME,
@@ -23,7 +24,6 @@ from ..settings import (
     plain_name,
     setting,
 )
-from . import cache
 
 KINDS = ("file", "archive", "generated")
 KIND = Rule(lambda v: v in KINDS, f"one of {', '.join(KINDS)}")

@@ -1,0 +1,233 @@
+"""The warm checker: one trusted process per worker slot that imports the check libraries once,
+then forks a fresh child to run each submission's checks (grader.grading.check.CheckerSlot drives it).
+
+Nothing of one student reaches the next: each child starts from the state the server had right
+after its imports (it never imports a check file, creates a Keras object or runs a TensorFlow op
+itself), and is gone when its checks end, with its modules, globals, monkeypatches and temporary
+files. It imports only what checks use, never the gradebook, nbclient or Jinja2. A server
+forked from the batch's zygote (grader.isolation.zygote, for a root grader) starts with what the zygote
+imported for the kernels (NumPy, Keras, matplotlib, ipykernel), none of those either.
+
+The protocol, one JSON object a line. The grader writes on stdin:
+  {"begin": {"args": [...pytest's...], "cwd": ..., "log": ...}}  fork the child; it waits for
+  {"go": {"connection": ..., "why_no_kernel": ...}}              what the plugin reads (--grader-wait)
+  {"kill": true}                                                 kill the child
+and closing stdin stops the server. The server writes on stdout {"ready": [modules imported]}
+once, {"begun": pid} after each fork, {"exit": code} when the child ends (-N: killed by signal N).
+Everything else anything prints goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import importlib
+import json
+import os
+import select
+import shutil
+import signal
+import sys
+import tempfile
+from typing import IO, Any
+
+ALWAYS = ("numpy", "pytest", "zmq", "jupyter_client", "grader.checker.plugin", "grader.checker.checks",
+          "grader.checks")
+# What a check may import on top, warmed where the assignment's checks use it (see
+# grader.grading.check.warm_imports); a child imports anything else it needs by itself.
+OPTIONAL = ("matplotlib.pyplot", "keras", "tensorflow")
+# What each child would import again on its way, modules only: pytest's own plugins (a Config
+# made once imports them), and those that a saved figure and a Keras predict import on first use.
+_ON_THE_WAY = {
+    "matplotlib.pyplot": ("matplotlib.backends.backend_agg", "PIL.PngImagePlugin"),
+    "keras": tuple(f"tensorflow.python.data.ops.{op}" for op in (
+        "concatenate_op", "flat_map_op", "from_tensors_op", "range_op", "zip_op")),
+}
+
+
+def as_if_cold() -> None:
+    """Set what a server forked from the kernels' zygote (grader.isolation.zygote) imported under the
+    kernels' environment to what this environment says, as a server that imports them itself
+    gets: matplotlib's backend, and the threads of NumPy's OpenBLAS. Nothing where they are not
+    imported yet."""
+    backend = os.environ.get("MPLBACKEND")
+    if backend and "matplotlib" in sys.modules:
+        sys.modules["matplotlib"].use(backend)
+    threads = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
+    if not threads or "numpy" not in sys.modules:
+        return
+    import ctypes
+
+    with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+        libraries = {line.split()[-1] for line in maps if "openblas" in line.lower()}
+    for library in sorted(libraries):
+        with contextlib.suppress(OSError):
+            handle = ctypes.CDLL(library)
+            for setter in ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+                           "openblas_set_num_threads64_", "openblas_set_num_threads"):
+                if hasattr(handle, setter):
+                    getattr(handle, setter)(int(threads))
+                    break
+
+
+def warm_up(names: list[str]) -> list[str]:
+    """Import ALWAYS and NAMES (those installed), and what a child would import on its way with
+    them; return what was imported. Only modules: no Keras object, no TensorFlow op."""
+    done = []
+    for name in (*ALWAYS, *names):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            continue
+        done.append(name)
+        for module in _ON_THE_WAY.get(name, ()):
+            with contextlib.suppress(ImportError):
+                importlib.import_module(module)
+    with contextlib.suppress(Exception):  # a Config imports pytest's plugins and entry points
+        from _pytest.config import get_config
+
+        get_config()
+    return done
+
+
+class _Server:
+    """The server's state: its protocol channel and the child now running, if any."""
+
+    def __init__(self, reply: IO[str]):
+        self.reply = reply
+        self.child = 0
+        self.pidfd = -1
+        self.go = -1  # the write end of the child's stdin
+        self.tmp = ""  # the child's temporary folder, removed after it
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.reply.write(json.dumps(message) + "\n")
+        self.reply.flush()
+
+    def handle(self, message: dict[str, Any]) -> None:
+        if "begin" in message:
+            self.begin(message["begin"])
+        elif "go" in message and self.go >= 0:
+            with contextlib.suppress(OSError):
+                os.write(self.go, json.dumps(message["go"]).encode() + b"\n")
+            os.close(self.go)
+            self.go = -1
+        elif "kill" in message:
+            self.kill()
+
+    def begin(self, job: dict[str, Any]) -> None:
+        """Fork the child that runs pytest with JOB's arguments once it is told to go."""
+        if self.child:
+            self.kill()
+            self.reap()
+        self.tmp = tempfile.mkdtemp(prefix="checks-")
+        read, write = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            os.close(write)
+            _child(read, job, self.tmp)
+        os.close(read)
+        self.child, self.go = pid, write
+        self.pidfd = os.pidfd_open(pid)
+        self.send({"begun": pid})
+
+    def kill(self) -> None:
+        """Kill the child and whatever it started (its own process group)."""
+        if self.child:
+            with contextlib.suppress(OSError):
+                os.killpg(self.child, signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                os.kill(self.child, signal.SIGKILL)
+
+    def reap(self) -> None:
+        """Wait for the child, report how it ended, remove what it left."""
+        _, status = os.waitpid(self.child, 0)
+        with contextlib.suppress(OSError):
+            os.killpg(self.child, signal.SIGKILL)  # anything it started and left running
+        os.close(self.pidfd)
+        if self.go >= 0:
+            os.close(self.go)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.child, self.pidfd, self.go = 0, -1, -1
+        self.send({"exit": os.waitstatus_to_exitcode(status)})
+
+    def serve(self) -> None:
+        """Answer the grader's lines until it closes stdin."""
+        pending = b""
+        while True:
+            watched = [0] + ([self.pidfd] if self.child else [])
+            ready, _, _ = select.select(watched, [], [])
+            if self.child and self.pidfd in ready:
+                self.reap()
+                continue
+            chunk = os.read(0, 1 << 16)
+            if not chunk:
+                self.kill()
+                if self.child:
+                    self.reap()
+                return
+            pending += chunk
+            while b"\n" in pending:
+                line, pending = pending.split(b"\n", 1)
+                self.handle(json.loads(line))
+
+
+def _child(go: int, job: dict[str, Any], tmp: str) -> None:
+    """Run pytest as `python -m pytest` would, in this fresh fork; never return."""
+    code = 3
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # die with the server
+        gc.enable()  # what the checks make is collected; the server's imports stay frozen
+        os.setpgid(0, 0)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        os.dup2(go, 0)
+        os.close(go)
+        log = os.open(job["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(log)
+        sys.stdin = open(0, encoding="utf-8", closefd=False)  # the go line
+        os.environ["TMPDIR"] = tempfile.tempdir = tmp  # removed with the child
+        os.chdir(job["cwd"])
+        import pytest
+
+        sys.argv = ["pytest", *job["args"]]
+        code = int(pytest.main(job["args"]))
+    except BaseException:  # noqa: BLE001 - reported through the exit code and the log
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(BaseException):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="grader.checker.server", description=__doc__)
+    parser.add_argument("--import", dest="imports", action="append", default=[],
+                        help="a library to import once, on top of those every check needs")
+    options = parser.parse_args(argv)
+    reply = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)  # what libraries print never lands in the protocol
+    server = _Server(reply)
+    # The imports are made with the collector off, then frozen, as the gc docs advise for a
+    # process that forks: no child scans (and so copies) the pages of millions of objects that
+    # TensorFlow's import makes, nor spends a fraction of a second of its checks doing so.
+    gc.disable()
+    as_if_cold()
+    imported = warm_up(options.imports)
+    gc.freeze()
+    server.send({"ready": imported})
+    server.serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

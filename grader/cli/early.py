@@ -1,0 +1,100 @@
+"""`grader run` starts the batch's zygote first thing, before it imports the rest of itself.
+
+The grader's own imports (SQLAlchemy, nbclient, Jinja2, ...) take most of a second, on one core;
+the zygote's (NumPy, Keras, TensorFlow: seconds) are what every first kernel of the batch waits
+for. Started here, from the few light modules that say which zygote the batch will ask for
+(grader.grading.kernelenv: its interpreter, environment and libraries), the zygote imports on the other
+core meanwhile, and the batch takes it over (grader.isolation.zygote.Zygotes.get): about 0.6 s less before
+the first notebook runs, on a 2-core machine.
+
+It is only a head start: the batch asks for its zygote as before, and takes this one only where
+it is the very one asked for (same interpreter, environment and libraries). Where it is not
+(fewer submissions to grade than workers, so more threads each; a first notebook already
+graded that imported other libraries), or where the batch asks for none (everything graded
+before), it is stopped, and it dies with the grader whatever happens. Nothing here raises or
+prints: whatever it cannot work out, the command itself reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from grader.cli import options
+from grader.grading.devices import CPU, cpu_workers, threads_per_kernel
+from grader.grading.kernelenv import kernel_python, warm_modules, zygote_env
+from grader.isolation import zygote
+from grader.model.assignments import load_assignment
+from grader.model.errors import GraderError
+from grader.model.paths import course_root
+from grader.model.submission import discover
+
+# The options of `grader run` (grader.cli.main.build_parser), by whether they take a value; a test
+# checks that these are that command's own.
+VALUED = ("--course", "--submissions", "--gradebook", "--reports", "--executor", "--address",
+          "--similar", "--workers", "--gpus", "--per-gpu", "--data-home")
+FLAGS = ("--force", "--no-notebook-html", "--no-sandbox")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # never print: the command says what is wrong
+        raise ValueError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(add_help=False, allow_abbrev=False)
+    parser.add_argument("assignment")
+    for option in VALUED:
+        parser.add_argument(option)
+    for option in FLAGS:
+        parser.add_argument(option, action="store_true")
+    return parser
+
+
+def spec(argv: list[str]) -> tuple[str, dict[str, str], list[str]] | None:
+    """The zygote (interpreter, environment, libraries) that `grader ARGV` will ask for first,
+    where it is `run` on this machine's CPU by a root grader in the sandbox; else None. Raises
+    on arguments the command itself will refuse."""
+    if argv[:1] != ["run"]:
+        return None
+    args = _parser().parse_args(argv[1:])
+    if (args.executor or "local") != "local" or args.no_sandbox or args.submissions is None:
+        return None
+    if not zygote.usable(sandboxed=True, gpu=False):
+        return None
+    if (args.gpus or "auto") != "none" and shutil.which("nvidia-smi"):
+        return None  # GPU kernels start cold (and nvidia-smi is slow to ask twice)
+    assignment = load_assignment(course_root(args.course), args.assignment)
+    submissions = discover(Path(args.submissions), notebook_name=assignment.config.notebook)
+    try:
+        workers = options.workers(args.workers)
+    except GraderError:
+        return None  # the command says what is wrong with it
+    # as grader.grading.batch._run_slots: Settings.slots on the CPU, one slot per submission at most
+    wanted = cpu_workers(workers, assignment.config.limits.memory_mb)
+    slots = min(wanted, max(1, len(submissions)))
+    # as grader.grading.batch._Slot._ask_zygote: the first notebook's libraries and the course's
+    notebooks = []
+    for path in (submissions[0].path if submissions else None, assignment.source_notebook):
+        if path is not None:
+            with contextlib.suppress(OSError, ValueError):
+                notebooks.append(json.loads(path.read_bytes()))
+    return kernel_python(), zygote_env(CPU, threads_per_kernel(slots)), warm_modules(*notebooks)
+
+
+def start(argv: list[str]) -> None:
+    """Start the zygote `grader ARGV` will ask for (see `spec`), where there is one; never
+    raises."""
+    if os.geteuid() != 0:
+        return
+    try:
+        found = spec(argv)
+    except Exception:  # noqa: BLE001 - the command reports its own arguments' faults
+        return
+    if found is not None:
+        zygote.prestart(*found)

@@ -1,0 +1,655 @@
+"""The command line: `grader list | release | bundle | check | validate | collect | run | report |
+review | export | feedback | doctor | data`."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import getpass
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from grader.cli import doctor, options
+from grader.course import bundle, collect, export, handback, release, review
+from grader.course.roster import read_roster
+from grader.data import cli as data_cli
+from grader.data.prepare import Prepared, prepare
+from grader.grading import devices
+from grader.grading.batch import Batch, Settings, grade_batch
+from grader.grading.preflight import preflight_checks
+from grader.isolation import sandbox
+from grader.model import late
+from grader.model.assignments import Assignment, list_assignments, load_assignment
+from grader.model.errors import GraderError, PreflightFailed, ValidationFailed
+from grader.model.late import LatePolicy
+from grader.model.paths import course_root, data_home
+from grader.model.result import GRADER_FAULT, Result
+from grader.model.submission import Submission, discover
+from grader.reports import similarity
+from grader.reports.pages import feedback_name, phases_line, write_feedback_pages, write_summary
+from grader.store.gradebook import Gradebook
+
+DEFAULTS = Settings()
+console = Console(stderr=False, highlight=False)
+
+
+def _assignment(args: argparse.Namespace) -> Assignment:
+    return load_assignment(course_root(args.course), args.assignment)
+
+
+def _prepared(assignment: Assignment, args: argparse.Namespace) -> Prepared | None:
+    recipe = assignment.config.data.recipe
+    if recipe is None:
+        return None
+    return prepare(recipe, course=course_root(args.course), data_home=data_home(args.data_home))
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """List the course's assignments."""
+    table = Table("assignment", "title", "points", "check files")
+    for a in list_assignments(course_root(args.course)):
+        table.add_row(a.name, a.config.title, f"{a.config.points:g}", str(len(a.check_files())))
+    console.print(table)
+    return 0
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    """Write the starter notebook from the instructor notebook; refuse if anything leaks."""
+    assignment = _assignment(args)
+    source = release.read_source(assignment)
+    starter = release.make_starter(source)
+    hidden = [p.read_text(encoding="utf-8") for p in sorted(assignment.hidden_checks.rglob("*.py"))]
+    leaks = release.find_leaks(starter, source, hidden)
+    if leaks:
+        raise GraderError(f"the starter would leak {len(leaks)} thing(s), first {leaks[0]}: "
+                          "mark it as a solution or move it out of the notebook")
+    release.write_notebook(starter, assignment.release_notebook)
+    console.print(f"wrote {assignment.release_notebook}")
+    return 0
+
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    """Write the student bundle: starter, student data, public checks, bundle.toml, README."""
+    assignment = _assignment(args)
+    members = bundle.write_bundle(assignment, _prepared(assignment, args), Path(args.output))
+    console.print(f"wrote {args.output}: {len(members)} files in {assignment.name}/ (the "
+                  "starter, the student data, the public checks, bundle.toml and README.md)",
+                  highlight=False, markup=False, soft_wrap=True)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Run a notebook with the public checks only, as a student checks it before handing in."""
+    notebook = Path(args.notebook)
+    if not notebook.is_file():
+        raise GraderError(f"no notebook at {notebook}: name the .ipynb file you want checked")
+    sandboxed = sandbox.bwrap() is not None
+    if not sandboxed:
+        console.print("bubblewrap is missing or cannot make a sandbox here: the notebook runs "
+                      "without the sandbox (grading will run it in one)", highlight=False)
+    device = devices.slots(devices.choose(args.gpus), 1)[0]
+    with tempfile.TemporaryDirectory(prefix="grader-check-") as tmp:
+        folder = _bundle_folder(args, notebook, Path(tmp))
+        (Path(tmp) / "no-hidden").mkdir()
+        bundled = bundle.open_bundle(folder, Path(tmp) / "no-hidden")
+        info = bundled.info
+        console.print(f"checking {notebook} with the public checks of {info.assignment}"
+                      f"{'' if sandboxed else ' (no sandbox)'}", highlight=False, markup=False)
+        result, _ = bundle.check_notebook(bundled, notebook.resolve(), sandboxed=sandboxed,
+                                          device=device)
+    return _print_check(result, info)
+
+
+def _bundle_folder(args: argparse.Namespace, notebook: Path, tmp: Path) -> Path:
+    """The unzipped bundle to check against: --assignment (a bundle folder, or an assignment of
+    the course, bundled into TMP), else the notebook's folder or the working directory."""
+    chosen = args.assignment
+    if chosen and Path(chosen).is_dir():
+        return Path(chosen)
+    if chosen:
+        assignment = load_assignment(course_root(args.course), chosen)
+        bundle.lay_out(bundle.bundle_files(assignment, _prepared(assignment, args)), tmp / "bundle")
+        return tmp / "bundle"
+    for folder in (notebook.resolve().parent, Path.cwd()):
+        if (folder / bundle.INFO).is_file():
+            return folder
+    raise GraderError(f"no {bundle.INFO} beside {notebook} or here: run `grader check` inside the "
+                      "unzipped bundle folder, or pass --assignment BUNDLE_FOLDER")
+
+
+def _print_check(result: Result, info: bundle.BundleInfo) -> int:
+    """Each public check with its points and message, the public total and the hidden points."""
+    if result.status == GRADER_FAULT:
+        print(f"error: the notebook could not be checked here (not your fault): "
+              f"{result.staff_detail.strip()[-1500:]}", file=sys.stderr)
+        return 1
+    table = Table("check", "points", "result", "message", title="public checks")
+    for c in result.checks:
+        table.add_row(escape(c.name), f"{c.points:g}/{c.max_points:g}", c.outcome,
+                      escape(c.message or c.description))
+    console.print(table)
+    if result.reason:
+        evalue = (result.failed_cell or {}).get("evalue", "")
+        console.print(f"the notebook: {result.reason}{f': {evalue[:300]}' if evalue else ''}",
+                      highlight=False, markup=False)
+    console.print(f"public checks: {result.score:g}/{info.public_points:g} points", highlight=False)
+    console.print(f"hidden checks: {info.hidden_points:g} more points, graded only after you hand "
+                  "in (not checked here)", highlight=False)
+    return 0
+
+
+def cmd_feedback(args: argparse.Namespace) -> int:
+    """Zip each student's feedback page and executed notebook, one folder each, for the LMS."""
+    assignment = _assignment(args)
+    roster = read_roster(Path(args.roster)) if args.roster else None
+    results = _stored(args, assignment)
+    reports = _reports_dir(args, assignment)
+    missing = [r for r in results if not (reports / feedback_name(r.student)).is_file()]
+    if missing:
+        for problem in write_feedback_pages(missing, title=assignment.config.title,
+                                            folder=reports, notebook_html=True):
+            print(f"warning: {problem}", file=sys.stderr)
+    pages = handback.pages_of(results, reports, roster)
+    for student, why in pages.left_out:
+        print(f"warning: {student} left out: {why}", file=sys.stderr)
+    if not pages.members:
+        raise GraderError(f"no feedback page to release for {assignment.name} (see the warnings)")
+    handback.write_zip(pages, Path(args.zip))
+    students = len({m.split("/", 1)[0] for m in pages.members})
+    console.print(f"wrote {args.zip}: the pages of {students} student(s), one folder each",
+                  highlight=False, markup=False, soft_wrap=True)
+    return 0
+
+
+def _grade(assignment: Assignment, submissions: list[Submission], gradebook: Gradebook,
+           args: argparse.Namespace, settings: Settings) -> Batch:
+    """Grade with a progress bar that advances as each submission is graded or skipped, once a
+    kernel and the checker are seen to work here (the preflight)."""
+    prepared = _prepared(assignment, args)
+    line = devices.describe(list(settings.devices), settings.per_gpu, asked=args.gpus)
+    if settings.executor == "ray":
+        line = (f"grading on the Ray cluster at {settings.address}" if settings.address else
+                "grading on a local Ray instance started for this run")
+        share = f"1/{settings.per_gpu} of a GPU per task where it has GPUs" if settings.cluster_gpus else "no GPU"
+        line += f" ({share})"
+    elif not settings.devices[0].gpu:
+        memory = assignment.config.limits.memory_mb
+        line += "; " + devices.describe_workers(len(settings.slots(memory)),
+                                                auto=settings.workers is None,
+                                                kernel_memory_mb=memory)
+    console.print(line, soft_wrap=True)  # one line, however narrow the terminal
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(f"grading {assignment.name}", total=len(submissions))
+
+        def advance(_: object) -> None:
+            progress.advance(task)
+
+        # the checks are collected while the slots start their first kernels, the first of
+        # which is the kernel probe: nothing is graded before both passed
+        return grade_batch(assignment, submissions, gradebook=gradebook, prepared=prepared,
+                           settings=settings, on_result=advance, on_skip=advance,
+                           preflight=functools.partial(preflight_checks, assignment,
+                                                       sandboxed=settings.sandboxed))
+
+
+def _summary_table(results: list[Result]) -> Table:
+    table = Table("student", "score", "status", "time", "reason", title="results")
+    for r in sorted(results, key=lambda r: r.student):
+        table.add_row(r.student, f"{r.score:g}/{r.max_score:g}", r.status, f"{r.total_s:.1f} s",
+                      (r.reason[:80] + "…") if len(r.reason) > 80 else r.reason)
+    return table
+
+
+def _settings(args: argparse.Namespace, reports: Path | None,
+              late: LatePolicy | None = None) -> Settings:
+    workers = options.workers(args.workers)
+    if not args.no_sandbox and sandbox.bwrap() is None:
+        raise GraderError("cannot isolate the notebooks: bubblewrap is missing or cannot make a "
+                          "sandbox here (apt-get install bubblewrap); or pass --no-sandbox to "
+                          "grade without isolation")
+    ray = getattr(args, "executor", "local") == "ray"
+    if ray:
+        _ray_options(args)
+    elif getattr(args, "address", None):
+        raise GraderError("--address names a Ray cluster: pass it with --executor ray")
+    settings = Settings(workers=workers, force=getattr(args, "force", False),
+                        reports=reports, notebook_html=not args.no_notebook_html,
+                        devices=(devices.CPU,) if ray else tuple(devices.choose(args.gpus)),
+                        per_gpu=devices.per_gpu(args.per_gpu), sandboxed=not args.no_sandbox,
+                        late=late, executor="ray" if ray else "local",
+                        address=getattr(args, "address", None), cluster_gpus=args.gpus != "none")
+    settings.slots()  # a GPU share too small for a kernel is a one-line error now, not later
+    return settings
+
+
+def _ray_options(args: argparse.Namespace) -> None:
+    """A one-line GraderError for what --executor ray cannot do: Ray missing, GPUs by index."""
+    from grader.grading.ray_executor import require_ray  # Ray is an optional extra
+
+    require_ray()
+    if args.gpus not in ("auto", "none"):
+        raise GraderError(f"--executor ray takes --gpus auto or none, not {args.gpus}: Ray places "
+                          "each task on a GPU of the cluster")
+
+
+def _reports_dir(args: argparse.Namespace, assignment: Assignment) -> Path:
+    return options.reports_folder(Path(args.reports) if args.reports else Path("reports") / assignment.name)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Grade every notebook in --submissions; store results; write feedback and a summary."""
+    assignment = _assignment(args)
+    submissions = discover(Path(args.submissions), notebook_name=assignment.config.notebook)
+    reports = _reports_dir(args, assignment)
+    settings = _settings(args, reports, late.load_policy(assignment))
+    gradebook = Gradebook(args.gradebook)
+    batch = _grade(assignment, submissions, gradebook, args, settings)
+    results = _restated(gradebook, assignment, args, reports, skip={r.student for r in batch.graded})
+    write_summary(results, assignment=assignment.name, title=assignment.config.title,
+                  folder=reports, pairs=_similar_pairs(assignment, results, args.similar))
+    if batch.graded:
+        console.print(_summary_table(batch.graded))
+    faults = sum(r.status == GRADER_FAULT for r in batch.graded)
+    elsewhere = f", {len(batch.elsewhere)} being graded by another grader run" if batch.elsewhere else ""
+    console.print(f"{len(batch.graded)} graded, {len(batch.skipped)} already graded (use --force"
+                  f" to regrade){elsewhere} in {batch.seconds:.1f} s; reports: {reports / 'index.html'}")
+    workers = batch.workers or len(settings.slots())
+    if line := phases_line(batch.graded, seconds=batch.seconds, workers=workers,
+                           start_s=batch.start_s, slot_ends=batch.slot_ends):
+        console.print(line, highlight=False)
+    return _batch_exit(batch, faults)
+
+
+def _restated(gradebook: Gradebook, assignment: Assignment, args: argparse.Namespace,
+              reports: Path, *, skip: set[str]) -> list[Result]:
+    """Every student's latest result, with the late penalty of the current assignment.toml
+    (stored where it changed); the feedback pages of those it changed, but SKIP, written again."""
+    changed = set(late.restate(gradebook, assignment)) - skip
+    results = gradebook.latest(assignment.name)
+    if changed:
+        problems = write_feedback_pages([r for r in results if r.student in changed],
+                                        title=assignment.config.title, folder=reports,
+                                        notebook_html=not args.no_notebook_html)
+        for problem in problems:
+            print(f"warning: {problem}", file=sys.stderr)
+    return results
+
+
+def _batch_exit(batch: Batch, faults: int) -> int:
+    """One line on stderr and exit 1 when the batch stopped, lost writes, or met grader faults."""
+    if batch.stopped:
+        print(f"error: {batch.stopped}", file=sys.stderr)
+        return 1
+    if batch.unstored:
+        student, why = batch.unstored[0]
+        print(f"error: {len(batch.unstored)} result(s) could not be stored in the gradebook "
+              f"(first: {student}: {why}); run again to grade them", file=sys.stderr)
+        return 1
+    if faults:
+        print(f"error: {faults} submission(s) were not graded because of a grader problem (see "
+              "the summary page); `grader run` grades them again", file=sys.stderr)
+        return 1
+    return 0
+
+
+def validation_problems(assignment: Assignment, reference: Result, starter: Result) -> list[str]:
+    """What keeps ASSIGNMENT from being valid, given the graded reference and starter notebooks."""
+    problems, full = [], assignment.config.check_points  # the rubric is graded by staff
+    if reference.score != full:
+        failed = [f"{c.name}: {c.message}" for c in reference.checks if c.outcome != "passed"]
+        problems.append(f"the reference got {reference.score:g}/{full:g} from the checks"
+                        f" ({reference.reason or '; '.join(failed)[:300]})")
+    if starter.score != 0:
+        problems.append(f"the starter got {starter.score:g} points instead of 0")
+    checks_total = sum(c.max_points for c in reference.checks)
+    if checks_total != full:
+        problems.append(f"the checks are worth {checks_total:g} points but assignment.toml says"
+                        f" {full:g}")
+    return problems
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Grade the reference and the starter; succeed only if they get full marks and zero."""
+    assignment = _assignment(args)
+    with tempfile.TemporaryDirectory(prefix="grader-validate-") as tmp:
+        folder = Path(tmp) / "submissions"
+        folder.mkdir()
+        (folder / "reference.ipynb").write_bytes(assignment.source_notebook.read_bytes())
+        (folder / "starter.ipynb").write_bytes(assignment.release_notebook.read_bytes())
+        gradebook = Gradebook(Path(tmp) / "validate.sqlite")
+        reports = options.reports_folder(Path(args.reports)) if args.reports else None
+        settings = _settings(args, reports)
+        batch = _grade(assignment, discover(folder, notebook_name=""), gradebook, args, settings)
+    console.print(_summary_table(batch.graded))
+    if batch.stopped or batch.unstored:
+        return _batch_exit(batch, 0)
+    by_student = {r.student: r for r in batch.graded}
+    reference = by_student["reference"]
+    problems = validation_problems(assignment, reference, by_student["starter"])
+    if problems:
+        raise ValidationFailed(f"{assignment.name} is not valid: " + "; ".join(problems))
+    console.print(f"{assignment.name} is valid: reference {reference.score:g}/"
+                  f"{reference.max_score:g}, starter 0")
+    return 0
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    """Collect the latest notebook of each student from an LMS download into DIR/STUDENT.ipynb."""
+    assignment = _assignment(args)
+    roster = read_roster(Path(args.roster)) if args.roster else None
+    done = collect.collect(Path(args.source), Path(args.output), roster=roster,
+                           notebook_name=assignment.config.notebook)
+    table = Table("student", "name", "lms id", "file", "submitted at", "late",
+                  title=escape(f"collected into {done.folder}"))
+    for c in done.collected:  # names come from the archive: never read as rich markup
+        table.add_row(*map(escape, (c.student, c.name, c.lms_id, c.source)),
+                      c.submitted_at.strftime("%Y-%m-%d %H:%M %z"), "LATE" if c.late else "")
+    console.print(table)
+    for s in done.skipped:
+        line = f"{s.kind}: {s.path}: {s.why}"
+        if s.kind in ("refused", "unmapped"):
+            print(f"warning: {line}", file=sys.stderr)
+        else:
+            console.print(line, highlight=False, markup=False, soft_wrap=True)
+    for entry in done.missing:
+        print(f"warning: no hand-in from {entry.student}"
+              f"{f' ({entry.name})' if entry.name else ''} of the roster", file=sys.stderr)
+    if not done.collected:
+        raise GraderError(f"no notebook could be collected from {args.source} (see the lines above)")
+    console.print(f"{len(done.collected)} collected; grade them with `grader run {assignment.name} "
+                  f"--submissions {done.folder}`", highlight=False, markup=False, soft_wrap=True)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write feedback pages and the summary again from the gradebook."""
+    assignment = _assignment(args)
+    results = _stored(args, assignment)
+    reports = _reports_dir(args, assignment)
+    problems = write_feedback_pages(results, title=assignment.config.title, folder=reports,
+                                    notebook_html=not args.no_notebook_html)
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    write_summary(results, assignment=assignment.name, title=assignment.config.title,
+                  folder=reports, pairs=_similar_pairs(assignment, results, args.similar))
+    console.print(f"wrote {len(results)} feedback pages and {reports / 'index.html'}")
+    return 0
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    """Serve the staff review page on 127.0.0.1 until Ctrl-C."""
+    assignment = _assignment(args)
+    _stored(args, assignment)  # a gradebook with results, its penalties and overrides restated
+    reports = _reports_dir(args, assignment)
+
+    def summary(results: list[Result]) -> None:
+        write_summary(results, assignment=assignment.name, title=assignment.config.title,
+                      folder=reports, pairs=_similar_pairs(assignment, results, similarity.CODE_THRESHOLD))
+
+    page = review.Review(assignment=assignment, gradebook=Gradebook(args.gradebook), reports=reports,
+                         reviewer=args.reviewer or _os_user(), on_change=summary)
+    server = review.bind(page, args.port)
+    print(f"reviewing {assignment.name} as {page.reviewer}: open {page.url} (Ctrl-C to stop)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("review stopped; every change is in the gradebook", flush=True)
+    finally:
+        server.server_close()
+    return 0
+
+
+def _os_user() -> str:
+    """The name of the user running the grader, the default reviewer."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return "staff"
+
+
+def _port(text: str) -> int:
+    """The value of --port: a whole number from 0 (any free port) to 65535."""
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 0 (any free port) to 65535; found {text!r}")
+    return int(text)
+
+
+def _similar_pairs(assignment: Assignment, results: list[Result], threshold: float) -> list[similarity.Pair]:
+    """The pairs of RESULTS whose written code is at least THRESHOLD alike (--similar)."""
+    starter = assignment.release_notebook
+    starter_json = starter.read_text(encoding="utf-8", errors="replace") if starter.is_file() else None
+    return similarity.similar_pairs(results, starter_json, threshold=threshold)
+
+
+def _percent(text: str) -> float:
+    """The value of --similar, a whole percentage, as a fraction."""
+    if not text.isdigit() or not 1 <= int(text) <= 100:
+        raise argparse.ArgumentTypeError(f"must be a whole percentage from 1 to 100; found {text!r}")
+    return int(text) / 100
+
+
+def _stored(args: argparse.Namespace, assignment: Assignment) -> list[Result]:
+    """Each student's latest result, its late penalty brought up to date with assignment.toml
+    (and stored), so that a changed deadline or extension shows without a `grader run`."""
+    path = args.gradebook
+    if "://" not in path and not Path(path).exists():
+        raise GraderError(f"no gradebook at {path}: run `grader run {assignment.name}` first "
+                          "or pass --gradebook")
+    gradebook = Gradebook(path)
+    late.restate(gradebook, assignment)
+    results = gradebook.latest(assignment.name)
+    if not results:
+        raise GraderError(f"the gradebook {path} holds no results for {assignment.name}: "
+                          f"run `grader run {assignment.name} --submissions DIR` first")
+    return results
+
+
+EXPORT_COLUMNS = export.COLUMNS
+GRADEBOOK_HELP = ("the gradebook: a SQLite file (default gradebook.sqlite) or a database URL such as "
+                  "postgresql://USER:PASSWORD@HOST/DATABASE (needs the postgres extra); its schema "
+                  "is migrated when it is opened")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Print each student's latest grade as CSV or JSON, or as Moodle's or Canvas' grade import."""
+    assignment = _assignment(args)
+    roster = read_roster(Path(args.roster)) if args.roster else None
+    results = _stored(args, assignment)
+    column = args.column or f"{assignment.config.title}"
+    text = export.render(results, args.format, roster=roster, column=column)
+    if roster is not None and args.format in export.LMS_FORMATS:
+        left_out = export.not_on_roster(results, roster)
+        if left_out:
+            print(f"warning: {len(left_out)} graded student(s) are not on the roster and are left"
+                  f" out of the {args.format} file: {', '.join(left_out[:10])}"
+                  f"{' …' if len(left_out) > 10 else ''}", file=sys.stderr)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Check what grading needs on this machine, as seen from inside the sandbox."""
+    rows = doctor.diagnose(course=args.course, data_home_dir=args.data_home, gradebook=args.gradebook,
+                           gpus=args.gpus, per_gpu=devices.per_gpu(args.per_gpu))
+    table = Table("check", "status", "detail", title="grader doctor")
+    for row in rows:
+        style = {"ok": "green", "warn": "yellow"}.get(row.status, "bold red")
+        table.add_row(row.name, f"[{style}]{row.status}[/{style}]", row.detail)
+    console.print(table)
+    failed = [r.name for r in rows if r.status == "FAIL"]
+    if failed:
+        print(f"error: grading cannot work here: {', '.join(failed)} failed (see the table)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--course", help="course folder holding assignments/ (default: found from here)")
+
+
+def _grading_options(p: argparse.ArgumentParser, *, workers: str = "auto") -> None:
+    p.add_argument("--workers", default=workers, metavar="N",
+                   help="submissions graded at once, each in its own kernel: a number, or auto "
+                        "(one per GPU slot, see --per-gpu; on the CPU, one per core as far as the "
+                        f"memory holds them); with GPUs, at most the slots (default: {workers})")
+    _gpu_options(p)
+    p.add_argument("--data-home", help="dataset cache (default $GRADER_DATA_HOME or ~/.cache/grader)")
+    p.add_argument("--no-notebook-html", action="store_true",
+                   help="do not write each executed notebook as HTML beside its feedback")
+    p.add_argument("--no-sandbox", action="store_true",
+                   help="run kernels without the bubblewrap sandbox (reports say so)")
+
+
+def _similar_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--similar", type=_percent, default=similarity.CODE_THRESHOLD, metavar="PERCENT",
+                   help="list on the summary page (staff only) the pairs of submissions whose "
+                        "written code is at least this alike, each with a side-by-side page "
+                        f"(default {similarity.CODE_THRESHOLD * 100:.0f})")
+
+
+def _gpu_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gpus", default="auto",
+                   help="GPUs for the kernels: auto (every GPU nvidia-smi lists, else the CPU), "
+                        "none, or indices like 0,1 (default auto)")
+    p.add_argument("--per-gpu", default=str(DEFAULTS.per_gpu), metavar="K",
+                   help="kernels each GPU runs at once; each kernel's TensorFlow may use 1/K of "
+                        f"the GPU's memory (default {DEFAULTS.per_gpu})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="grader", description=(
+        "Grade Jupyter notebooks of a deep-learning course: each submission runs in its own "
+        "kernel, hidden pytest checks score it, a gradebook keeps the results."))
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler: Callable[[argparse.Namespace], int], help_text: str,
+                assignment: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if assignment:
+            p.add_argument("assignment", help="assignment name, e.g. assignment01")
+        _common(p)
+        p.set_defaults(handler=handler)
+        return p
+
+    command("list", cmd_list, "list the course's assignments", assignment=False)
+    command("release", cmd_release, "write the starter notebook from the instructor notebook")
+    p = command("bundle", cmd_bundle, "write the student bundle: a zip of the starter notebook, "
+                "the student data, the public checks and a README (nothing hidden)")
+    p.add_argument("--output", "-o", required=True, metavar="FILE.zip", help="the zip to write")
+    p.add_argument("--data-home", help="dataset cache (default $GRADER_DATA_HOME or ~/.cache/grader)")
+    p = sub.add_parser("check", help="students: run a notebook with the public checks only, offline",
+                       description="Run NOTEBOOK in a fresh (sandboxed) kernel with the public "
+                       "checks of the unzipped bundle it sits in; print each check, the public "
+                       "total and the hidden points still to be earned. Writes no gradebook.")
+    p.add_argument("notebook", metavar="NOTEBOOK", help="the notebook to check, e.g. assignment01.ipynb")
+    p.add_argument("--assignment", metavar="DIR_OR_NAME",
+                   help="the unzipped bundle folder (default: the notebook's folder, else here), "
+                        "or an assignment of the course")
+    _common(p)
+    _gpu_options(p)
+    p.add_argument("--data-home", help="dataset cache, for an assignment of the course")
+    p.set_defaults(handler=cmd_check)
+    p = command("validate", cmd_validate,
+                "grade the reference and the starter: full marks and zero, or exit 1")
+    # one after the other: the reference, which may train for minutes, gets every core's threads
+    # instead of sharing them with a starter that is done in seconds
+    _grading_options(p, workers="1")
+    p.add_argument("--reports", help="also write their feedback pages here")
+    p = command("collect", cmd_collect, "collect each student's latest notebook from a Moodle or "
+                "Canvas 'download all submissions' zip (or a folder) into DIR/STUDENT.ipynb")
+    p.add_argument("source", metavar="ZIP_OR_DIR",
+                   help="the LMS's zip of all submissions, or a folder of STUDENT.ipynb")
+    p.add_argument("--output", "-o", required=True, metavar="DIR",
+                   help="new or empty folder for STUDENT.ipynb and .collected.json (the times)")
+    p.add_argument("--roster", help="roster CSV (student, name, lms_id, login, ...) that maps the "
+                   "LMS's names and ids to student ids")
+    p = command("run", cmd_run, "grade every notebook in a folder of submissions")
+    p.add_argument("--submissions", required=True,
+                   help="folder with DIR/STUDENT.ipynb or DIR/STUDENT/*.ipynb")
+    p.add_argument("--gradebook", default="gradebook.sqlite",
+                   help=GRADEBOOK_HELP)
+    p.add_argument("--reports", help="folder for feedback pages (default reports/ASSIGNMENT)")
+    p.add_argument("--force", action="store_true",
+                   help="regrade submissions already graded (one grader run at a time still grades each)")
+    p.add_argument("--executor", choices=("local", "ray"), default=DEFAULTS.executor,
+                   help="local: kernels on this machine (see --workers); ray: one Ray task per "
+                        "submission on a Ray cluster (pip install 'grader[ray]'), each asking for "
+                        "a CPU, limits.memory_mb plus 1 GB, and 1/K of a GPU where the cluster has "
+                        f"GPUs (--per-gpu K); --workers caps the tasks at once (default {DEFAULTS.executor})")
+    p.add_argument("--address", metavar="ADDR",
+                   help="with --executor ray: the cluster to grade on, e.g. 10.0.0.1:6379 or auto "
+                        "(default: a local Ray instance started and stopped by the command)")
+    _similar_option(p)
+    _grading_options(p)
+    p = command("report", cmd_report, "write feedback pages and the class summary from the gradebook")
+    p.add_argument("--gradebook", default="gradebook.sqlite", help=GRADEBOOK_HELP)
+    p.add_argument("--reports", help="folder for the pages (default reports/ASSIGNMENT)")
+    p.add_argument("--no-notebook-html", action="store_true",
+                   help="do not write the executed notebooks as HTML")
+    _similar_option(p)
+    p = command("review", cmd_review, "serve the staff review page on 127.0.0.1: adjust a check's "
+                "points with a comment, grade the rubric's written answers; each change is kept")
+    p.add_argument("--gradebook", default="gradebook.sqlite", help=GRADEBOOK_HELP)
+    p.add_argument("--reports", help="folder of the student pages, written again after each change"
+                                     " (default reports/ASSIGNMENT)")
+    p.add_argument("--port", type=_port, default=0, help="port on 127.0.0.1 (default 0: any free port)")
+    p.add_argument("--reviewer", help="your name, kept with every change (default: the OS user)")
+    p = command("export", cmd_export, "export each student's latest grade (raw score, late penalty"
+                " and final score) as CSV or JSON, or as Moodle's or Canvas' grade import")
+    p.add_argument("--format", choices=export.FORMATS, default="csv",
+                   help="csv or json (every column), moodle (the assignment's offline grading "
+                        "worksheet, by participant id) or canvas (the gradebook import CSV); "
+                        "default csv")
+    p.add_argument("--roster", help="roster CSV (student, name, email, lms_id, sis_id, login, "
+                                    "section): needed by moodle and canvas")
+    p.add_argument("--column", help="canvas: the assignment's column as Canvas' own export names "
+                                    "it, e.g. 'Assignment 01 (12345)' (default: the title, which "
+                                    "Canvas imports as a new assignment)")
+    p.add_argument("--gradebook", default="gradebook.sqlite", help=GRADEBOOK_HELP)
+    p.add_argument("--output", "-o", help="write to this file instead of standard output")
+    p = command("feedback", cmd_feedback, "release feedback: zip each student's feedback page "
+                "and executed notebook, one folder each, named for upload to the LMS")
+    p.add_argument("--zip", required=True, metavar="OUT.zip", help="the zip to write")
+    p.add_argument("--roster", help="roster CSV: folders named as Moodle's submissions "
+                   "('Full Name_LMSID_assignsubmission_file_/'); without it, STUDENT/")
+    p.add_argument("--gradebook", default="gradebook.sqlite", help=GRADEBOOK_HELP)
+    p.add_argument("--reports", help="folder of the pages (default reports/ASSIGNMENT); missing "
+                                     "pages are written first")
+    p = command("doctor", cmd_doctor, "check bubblewrap, the kernel's Python and packages, "
+                "TensorFlow's devices inside the sandbox, the data cache, the gradebook, Chromium",
+                assignment=False)
+    _gpu_options(p)
+    p.add_argument("--data-home", help="dataset cache (default $GRADER_DATA_HOME or ~/.cache/grader)")
+    p.add_argument("--gradebook", default="gradebook.sqlite", help=GRADEBOOK_HELP)
+    data_cli.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; user mistakes end in one line on stderr and exit code 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except GraderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1 if isinstance(exc, ValidationFailed | PreflightFailed) else 2
+    except KeyboardInterrupt:
+        print("error: interrupted; results graded so far are in the gradebook", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

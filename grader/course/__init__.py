@@ -1,0 +1,1 @@
+"""The course workflow around grading: release, bundle, collect, roster, exports, review."""

@@ -1,0 +1,1 @@
+"""The batch and its executors: stage, execute, check and score one submission."""

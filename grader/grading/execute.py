@@ -1,0 +1,661 @@
+"""Run a notebook headless in its own fresh kernel, within the assignment's time limits.
+
+The kernel stays up after the last cell so that the trusted checks can ask it for values; it is
+shut down, with every process in its group, when the `executed` block ends.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import atexit
+import contextlib
+import copy
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+from jupyter_client.asynchronous import AsyncKernelClient
+from jupyter_client.manager import AsyncKernelManager
+from jupyter_core.utils import ensure_async
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+from nbformat import NotebookNode
+from traitlets import Any as AnyTrait
+from traitlets import Integer, List, Type, Unicode
+
+from grader.checker.exchange import SOCK
+from grader.grading.kernelenv import may_use_keras, warm_modules
+from grader.isolation import seccomp, zygote
+from grader.isolation.launch import module_command
+from grader.isolation.sandbox import WORKDIR
+from grader.isolation.zygote import Zygote
+from grader.model.config import Limits
+
+# Runs in the kernel before the first cell, in a namespace of its own so the student sees nothing.
+# Keras (and its backend) is seeded where the notebook may use it (see `may_use_keras`), or has
+# it loaded already: importing Keras costs seconds, which a NumPy-only notebook need not pay.
+_SEED = """\
+exec('''
+import os, random, sys
+random.seed({seed})
+try:
+    import numpy
+    numpy.random.seed({seed})
+except ImportError:
+    pass
+if {keras} or "keras" in sys.modules:
+    try:
+        import keras
+        keras.utils.set_random_seed({seed})
+    except ImportError:
+        pass
+''', {{}})
+"""
+
+# Runs first in a GPU kernel, before the seed and the student's cells: caps what TensorFlow may
+# take of the GPU (its memory already grows on demand: TF_FORCE_GPU_ALLOW_GROWTH). TensorFlow
+# then refuses `set_memory_growth` on that GPU, a line many notebooks have, so that call becomes
+# a no-op where a cap is set. The cap keeps kernels sharing a GPU out of each other's way; it is
+# not a security boundary (the student's code could configure TensorFlow again).
+_GPU_SETUP = """\
+exec('''
+import tensorflow as tf
+for gpu in tf.config.list_physical_devices("GPU"):
+    tf.config.set_logical_device_configuration(
+        gpu, [tf.config.LogicalDeviceConfiguration(memory_limit={memory_mb})])
+_set_memory_growth = tf.config.experimental.set_memory_growth
+def set_memory_growth(device, enable):
+    if tf.config.get_logical_device_configuration(device) is None:
+        _set_memory_growth(device, enable)
+tf.config.experimental.set_memory_growth = set_memory_growth
+''', {{}})
+"""
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def gpu_prologue(memory_mb: int, backend: str = "tensorflow") -> str:
+    """What a GPU kernel runs before the first cell to cap TensorFlow at MEMORY_MB of GPU
+    memory; nothing where there is no cap, or where BACKEND is JAX (capped by kernel_env)."""
+    return _GPU_SETUP.format(memory_mb=int(memory_mb)) if memory_mb > 0 and backend == "tensorflow" else ""
+
+
+# Imports the libraries in a namespace of its own; one that is not installed is left out, one
+# that fails to import fails the warm-up (the kernel is then started again, cold).
+_WARMUP = """\
+exec('''
+import importlib.util
+for name in {modules!r}:
+    if importlib.util.find_spec(name.partition(".")[0]) is not None:
+        __import__(name)
+''', {{}})
+"""
+
+
+def seed_code(seed: int, *, keras: bool) -> str:
+    """What a kernel runs right before the first cell: Python's, NumPy's and (where KERAS, or
+    where Keras is loaded) Keras' random seeds set to SEED, out of the student's namespace."""
+    return _SEED.format(seed=int(seed), keras=bool(keras))
+
+
+def warmup_code(nb: NotebookNode) -> str:
+    """What a kernel runs before NB's seed to import the heavy libraries NB imports; "" if none."""
+    modules = warm_modules(nb)
+    return _WARMUP.format(modules=modules) if modules else ""
+
+
+@dataclass
+class FailedCell:
+    """The first cell whose execute_reply said error, as the student should see it."""
+
+    index: int  # position among the notebook's cells, from 0 (markdown cells count)
+    source: str
+    ename: str
+    evalue: str
+    traceback: str
+    number: int = 0  # which code cell, from 1: what reasons and the feedback page should say
+
+
+@dataclass
+class Execution:
+    """What running the notebook gave."""
+
+    status: str  # ok | cell_error | timeout | kernel_died | kernel_failed
+    reason: str  # for the student; empty when ok
+    notebook: NotebookNode
+    kernel_start_s: float = 0.0
+    warmup_s: float = 0.0  # importing the notebook's libraries ahead (see warmup_code)
+    execution_s: float = 0.0
+    failed_cell: FailedCell | None = None
+    output_truncated: bool = False
+    connection: dict[str, Any] | None = None  # the kernel's connection info while it answers
+    errors: list[FailedCell] = field(default_factory=list)
+    gpus_used: list[str] | None = None  # the GPUs Keras' backend (TF or JAX) used; None: neither
+
+
+class _KernelClient(AsyncKernelClient):
+    """jupyter_client's client, ready as soon as the kernel answers: its wait_for_ready ends by
+    waiting until iopub has been quiet for 0.2 s, a pause on every kernel start (the path of a
+    batch of short notebooks); here iopub is only emptied of what has come. What comes later is
+    no cell's: nbclient keeps only messages whose parent is the request it sent."""
+
+    async def wait_for_ready(self, timeout: float | None = None) -> None:
+        deadline = time.monotonic() + (float("inf") if timeout is None else timeout)
+        while True:  # as jupyter_client's: a kernel_info reply, then a message on iopub
+            self.kernel_info()
+            try:
+                reply = await self.shell_channel.get_msg(timeout=1)
+            except queue.Empty:
+                pass
+            else:
+                if reply["msg_type"] == "kernel_info_reply":
+                    try:
+                        await self.iopub_channel.get_msg(timeout=0.2)
+                    except queue.Empty:
+                        pass
+                    else:
+                        self._handle_kernel_info_reply(reply)
+                        break
+            if not await self._async_is_alive():
+                raise RuntimeError("Kernel died before replying to kernel_info")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Kernel didn't respond in {timeout:.0f} seconds")
+        while True:
+            try:
+                await self.iopub_channel.get_msg(timeout=0)
+            except queue.Empty:
+                break
+
+
+class _KernelManager(AsyncKernelManager):
+    """A kernel of the grader's own interpreter, started through the launcher, interrupted by
+    message (a signal would not reach it inside a sandbox)."""
+
+    client_factory = Type(_KernelClient, klass=AsyncKernelClient)
+    command_prefix = List(Unicode(), help="argv put before the kernel's (a sandbox)")
+    owner = Integer(-1, help="user the kernel runs as, who must read the connection file")
+    python = Unicode(sys.executable, help="the interpreter the kernel runs on")
+    zygote = AnyTrait(None, allow_none=True, help="the grader.isolation.zygote.Zygote that forks the kernel")
+    kernel_log = Unicode("", help="the file the kernel's stderr goes to (a kernel forked by the zygote)")
+    lifeline = Integer(-1, help="the write end of the placeholder's stdin (a kernel forked by the zygote)")
+
+    @property
+    def kernel_spec(self) -> Any:
+        spec = super().kernel_spec
+        if spec is not None:
+            spec.interrupt_mode = "message"
+        return spec
+
+    async def _async_wait(self, pollinterval: float = 0.1) -> None:
+        # jupyter_client polls a killed kernel every 0.1 s until it is gone: a pause after every
+        # notebook, where the kernel is gone within milliseconds of its SIGKILL
+        await super()._async_wait(pollinterval=min(pollinterval, 0.005))
+
+    def write_connection_file(self, **kwargs: Any) -> None:
+        super().write_connection_file(**kwargs)
+        if self.owner >= 0:
+            os.chown(self.connection_file, self.owner, self.owner)
+
+    def let_go(self) -> None:
+        """Close the lifeline: the sandbox of a forked kernel ends, if nothing ended it before."""
+        if self.lifeline >= 0:
+            os.close(self.lifeline)
+            self.lifeline = -1
+
+    def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
+        if self.zygote is not None:  # the sandbox holds a placeholder that the zygote fills
+            return [*self.command_prefix, *zygote.PLACEHOLDER]
+        cmd = module_command("ipykernel_launcher", "-f", os.path.realpath(self.connection_file),
+                             python=self.python)
+        return [*self.command_prefix, *cmd, *(extra_arguments or [])]
+
+    async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+        if self.zygote is None:
+            await super()._async_launch_kernel(kernel_cmd, **kw)
+            return
+        # The placeholder reads its stdin, a pipe whose only write end is the grader's: when the
+        # grader goes, even killed while bubblewrap's init has not yet set its own
+        # --die-with-parent, the placeholder ends, then the init, and the PID namespace takes
+        # the forked kernel with it. Closed by let_go once the kernel is done with.
+        self.let_go()
+        read, self.lifeline = os.pipe()
+        try:
+            await super()._async_launch_kernel(kernel_cmd, **{**kw, "stdin": read})
+        except BaseException:
+            self.let_go()
+            raise
+        finally:
+            os.close(read)
+        assert self.provisioner is not None
+        process = getattr(self.provisioner, "process", None)
+        assert process is not None
+        await self.zygote.fork(
+            sandbox=process.pid, env=dict(kw.get("env") or {}), uid=self.owner, log=self.kernel_log,
+            argv=["ipykernel_launcher", "-f", os.path.realpath(self.connection_file)],
+            seccomp=seccomp.program(), cwd=WORKDIR)
+
+
+class _Client(NotebookClient):
+    """nbclient's client, keeping no more output than the limit allows: every iopub message
+    (outputs, display updates, clear_output, comms) is charged against the cap; comms (widgets)
+    are never kept."""
+
+    output_cap: int = 0
+    output_used: int = 0
+    output_truncated: bool = False
+
+    def process_message(self, msg: dict[str, Any], cell: NotebookNode,
+                        cell_index: int) -> NotebookNode | None:
+        msg_type = msg.get("msg_type", "")
+        if msg_type == "status":  # idle ends the cell; never dropped
+            return super().process_message(msg, cell, cell_index)
+        self.output_used += _size(msg)
+        if msg_type.startswith("comm"):
+            return None
+        if self.output_used > self.output_cap:
+            self.output_truncated = True
+            return None
+        return super().process_message(msg, cell, cell_index)
+
+
+def _size(msg: dict[str, Any]) -> int:
+    """What one message costs against the output cap: its content, metadata and buffers."""
+    buffers = sum(len(b) for b in msg.get("buffers") or () if hasattr(b, "__len__"))
+    return len(json.dumps(msg.get("content", {}), default=str)) + buffers + 64
+
+
+def _failed(index: int, number: int, cell: NotebookNode, exc: CellExecutionError) -> FailedCell:
+    return FailedCell(
+        index=index,
+        number=number,
+        source=cell.source,
+        ename=exc.ename,
+        evalue=_ANSI.sub("", exc.evalue),
+        traceback=_ANSI.sub("", exc.traceback)[-20_000:],
+    )
+
+
+@contextlib.asynccontextmanager
+async def executed(
+    nb: NotebookNode,
+    *,
+    workdir: Path,
+    shared: Path,
+    limits: Limits,
+    seed: int,
+    env: dict[str, str],
+    command_prefix: list[str] | None = None,
+    owner: int = -1,
+    python: str = sys.executable,
+    prologue: str = "",
+    warmup: str = "",
+) -> AsyncIterator[Execution]:
+    """Execute NB in a new kernel started in WORKDIR; yield the result with the kernel still up.
+
+    SHARED/sock holds the connection file and the kernel's sockets; a sandboxed kernel
+    (COMMAND_PREFIX) running as OWNER sees it at the same path. The checks get the connection
+    info from `Execution.connection`, never from the file, which the kernel can rewrite.
+    PROLOGUE (the GPU's setup) runs silently before the seed and the first cell; if it fails,
+    no cell runs and the status is kernel_failed: the grader's fault, never the student's.
+    WARMUP (see `warmup_code`) imports libraries before the seed, out of the student's sight.
+    """
+    kernel = StudentKernel(nb, workdir=workdir, shared=shared, limits=limits, env=env,
+                           command_prefix=command_prefix, owner=owner, python=python)
+    try:
+        await kernel.start(prologue=prologue, warmup=warmup)
+        yield await kernel.run(seed)
+    finally:
+        await kernel.close()
+
+
+class StudentKernel:
+    """One student's kernel: started (and warmed up) ahead of its turn if need be, run once,
+    then killed with everything it started. Never reused for a second notebook."""
+
+    def __init__(self, nb: NotebookNode, *, workdir: Path, shared: Path, limits: Limits,
+                 env: dict[str, str], command_prefix: list[str] | None = None, owner: int = -1,
+                 python: str = sys.executable, zygote: Zygote | None = None):
+        self.nb, self.workdir, self.shared, self.limits = nb, workdir, shared, limits
+        self.env, self.prefix, self.owner, self.python = env, list(command_prefix or []), owner, python
+        self.zygote = zygote  # the zygote to fork the kernel from, where there is one
+        self.execution = Execution(status="ok", reason="", notebook=nb)
+        self.warmup_problem = ""  # why the warm-up failed (the kernel then started again, cold)
+        self.zygote_problem = ""  # why the zygote could not fork it (it then started cold)
+        self.forked = False  # whether the kernel running is the zygote's
+        self._client: _Client | None = None
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._ran = False
+
+    async def start(self, *, prologue: str = "", warmup: str = "") -> None:
+        """Start the kernel, run PROLOGUE, then WARMUP; never raises. A kernel that does not
+        start, or a PROLOGUE that fails, leaves the status kernel_failed (the grader's fault). A
+        WARMUP that fails costs the student nothing: the kernel is replaced by a cold one."""
+        began = time.monotonic()
+        if self.zygote is not None and self.zygote.alive:
+            self.forked = await self._launch(fresh_log=True, forked=True)
+            if not self.forked:  # the grader's failure, not the student's: start it cold
+                self.zygote_problem = self.execution.reason
+                self.execution.status, self.execution.reason = "ok", ""
+                await self._stop()
+        if not self.forked and not await self._launch(fresh_log=not self.zygote_problem):
+            return
+        self.execution.kernel_start_s = time.monotonic() - began
+        if prologue and not await self._set_up(prologue):
+            return
+        if not warmup:
+            return
+        began = time.monotonic()
+        problem = await self._warm(warmup)
+        if problem:
+            # Whatever the failed import left in sys.modules would differ from a cold kernel.
+            self.warmup_problem = problem
+            await self._stop()
+            if await self._launch(fresh_log=False) and prologue:
+                await self._set_up(prologue)
+        self.execution.warmup_s = time.monotonic() - began
+
+    async def run(self, seed: int) -> Execution:
+        """Seed the kernel and run every cell; the kernel stays up for the checks."""
+        result = self.execution
+        client = self._client
+        if self._ran or client is None or result.status == "kernel_failed":
+            return result
+        self._ran = True
+        await _run_cells(client, result, self.limits, seed, keras=may_use_keras(client.nb))
+        result.notebook = client.nb
+        result.output_truncated = client.output_truncated
+        if result.status not in ("kernel_died", "kernel_failed") and await _answers(client):
+            assert isinstance(client.km, _KernelManager)
+            result.connection = _connection_info(client.km)
+            result.gpus_used = await _gpus_used(client)
+        elif result.status in ("ok", "cell_error"):
+            result.status, result.reason = "kernel_died", _died_reason(result, client.nb)
+        return result
+
+    async def close(self) -> None:
+        """Kill the kernel and every process in its group; safe to call more than once."""
+        await self._stop()
+
+    async def _launch(self, *, fresh_log: bool, forked: bool = False) -> bool:
+        """A new kernel for the notebook, FORKED from the zygote or started cold; False (status
+        kernel_failed) if it did not start."""
+        sockets = self.shared / SOCK
+        sockets.mkdir(exist_ok=True)
+        km = _KernelManager(connection_file=str(sockets / "kernel.json"), transport="ipc",
+                            ip=str(sockets / "kernel"))
+        km.command_prefix, km.owner, km.python = self.prefix, self.owner, self.python
+        if forked:
+            km.zygote, km.kernel_log = self.zygote, str(self.shared / "kernel.log")
+        client = _Client(
+            self.nb, km=km, timeout=int(self.limits.cell_seconds),
+            startup_timeout=int(self.limits.kernel_start_seconds), allow_errors=False,
+            interrupt_on_timeout=False, record_timing=True,
+            resources={"metadata": {"path": str(self.workdir)}},
+        )
+        client.output_cap = self.limits.output_bytes
+        client.shutdown_kernel = "immediate"  # a student's kernel has nothing to save: killed
+        self._client, self._stack = client, contextlib.AsyncExitStack()
+        self.execution.notebook = client.nb
+        log = self._stack.enter_context(open(self.shared / "kernel.log", "wb" if fresh_log else "ab"))
+        try:
+            await self._stack.enter_async_context(client.async_setup_kernel(
+                env=self.env, stdout=subprocess.DEVNULL, stderr=log, independent=True))
+        except Exception as exc:  # noqa: BLE001 - any failure to start is reported as such
+            self.execution.status = "kernel_failed"
+            self.execution.reason = f"the Python kernel did not start: {exc}"
+            return False
+        return True
+
+    async def _set_up(self, prologue: str) -> bool:
+        assert self._client is not None
+        return await _set_up(self._client, self.execution, prologue,
+                             self.limits.kernel_start_seconds)
+
+    async def _warm(self, warmup: str) -> str:
+        """Run WARMUP; why it failed, or "" if it went well."""
+        client = self._client
+        assert client is not None and client.km is not None
+        deadline = time.monotonic() + self.limits.kernel_start_seconds
+        task = asyncio.ensure_future(_request(client, warmup, self.limits.kernel_start_seconds))
+        while not task.done():  # a library that kills the kernel on import is seen at once
+            await asyncio.wait([task], timeout=0.5)
+            if not task.done() and (time.monotonic() > deadline
+                                    or not await ensure_async(client.km.is_alive())):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                return "the kernel died or did not answer while importing"
+        reply = task.result()
+        if reply is None:
+            return f"no answer within {self.limits.kernel_start_seconds:.0f} s"
+        content = reply["content"]
+        if content.get("status") != "ok":
+            return f"{content.get('ename', '')}: {_ANSI.sub('', str(content.get('evalue', '')))[:300]}"
+        return ""
+
+    async def _stop(self) -> None:
+        client, stack = self._client, self._stack
+        self._client, self._stack = None, None
+        if client is None:
+            return
+        atexit.unregister(client._cleanup_kernel)  # nbclient's own, for kernels it owns at exit
+        km, kc = client.km, client.kc  # nbclient forgets both once it has cleaned up
+        if stack is not None:
+            with contextlib.suppress(Exception):
+                await stack.aclose()
+        if kc is not None:  # where nbclient's cleanup stopped early, its heartbeat thread would
+            # outlive the kernel, and a zmq context collected later would wait for it forever
+            with contextlib.suppress(Exception):
+                kc.stop_channels()
+        if isinstance(km, _KernelManager):
+            with contextlib.suppress(Exception):
+                await km.shutdown_kernel(now=True)
+            _kill_group(km)
+            km.let_go()
+            # Close the manager's zmq context here, on the thread that used it, with every socket
+            # of it (the control socket survives where nbclient's cleanup stopped early): left to
+            # the garbage collector, it would be terminated on whichever thread collects it,
+            # waiting for ever for a socket nobody closes.
+            if getattr(km, "_created_context", False):
+                with contextlib.suppress(Exception):
+                    km.context.destroy(linger=0)
+
+
+def _connection_info(km: _KernelManager) -> dict[str, Any]:
+    """The kernel's connection info as JSON-ready data, from the manager's memory."""
+    info: dict[str, Any] = dict(km.get_connection_info(session=False))
+    key = info.get("key")
+    if isinstance(key, bytes):
+        info["key"] = key.decode("ascii")
+    return info
+
+
+def code_cell_number(nb: NotebookNode, index: int) -> int:
+    """Which code cell (from 1, markdown cells not counted) the cell at INDEX is."""
+    return sum(1 for cell in nb.cells[: index + 1] if cell.cell_type == "code")
+
+
+async def _run_cells(client: _Client, result: Execution, limits: Limits, seed: int, *,
+                     keras: bool = True) -> None:
+    """Seed the kernel (Keras too where KERAS), then run every cell in order; stop at a timeout
+    or a dead kernel. The limits count from the first cell: the start, the warm-up and the seed
+    are not the student's."""
+    assert client.kc is not None
+    await _request(client, seed_code(seed, keras=keras), limits.kernel_start_seconds)
+    begin = time.monotonic()
+    deadline = begin + limits.total_seconds
+    client.timeout_func = lambda cell: max(1, int(min(limits.cell_seconds, deadline - time.monotonic())))
+    for index, cell in enumerate(client.nb.cells):
+        if cell.cell_type != "code" or not cell.source.strip():
+            continue
+        number = code_cell_number(client.nb, index)
+        try:
+            await client.async_execute_cell(cell, index)
+        except CellTimeoutError:
+            total = time.monotonic() >= deadline - 1
+            result.status = "timeout"
+            result.reason = (
+                f"the notebook ran past its total limit of {limits.total_seconds:.0f} s in code"
+                f" cell {number}; the cells after it did not run" if total else
+                f"code cell {number} ran longer than {limits.cell_seconds:.0f} s and was stopped;"
+                " the cells after it did not run"
+            )
+            result.failed_cell = FailedCell(index, cell.source, "Timeout", result.reason, "", number)
+            await _recover(client)
+            break
+        except DeadKernelError:
+            result.status = "kernel_died"
+            result.failed_cell = FailedCell(index, cell.source, "KernelDied", "", "", number)
+            result.reason = _died_reason(result, client.nb)
+            break
+        except CellExecutionError as exc:
+            result.errors.append(_failed(index, number, cell, exc))
+            if result.failed_cell is None:
+                result.failed_cell = result.errors[0]
+                result.status = "cell_error"
+                evalue = _ANSI.sub("", exc.evalue).strip()[:300]
+                result.reason = f"code cell {number} raised {exc.ename}" + (
+                    f": {evalue}" if evalue else "")
+    result.execution_s = time.monotonic() - begin
+
+
+async def _set_up(client: _Client, result: Execution, prologue: str, timeout: float) -> bool:
+    """Run the grader's PROLOGUE in the kernel; on failure mark RESULT kernel_failed."""
+    reply = await _request(client, prologue, timeout)
+    content = reply["content"] if reply else {}
+    if content.get("status") == "ok":
+        return True
+    why = (f"{content.get('ename', '')}: {_ANSI.sub('', str(content.get('evalue', '')))[:300]}"
+           if reply else f"no answer within {timeout:.0f} s")
+    result.status = "kernel_failed"
+    result.reason = f"the grader could not set up the GPU in the kernel ({why})"
+    return False
+
+
+def _died_reason(result: Execution, nb: NotebookNode) -> str:
+    cell = result.failed_cell
+    where = f" in code cell {code_cell_number(nb, cell.index)}" if cell else ""
+    return (f"the Python kernel died{where} (it crashed, exited, or ran out of memory);"
+            " the cells after it did not run")
+
+
+async def _recover(client: _Client) -> None:
+    """After a timeout, interrupt the cell; a kernel that will not stop is killed."""
+    assert client.km is not None
+    with contextlib.suppress(Exception):
+        await ensure_async(client.km.interrupt_kernel())
+    if not await _answers(client):
+        with contextlib.suppress(Exception):
+            await ensure_async(client.km.shutdown_kernel(now=True))
+
+
+async def _answers(client: _Client, timeout: float = 10.0) -> bool:
+    """Whether the kernel is alive and runs a trivial request."""
+    if client.kc is None or client.km is None or not await ensure_async(client.km.is_alive()):
+        return False
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        reply = await _request(client, "", left)
+        if reply is None:
+            return False
+        if reply["content"].get("status") != "aborted":  # aborted: queued behind an interrupt
+            return reply["content"].get("status") == "ok"
+    return False
+
+
+# What the kernel really runs on, given its modules M: JAX's GPUs where JAX is Keras' backend (or
+# JAX without TensorFlow), else TensorFlow's logical GPUs; None if the notebook imported neither.
+_GPUS_USED = (
+    "(lambda m: [str(d) for d in m['jax'].devices() if d.platform in ('gpu', 'cuda', 'rocm')]"
+    " if 'jax' in m and ('tensorflow' not in m or 'keras' in m and m['keras'].backend.backend() == 'jax')"
+    " else [d.name for d in m['tensorflow'].config.list_logical_devices('GPU')]"
+    " if 'tensorflow' in m else None)(__import__('sys').modules)"
+)
+
+
+async def _gpus_used(client: _Client) -> list[str] | None:
+    """The GPUs TensorFlow or JAX uses in the kernel, [] for none, None if it imported neither."""
+    assert client.kc is not None
+    msg_id = client.kc.execute("", silent=True, store_history=False, allow_stdin=False,
+                               user_expressions={"gpus": _GPUS_USED})
+    msg = await _reply(client, msg_id, 20)
+    if msg is None:
+        return None
+    value = msg["content"].get("user_expressions", {}).get("gpus", {})
+    text = value.get("data", {}).get("text/plain", "None") if value.get("status") == "ok" else "None"
+    try:
+        found = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return None
+    return [str(g)[:100] for g in found][:16] if isinstance(found, list) else None
+
+
+async def _request(client: _Client, code: str, timeout: float) -> dict[str, Any] | None:
+    """Run CODE silently and return its execute_reply, or None if none came in time."""
+    assert client.kc is not None
+    msg_id = client.kc.execute(code, silent=True, store_history=False, allow_stdin=False)
+    return await _reply(client, msg_id, timeout)
+
+
+async def _reply(client: _Client, msg_id: str, timeout: float) -> dict[str, Any] | None:
+    """The shell's reply to MSG_ID, or None if none came within TIMEOUT seconds. Replies to
+    other requests are passed over, and so is a message that is not a message: where an interrupt
+    (a cell's timeout) reaches the kernel while it sends a reply, the frames of that reply and
+    of the next run together, and their signature does not hold (jupyter_client raises
+    ValueError); what they held is lost, as a reply of a kernel that did not answer."""
+    assert client.kc is not None
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            msg = await client.kc.shell_channel.get_msg(timeout=left)
+        except queue.Empty:
+            return None
+        except ValueError:  # Invalid Signature, Unsigned Message, a malformed message
+            continue
+        if msg["parent_header"].get("msg_id") == msg_id:
+            return msg
+    return None
+
+
+def _kill_group(km: _KernelManager) -> None:
+    """Kill whatever the kernel left behind in its process group."""
+    provisioner = km.provisioner
+    pgid = getattr(provisioner, "pgid", None)
+    if pgid and pgid != os.getpgid(0):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+
+
+def notebook_text(nb: NotebookNode, cap: int) -> tuple[str, bool]:
+    """NB as stored: when its outputs make it larger than CAP bytes beyond its sources, the
+    largest outputs are replaced by a note; say whether any were."""
+    text = nbformat.writes(nb)
+    budget = cap + sum(len(cell.get("source", "")) for cell in nb.cells) + 100_000
+    if len(text) <= budget:
+        return text, False
+    nb = copy.deepcopy(nb)
+    outputs = [(len(json.dumps(o, default=str)), cell, i) for cell in nb.cells
+               for i, o in enumerate(cell.get("outputs", []))]
+    excess = len(text) - budget
+    note = nbformat.v4.new_output("stream", name="stderr",
+                                  text="[output removed: the notebook's outputs were over the limit]\n")
+    for size, cell, i in sorted(outputs, key=lambda item: -item[0]):
+        if excess <= 0:
+            break
+        cell.outputs[i] = note
+        excess -= size
+    for cell in nb.cells:
+        cell.get("metadata", {}).pop("widgets", None)
+    nb.metadata.pop("widgets", None)
+    return nbformat.writes(nb), True

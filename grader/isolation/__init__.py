@@ -1,0 +1,1 @@
+"""Sandboxes, run folders, resource limits and the zygote that forks kernels."""

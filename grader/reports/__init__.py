@@ -1,0 +1,1 @@
+"""Feedback pages, the summary, the render server, similarity."""

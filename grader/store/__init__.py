@@ -1,0 +1,1 @@
+"""The gradebook (SQLite by default, PostgreSQL) and its migrations."""
