@@ -31,14 +31,14 @@ import vs_nbgrader  # noqa: E402
 ENTRY = """
 import sys
 how = sys.argv.pop(1)
-from grader.grading import batch as pipeline
+from grader.grading import local
 if how == "launched":
-    made = pipeline._Slot._make_checkers
+    made = local.Slot._make_checkers
     def make(self):
         made(self)
         if self.checkers is not None:
             self.checkers.zygote = None
-    pipeline._Slot._make_checkers = make
+    local.Slot._make_checkers = make
 from grader.__main__ import main
 sys.exit(main())
 """

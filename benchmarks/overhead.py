@@ -26,9 +26,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from grader.data.prepare import prepare  # noqa: E402
-from grader.grading.batch import grade_submission  # noqa: E402
 from grader.grading.execute import executed  # noqa: E402
 from grader.grading.kernelenv import kernel_env  # noqa: E402
+from grader.grading.local import grade_submission  # noqa: E402
 from grader.isolation import sandbox  # noqa: E402
 from grader.model.assignments import load_assignment  # noqa: E402
 from grader.model.config import Limits  # noqa: E402

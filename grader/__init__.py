@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from grader.checker.checks import Credit, Feedback
     from grader.checker.exchange import StudentValueError
-    from grader.grading.batch import Batch, Settings, grade_batch, grade_submission
+    from grader.grading.batch import grade_batch
+    from grader.grading.executor import Batch, Settings
+    from grader.grading.local import grade_submission
     from grader.model.assignments import Assignment, list_assignments, load_assignment
     from grader.model.config import AssignmentConfig, Limits
     from grader.model.errors import GraderError
@@ -30,8 +32,8 @@ _HOMES = {
     "Assignment": "model.assignments", "list_assignments": "model.assignments",
     "load_assignment": "model.assignments", "AssignmentConfig": "model.config", "Limits": "model.config",
     "GraderError": "model.errors", "StudentValueError": "checker.exchange", "Gradebook": "store.gradebook",
-    "Batch": "grading.batch", "Settings": "grading.batch", "grade_batch": "grading.batch",
-    "grade_submission": "grading.batch", "CheckOutcome": "model.outcomes", "Credit": "checker.checks",
+    "Batch": "grading.executor", "Settings": "grading.executor", "grade_batch": "grading.batch",
+    "grade_submission": "grading.local", "CheckOutcome": "model.outcomes", "Credit": "checker.checks",
     "Feedback": "checker.checks", "Result": "model.result", "Submission": "model.submission",
     "discover": "model.submission",
 }

@@ -21,7 +21,8 @@ import nbformat
 import pytest
 
 from grader.data.prepare import prepare
-from grader.grading.batch import Settings, grade_batch
+from grader.grading.batch import grade_batch
+from grader.grading.executor import Settings
 from grader.isolation.sandbox import bwrap, python_roots
 from grader.model.assignments import load_assignment
 from grader.model.submission import discover

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from grader.grading import batch as pipeline
-from grader.grading.batch import Settings, grade_batch
+from grader.grading.batch import grade_batch
+from grader.grading.executor import Settings
 from grader.model.assignments import load_assignment
 from grader.model.errors import GradebookError, PreflightFailed
 from grader.model.submission import discover

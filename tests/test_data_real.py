@@ -92,7 +92,7 @@ print("SEEN " + json.dumps(seen))
 @pytest.mark.slow
 def test_no_hidden_file_is_visible_to_an_assignments_kernel(home, toml, tmp_path):
     """The real engine stages the files and runs a probe that hashes all it can see."""
-    from grader.grading.batch import grade_submission
+    from grader.grading.local import grade_submission
     from grader.model.assignments import load_assignment
     from grader.model.submission import Submission
     from tests.conftest import notebook

@@ -116,7 +116,7 @@ def test_each_slot_knows_its_share_of_the_gpu_for_jax():
 
 
 def test_the_report_names_the_backend_that_did_not_use_the_gpu():
-    from grader.grading.batch import device_used
+    from grader.grading.score import device_used
 
     assert device_used(GPU0, ["CudaDevice(id=0)"], "jax") == "GPU 0 (Test GPU)"
     assert device_used(GPU0, [], "jax") == "CPU (GPU 0 (Test GPU) was assigned but JAX did not use it)"
@@ -128,7 +128,7 @@ def test_the_report_names_the_backend_that_did_not_use_the_gpu():
 
 
 def test_auto_workers_fit_the_cores_and_the_memory(monkeypatch):
-    from grader.grading.batch import Settings
+    from grader.grading.executor import Settings
 
     monkeypatch.setattr(devices, "cores", lambda: 8)
     monkeypatch.setattr(devices, "memory_mb", lambda: 16384)

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from grader.data.prepare import prepare
-from grader.grading.batch import Settings, grade_batch
+from grader.grading.batch import grade_batch
+from grader.grading.executor import Settings
 from grader.model.assignments import load_assignment
 from grader.model.errors import PreflightFailed
 from grader.model.submission import discover

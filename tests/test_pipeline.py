@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from grader.data.prepare import prepare
-from grader.grading import batch as pipeline
-from grader.grading import devices
-from grader.grading.batch import Settings, grade_batch
+from grader.grading import check, devices, local
+from grader.grading.batch import grade_batch
 from grader.grading.check import Checks
+from grader.grading.executor import Settings
 from grader.model.assignments import load_assignment
 from grader.model.errors import PreflightFailed
 from grader.model.result import Result
@@ -175,7 +175,7 @@ def test_with_k_2_no_gpu_ever_runs_more_than_2_kernels(course, tmp_path, monkeyp
         turn.result.status, turn.result.device = "graded", device.label
         return turn.result
 
-    monkeypatch.setattr(pipeline._Slot, "grade", grade)
+    monkeypatch.setattr(local.Slot, "grade", grade)
     subs = [Submission(student=f"s{i}", path=None) for i in range(8)]
     settings = Settings(devices=GPUS, per_gpu=2, sandboxed=False)
     batch = grade_batch(load_assignment(course, "tiny"), subs, gradebook=Gradebook(tmp_path / "b.sqlite"),
@@ -185,16 +185,16 @@ def test_with_k_2_no_gpu_ever_runs_more_than_2_kernels(course, tmp_path, monkeyp
 
 def _staged_gpu_kernel(course, tmp_path, *, sandboxed: bool):
     """The kernel of the first slot of GPU 1 at --per-gpu 2, staged for a notebook, and its env."""
-    from grader.grading.batch import _Kernel
+    from grader.grading.stage import Kernel
     from grader.isolation import workdirs as runs
     from tests.conftest import notebook
 
     slot = Settings(devices=GPUS[1:], per_gpu=2).slots()[0]
     folder = runs.make(tmp_path / "runs")
-    kernel = _Kernel(load_assignment(course, "tiny"), None, folder.path, slot, 1, sandboxed,
+    kernel = Kernel(load_assignment(course, "tiny"), None, folder.path, slot, 1, sandboxed,
                      65534, 65534, folder)
     try:
-        _, _, env, _, _ = kernel.stage(notebook("x = 1"))
+        env = kernel.stage(notebook("x = 1")).env
     finally:
         folder.remove()
     return kernel, env
@@ -205,7 +205,7 @@ def test_a_gpu_kernel_sees_only_its_gpu_and_has_no_address_space_limit(course, t
                                                                         monkeypatch):
     import json
 
-    from grader.grading.batch import _Kernel
+    from grader.grading.stage import Kernel
     from grader.isolation import sandbox
 
     asked = []
@@ -216,7 +216,7 @@ def test_a_gpu_kernel_sees_only_its_gpu_and_has_no_address_space_limit(course, t
     assert "AS" not in limits and "DATA" not in limits  # the run's memory cgroup holds it
     assert "memory_limit=7488" in kernel.prologue
     assert asked == [(3,)]  # the sandbox lets in /dev/nvidia3, its GPU's node (minor 3, index 1)
-    cpu = _Kernel(load_assignment(course, "tiny"), None, tmp_path, devices.CPU, 1, False, 65534,
+    cpu = Kernel(load_assignment(course, "tiny"), None, tmp_path, devices.CPU, 1, False, 65534,
                   65534, kernel.folder)
     assert cpu.prologue == ""
 
@@ -228,7 +228,7 @@ def test_a_gpu_slot_runs_the_prologue_before_the_first_cell_without_an_address_s
 
     import nbformat
 
-    from grader.grading.batch import grade_submission
+    from grader.grading.local import grade_submission
     from tests.conftest import notebook
 
     probe = ("import json, os, resource, sys\ntf = sys.modules.get('tensorflow')\n"
@@ -303,7 +303,7 @@ def test_what_a_student_leaves_is_not_seen_by_the_next_on_the_same_slot(course, 
 def test_the_warm_up_leaves_nothing_a_student_can_see(course, data_home, tmp_path):
     import nbformat
 
-    from grader.grading.batch import grade_submission
+    from grader.grading.local import grade_submission
     from tests.conftest import notebook
 
     cells = ("print(sorted(dir()))",
@@ -330,7 +330,7 @@ def test_a_kernel_started_ahead_for_a_submission_a_stopped_batch_leaves_is_kille
     for name in ("a", "b", "c", "d"):
         write_notebook(folder, name, *TINY_SOLUTION)
     started = []
-    start = pipeline.StudentKernel.start
+    start = local.StudentKernel.start
 
     async def counted(self, **kwargs):
         started.append(self)
@@ -339,9 +339,9 @@ def test_a_kernel_started_ahead_for_a_submission_a_stopped_batch_leaves_is_kille
     async def broken(self, connection, why):
         return Checks(problem="the checks broke here")
 
-    monkeypatch.setattr(pipeline.StudentKernel, "start", counted)
-    monkeypatch.setattr(pipeline.Checker, "finish", broken)  # every result is a grader fault
-    monkeypatch.setattr(pipeline.WarmChecker, "finish", broken)
+    monkeypatch.setattr(local.StudentKernel, "start", counted)
+    monkeypatch.setattr(check.Checker, "finish", broken)  # every result is a grader fault
+    monkeypatch.setattr(check.WarmChecker, "finish", broken)
     assignment, prepared = tiny(course, data_home)
     batch = grade_batch(assignment, discover(folder, notebook_name="tiny.ipynb"),
                         gradebook=Gradebook(tmp_path / "g.sqlite"), prepared=prepared,
@@ -358,10 +358,10 @@ def test_a_kernel_started_ahead_for_a_submission_a_stopped_batch_leaves_is_kille
 
 
 def test_an_idle_slot_takes_over_what_another_holds_ahead_but_never_what_it_began():
-    from grader.grading.batch import _Work
+    from grader.grading.local import WorkQueue
 
     a, b, c = (Submission(student=name, path=None) for name in "abc")
-    work = _Work([a, b, c], time.monotonic())
+    work = WorkQueue([a, b, c], time.monotonic())
     assert work.take(0)[0] is a and work.begin(0, a)
     assert work.take(1)[0] is b and work.begin(1, b)
     assert work.take(0, ahead=True)[0] is c  # slot 0 holds c ahead while a runs
@@ -384,7 +384,7 @@ def test_a_long_notebook_holds_up_nothing_queued_behind_it(course, tmp_path, mon
         turn.result.status = "graded"
         return turn.result
 
-    monkeypatch.setattr(pipeline._Slot, "grade", grade)
+    monkeypatch.setattr(local.Slot, "grade", grade)
     subs = [Submission(student=f"s{i}", path=None) for i in range(4)]
     batch = grade_batch(load_assignment(course, "tiny"), subs, gradebook=Gradebook(tmp_path / "b.sqlite"),
                         prepared=None, settings=Settings(workers=2, sandboxed=False))
@@ -394,7 +394,7 @@ def test_a_long_notebook_holds_up_nothing_queued_behind_it(course, tmp_path, mon
 
 
 def test_a_slot_passes_over_what_another_grader_claimed():
-    from grader.grading.batch import _Work
+    from grader.grading.local import WorkQueue
 
     a, b, c = (Submission(student=name, path=None) for name in "abc")
     asked: list[str] = []
@@ -403,14 +403,15 @@ def test_a_slot_passes_over_what_another_grader_claimed():
         asked.append(submission.student)
         return submission.student != "b"  # another grader process holds b
 
-    work = _Work([a, b, c], time.monotonic(), claim=claim)
+    work = WorkQueue([a, b, c], time.monotonic(), claim=claim)
     assert work.take(0)[0] is a and work.begin(0, a)
     assert work.take(0, ahead=True)[0] is c  # b passed over
     assert work.take(1, ahead=True) is None and asked == ["a", "b", "c"]
 
 
 def _claimer_for(course, tmp_path, **settings):
-    from grader.grading.batch import Batch, _claimer
+    from grader.grading.batch import _claimer
+    from grader.grading.executor import Batch
 
     assignment = load_assignment(course, "tiny")
     book, batch = Gradebook(tmp_path / "g.sqlite"), Batch()
@@ -419,16 +420,16 @@ def _claimer_for(course, tmp_path, **settings):
 
 def test_a_submission_another_grader_holds_or_graded_meanwhile_is_not_graded_again(
         course, tmp_path, write_notebook):
-    from grader.grading.batch import _digest
+    from grader.model.result import file_digest
 
     _, book, batch, claim = _claimer_for(course, tmp_path)
     subs = {name: Submission(student=name, path=write_notebook(tmp_path / "subs", name, f"x = '{name}'"))
             for name in ("ann", "bob", "eve")}
     elsewhere = Gradebook(tmp_path / "g.sqlite")
     elsewhere.owner = "grading-server-2:4242"  # another grader, at work on bob's notebook
-    assert elsewhere.claim("bob", "tiny", _digest(subs["bob"].path), "k1", lease_s=600)
+    assert elsewhere.claim("bob", "tiny", file_digest(subs["bob"].path), "k1", lease_s=600)
     graded = Result(student="eve", assignment="tiny", notebook="eve.ipynb",
-                    sha256=_digest(subs["eve"].path), checks_sha256="k1", status="graded", reason="",
+                    sha256=file_digest(subs["eve"].path), checks_sha256="k1", status="graded", reason="",
                     score=6, max_score=6)
     elsewhere.store(graded)  # and has just stored eve's
     assert [claim(subs[name]) for name in ("ann", "bob", "eve")] == [True, False, False]
@@ -437,16 +438,16 @@ def test_a_submission_another_grader_holds_or_graded_meanwhile_is_not_graded_aga
 
 
 def test_force_regrades_but_never_what_another_grader_holds(course, tmp_path, write_notebook):
-    from grader.grading.batch import _digest
+    from grader.model.result import file_digest
 
     _, book, batch, claim = _claimer_for(course, tmp_path, force=True)
     ann, bob = (Submission(student=name, path=write_notebook(tmp_path / "subs", name, "x = 1"))
                 for name in ("ann", "bob"))
-    book.store(Result(student="ann", assignment="tiny", notebook="ann.ipynb", sha256=_digest(ann.path),
+    book.store(Result(student="ann", assignment="tiny", notebook="ann.ipynb", sha256=file_digest(ann.path),
                       checks_sha256="k1", status="graded", reason="", score=6, max_score=6))
     other = Gradebook(tmp_path / "g.sqlite")
     other.owner = "grading-server-2:4242"
-    assert other.claim("bob", "tiny", _digest(bob.path), "k1", lease_s=600)
+    assert other.claim("bob", "tiny", file_digest(bob.path), "k1", lease_s=600)
     assert claim(ann) and not claim(bob)
     assert (batch.elsewhere, batch.skipped) == (["bob"], [])
 
@@ -459,7 +460,7 @@ def test_a_batch_leaves_no_claim_of_its_own_behind(course, tmp_path, monkeypatch
         turn.result.status = "graded"
         return turn.result
 
-    monkeypatch.setattr(pipeline._Slot, "grade", grade)
+    monkeypatch.setattr(local.Slot, "grade", grade)
     book = Gradebook(tmp_path / "b.sqlite")
     other = Gradebook(tmp_path / "b.sqlite")
     other.owner = "grading-server-2:4242"
@@ -496,14 +497,14 @@ def test_a_notebook_runs_beside_the_preflight_but_is_checked_and_stored_only_aft
     assignment, prepared = tiny(course, data_home)
     subs = discover(folder, notebook_name="tiny.ipynb")
     ran, checked = threading.Event(), []
-    real_running = pipeline._Work.running
+    real_running = local.WorkQueue.running
 
     def running(self):
         real_running(self)
         ran.set()
 
-    monkeypatch.setattr(pipeline._Work, "running", running)
-    for kind in (pipeline.Checker, pipeline.WarmChecker):
+    monkeypatch.setattr(local.WorkQueue, "running", running)
+    for kind in (check.Checker, check.WarmChecker):
         def finish(self, *args, _real=kind.finish, **kwargs):
             checked.append(time.monotonic())
             return _real(self, *args, **kwargs)

@@ -197,7 +197,7 @@ def test_a_submission_whose_worker_dies_twice_is_a_grader_fault_that_the_next_ru
 @pytest.mark.slow  # grades real notebooks in kernels on a Ray cluster
 def test_ray_sends_no_task_for_what_another_grader_run_holds(cluster, course, data_home, tmp_path,
                                                             write_notebook):
-    from grader.grading.batch import _digest
+    from grader.model.result import file_digest as _digest
 
     subs = tmp_path / "subs"
     paths = {name: write_notebook(subs, name, *TINY_SOLUTION) for name in ("a", "b", "c")}

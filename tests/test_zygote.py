@@ -14,9 +14,9 @@ import nbformat
 import pytest
 from jupyter_client.manager import start_new_kernel
 
-from grader.grading import batch as pipeline
-from grader.grading import check
-from grader.grading.batch import grade_submission
+from grader.grading import check, local
+from grader.grading import stage as staging
+from grader.grading.local import grade_submission
 from grader.isolation import zygote
 from grader.model.submission import Submission
 from tests.conftest import TINY_SOLUTION, notebook, running
@@ -98,7 +98,7 @@ def test_a_batch_starts_one_zygote_for_its_first_notebook_with_its_kernels_envir
         course, data_home, tmp_path, write_notebook, monkeypatch):
     # the first slot asks for it before it stages its first notebook, the kernel after: one key
     started, staged = [], []
-    real_start, real_stage = zygote.Zygote.start, pipeline._Kernel.stage
+    real_start, real_stage = zygote.Zygote.start, staging.Kernel.stage
 
     def start(self, *args, **kwargs):
         started.append((self.env, self.modules))
@@ -106,7 +106,7 @@ def test_a_batch_starts_one_zygote_for_its_first_notebook_with_its_kernels_envir
 
     def stage(self, nb):
         layout = real_stage(self, nb)
-        staged.append(layout[2])
+        staged.append(layout.env)
         return layout
 
     checkers, real_close = [], check.CheckerSlot.close
@@ -116,7 +116,7 @@ def test_a_batch_starts_one_zygote_for_its_first_notebook_with_its_kernels_envir
         await real_close(self)
 
     monkeypatch.setattr(zygote.Zygote, "start", start)
-    monkeypatch.setattr(pipeline._Kernel, "stage", stage)
+    monkeypatch.setattr(staging.Kernel, "stage", stage)
     monkeypatch.setattr(check.CheckerSlot, "close", close)
     ppid = "import os\nprint('PPID', os.getppid())"
     first, second = graded_in_turn(course, data_home, tmp_path, write_notebook, ppid, ppid)
@@ -175,13 +175,13 @@ def test_a_zygote_that_fails_leaves_kernels_cold_and_grades_unchanged(course, da
 
         monkeypatch.setattr(zygote.Zygote, "fork", refused)
     started = []
-    real = pipeline.StudentKernel.start
+    real = local.StudentKernel.start
 
     async def start(self, **kwargs):
         await real(self, **kwargs)
         started.append(self)
 
-    monkeypatch.setattr(pipeline.StudentKernel, "start", start)
+    monkeypatch.setattr(local.StudentKernel, "start", start)
     path = tmp_path / "alice.ipynb"
     nbformat.write(notebook("import os\nprint('PPID', os.getppid())", *TINY_SOLUTION), path)
     assignment, prepared = tiny(course, data_home)

@@ -80,7 +80,7 @@ def _user_namespaces() -> Row:
 
 
 def _kernel(device: devices.Device, *, sandboxed: bool) -> list[Row]:
-    from grader.grading.batch import Settings
+    from grader.grading.executor import Settings
     from grader.grading.preflight import probe_assignment, probe_kernel
 
     where = "inside the sandbox" if sandboxed else "WITHOUT a sandbox"

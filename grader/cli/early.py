@@ -75,10 +75,10 @@ def spec(argv: list[str]) -> tuple[str, dict[str, str], list[str]] | None:
         workers = options.workers(args.workers)
     except GraderError:
         return None  # the command says what is wrong with it
-    # as grader.grading.batch._run_slots: Settings.slots on the CPU, one slot per submission at most
+    # as grader.grading.local.LocalExecutor: Settings.slots on the CPU, one slot per submission at most
     wanted = cpu_workers(workers, assignment.config.limits.memory_mb)
     slots = min(wanted, max(1, len(submissions)))
-    # as grader.grading.batch._Slot._ask_zygote: the first notebook's libraries and the course's
+    # as grader.grading.local.Slot._ask_zygote: the first notebook's libraries and the course's
     notebooks = []
     for path in (submissions[0].path if submissions else None, assignment.source_notebook):
         if path is not None:

@@ -22,7 +22,8 @@ from grader.course.roster import read_roster
 from grader.data import cli as data_cli
 from grader.data.prepare import Prepared, prepare
 from grader.grading import devices
-from grader.grading.batch import Batch, Settings, grade_batch
+from grader.grading.batch import grade_batch
+from grader.grading.executor import Batch, Settings
 from grader.grading.preflight import preflight_checks
 from grader.isolation import sandbox
 from grader.model import late

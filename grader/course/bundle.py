@@ -23,9 +23,10 @@ from pathlib import Path
 
 from grader.course.release import read_source, solution_lines
 from grader.data.prepare import Prepared
-from grader.grading.batch import grade_submission, student_data_files
 from grader.grading.devices import CPU, Device, threads_per_kernel
+from grader.grading.local import grade_submission
 from grader.grading.preflight import CollectedCheck, collect_checks, preflight_checks
+from grader.grading.stage import student_data_files
 from grader.model.assignments import Assignment
 from grader.model.config import FILE_NAMES, NOTEBOOK, SEED, AssignmentConfig, Data, Limits
 from grader.model.errors import AssignmentError

@@ -2,7 +2,7 @@
 
 `preflight_checks` collects the assignment's checks in the trusted pytest process, as grading
 starts it, while the batch's slots start their first kernels: the first kernel to start is the
-batch's kernel probe (grader.grading.batch.grade_batch). Either failing stops the command before
+batch's kernel probe (grader.grading.local.WorkQueue.probe). Either failing stops the command before
 anything is stored, with one line that says what failed. The collected checks also prove, on
 every run, that each check declares its points and that they add up to the assignment's points.
 `probe_kernel` starts a kernel exactly as a submission's would be started (same sandbox, same
@@ -23,10 +23,12 @@ from typing import Any
 from nbformat.v4 import new_code_cell, new_notebook
 
 from grader.data.prepare import Prepared
-from grader.grading.batch import Settings, _Kernel, _tail, kernel_python
 from grader.grading.check import _trusted_env
 from grader.grading.devices import CPU, Device
 from grader.grading.execute import executed
+from grader.grading.executor import Settings
+from grader.grading.kernelenv import kernel_python
+from grader.grading.stage import Kernel, tail
 from grader.isolation import sandbox
 from grader.isolation import workdirs as runs
 from grader.isolation.launch import module_command
@@ -100,24 +102,25 @@ async def probe_kernel(assignment: Assignment, *, settings: Settings, prepared: 
                        device: Device = CPU, full: bool = False) -> dict[str, Any]:
     """Run the probe cell in a kernel started as a submission's would be; what it printed."""
     folder = runs.make(settings.work_root)
-    kernel = _Kernel(assignment, prepared, folder.path, device, 1, settings.sandboxed,
-                     _probe_user(settings), _probe_user(settings), folder,
-                     kernel_python(settings.python))
+    kernel = Kernel(assignment, prepared, folder.path, device, 1, settings.sandboxed,
+                    _probe_user(settings), _probe_user(settings), folder,
+                    kernel_python(settings.python))
     try:
         nb = new_notebook(cells=[new_code_cell(_PROBE % {"full": bool(full)})], metadata={
             "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
         try:
-            workdir, shared, env, prefix, owner = kernel.stage(nb)
+            staged = kernel.stage(nb)
         except (OSError, RuntimeError) as exc:
             raise PreflightFailed(f"a sandboxed kernel cannot be set up here: {exc}; nothing was "
                                   "graded (`grader doctor` shows more)") from None
         limits = assignment.config.limits
-        async with executed(nb, workdir=workdir, shared=shared, limits=limits,
-                            seed=0, env=env, command_prefix=prefix, owner=owner,
+        shared = staged.shared
+        async with executed(nb, workdir=staged.workdir, shared=shared, limits=limits, seed=0,
+                            env=staged.env, command_prefix=staged.command, owner=staged.owner,
                             python=kernel.python, prologue=kernel.prologue) as execution:
             status, reason, ran = execution.status, execution.reason, execution.notebook
         if status != "ok":
-            log = _tail(shared / "kernel.log", 4).replace("\n", " | ")
+            log = tail(shared / "kernel.log", 4).replace("\n", " | ")
             raise PreflightFailed(f"a sandboxed kernel cannot run here ({reason}); its stderr: "
                                   f"{log[-600:]}; nothing was graded (`grader doctor` shows more)")
         text = "".join(o.get("text", "") for o in ran.cells[0].get("outputs", []))
@@ -127,7 +130,7 @@ async def probe_kernel(assignment: Assignment, *, settings: Settings, prepared: 
         except ValueError:
             raise PreflightFailed("a sandboxed kernel started but its probe printed nothing "
                                   "readable; nothing was graded") from None
-        info["stderr"] = _tail(shared / "kernel.log", 200)  # why CUDA failed: `grader doctor`
+        info["stderr"] = tail(shared / "kernel.log", 200)  # why CUDA failed: `grader doctor`
         return info
     finally:
         if settings.sandboxed and os.geteuid() == 0:

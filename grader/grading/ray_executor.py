@@ -2,8 +2,8 @@
 
 Each submission to grade is one Ray task that runs the same sandboxed `grade_submission` as a
 local slot, on whichever worker machine the cluster picks, and returns its Result as JSON. The
-driver (this process) stores each result as it arrives and hands it to the same reporter as the
-local slots (grader.grading.batch._collect), so the gradebook, the pages and the closing line are the
+driver (this process) gives each result to the batch's Outbox as it arrives, as the local slots
+do (grader.grading.executor), so the gradebook, the pages and the closing line are the
 same. Workers need only the grader installed: the assignment's config, checks and prepared data
 travel once per batch through Ray's object store as a tar, unpacked by each task into a private
 folder under the worker's /tmp, which no sandboxed kernel sees (its /tmp is a tmpfs of its own);
@@ -20,13 +20,12 @@ import io
 import json
 import logging
 import os
-import queue
 import shutil
 import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -34,25 +33,16 @@ from types import ModuleType
 from typing import Any
 
 from grader.data.prepare import Prepared
-from grader.grading.batch import (
-    Batch,
-    Settings,
-    _collect,
-    _first_line,
-    _new_result,
-    _Reporter,
-    _submitted_at,
-    grade_submission,
-)
 from grader.grading.devices import CPU, Device, cores, detect_gpus
 from grader.grading.devices import slots as device_slots
+from grader.grading.executor import Job, Outbox, Settings
+from grader.grading.local import grade_submission
 from grader.isolation import sandbox
 from grader.model.assignments import Assignment, grader_fingerprint
 from grader.model.config import load_config
-from grader.model.errors import GraderError
-from grader.model.result import Result, mark_fault, result_from_dict, result_to_dict
+from grader.model.errors import GraderError, gist
+from grader.model.result import Result, mark_fault, new_result, result_from_dict, result_to_dict, submitted_at
 from grader.model.submission import Submission
-from grader.store.gradebook import Gradebook
 
 MISSING = "--executor ray needs Ray, an optional extra: pip install 'grader[ray]'"
 CHECKER_MB = 1024  # a task's checker with its libraries, beside the kernel's memory limit
@@ -122,7 +112,7 @@ def grade_task(blob: bytes, job: dict[str, Any]) -> str:
         assignment, prepared = unpack(blob, folder, name=job["assignment"], data_key=job["data_key"])
         submission = _submission(job, folder)
         if job["fingerprint"] != grader_fingerprint():
-            result = _new_result(assignment, submission, job["key"], CPU, job["sandboxed"])
+            result = new_result(assignment, submission, job["key"], CPU.label, job["sandboxed"])
             mark_fault(result, f"this Ray worker runs grader {grader_fingerprint()}, the driver "
                        f"{job['fingerprint']}: install the same grader on every worker")
         else:
@@ -169,50 +159,44 @@ def _task_device(per_gpu: int) -> Device:
 
 # --- on the driver ----------------------------------------------------------------------------
 
-def run_tasks(assignment: Assignment, todo: list[Submission], gradebook: Gradebook,
-              prepared: Prepared | None, settings: Settings, key: str, batch: Batch,
-              reporter: _Reporter, on_result: Callable[[Result], None] | None,
-              began: float, preflight: Callable[[], object] | None = None,
-              claim: Callable[[Submission], bool] | None = None) -> None:
-    """Grade TODO as Ray tasks (grade_batch's executor for --executor ray): store each result
-    as it arrives and hand it to the reporter, as the local slots do. PREFLIGHT (collecting the
-    checks) runs while Ray starts, and before any task is sent; a local Ray instance lives as long
-    as this call. CLAIM, where given, is asked just before each task is sent: a submission it
-    refuses (another grader run holds it, or stored it meanwhile) is not sent."""
-    ray = require_ray()
-    blob = pack(assignment, prepared)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="grader-preflight") as pool:
-        checked = pool.submit(preflight) if preflight is not None else None  # while Ray starts
-        with _connected(ray, settings, len(blob)):
-            if checked is not None:
-                checked.result()
-            if todo:
-                _grade_on_ray(ray, blob, assignment, todo, gradebook, prepared, settings, key, batch,
-                              reporter, on_result, began, claim)
+class RayExecutor:
+    """Each submission one Ray task (grade_batch's executor for --executor ray)."""
+
+    def run(self, job: Job, todo: list[Submission], outbox: Outbox) -> None:
+        """Grade TODO as Ray tasks, giving each result to OUTBOX as it arrives (see
+        Executor.run). JOB.preflight (collecting the checks) runs while Ray starts, and before
+        any task is sent; a local Ray instance lives as long as this call. JOB.claim is asked
+        just before each task is sent: a submission it refuses (another grader run holds it, or
+        stored it meanwhile) is not sent."""
+        ray = require_ray()
+        blob = pack(job.assignment, job.prepared)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="grader-preflight") as pool:
+            checked = pool.submit(job.preflight) if job.preflight is not None else None  # while Ray starts
+            with _connected(ray, job.settings, len(blob)):
+                if checked is not None:
+                    checked.result()
+                if todo:
+                    _grade_on_ray(ray, blob, job, todo, outbox)
 
 
-def _grade_on_ray(ray: ModuleType, blob: bytes, assignment: Assignment, todo: list[Submission],
-                  gradebook: Gradebook, prepared: Prepared | None, settings: Settings, key: str,
-                  batch: Batch, reporter: _Reporter, on_result: Callable[[Result], None] | None,
-                  began: float, claim: Callable[[Submission], bool] | None = None) -> None:
+def _grade_on_ray(ray: ModuleType, blob: bytes, job: Job, todo: list[Submission], outbox: Outbox) -> None:
     """Send TODO to the connected cluster, a few tasks at a time (each claimed as it is sent),
     and collect their results."""
+    assignment, settings, batch = job.assignment, job.settings, outbox.batch
     options = task_options(assignment, settings, ray.cluster_resources())
     _check_fits(ray, options, settings.address)
     in_flight = min(len(todo), settings.workers or _capacity(ray, options))
     batch.workers = in_flight
-    done: queue.SimpleQueue[Result | None] = queue.SimpleQueue()
-    stop = threading.Event()
-    jobs = (_job(assignment, s, prepared, settings, key, began)
-            for s in todo if claim is None or claim(s))
+    jobs = (_job(assignment, s, job.prepared, settings, job.key, job.began)
+            for s in todo if job.claim is None or job.claim(s))
     broke: list[str] = []  # why the cluster stopped answering, if it did
     sender = threading.Thread(target=_send, name="grader-ray", daemon=True, args=(
-        ray, ray.put(blob), jobs, options, in_flight, done, stop, broke, (assignment, key, settings)))
+        ray, ray.put(blob), jobs, options, in_flight, outbox, broke, (assignment, job.key, settings)))
     sender.start()
     try:
-        _collect(todo, gradebook, settings, batch, reporter, on_result, done, stop, 1)
+        outbox.collect(1)
     finally:
-        stop.set()  # an interrupted batch (Ctrl-C) cancels what has not come back
+        outbox.stop.set()  # an interrupted batch (Ctrl-C) cancels what has not come back
         sender.join()
     if broke:
         batch.stopped = batch.stopped or (f"stopped: the Ray cluster failed ({broke[0]}); what was"
@@ -243,7 +227,7 @@ class _connected:
             hint = (" (a cluster with token authentication, the default of `ray start` since Ray"
                     " 2.59, needs RAY_AUTH_MODE=token here and its token in ~/.ray/auth_token or"
                     " $RAY_AUTH_TOKEN)" if address and os.environ.get("RAY_AUTH_MODE") != "token" else "")
-            raise RayError(f"cannot connect to {where}: {_first_line(str(exc))}{hint}") from exc
+            raise RayError(f"cannot connect to {where}: {gist(str(exc))}{hint}") from exc
 
     def __exit__(self, *_: object) -> None:
         self.ray.shutdown()
@@ -303,7 +287,7 @@ def _job(assignment: Assignment, submission: Submission, prepared: Prepared | No
             notebook = submission.path.read_bytes()
         except OSError as exc:
             problem = f"the notebook could not be read: {exc.strerror}"
-    moment = _submitted_at(submission)
+    moment = submitted_at(submission)
     return dict(assignment=assignment.name, student=submission.student, notebook=notebook,
                 problem=problem, submitted_at=moment.isoformat() if moment else None,
                 data_key=prepared.key if prepared else None, key=key,
@@ -313,11 +297,12 @@ def _job(assignment: Assignment, submission: Submission, prepared: Prepared | No
 
 
 def _send(ray: ModuleType, blob: Any, jobs: Iterator[dict[str, Any]], options: dict[str, Any],
-          in_flight: int, done: queue.SimpleQueue[Result | None], stop: threading.Event,
-          broke: list[str], batch: tuple[Assignment, str, Settings]) -> None:
-    """Keep IN_FLIGHT tasks running from JOBS; give each result to DONE as it comes, then None.
-    Once STOP is set, send nothing more and cancel what has not come back; where Ray itself
-    fails, say why in BROKE."""
+          in_flight: int, outbox: Outbox, broke: list[str],
+          batch: tuple[Assignment, str, Settings]) -> None:
+    """Keep IN_FLIGHT tasks running from JOBS; give each result to OUTBOX as it comes, then say
+    done. Once OUTBOX.stop is set, send nothing more and cancel what has not come back; where
+    Ray itself fails, say why in BROKE."""
+    stop = outbox.stop
     task = ray.remote(grade_task).options(**options)
     pending: dict[Any, dict[str, Any]] = {}
     try:
@@ -328,9 +313,9 @@ def _send(ray: ModuleType, blob: Any, jobs: Iterator[dict[str, Any]], options: d
                 break
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
             for ref in ready:
-                done.put(_received(ray, ref, pending.pop(ref), *batch))
+                outbox.give(_received(ray, ref, pending.pop(ref), *batch))
     except Exception as exc:  # noqa: BLE001 - the cluster went away: stop, never hang
-        broke.append(f"{type(exc).__name__}: {_first_line(str(exc))}")
+        broke.append(f"{type(exc).__name__}: {gist(str(exc))}")
         stop.set()
     finally:
         for ref in pending:
@@ -338,7 +323,7 @@ def _send(ray: ModuleType, blob: Any, jobs: Iterator[dict[str, Any]], options: d
                 ray.cancel(ref, force=True)
             except Exception:  # noqa: BLE001 - already done, or the cluster is gone
                 pass
-        done.put(None)
+        outbox.done()
 
 
 def _received(ray: ModuleType, ref: Any, job: dict[str, Any], assignment: Assignment, key: str,
@@ -350,12 +335,12 @@ def _received(ray: ModuleType, ref: Any, job: dict[str, Any], assignment: Assign
     except ray.exceptions.RayError as exc:
         path = Path(job["path"]) if job["path"] else None
         moment = datetime.fromisoformat(job["submitted_at"]) if job["submitted_at"] else None
-        result = _new_result(assignment, Submission(job["student"], path, job["problem"], moment),
-                             key, CPU, settings.sandboxed)
+        result = new_result(assignment, Submission(job["student"], path, job["problem"], moment),
+                            key, CPU.label, settings.sandboxed)
         died = isinstance(exc, ray.exceptions.WorkerCrashedError | ray.exceptions.NodeDiedError)
         mark_fault(result, (
             "the Ray worker grading it died, and again when the task was retried once elsewhere"
             if died else "the Ray task grading it failed") + f": {type(exc).__name__}: "
-            f"{_first_line(str(exc))}; `grader run` grades it again")
+            f"{gist(str(exc))}; `grader run` grades it again")
     result.notebook = job["path"]  # where the driver read it, not the worker's copy
     return result

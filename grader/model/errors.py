@@ -31,3 +31,10 @@ class PreflightFailed(GraderError):
 
 class WorkRootTooDeep(GraderError):
     """The folder where run folders are made is too deep for the kernels' sockets."""
+
+
+def gist(text: str) -> str:
+    """The last non-blank line of TEXT (a traceback's exception, a log's last word), at most 200
+    characters: what a one-line message quotes of a longer failure."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return (lines[-1] if lines else "no detail")[:200]

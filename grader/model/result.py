@@ -1,4 +1,5 @@
-"""Turn an execution and its checks into a score, a status and a reason the student understands.
+"""A submission's result: its status, score and reason the student understands, the staff's
+overrides, and how it travels as JSON. (grading.score works it out.)
 
 Two kinds of outcome never mix: what the student's notebook did (graded, cell_error, timeout,
 kernel_died, invalid) earns a score; a fault of the grader or the machine (`error`) earns none,
@@ -7,11 +8,15 @@ is shown to staff with its detail, and is graded again by the next run.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from grader.model.assignments import Assignment
 from grader.model.outcomes import Attachment, CheckOutcome
+from grader.model.submission import Submission
 
 # What each status means, in words for the reports.
 STATUSES = {
@@ -123,23 +128,6 @@ def override_points(result: Result) -> float:
     return round(change, 4)
 
 
-def total(checks: list[CheckOutcome]) -> float:
-    """The points earned over all checks."""
-    return round(sum(c.points for c in checks), 4)
-
-
-def grader_faults(checks: list[CheckOutcome]) -> list[CheckOutcome]:
-    """The checks whose own code broke (not the student's values)."""
-    return [c for c in checks if c.fault == "grader"]
-
-
-def status_of(execution_status: str, check_problem: str, checks: list[CheckOutcome]) -> str:
-    """The run's status: any fault of the grader outranks whatever the notebook did."""
-    if check_problem or grader_faults(checks) or execution_status == "kernel_failed":
-        return GRADER_FAULT
-    return {"ok": "graded"}.get(execution_status, execution_status)
-
-
 def mark_fault(result: Result, detail: str) -> None:
     """Turn RESULT into a grader fault: no score, a plain reason, the detail for staff."""
     result.status = GRADER_FAULT
@@ -173,3 +161,34 @@ def result_from_dict(data: dict[str, Any]) -> Result:
     data["overrides"] = [Override(**{**o, "made_at": datetime.fromisoformat(o["made_at"])})
                          for o in data["overrides"]]
     return Result(**data)
+
+
+def file_digest(path: Path | None) -> str:
+    """The sha256 of the file at PATH; '-' where there is none, or it cannot be read."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest() if path else "-"
+    except OSError:
+        return "-"
+
+
+def submitted_at(submission: Submission) -> datetime | None:
+    """When SUBMISSION was handed in: the LMS's time `grader collect` kept, else the file's mtime."""
+    if submission.submitted_at is not None:
+        return submission.submitted_at
+    try:
+        return datetime.fromtimestamp(submission.path.stat().st_mtime, UTC) if submission.path else None
+    except OSError:
+        return None
+
+
+def new_result(assignment: Assignment, submission: Submission, key: str, device: str,
+               sandboxed: bool) -> Result:
+    """SUBMISSION's result before anything ran: invalid, for the reason found (if any), on
+    DEVICE (its label) under the grading KEY."""
+    return Result(
+        student=submission.student, assignment=assignment.name,
+        notebook=str(submission.path or ""), sha256=file_digest(submission.path),
+        checks_sha256=key, status="invalid", reason=submission.problem or "",
+        score=0.0, max_score=assignment.config.points, device=device, sandboxed=sandboxed,
+        submitted_at=submitted_at(submission),
+    )
