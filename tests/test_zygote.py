@@ -168,7 +168,7 @@ def test_a_forked_kernels_sandbox_ends_when_the_grader_lets_go_without_bubblewra
 def test_a_zygote_that_fails_leaves_kernels_cold_and_grades_unchanged(course, data_home, tmp_path,
                                                                      monkeypatch, failure):
     if failure == "start":
-        monkeypatch.setattr(zygote, "_SERVER", "import sys; sys.exit(3)")
+        monkeypatch.setattr(zygote, "START", "import sys; sys.exit(3)")
     else:
         async def refused(self, **kwargs):
             raise zygote.ZygoteError("no fork today")

@@ -36,11 +36,8 @@ student nothing the checker hands out.
 grader.cli.early); the batch takes that one over where it is the very zygote it asks for (same
 interpreter, environment and libraries), and stops it otherwise.
 
-The protocol, one JSON object a line. The grader writes on stdin
-  {"fork": {"sandbox": PID, "argv": [...], "env": {...}, "uid": N, "log": PATH, "seccomp": HEX,
-            "cwd": PATH, "groups": [...], "stdio": [...]}}
-and the zygote answers {"forked": PID} (the midwife) or {"error": why}. It writes
-{"ready": [modules]} once, after its imports. Closing stdin stops it.
+The zygote's own process is grader.isolation.zygote_server, a fork server (grader.forkserver);
+its docstring has the protocol.
 """
 
 from __future__ import annotations
@@ -49,301 +46,16 @@ import asyncio
 import contextlib
 import json
 import os
-import select
 import subprocess
 import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
-from grader.isolation.launch import APPLY_LIMITS
-
-# Runs as `python -c _SERVER PARENT_PID MODULES_JSON` with the kernels' environment, as root.
-_SERVER = r'''
-import contextlib, ctypes, gc, json, os, signal, sys
-gc.disable()  # the imports' objects are frozen before any fork (see the gc module's docs)
-libc = ctypes.CDLL(None, use_errno=True)
-libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: the zygote goes with the grader
-if os.getppid() != int(sys.argv[1]):
-    sys.exit(1)
-NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET = (
-    0x20000, 0x2000000, 0x4000000, 0x8000000, 0x10000000, 0x20000000, 0x40000000)
-out = os.fdopen(os.dup(1), "w")
-os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # what the libraries print never reaches the grader
-
-def check(result, what):
-    if result != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-
-def private_home():
-    """An empty home of the zygote's own, at the kernels' HOME (/home/student), on a tmpfs
-    over its top folder in a mount namespace of its own: what the libraries write there goes
-    nowhere on the host. Its temporary files go there too."""
-    home = os.environ["HOME"]
-    top = "/" + home.strip("/").split("/")[0]
-    hidden = [p for p in {sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path}
-              if p and os.path.realpath(p).startswith(top + "/")]
-    if top in ("/", "/usr", "/tmp") or hidden:
-        raise RuntimeError(f"the Python environment lies under {top}, which the zygote's own home would hide")
-    check(libc.unshare(NEWNS), "unshare")
-    check(libc.mount(b"none", b"/", None, 16384 | (1 << 18), None), "mount --make-rprivate /")
-    check(libc.mount(b"tmpfs", top.encode(), b"tmpfs", 2 | 4, b"mode=0755,size=512m"),
-          f"mount tmpfs {top}")
-    os.makedirs(home + "/.zygote-tmp", mode=0o700)
-    os.environ["TMPDIR"] = home + "/.zygote-tmp"
-    os.chdir(home)
-
-try:
-    private_home()
-except Exception as exc:
-    out.write(json.dumps({"error": f"{type(exc).__name__}: {exc}"}) + "\n")
-    out.flush()
-    sys.exit(1)
-before = dict(os.environ)
-import importlib.util
-done = []
-for name in json.loads(sys.argv[2]):
-    if importlib.util.find_spec(name.partition(".")[0]) is not None:
-        __import__(name)
-        done.append(name)
-import runpy, ipykernel.kernelapp, ipykernel_launcher  # noqa: E401
-for name in __KERNEL_STARTUP__:  # what every kernel imports as it starts, once here
-    with contextlib.suppress(Exception):
-        __import__(name)
-# What the imports left, which a cold kernel's imports leave too: variables they set, and the
-# files they wrote in the home (Keras' keras.json, matplotlib's font list). Each kernel gets them.
-ADDED = {k: v for k, v in os.environ.items() if before.get(k) != v}
-HOME_FILES = []
-for top, dirs, files in os.walk(os.environ["HOME"]):
-    dirs[:] = [d for d in dirs if d != ".zygote-tmp"]
-    rel = os.path.relpath(top, os.environ["HOME"])
-    HOME_FILES += [(os.path.normpath(os.path.join(rel, d)), None) for d in sorted(dirs)]
-    for f in sorted(files):
-        with open(os.path.join(top, f), "rb") as handle:
-            HOME_FILES.append((os.path.normpath(os.path.join(rel, f)), handle.read(16 << 20)))
-threads = len(os.listdir("/proc/self/task"))
-if threads != 1:  # OpenBLAS' pool (more than one thread a kernel): it stops itself on fork
-    child = os.fork()
-    if child == 0:
-        os._exit(0)
-    os.waitpid(child, 0)
-    threads = len(os.listdir("/proc/self/task"))
-if threads != 1:  # forking a process with threads could copy a held lock
-    out.write(json.dumps({"error": f"the zygote has {threads} threads after its imports"}) + "\n")
-    out.flush()
-    sys.exit(1)
-CAP_LAST = int(open("/proc/sys/kernel/cap_last_cap").read())
-
-
-__APPLY_LIMITS__
-
-class _Header(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-
-class _Data(ctypes.Structure):
-    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
-                ("inheritable", ctypes.c_uint32)]
-
-
-class _Prog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-
-
-def _sandbox_process(bwrap):
-    """The placeholder bubblewrap runs in the sandbox (its init's child), once it has begun."""
-    import time
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{bwrap}/task/{bwrap}/children") as f:
-                for init in f.read().split():
-                    with open(f"/proc/{init}/task/{init}/children") as g:
-                        for pid in g.read().split():
-                            with open(f"/proc/{pid}/comm") as h:
-                                if h.read().strip() == __PLACEHOLDER__:
-                                    return int(pid)
-        except OSError:
-            pass
-        time.sleep(0.002)
-    raise RuntimeError("the sandbox did not start")
-
-
-def _cgroups(pid):
-    """The cgroup.procs files of the cgroups PID is in and this process is not (v1 or v2)."""
-    points = {}
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            fstype, _, options = right.split()[:3]
-            if fstype == "cgroup2":
-                points.setdefault("", left.split()[4])
-            elif fstype == "cgroup":
-                for option in options.split(","):
-                    points.setdefault(option, left.split()[4])
-    with open("/proc/self/cgroup") as f:
-        mine = set(f.read().splitlines())
-    found = []
-    with open(f"/proc/{pid}/cgroup") as f:
-        for line in f.read().splitlines():
-            _, controllers, path = line.split(":", 2)
-            point = points.get(controllers.split(",")[0])
-            if line not in mine and point is not None:
-                found.append(f"{point}{path.rstrip('/')}/cgroup.procs")
-    return found
-
-
-def _fill_home(home):
-    """Write what the imports left in the zygote's home into the kernel's own."""
-    for rel, data in HOME_FILES:
-        path = os.path.join(home, rel)
-        if data is None:
-            os.makedirs(path, exist_ok=True)
-        elif not os.path.exists(path):
-            with open(path, "wb") as f:
-                f.write(data)
-
-
-def kernel(request, fds, root, stdio):
-    """In the grandchild: enter the sandbox, become its user, run ARGV's module (ipykernel, or
-    for a checker the check server). Returns only by an exception."""
-    for kind in (NEWNET, NEWIPC, NEWUTS, NEWCGROUP, NEWNS):
-        if kind in fds:
-            check(libc.setns(fds[kind], kind), "setns")
-    os.fchdir(root)
-    os.chroot(".")
-    os.chdir(request["cwd"])
-    os.setsid()
-    if stdio:  # a checker: the pipes to the grader, taken from the placeholder
-        for target, fd in enumerate(stdio):
-            os.dup2(fd, target)
-    else:
-        log = os.open(request["log"], os.O_WRONLY | os.O_APPEND) if request.get("log") else -1
-        null = os.open(os.devnull, os.O_RDWR)
-        os.dup2(null, 0)
-        os.dup2(null, 1)
-        os.dup2(log if log >= 0 else null, 2)
-    os.closerange(3, max(1 << 16, os.sysconf("SC_OPEN_MAX")))  # nothing of the zygote's
-    uid = int(request["uid"])
-    for cap in range(CAP_LAST + 1):
-        libc.prctl(24, cap, 0, 0, 0)  # PR_CAPBSET_DROP
-    os.setgroups([int(g) for g in request.get("groups", ())])
-    os.setresgid(uid, uid, uid)
-    os.setresuid(uid, uid, uid)
-    header, data = _Header(0x20080522, 0), (_Data * 2)()
-    check(libc.capset(ctypes.byref(header), data), "capset")  # no capability left, inheritable too
-    check(libc.prctl(47, 4, 0, 0, 0), "ambient capabilities")  # PR_CAP_AMBIENT_CLEAR_ALL
-    libc.prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE, as after exec: /proc/self stays the kernel's own
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: the kernel goes with its midwife
-    check(libc.prctl(38, 1, 0, 0, 0), "no_new_privs")
-    program = bytes.fromhex(request.get("seccomp", ""))
-    if program:
-        buf = ctypes.create_string_buffer(program, len(program))
-        prog = _Prog(len(program) // 8, ctypes.cast(buf, ctypes.c_void_p))
-        check(libc.prctl(22, 2, ctypes.byref(prog), 0, 0), "seccomp")  # PR_SET_SECCOMP, FILTER
-    os.environ.clear()
-    if stdio:  # the trusted environment, whole: nothing the kernels' imports set wins over it
-        os.environ.update({**ADDED, **request["env"], "PWD": request["cwd"]})
-    else:
-        os.environ.update({**request["env"], **ADDED, "PWD": request["cwd"]})
-    import tempfile
-    tempfile.tempdir = None  # found again from the kernel's own environment, as a cold one does
-    try:
-        _fill_home(os.environ["HOME"])
-    except OSError:
-        pass
-    apply_limits()  # the umask and resource limits, as a cold kernel's launcher applies them
-    argv = request["argv"]
-    sys.argv = list(argv)
-    gc.enable()
-    runpy.run_module(argv[0], run_name="__main__", alter_sys=True)
-
-
-def midwife(request):
-    """In the zygote's child: join the sandbox's PID namespace, fork the kernel into it, wait
-    for it, then kill the sandbox. Never returns."""
-    code = 1
-    try:
-        libc.prctl(1, signal.SIGKILL)
-        bwrap = int(request["sandbox"])
-        target = _sandbox_process(bwrap)
-        names = {NEWPID: "pid", NEWNET: "net", NEWIPC: "ipc", NEWUTS: "uts", NEWCGROUP: "cgroup",
-                 NEWNS: "mnt"}
-        fds = {}
-        for kind, name in names.items():
-            path = f"/proc/{target}/ns/{name}"
-            if os.readlink(path) != os.readlink(f"/proc/self/ns/{name}"):
-                fds[kind] = os.open(path, os.O_RDONLY)
-        if NEWPID not in fds or NEWNS not in fds:
-            raise RuntimeError("the sandbox has no namespaces of its own")
-        root = os.open(f"/proc/{target}/root", os.O_RDONLY | os.O_DIRECTORY)
-        # a checker's stdin, stdout and stderr: the placeholder's descriptors STDIO, opened
-        # again (read, write, write) from the pipes the grader made for it
-        stdio = [os.open(f"/proc/{target}/fd/{int(fd)}", os.O_RDONLY if i == 0 else os.O_WRONLY)
-                 for i, fd in enumerate(request.get("stdio", ()))]
-        for procs in _cgroups(target):  # the run's memory and process limits
-            with open(procs, "w") as f:
-                f.write(str(os.getpid()))
-        check(libc.setns(fds[NEWPID], NEWPID), "setns pid")
-        pid = os.fork()
-        if pid == 0:
-            status = 70
-            try:
-                kernel(request, fds, root, stdio)
-            except SystemExit as exc:  # the check server's end
-                status = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
-            except BaseException:
-                import traceback
-                why = "the zygote's kernel did not start:\n" + traceback.format_exc()
-                if request.get("log"):
-                    with open(request["log"], "a") as f:
-                        f.write(why)
-                else:
-                    os.write(2, why.encode())
-            for stream in (sys.stdout, sys.stderr):
-                with contextlib.suppress(Exception):
-                    stream.flush()
-            os._exit(status)
-        for fd in stdio:
-            os.close(fd)
-        os.waitpid(pid, 0)
-        code = 0
-    except BaseException:
-        import traceback
-        with contextlib.suppress(Exception):
-            with open(request["log"], "a") as f:
-                f.write("the zygote could not fork a kernel:\n" + traceback.format_exc())
-    finally:
-        with contextlib.suppress(Exception):
-            os.kill(int(request["sandbox"]), signal.SIGKILL)
-        os._exit(code)
-
-
-libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: no kernel can read or trace the zygote
-gc.freeze()  # no kernel's collections scan (and so copy) the imports' objects
-out.write(json.dumps({"ready": done}) + "\n")
-out.flush()
-for line in sys.stdin:
-    while True:  # reap the midwives that are done
-        try:
-            if os.waitpid(-1, os.WNOHANG)[0] == 0:
-                break
-        except ChildProcessError:
-            break
-    try:
-        request = json.loads(line)["fork"]
-        pid = os.fork()
-        if pid == 0:
-            sys.stdin.close()
-            out.close()
-            midwife(request)
-        out.write(json.dumps({"forked": pid}) + "\n")
-    except Exception as exc:
-        out.write(json.dumps({"error": f"{type(exc).__name__}: {exc}"}) + "\n")
-    out.flush()
-'''
+from grader.forkserver import Client, ServerGone
+from grader.model import paths
 
 # What ipykernel imports as each kernel starts (its shell, its debugger and the debugpy it
 # loads, the history's sqlite3, ...): a cold kernel imports them too, a forked one finds them
@@ -357,9 +69,10 @@ KERNEL_STARTUP = ("ipykernel.ipkernel", "ipykernel.zmqshell", "ipykernel.debugge
 # (see execute._KernelManager), until the grader closes it or goes.
 PLACEHOLDER = ["/usr/bin/cat"]
 
-_SERVER = _SERVER.replace("__APPLY_LIMITS__", APPLY_LIMITS).replace(
-    "__KERNEL_STARTUP__", repr(KERNEL_STARTUP)).replace(
-    "__PLACEHOLDER__", repr(os.path.basename(PLACEHOLDER[0])))
+# What the zygote runs (`python -c START ROOT SETTINGS`): its server, grader.isolation.zygote_server,
+# imported from the grader's folder ROOT, which leaves sys.path as the kernels have it.
+START = ("import sys; sys.path.insert(0, sys.argv[1]); "
+         "from grader.isolation.zygote_server import main; del sys.path[0]; sys.exit(main(sys.argv[2]))")
 
 
 class ZygoteError(RuntimeError):
@@ -378,6 +91,7 @@ class Zygote:
     def __init__(self, python: str, env: dict[str, str], modules: list[str]):
         self.python, self.env, self.modules = python, env, modules
         self.process: subprocess.Popen[bytes] | None = None
+        self.client: Client | None = None
         self.problem = ""  # why it is not there, once it failed
         self._lock = threading.Lock()
 
@@ -393,42 +107,40 @@ class Zygote:
     def spawn(self) -> bool:
         """Start its process, which imports while the caller goes on; it dies with the calling
         thread (PR_SET_PDEATHSIG). False (with `problem`) if it could not."""
+        settings = {"parent": os.getpid(), "modules": self.modules, "startup": list(KERNEL_STARTUP),
+                    "placeholder": Path(PLACEHOLDER[0]).name}
+        client = Client("the zygote")
         try:
             self.process = subprocess.Popen(
-                [self.python, "-c", _SERVER, str(os.getpid()), json.dumps(self.modules)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                [self.python, "-c", START, str(paths.PACKAGE.parent), json.dumps(settings)],
+                stdin=client.stdin, stdout=client.stdout, stderr=subprocess.DEVNULL,
                 env=self.env, start_new_session=True)
         except Exception as exc:  # noqa: BLE001 - any failure: kernels start cold
+            client.close()
             self.fail(f"the zygote did not start: {exc}")
             return False
+        client.started()
+        self.client = client
         return True
 
     def wait_ready(self, timeout: float = 180.0) -> bool:
         """Wait for its imports; False (with `problem`) if it did not make them."""
-        if self.problem:
+        if self.problem or self.client is None:
             return False
         try:
-            answer = self._answer(timeout)
+            self.client.ready(timeout)
+        except ServerGone as exc:
+            self.fail(f"{exc}{self._status()}")
+            return False
         except Exception as exc:  # noqa: BLE001 - any failure: kernels start cold
             self.fail(f"the zygote did not start: {exc}")
             return False
-        if "ready" not in answer:
-            self.fail(f"the zygote did not start: {answer.get('error', answer)}")
-            return False
         return True
 
-    def _answer(self, timeout: float) -> dict[str, Any]:
-        """Its next line, within TIMEOUT seconds."""
-        assert self.process is not None and self.process.stdout is not None
-        stream = self.process.stdout
-        ready, _, _ = select.select([stream], [], [], timeout)
-        if not ready:
-            raise ZygoteError(f"no answer within {timeout:.0f} s")
-        line = stream.readline()
-        if not line:
-            raise ZygoteError(f"the zygote exited ({self.process.poll()})")
-        answer: dict[str, Any] = json.loads(line)
-        return answer
+    def _status(self) -> str:
+        """How its process ended, where it has."""
+        code = None if self.process is None else self.process.poll()
+        return "" if code is None else f" (exit status {code})"
 
     @property
     def alive(self) -> bool:
@@ -444,19 +156,17 @@ class Zygote:
         request = {"fork": {"sandbox": sandbox, "argv": argv, "env": env, "uid": uid, "log": log,
                             "seccomp": seccomp.hex(), "cwd": cwd, "groups": list(groups),
                             "stdio": list(stdio or ())}}
-        return await asyncio.to_thread(self._fork, json.dumps(request).encode() + b"\n")
+        return await asyncio.to_thread(self._fork, request)
 
-    def _fork(self, line: bytes) -> int:
+    def _fork(self, request: dict[str, Any]) -> int:
         with self._lock:
-            if not self.alive:
+            if not self.alive or self.client is None:
                 raise ZygoteError(self.problem or "the zygote is not running")
             try:
-                assert self.process is not None and self.process.stdin is not None
-                self.process.stdin.write(line)
-                self.process.stdin.flush()
-                answer = self._answer(20)
+                self.client.send(request, timeout=20)
+                answer = self.client.receive(20)
             except Exception as exc:  # noqa: BLE001
-                self.fail(f"the zygote stopped answering: {exc}")
+                self.fail(f"the zygote stopped answering: {exc}{self._status()}")
                 raise ZygoteError(self.problem) from None
         if "forked" not in answer:
             raise ZygoteError(str(answer.get("error", answer)))
@@ -469,16 +179,15 @@ class Zygote:
     def close(self) -> None:
         """Stop it (its midwives and kernels end with their sandboxes)."""
         process, self.process = self.process, None
+        client, self.client = self.client, None
         if process is None:
             return
         with contextlib.suppress(Exception):
             process.kill()
         with contextlib.suppress(Exception):
             process.wait(timeout=10)
-        for stream in (process.stdin, process.stdout):
-            with contextlib.suppress(Exception):
-                if stream is not None:
-                    stream.close()
+        if client is not None:
+            client.close()
         if not self.problem:
             self.problem = "the zygote was stopped"
 
