@@ -12,6 +12,7 @@ from pathlib import Path
 
 from grader.grading import devices
 from grader.isolation import sandbox
+from grader.model.assignments import grading_code
 from grader.model.errors import GraderError
 from grader.model.paths import course_root, data_home
 
@@ -39,8 +40,29 @@ def diagnose(*, course: str | None, data_home_dir: str | None, gradebook: str, g
     else:
         rows.append(_gpus(slots, per_gpu, asked=gpus))
     rows += _kernel(slots[0], sandboxed=sandbox.bwrap() is not None)
-    rows += [_course(course), _data(course, data_home_dir), _gradebook(gradebook), _chromium()]
+    rows += [_course(course), _data(course, data_home_dir), _gradebook(gradebook),
+             _graders(gradebook), _chromium()]
     return rows
+
+
+def _graders(target: str) -> Row:
+    """Which grader this is, and which graded the gradebook's results."""
+    mine = grading_code()
+    if "://" not in target and not Path(target).exists():
+        return Row("grader", "ok", f"grades with {mine}")
+    from grader.store.gradebook import Gradebook
+
+    try:
+        counts = Gradebook(target).graders()
+    except GraderError as exc:
+        return Row("grader", "warn", f"grades with {mine}; the gradebook cannot be read: {exc}")
+    others = {g or "(not recorded)": n for g, n in counts.items() if g != mine}
+    if not others:
+        return Row("grader", "ok", f"grades with {mine}, as every result of the gradebook was")
+    told = ", ".join(f"{n} by {g}" for g, n in sorted(others.items()))
+    return Row("grader", "warn", f"grades with {mine}; the gradebook's latest results: "
+               f"{counts.get(mine, 0)} by it, {told} (`grader run ASSIGNMENT --regrade-new-grader`"
+               " grades those again)")
 
 
 def _gpus(slots: list[devices.Device], per_gpu: int, *, asked: str,

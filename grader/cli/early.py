@@ -38,7 +38,7 @@ from grader.model.submission import discover
 # checks that these are that command's own.
 VALUED = ("--course", "--submissions", "--gradebook", "--reports", "--executor", "--address",
           "--similar", "--workers", "--gpus", "--per-gpu", "--data-home")
-FLAGS = ("--force", "--no-notebook-html", "--no-sandbox")
+FLAGS = ("--force", "--regrade-new-grader", "--no-notebook-html", "--no-sandbox")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -27,7 +27,7 @@ from grader.grading.executor import Batch, Settings
 from grader.grading.preflight import preflight_checks
 from grader.isolation import sandbox
 from grader.model import late
-from grader.model.assignments import Assignment, list_assignments, load_assignment
+from grader.model.assignments import Assignment, grading_code, list_assignments, load_assignment
 from grader.model.errors import GraderError, PreflightFailed, ValidationFailed
 from grader.model.late import LatePolicy
 from grader.model.paths import course_root, data_home
@@ -223,6 +223,7 @@ def _settings(args: argparse.Namespace, reports: Path | None,
     elif getattr(args, "address", None):
         raise GraderError("--address names a Ray cluster: pass it with --executor ray")
     settings = Settings(workers=workers, force=getattr(args, "force", False),
+                        regrade_new_grader=getattr(args, "regrade_new_grader", False),
                         reports=reports, notebook_html=not args.no_notebook_html,
                         devices=(devices.CPU,) if ray else tuple(devices.choose(args.gpus)),
                         per_gpu=devices.per_gpu(args.per_gpu), sandboxed=not args.no_sandbox,
@@ -263,6 +264,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     elsewhere = f", {len(batch.elsewhere)} being graded by another grader run" if batch.elsewhere else ""
     console.print(f"{len(batch.graded)} graded, {len(batch.skipped)} already graded (use --force"
                   f" to regrade){elsewhere} in {batch.seconds:.1f} s; reports: {reports / 'index.html'}")
+    if batch.older:
+        console.print(f"{len(batch.older)} results were graded by another grader than this one"
+                      f" ({grading_code()}) and are kept; `grader run {assignment.name}"
+                      " --regrade-new-grader` grades them again with this one", highlight=False)
     workers = batch.workers or len(settings.slots())
     if line := phases_line(batch.graded, seconds=batch.seconds, workers=workers,
                            start_s=batch.start_s, slot_ends=batch.slot_ends):
@@ -585,6 +590,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reports", help="folder for feedback pages (default reports/ASSIGNMENT)")
     p.add_argument("--force", action="store_true",
                    help="regrade submissions already graded (one grader run at a time still grades each)")
+    p.add_argument("--regrade-new-grader", action="store_true",
+                   help="regrade the results another grader (an older grading code) gave; without "
+                        "it they are kept, and counted in the closing line")
     p.add_argument("--executor", choices=("local", "ray"), default=DEFAULTS.executor,
                    help="local: kernels on this machine (see --workers); ray: one Ray task per "
                         "submission on a Ray cluster (pip install 'grader[ray]'), each asking for "

@@ -18,7 +18,7 @@ from grader.data.prepare import Prepared
 from grader.grading.executor import Batch, Executor, Job, Outbox, Settings
 from grader.grading.local import LocalExecutor, grade_submission
 from grader.isolation import workdirs
-from grader.model.assignments import Assignment
+from grader.model.assignments import Assignment, grading_code
 from grader.model.errors import GradebookError, gist
 from grader.model.late import apply_late
 from grader.model.result import GRADER_FAULT, Result, attach_overrides, file_digest, mark_fault
@@ -90,14 +90,16 @@ def _executor(settings: Settings) -> Executor:
 def _not_graded(assignment: Assignment, submissions: list[Submission], gradebook: Gradebook,
                 settings: Settings, key: str, batch: Batch, reporter: Reporter,
                 on_skip: Callable[[Submission], None] | None) -> list[Submission]:
-    """The submissions to grade; the others are skipped (their page written if it is missing)."""
-    todo, unpaged = [], []
+    """The submissions to grade; the others are skipped (their page written if it is missing):
+    those graded under KEY, by this grader's grading code or (unless SETTINGS say to regrade
+    them) by another's, which are kept in BATCH.older."""
+    todo, unpaged, code = [], [], grading_code()
     for submission in submissions:
         sha = file_digest(submission.path)
-        if not settings.force and submission.path is not None and gradebook.already_graded(
-            submission.student, assignment.name, sha, key
-        ):
-            batch.skipped.append(submission.student)
+        graded = None if settings.force or submission.path is None else gradebook.graded_by(
+            submission.student, assignment.name, sha, key)
+        if graded is not None and (graded == code or not settings.regrade_new_grader):
+            (batch.skipped if graded == code else batch.older).append(submission.student)
             _store_safely(batch, submission.student, functools.partial(
                 gradebook.mark_seen, submission.student, assignment.name, sha))
             if settings.reports is not None and not (
@@ -138,6 +140,10 @@ def _claimer(assignment: Assignment, gradebook: Gradebook, settings: Settings, k
     graded meanwhile by another grader (unless forced). One it may not is kept in BATCH as
     graded elsewhere, already graded, or (where the gradebook cannot be reached) unstored."""
     lease = claim_lease(assignment)
+    code = grading_code()
+
+    def regraded(graded: str | None) -> bool:  # what another grader graded, where asked to
+        return settings.regrade_new_grader and graded not in (None, code)
 
     def claim(submission: Submission) -> bool:
         sha, student = file_digest(submission.path), submission.student
@@ -145,7 +151,8 @@ def _claimer(assignment: Assignment, gradebook: Gradebook, settings: Settings, k
             if not gradebook.claim(student, assignment.name, sha, key, lease_s=lease):
                 batch.elsewhere.append(student)
             elif (settings.force or submission.path is None
-                  or not gradebook.already_graded(student, assignment.name, sha, key)):
+                  or (graded := gradebook.graded_by(student, assignment.name, sha, key)) is None
+                  or regraded(graded)):
                 return True
             else:  # another grader stored it after this batch began
                 gradebook.release(assignment.name, student)

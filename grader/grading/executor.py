@@ -36,6 +36,8 @@ class Settings:
     work_root: Path | None = None  # where each submission's private folder is made
     python: str = ""  # the kernels' interpreter; "" is the grader's own ($GRADER_KERNEL_PYTHON)
     stop_after: int = 6  # stop the batch if more than half of its first results are grader faults
+    # grade again what another grader (an older grading code) graded; else keep its results
+    regrade_new_grader: bool = False
     warm_kernels: bool = True  # start each slot's next kernel, its libraries imported, ahead
     warm_checks: bool = True  # one checker per slot imports the check libraries once
     late: LatePolicy | None = None  # the deadline each result's late penalty is worked out by
@@ -60,6 +62,8 @@ class Batch:
     graded: list[Result] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # graded before (by this run or another)
     elsewhere: list[str] = field(default_factory=list)  # being graded by another grader run now
+    # graded before by another grader (grading code), kept: --regrade-new-grader grades them
+    older: list[str] = field(default_factory=list)
     seconds: float = 0.0
     unstored: list[tuple[str, str]] = field(default_factory=list)  # (student, why) not stored
     stopped: str = ""  # why the batch stopped before grading everyone, if it did

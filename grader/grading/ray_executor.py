@@ -38,7 +38,7 @@ from grader.grading.devices import slots as device_slots
 from grader.grading.executor import Job, Outbox, Settings
 from grader.grading.local import grade_submission
 from grader.isolation import sandbox
-from grader.model.assignments import Assignment, grader_fingerprint
+from grader.model.assignments import Assignment, grading_code
 from grader.model.config import load_config
 from grader.model.errors import GraderError, gist
 from grader.model.result import Result, mark_fault, new_result, result_from_dict, result_to_dict, submitted_at
@@ -111,9 +111,9 @@ def grade_task(blob: bytes, job: dict[str, Any]) -> str:
     try:
         assignment, prepared = unpack(blob, folder, name=job["assignment"], data_key=job["data_key"])
         submission = _submission(job, folder)
-        if job["fingerprint"] != grader_fingerprint():
+        if job["fingerprint"] != grading_code():
             result = new_result(assignment, submission, job["key"], CPU.label, job["sandboxed"])
-            mark_fault(result, f"this Ray worker runs grader {grader_fingerprint()}, the driver "
+            mark_fault(result, f"this Ray worker runs grader {grading_code()}, the driver "
                        f"{job['fingerprint']}: install the same grader on every worker")
         else:
             uid, checker_uid = _users(job["sandboxed"])
@@ -291,7 +291,7 @@ def _job(assignment: Assignment, submission: Submission, prepared: Prepared | No
     return dict(assignment=assignment.name, student=submission.student, notebook=notebook,
                 problem=problem, submitted_at=moment.isoformat() if moment else None,
                 data_key=prepared.key if prepared else None, key=key,
-                fingerprint=grader_fingerprint(), sandboxed=settings.sandboxed,
+                fingerprint=grading_code(), sandboxed=settings.sandboxed,
                 per_gpu=settings.per_gpu, threads=1,
                 began=time.time() - (time.monotonic() - began), path=str(submission.path or ""))
 

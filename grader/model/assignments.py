@@ -11,6 +11,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from grader.model import paths
 from grader.model.config import AssignmentConfig, load_config
 from grader.model.errors import AssignmentError
 
@@ -56,20 +57,21 @@ class Assignment:
         return files
 
     def grading_key(self, data_key: str = "") -> str:
-        """A sha256 over everything that decides a grade besides the notebook: every file under
-        checks/ (conftest.py and helpers included), assignment.toml but its [deadline] and
-        [[rubric]] tables (staff grade the rubric: a new description runs no notebook again),
-        the prepared data's key (DATA_KEY, which covers the recipe and its inputs) and the
-        grader's own code. Any change regrades on the next run; a changed deadline, late policy
-        or extension only changes the late penalties (grader/late.py), with no notebook run."""
-        digest = hashlib.sha256(b"grader-key-2\0")
+        """A sha256 over what the course decides a grade by, besides the notebook: every file
+        under checks/ (conftest.py and helpers included), assignment.toml but its [deadline] and
+        [[rubric]] tables (staff grade the rubric: a new description runs no notebook again) and
+        the prepared data's key (DATA_KEY, which covers the recipe and its inputs). Any change
+        regrades on the next run; a changed deadline, late policy or extension only changes the
+        late penalties (grader.model.late), with no notebook run. The grader's own grading code
+        is kept beside it (grading_code), not in it: a new grader regrades only when asked."""
+        digest = hashlib.sha256(b"grader-key-3\0")
         digest.update(_settings_text(self.root / "assignment.toml").encode())
         checks = self.root / "checks"
         for path in sorted(checks.rglob("*")) if checks.is_dir() else []:
             if path.is_file() and "__pycache__" not in path.parts:
                 digest.update(b"\0" + str(path.relative_to(self.root)).encode() + b"\0")
                 digest.update(path.read_bytes())
-        digest.update(b"\0data\0" + data_key.encode() + b"\0grader\0" + grader_fingerprint().encode())
+        digest.update(b"\0data\0" + data_key.encode())
         return digest.hexdigest()
 
 
@@ -83,19 +85,38 @@ def _settings_text(path: Path) -> str:
     return json.dumps(table, sort_keys=True, default=str)
 
 
+# The grader's code that decides a grade, relative to the package: the trusted checker, the
+# sandbox and its limits, staging, execution, checks and scoring, and how a notebook and the
+# assignment's settings are read. Left out: the batch around them (which submissions, claims,
+# the executor, the preflight), the gradebook, the reports and their templates, the course
+# workflow, the CLI and the docs: a change there never regrades.
+GRADING_CODE = ("checker", "isolation", "grading", "checks.py", "forkserver.py", "model/config.py",
+                "model/schema.py", "model/submission.py", "model/outcomes.py")
+NOT_GRADING_CODE = ("grading/batch.py", "grading/executor.py", "grading/ray_executor.py",
+                    "grading/preflight.py")
+
+
 @functools.cache
-def grader_fingerprint() -> str:
-    """The grader's version and a digest of its own source: a new grader regrades."""
+def grading_code() -> str:
+    """The grader's version and a digest of its grading code (GRADING_CODE): which grader graded
+    a result. A result graded by another is regraded only when asked (--regrade-new-grader)."""
     try:
         version = importlib.metadata.version("grader")
     except importlib.metadata.PackageNotFoundError:
         version = "unknown"
-    digest = hashlib.sha256()
-    package = Path(__file__).resolve().parent
-    for path in sorted(package.rglob("*")):
-        if path.is_file() and path.suffix in (".py", ".j2", ".toml") and "__pycache__" not in path.parts:
-            digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
-    return f"{version}+{digest.hexdigest()[:16]}"
+    return f"{version}+{code_digest(paths.PACKAGE)[:16]}"
+
+
+def code_digest(package: Path) -> str:
+    """A sha256 of the grading code under PACKAGE (a grader package folder)."""
+    digest = hashlib.sha256(b"grading-code-1\0")
+    for name in GRADING_CODE:
+        top = package / name
+        for path in sorted(top.rglob("*.py")) if top.is_dir() else [top] if top.is_file() else []:
+            relative = path.relative_to(package).as_posix()
+            if "__pycache__" not in path.parts and relative not in NOT_GRADING_CODE:
+                digest.update(relative.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def load_assignment(course: Path, name: str) -> Assignment:

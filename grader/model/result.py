@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from grader.model.assignments import Assignment
+from grader.model.assignments import Assignment, grading_code
 from grader.model.outcomes import Attachment, CheckOutcome
 from grader.model.submission import Submission
 
@@ -62,7 +62,7 @@ class Result:
     assignment: str
     notebook: str  # path the notebook was read from
     sha256: str
-    checks_sha256: str  # the grading key: checks, config, data, grader (see Assignment.grading_key)
+    checks_sha256: str  # the grading key: checks, config, data (see Assignment.grading_key)
     status: str
     reason: str  # for the student: never a traceback or a path of the grading machine
     score: float  # the grade: the checks' points, the staff's overrides, less the late penalty (late.py)
@@ -71,6 +71,7 @@ class Result:
     failed_cell: dict[str, Any] | None = None
     device: str = "CPU"
     sandboxed: bool = False
+    grader: str = ""  # the grader (version+grading code) that graded it; "": before this was kept
     queue_s: float = 0.0  # from the batch's start until a worker slot took it
     kernel_start_s: float = 0.0
     warmup_s: float = 0.0  # the kernel importing the notebook's libraries before its first cell
@@ -190,5 +191,5 @@ def new_result(assignment: Assignment, submission: Submission, key: str, device:
         notebook=str(submission.path or ""), sha256=file_digest(submission.path),
         checks_sha256=key, status="invalid", reason=submission.problem or "",
         score=0.0, max_score=assignment.config.points, device=device, sandboxed=sandboxed,
-        submitted_at=submitted_at(submission),
+        submitted_at=submitted_at(submission), grader=grading_code(),
     )

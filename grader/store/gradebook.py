@@ -88,6 +88,8 @@ class Run(Base):
     max_score: Mapped[float] = mapped_column(Float)
     device: Mapped[str] = mapped_column(String(200), default="CPU")
     sandboxed: Mapped[bool] = mapped_column(Boolean, default=False)
+    # the grader that graded it (version+grading code); older rows: ""
+    grader: Mapped[str] = mapped_column(String(100), default="")
     queue_s: Mapped[float] = mapped_column(Float, default=0.0)
     kernel_start_s: Mapped[float] = mapped_column(Float, default=0.0)
     warmup_s: Mapped[float] = mapped_column(Float, default=0.0)
@@ -247,18 +249,35 @@ class Gradebook:
         with Session(self.engine, expire_on_commit=False) as session, session.begin():
             yield session
 
-    def already_graded(self, student: str, assignment: str, sha256: str, key: str) -> bool:
-        """Whether this exact notebook was graded with this exact grading key, with a result
-        that counts (a grader fault is graded again)."""
+    def graded_by(self, student: str, assignment: str, sha256: str, key: str) -> str | None:
+        """The grader (version+grading code) whose result of this exact notebook under this
+        exact grading key counts (a grader fault is graded again), its latest; None where none
+        does."""
         query = (
-            select(Run.id).join(SubmissionRow).join(Student)
+            select(Run.grader).join(SubmissionRow).join(Student)
             .where(Student.name == _clean(student, 200), SubmissionRow.assignment == assignment,
                    SubmissionRow.notebook_sha256 == sha256, Run.checks_sha256 == key,
                    Run.status.not_in(GRADER_FAULTS))
-            .limit(1)
+            .order_by(Run.id.desc()).limit(1)
         )
         with self.session() as session:
-            return session.execute(query).first() is not None
+            return session.scalar(query)
+
+    def graders(self) -> dict[str, int]:
+        """How many students' latest results each grader (version+grading code) gave, over every
+        assignment ("": graded before the grader was recorded)."""
+        query = select(SubmissionRow.assignment).distinct()
+        with self.session() as session:
+            assignments = list(session.scalars(query))
+        counts: dict[str, int] = {}
+        for assignment in assignments:
+            for result in self.latest(assignment):
+                counts[result.grader] = counts.get(result.grader, 0) + 1
+        return counts
+
+    def already_graded(self, student: str, assignment: str, sha256: str, key: str) -> bool:
+        """Whether this exact notebook has a result that counts under this grading key."""
+        return self.graded_by(student, assignment, sha256, key) is not None
 
     def mark_seen(self, student: str, assignment: str, sha256: str) -> None:
         """Record that STUDENT's current hand-in is the notebook SHA256 (graded before)."""
@@ -511,7 +530,7 @@ class Gradebook:
 
 
 _RUN_FIELDS = (
-    "checks_sha256", "status", "reason", "score", "max_score", "device", "sandboxed",
+    "checks_sha256", "status", "reason", "score", "max_score", "device", "sandboxed", "grader",
     "queue_s", "kernel_start_s", "warmup_s", "execution_s", "checks_s", "store_s", "report_s",
     "graded_at", "failed_cell",
     "executed_notebook", "staff_detail", "report_error", "weights",
