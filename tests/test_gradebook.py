@@ -16,7 +16,8 @@ from grader.model.errors import GradebookError
 from grader.model.outcomes import Attachment, CheckOutcome
 from grader.model.result import Result
 from grader.store import migrations
-from grader.store.gradebook import Base, Gradebook
+from grader.store.gradebook import Gradebook
+from grader.store.tables import Base
 from tests.conftest import before_migrations
 
 

@@ -2,7 +2,7 @@
 written answers of the rubric (assignment.toml's [[rubric]]).
 
 Every change is an Override in the gradebook, with who, when, why and the notebook it was made
-on; the final score is worked out with it in grader/late.py's `apply_late`, and the student's
+on; the final score is worked out with it in grader/model/late.py's `apply_late`, and the student's
 pages are written again. The page is served by the standard library (wsgiref) on 127.0.0.1 only.
 Every URL starts with a random token (/TOKEN/...), without which the answer is 403; every form
 carries this session's CSRF token; the pages load nothing from anywhere and run no script (a

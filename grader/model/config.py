@@ -70,7 +70,7 @@ class Data:
 
 @dataclass(frozen=True)
 class Deadline:
-    """When the assignment is due and what handing it in late costs (see grader/late.py)."""
+    """When the assignment is due and what handing it in late costs (see grader/model/late.py)."""
 
     due: str = setting(rule=MOMENT)  # ISO-8601 with offset; handed in after it is late
     penalty: str = setting("per_day", PENALTY)  # "per_day" or "per_hour": the unit `rate` is per

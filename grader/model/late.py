@@ -1,6 +1,6 @@
 """Late hand-ins: each student's due date, how late a notebook came, and what that costs.
 
-The `[deadline]` table of assignment.toml (grader/config.py's Deadline) decides it: a hand-in
+The `[deadline]` table of assignment.toml (grader/model/config.py's Deadline) decides it: a hand-in
 after the student's due date loses `rate` of the maximum points for every started day (or hour),
 at most `cap` of them; after the cutoff it scores 0. An extensions CSV (columns student, due)
 gives single students a later due date, and moves their cutoff by as much. A submission without
@@ -126,7 +126,7 @@ def lateness(policy: LatePolicy, student: str, submitted_at: datetime | None) ->
 
 def apply_late(result: Result, policy: LatePolicy | None) -> bool:
     """Set RESULT's final score: its raw score (the checks' points), with the staff's applied
-    overrides (grader/review.py), less the late penalty of POLICY (none: no penalty); and its
+    overrides (grader/course/review.py), less the late penalty of POLICY (none: no penalty); and its
     late fields. Whether any of them changed. The one place the final score is worked out."""
     before = _late_fields(result)
     raw = result.raw

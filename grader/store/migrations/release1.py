@@ -1,6 +1,6 @@
 """The gradebook's schema at revision 1: as the last grader before migrations made it, frozen.
 
-The models in grader/gradebook.py change with later revisions; these tables never do. Revision
+The models in grader/store/tables.py change with later revisions; these tables never do. Revision
 1 creates them, and a gradebook of a release before migrations is brought to them (the tables
 and columns it lacks added) before it is stamped at revision 1.
 """
