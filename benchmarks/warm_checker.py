@@ -31,9 +31,10 @@ import nbformat  # noqa: E402
 
 from grader.checker.exchange import Layout  # noqa: E402
 from grader.data.prepare import prepare  # noqa: E402
-from grader.grading.check import CheckerSlot, Checks, start_checks  # noqa: E402
+from grader.grading.check import Checks, start_checks  # noqa: E402
 from grader.grading.execute import executed  # noqa: E402
 from grader.grading.kernelenv import kernel_env  # noqa: E402
+from grader.grading.warmcheck import CheckerSlot  # noqa: E402
 from grader.isolation import sandbox  # noqa: E402
 from grader.model.assignments import Assignment, load_assignment  # noqa: E402
 from grader.model.paths import data_home  # noqa: E402

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from grader.checker.exchange import Layout
-from grader.grading.check import CheckerSlot, Checks, WarmChecker, run_checks
+from grader.grading.check import Checks, run_checks
 from grader.grading.execute import executed
 from grader.grading.kernelenv import kernel_env
+from grader.grading.warmcheck import CheckerSlot, WarmChecker
 from grader.isolation.sandbox import bwrap
 from grader.model.config import Limits
 from tests.conftest import notebook

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from grader.checker.exchange import Layout
-from grader.grading import check
-from grader.grading.check import CheckerSlot, Checks, WarmChecker
+from grader.grading import check, warmcheck
+from grader.grading.check import Checks
+from grader.grading.warmcheck import CheckerSlot, WarmChecker
 from grader.isolation import workdirs as runs
 from grader.isolation.sandbox import bwrap
 from grader.model.config import Limits
@@ -168,7 +169,9 @@ def test_a_later_host_mount_reaches_the_warm_checker_and_no_other_run_does(tmp_p
             await slot.close()
         return checks, kind
 
-    monkeypatch.setattr(check, "_trusted_env", _with("OTHER_RUN", "GRADEBOOK"))
+    probe_env = _with("OTHER_RUN", "GRADEBOOK")
+    monkeypatch.setattr(check, "trusted_env", probe_env)
+    monkeypatch.setattr(warmcheck, "trusted_env", probe_env)
     checks, kind = asyncio.run(go())
     assert kind is WarmChecker
     assert outcomes(checks) == {"test_sees": ("passed", "")}
@@ -176,8 +179,8 @@ def test_a_later_host_mount_reaches_the_warm_checker_and_no_other_run_does(tmp_p
 
 
 def _with(*names: str):
-    """check._trusted_env plus the variables NAMES of this process (for a test's probe)."""
-    real = check._trusted_env
+    """check.trusted_env plus the variables NAMES of this process (for a test's probe)."""
+    real = check.trusted_env
 
     def env(limits):
         return {**real(limits), **{n: os.environ[n] for n in names}}
@@ -250,14 +253,14 @@ def test_a_server_dying_under_the_checks_is_a_grader_fault_and_the_next_grades(t
 
 
 def test_a_server_that_cannot_start_leaves_the_submission_to_a_cold_checker(tmp_path, monkeypatch):
-    real = check.module_command
+    real = warmcheck.module_command
 
     def broken(module, *args, **kwargs):
         if module == "grader.checker.server":
             return real("grader.no_such_server")
         return real(module, *args, **kwargs)
 
-    monkeypatch.setattr(check, "module_command", broken)
+    monkeypatch.setattr(warmcheck, "module_command", broken)
     slot = make_slot(tmp_path)
 
     async def go():
@@ -277,7 +280,7 @@ import asyncio, sys
 import psutil
 from pathlib import Path
 from grader.isolation import workdirs as runs
-from grader.grading.check import CheckerSlot
+from grader.grading.warmcheck import CheckerSlot
 from grader.model.config import Limits
 from grader.checker.exchange import Layout
 
@@ -341,10 +344,10 @@ def test_a_killed_grader_leaves_no_warm_checker_behind(tmp_path, how):
 def test_warm_imports_follow_what_the_checks_mention(tmp_path):
     plain = tmp_path / "test_plain.py"
     plain.write_text("def test_a(submission):\n    assert submission.number('a') == 1\n")
-    assert check.warm_imports([plain], tmp_path) == []
+    assert warmcheck.warm_imports([plain], tmp_path) == []
     model = tmp_path / "test_model.py"
     model.write_text("def test_m(submission, feedback):\n    m = submission.model('m')\n")
-    assert check.warm_imports([model], tmp_path) == ["matplotlib.pyplot", "keras"]
+    assert warmcheck.warm_imports([model], tmp_path) == ["matplotlib.pyplot", "keras"]
 
 
 def test_checks_left_unfinished_are_killed_and_the_next_submission_grades(tmp_path):
@@ -500,7 +503,7 @@ def test_a_zygote_that_cannot_fork_the_checker_leaves_it_to_start_by_itself(tmp_
             raise zygote.ZygoteError("no more forks")
         monkeypatch.setattr(zygote.Zygote, "fork", refuse)
     else:  # the forked server never comes up: its placeholder's shell is missing
-        monkeypatch.setattr(check, "_PLACEHOLDER_SHELL", "/nonexistent/bash")
+        monkeypatch.setattr(warmcheck, "_PLACEHOLDER_SHELL", "/nonexistent/bash")
     slot = make_slot(tmp_path)
     forking_from(slot, made)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from grader.data.prepare import prepare
-from grader.grading import check, devices, local
+from grader.grading import check, devices, local, warmcheck
 from grader.grading.batch import grade_batch
 from grader.grading.check import Checks
 from grader.grading.executor import Settings
@@ -341,7 +341,7 @@ def test_a_kernel_started_ahead_for_a_submission_a_stopped_batch_leaves_is_kille
 
     monkeypatch.setattr(local.StudentKernel, "start", counted)
     monkeypatch.setattr(check.Checker, "finish", broken)  # every result is a grader fault
-    monkeypatch.setattr(check.WarmChecker, "finish", broken)
+    monkeypatch.setattr(warmcheck.WarmChecker, "finish", broken)
     assignment, prepared = tiny(course, data_home)
     batch = grade_batch(assignment, discover(folder, notebook_name="tiny.ipynb"),
                         gradebook=Gradebook(tmp_path / "g.sqlite"), prepared=prepared,
@@ -504,7 +504,7 @@ def test_a_notebook_runs_beside_the_preflight_but_is_checked_and_stored_only_aft
         ran.set()
 
     monkeypatch.setattr(local.WorkQueue, "running", running)
-    for kind in (check.Checker, check.WarmChecker):
+    for kind in (check.Checker, warmcheck.WarmChecker):
         def finish(self, *args, _real=kind.finish, **kwargs):
             checked.append(time.monotonic())
             return _real(self, *args, **kwargs)

@@ -7,7 +7,7 @@ import numpy as np
 
 from grader.checks import SubmissionView, weights_digest
 from grader.cli.main import main
-from grader.grading.check import _read_results
+from grader.grading.check import read_results as _read_results
 from grader.model.result import Result
 from grader.reports import similarity
 from grader.reports.pages import feedback_name, write_feedback, write_summary

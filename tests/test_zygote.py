@@ -14,7 +14,7 @@ import nbformat
 import pytest
 from jupyter_client.manager import start_new_kernel
 
-from grader.grading import check, local
+from grader.grading import local, warmcheck
 from grader.grading import stage as staging
 from grader.grading.local import grade_submission
 from grader.isolation import zygote
@@ -109,7 +109,7 @@ def test_a_batch_starts_one_zygote_for_its_first_notebook_with_its_kernels_envir
         staged.append(layout.env)
         return layout
 
-    checkers, real_close = [], check.CheckerSlot.close
+    checkers, real_close = [], warmcheck.CheckerSlot.close
 
     async def close(self):
         checkers.append((self.forked, self.why_not_forked, self.ready))
@@ -117,7 +117,7 @@ def test_a_batch_starts_one_zygote_for_its_first_notebook_with_its_kernels_envir
 
     monkeypatch.setattr(zygote.Zygote, "start", start)
     monkeypatch.setattr(staging.Kernel, "stage", stage)
-    monkeypatch.setattr(check.CheckerSlot, "close", close)
+    monkeypatch.setattr(warmcheck.CheckerSlot, "close", close)
     ppid = "import os\nprint('PPID', os.getppid())"
     first, second = graded_in_turn(course, data_home, tmp_path, write_notebook, ppid, ppid)
     assert [printed(r, 0) for r in (first, second)] == ["PPID 0\n"] * 2  # both forked

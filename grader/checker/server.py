@@ -8,7 +8,7 @@ files. It imports only what checks use, never the gradebook, nbclient or Jinja2.
 forked from the batch's zygote (grader.isolation.zygote, for a root grader) starts with what the zygote
 imported for the kernels (NumPy, Keras, matplotlib, ipykernel), none of those either.
 
-The protocol, one JSON object a line. The grader writes on stdin:
+A fork server (grader.forkserver). The protocol, one JSON object a line. The grader writes on stdin:
   {"begin": {"args": [...pytest's...], "cwd": ..., "log": ...}}  fork the child; it waits for
   {"go": {"connection": ..., "why_no_kernel": ...}}              what the plugin reads (--grader-wait)
   {"kill": true}                                                 kill the child
@@ -25,12 +25,13 @@ import gc
 import importlib
 import json
 import os
-import select
 import shutil
 import signal
 import sys
 import tempfile
-from typing import IO, Any
+from typing import Any
+
+from grader.forkserver import Server
 
 ALWAYS = ("numpy", "pytest", "zmq", "jupyter_client", "grader.checker.plugin", "grader.checker.checks",
           "grader.checks")
@@ -91,19 +92,15 @@ def warm_up(names: list[str]) -> list[str]:
     return done
 
 
-class _Server:
-    """The server's state: its protocol channel and the child now running, if any."""
+class _Checker:
+    """The warm checker's state: its fork server and the child now running, if any."""
 
-    def __init__(self, reply: IO[str]):
-        self.reply = reply
+    def __init__(self, server: Server):
+        self.server = server
         self.child = 0
         self.pidfd = -1
         self.go = -1  # the write end of the child's stdin
         self.tmp = ""  # the child's temporary folder, removed after it
-
-    def send(self, message: dict[str, Any]) -> None:
-        self.reply.write(json.dumps(message) + "\n")
-        self.reply.flush()
 
     def handle(self, message: dict[str, Any]) -> None:
         if "begin" in message:
@@ -123,16 +120,16 @@ class _Server:
             self.reap()
         self.tmp = tempfile.mkdtemp(prefix="checks-")
         read, write = os.pipe()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
+
+        def child() -> int:
             os.close(write)
-            _child(read, job, self.tmp)
+            return _child(read, job, self.tmp)
+
+        pid = self.server.fork(child, failed=3)
         os.close(read)
         self.child, self.go = pid, write
         self.pidfd = os.pidfd_open(pid)
-        self.send({"begun": pid})
+        self.server.send({"begun": pid})
 
     def kill(self) -> None:
         """Kill the child and whatever it started (its own process group)."""
@@ -152,61 +149,44 @@ class _Server:
             os.close(self.go)
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.child, self.pidfd, self.go = 0, -1, -1
-        self.send({"exit": os.waitstatus_to_exitcode(status)})
+        self.server.send({"exit": os.waitstatus_to_exitcode(status)})
 
     def serve(self) -> None:
         """Answer the grader's lines until it closes stdin."""
-        pending = b""
         while True:
-            watched = [0] + ([self.pidfd] if self.child else [])
-            ready, _, _ = select.select(watched, [], [])
-            if self.child and self.pidfd in ready:
-                self.reap()
-                continue
-            chunk = os.read(0, 1 << 16)
-            if not chunk:
+            got = self.server.next([self.pidfd] if self.child else [])
+            if got is None:
                 self.kill()
                 if self.child:
                     self.reap()
                 return
-            pending += chunk
-            while b"\n" in pending:
-                line, pending = pending.split(b"\n", 1)
-                self.handle(json.loads(line))
+            if isinstance(got, int):  # the child ended
+                self.reap()
+            else:
+                self.handle(got)
 
 
-def _child(go: int, job: dict[str, Any], tmp: str) -> None:
-    """Run pytest as `python -m pytest` would, in this fresh fork; never return."""
-    code = 3
-    try:
-        import ctypes
+def _child(go: int, job: dict[str, Any], tmp: str) -> int:
+    """Run pytest as `python -m pytest` would, in this fresh fork; its exit code."""
+    import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # die with the server
-        gc.enable()  # what the checks make is collected; the server's imports stay frozen
-        os.setpgid(0, 0)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        os.dup2(go, 0)
-        os.close(go)
-        log = os.open(job["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.dup2(log, 1)
-        os.dup2(log, 2)
-        os.close(log)
-        sys.stdin = open(0, encoding="utf-8", closefd=False)  # the go line
-        os.environ["TMPDIR"] = tempfile.tempdir = tmp  # removed with the child
-        os.chdir(job["cwd"])
-        import pytest
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # die with the server
+    gc.enable()  # what the checks make is collected; the server's imports stay frozen
+    os.setpgid(0, 0)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    os.dup2(go, 0)
+    os.close(go)
+    log = os.open(job["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    sys.stdin = open(0, encoding="utf-8", closefd=False)  # the go line
+    os.environ["TMPDIR"] = tempfile.tempdir = tmp  # removed with the child
+    os.chdir(job["cwd"])
+    import pytest
 
-        sys.argv = ["pytest", *job["args"]]
-        code = int(pytest.main(job["args"]))
-    except BaseException:  # noqa: BLE001 - reported through the exit code and the log
-        import traceback
-
-        traceback.print_exc()
-    finally:
-        with contextlib.suppress(BaseException):
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(code)
+    sys.argv = ["pytest", *job["args"]]
+    return int(pytest.main(job["args"]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,18 +194,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--import", dest="imports", action="append", default=[],
                         help="a library to import once, on top of those every check needs")
     options = parser.parse_args(argv)
-    reply = os.fdopen(os.dup(1), "w", encoding="utf-8")
-    os.dup2(2, 1)  # what libraries print never lands in the protocol
-    server = _Server(reply)
-    # The imports are made with the collector off, then frozen, as the gc docs advise for a
-    # process that forks: no child scans (and so copies) the pages of millions of objects that
-    # TensorFlow's import makes, nor spends a fraction of a second of its checks doing so.
-    gc.disable()
+    # The imports are made with the collector off, then frozen (Server.ready): no child scans
+    # (and so copies) the pages of millions of objects that TensorFlow's import makes, nor
+    # spends a fraction of a second of its checks doing so.
+    server = Server()
     as_if_cold()
-    imported = warm_up(options.imports)
-    gc.freeze()
-    server.send({"ready": imported})
-    server.serve()
+    server.ready(warm_up(options.imports))
+    _Checker(server).serve()
     return 0
 
 

@@ -18,13 +18,13 @@ from pathlib import Path
 import nbformat
 
 from grader.data.prepare import Prepared
-from grader.grading.check import CheckerSlot
 from grader.grading.devices import CPU, Device, threads_per_kernel
 from grader.grading.execute import StudentKernel, warmup_code
 from grader.grading.executor import Job, Outbox
 from grader.grading.kernelenv import kernel_python, warm_modules, zygote_env
 from grader.grading.score import execute_and_score, start_checker
 from grader.grading.stage import Kernel, Turn, tail
+from grader.grading.warmcheck import CheckerSlot
 from grader.isolation import sandbox, workdirs, zygote
 from grader.isolation.zygote import Zygote, Zygotes
 from grader.model.assignments import Assignment

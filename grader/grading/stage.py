@@ -14,10 +14,11 @@ import nbformat
 
 from grader.checker.exchange import Layout
 from grader.data.prepare import Prepared
-from grader.grading.check import Checker, WarmChecker
+from grader.grading.check import Checker
 from grader.grading.devices import Device
 from grader.grading.execute import StudentKernel, gpu_prologue
 from grader.grading.kernelenv import base_env, keras_backend
+from grader.grading.warmcheck import WarmChecker
 from grader.isolation import sandbox, workdirs
 from grader.model.assignments import Assignment
 from grader.model.result import Result
