@@ -228,7 +228,8 @@ def test_the_gpu_prologue_caps_each_gpu_and_keeps_set_memory_growth_harmless(mon
 
 
 def test_a_failing_gpu_setup_is_the_graders_fault_and_no_cell_runs(monkeypatch):
-    from grader.model.result import GRADER_FAULT, status_of
+    from grader.grading.score import status_of
+    from grader.model.result import GRADER_FAULT
 
     sent = []
 
@@ -241,7 +242,7 @@ def test_a_failing_gpu_setup_is_the_graders_fault_and_no_cell_runs(monkeypatch):
         self._client = types.SimpleNamespace(kc=object(), nb=self.nb)
         return True
 
-    monkeypatch.setattr(execute, "_request", request)
+    monkeypatch.setattr(execute, "request", request)
     monkeypatch.setattr(execute.StudentKernel, "_launch", launch)
     kernel = execute.StudentKernel(notebook("print('never')"), workdir=Path("."), shared=Path("."),
                                    limits=LIMITS, env={})
@@ -298,7 +299,7 @@ def _gpus_used(modules: dict):
     import ast
     import builtins
 
-    from grader.grading.execute import _GPUS_USED
+    from grader.grading.kernelcode import GPUS_USED as _GPUS_USED
 
     ast.parse(_GPUS_USED, mode="eval")  # a single expression: what user_expressions take
     fake_sys = types.SimpleNamespace(modules=modules)
@@ -387,6 +388,6 @@ def test_a_garbled_reply_after_an_interrupt_is_passed_over_not_a_grader_failure(
     reply = {"parent_header": {"msg_id": "mine"}, "content": {"status": "ok"}}
     other = {"parent_header": {"msg_id": "the timed-out cell's"}, "content": {"status": "ok"}}
     garbled = ValueError("Invalid Signature: b'd3a0'")
-    assert asyncio.run(execute._request(client(garbled, other, reply), "", 5)) is reply
-    assert asyncio.run(execute._answers(client(garbled, reply))) is True
-    assert asyncio.run(execute._request(client(garbled, queue.Empty()), "", 5)) is None
+    assert asyncio.run(execute.request(client(garbled, other, reply), "", 5)) is reply
+    assert asyncio.run(execute.answers(client(garbled, reply))) is True
+    assert asyncio.run(execute.request(client(garbled, queue.Empty()), "", 5)) is None

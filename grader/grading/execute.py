@@ -6,14 +6,12 @@ shut down, with every process in its group, when the `executed` block ends.
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import atexit
 import contextlib
 import copy
 import json
 import os
-import queue
 import re
 import signal
 import subprocess
@@ -28,91 +26,24 @@ import nbformat
 from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import ensure_async
-from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
 from traitlets import Any as AnyTrait
 from traitlets import Integer, List, Type, Unicode
 
 from grader.checker.exchange import SOCK
-from grader.grading.kernelenv import may_use_keras, warm_modules
+from grader.grading.kernelclient import CappedClient, KernelClient, answers, gpus_used, recover, request
+from grader.grading.kernelcode import gpu_prologue as gpu_prologue  # named here for its importers
+from grader.grading.kernelcode import seed_code
+from grader.grading.kernelcode import warmup_code as warmup_code  # named here for its importers
+from grader.grading.kernelenv import may_use_keras
 from grader.isolation import seccomp, zygote
 from grader.isolation.launch import module_command
 from grader.isolation.sandbox import WORKDIR
 from grader.isolation.zygote import Zygote
 from grader.model.config import Limits
 
-# Runs in the kernel before the first cell, in a namespace of its own so the student sees nothing.
-# Keras (and its backend) is seeded where the notebook may use it (see `may_use_keras`), or has
-# it loaded already: importing Keras costs seconds, which a NumPy-only notebook need not pay.
-_SEED = """\
-exec('''
-import os, random, sys
-random.seed({seed})
-try:
-    import numpy
-    numpy.random.seed({seed})
-except ImportError:
-    pass
-if {keras} or "keras" in sys.modules:
-    try:
-        import keras
-        keras.utils.set_random_seed({seed})
-    except ImportError:
-        pass
-''', {{}})
-"""
-
-# Runs first in a GPU kernel, before the seed and the student's cells: caps what TensorFlow may
-# take of the GPU (its memory already grows on demand: TF_FORCE_GPU_ALLOW_GROWTH). TensorFlow
-# then refuses `set_memory_growth` on that GPU, a line many notebooks have, so that call becomes
-# a no-op where a cap is set. The cap keeps kernels sharing a GPU out of each other's way; it is
-# not a security boundary (the student's code could configure TensorFlow again).
-_GPU_SETUP = """\
-exec('''
-import tensorflow as tf
-for gpu in tf.config.list_physical_devices("GPU"):
-    tf.config.set_logical_device_configuration(
-        gpu, [tf.config.LogicalDeviceConfiguration(memory_limit={memory_mb})])
-_set_memory_growth = tf.config.experimental.set_memory_growth
-def set_memory_growth(device, enable):
-    if tf.config.get_logical_device_configuration(device) is None:
-        _set_memory_growth(device, enable)
-tf.config.experimental.set_memory_growth = set_memory_growth
-''', {{}})
-"""
-
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-
-
-def gpu_prologue(memory_mb: int, backend: str = "tensorflow") -> str:
-    """What a GPU kernel runs before the first cell to cap TensorFlow at MEMORY_MB of GPU
-    memory; nothing where there is no cap, or where BACKEND is JAX (capped by kernel_env)."""
-    return _GPU_SETUP.format(memory_mb=int(memory_mb)) if memory_mb > 0 and backend == "tensorflow" else ""
-
-
-# Imports the libraries in a namespace of its own; one that is not installed is left out, one
-# that fails to import fails the warm-up (the kernel is then started again, cold).
-_WARMUP = """\
-exec('''
-import importlib.util
-for name in {modules!r}:
-    if importlib.util.find_spec(name.partition(".")[0]) is not None:
-        __import__(name)
-''', {{}})
-"""
-
-
-def seed_code(seed: int, *, keras: bool) -> str:
-    """What a kernel runs right before the first cell: Python's, NumPy's and (where KERAS, or
-    where Keras is loaded) Keras' random seeds set to SEED, out of the student's namespace."""
-    return _SEED.format(seed=int(seed), keras=bool(keras))
-
-
-def warmup_code(nb: NotebookNode) -> str:
-    """What a kernel runs before NB's seed to import the heavy libraries NB imports; "" if none."""
-    modules = warm_modules(nb)
-    return _WARMUP.format(modules=modules) if modules else ""
 
 
 @dataclass
@@ -144,45 +75,11 @@ class Execution:
     gpus_used: list[str] | None = None  # the GPUs Keras' backend (TF or JAX) used; None: neither
 
 
-class _KernelClient(AsyncKernelClient):
-    """jupyter_client's client, ready as soon as the kernel answers: its wait_for_ready ends by
-    waiting until iopub has been quiet for 0.2 s, a pause on every kernel start (the path of a
-    batch of short notebooks); here iopub is only emptied of what has come. What comes later is
-    no cell's: nbclient keeps only messages whose parent is the request it sent."""
-
-    async def wait_for_ready(self, timeout: float | None = None) -> None:
-        deadline = time.monotonic() + (float("inf") if timeout is None else timeout)
-        while True:  # as jupyter_client's: a kernel_info reply, then a message on iopub
-            self.kernel_info()
-            try:
-                reply = await self.shell_channel.get_msg(timeout=1)
-            except queue.Empty:
-                pass
-            else:
-                if reply["msg_type"] == "kernel_info_reply":
-                    try:
-                        await self.iopub_channel.get_msg(timeout=0.2)
-                    except queue.Empty:
-                        pass
-                    else:
-                        self._handle_kernel_info_reply(reply)
-                        break
-            if not await self._async_is_alive():
-                raise RuntimeError("Kernel died before replying to kernel_info")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"Kernel didn't respond in {timeout:.0f} seconds")
-        while True:
-            try:
-                await self.iopub_channel.get_msg(timeout=0)
-            except queue.Empty:
-                break
-
-
 class _KernelManager(AsyncKernelManager):
     """A kernel of the grader's own interpreter, started through the launcher, interrupted by
     message (a signal would not reach it inside a sandbox)."""
 
-    client_factory = Type(_KernelClient, klass=AsyncKernelClient)
+    client_factory = Type(KernelClient, klass=AsyncKernelClient)
     command_prefix = List(Unicode(), help="argv put before the kernel's (a sandbox)")
     owner = Integer(-1, help="user the kernel runs as, who must read the connection file")
     python = Unicode(sys.executable, help="the interpreter the kernel runs on")
@@ -246,35 +143,6 @@ class _KernelManager(AsyncKernelManager):
             seccomp=seccomp.program(), cwd=WORKDIR)
 
 
-class _Client(NotebookClient):
-    """nbclient's client, keeping no more output than the limit allows: every iopub message
-    (outputs, display updates, clear_output, comms) is charged against the cap; comms (widgets)
-    are never kept."""
-
-    output_cap: int = 0
-    output_used: int = 0
-    output_truncated: bool = False
-
-    def process_message(self, msg: dict[str, Any], cell: NotebookNode,
-                        cell_index: int) -> NotebookNode | None:
-        msg_type = msg.get("msg_type", "")
-        if msg_type == "status":  # idle ends the cell; never dropped
-            return super().process_message(msg, cell, cell_index)
-        self.output_used += _size(msg)
-        if msg_type.startswith("comm"):
-            return None
-        if self.output_used > self.output_cap:
-            self.output_truncated = True
-            return None
-        return super().process_message(msg, cell, cell_index)
-
-
-def _size(msg: dict[str, Any]) -> int:
-    """What one message costs against the output cap: its content, metadata and buffers."""
-    buffers = sum(len(b) for b in msg.get("buffers") or () if hasattr(b, "__len__"))
-    return len(json.dumps(msg.get("content", {}), default=str)) + buffers + 64
-
-
 def _failed(index: int, number: int, cell: NotebookNode, exc: CellExecutionError) -> FailedCell:
     return FailedCell(
         index=index,
@@ -333,7 +201,7 @@ class StudentKernel:
         self.warmup_problem = ""  # why the warm-up failed (the kernel then started again, cold)
         self.zygote_problem = ""  # why the zygote could not fork it (it then started cold)
         self.forked = False  # whether the kernel running is the zygote's
-        self._client: _Client | None = None
+        self._client: CappedClient | None = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._ran = False
 
@@ -375,10 +243,10 @@ class StudentKernel:
         await _run_cells(client, result, self.limits, seed, keras=may_use_keras(client.nb))
         result.notebook = client.nb
         result.output_truncated = client.output_truncated
-        if result.status not in ("kernel_died", "kernel_failed") and await _answers(client):
+        if result.status not in ("kernel_died", "kernel_failed") and await answers(client):
             assert isinstance(client.km, _KernelManager)
             result.connection = _connection_info(client.km)
-            result.gpus_used = await _gpus_used(client)
+            result.gpus_used = await gpus_used(client)
         elif result.status in ("ok", "cell_error"):
             result.status, result.reason = "kernel_died", _died_reason(result, client.nb)
         return result
@@ -397,7 +265,7 @@ class StudentKernel:
         km.command_prefix, km.owner, km.python = self.prefix, self.owner, self.python
         if forked:
             km.zygote, km.kernel_log = self.zygote, str(self.shared / "kernel.log")
-        client = _Client(
+        client = CappedClient(
             self.nb, km=km, timeout=int(self.limits.cell_seconds),
             startup_timeout=int(self.limits.kernel_start_seconds), allow_errors=False,
             interrupt_on_timeout=False, record_timing=True,
@@ -427,7 +295,7 @@ class StudentKernel:
         client = self._client
         assert client is not None and client.km is not None
         deadline = time.monotonic() + self.limits.kernel_start_seconds
-        task = asyncio.ensure_future(_request(client, warmup, self.limits.kernel_start_seconds))
+        task = asyncio.ensure_future(request(client, warmup, self.limits.kernel_start_seconds))
         while not task.done():  # a library that kills the kernel on import is seen at once
             await asyncio.wait([task], timeout=0.5)
             if not task.done() and (time.monotonic() > deadline
@@ -486,13 +354,13 @@ def code_cell_number(nb: NotebookNode, index: int) -> int:
     return sum(1 for cell in nb.cells[: index + 1] if cell.cell_type == "code")
 
 
-async def _run_cells(client: _Client, result: Execution, limits: Limits, seed: int, *,
+async def _run_cells(client: CappedClient, result: Execution, limits: Limits, seed: int, *,
                      keras: bool = True) -> None:
     """Seed the kernel (Keras too where KERAS), then run every cell in order; stop at a timeout
     or a dead kernel. The limits count from the first cell: the start, the warm-up and the seed
     are not the student's."""
     assert client.kc is not None
-    await _request(client, seed_code(seed, keras=keras), limits.kernel_start_seconds)
+    await request(client, seed_code(seed, keras=keras), limits.kernel_start_seconds)
     begin = time.monotonic()
     deadline = begin + limits.total_seconds
     client.timeout_func = lambda cell: max(1, int(min(limits.cell_seconds, deadline - time.monotonic())))
@@ -512,7 +380,7 @@ async def _run_cells(client: _Client, result: Execution, limits: Limits, seed: i
                 " the cells after it did not run"
             )
             result.failed_cell = FailedCell(index, cell.source, "Timeout", result.reason, "", number)
-            await _recover(client)
+            await recover(client)
             break
         except DeadKernelError:
             result.status = "kernel_died"
@@ -530,9 +398,9 @@ async def _run_cells(client: _Client, result: Execution, limits: Limits, seed: i
     result.execution_s = time.monotonic() - begin
 
 
-async def _set_up(client: _Client, result: Execution, prologue: str, timeout: float) -> bool:
+async def _set_up(client: CappedClient, result: Execution, prologue: str, timeout: float) -> bool:
     """Run the grader's PROLOGUE in the kernel; on failure mark RESULT kernel_failed."""
-    reply = await _request(client, prologue, timeout)
+    reply = await request(client, prologue, timeout)
     content = reply["content"] if reply else {}
     if content.get("status") == "ok":
         return True
@@ -548,84 +416,6 @@ def _died_reason(result: Execution, nb: NotebookNode) -> str:
     where = f" in code cell {code_cell_number(nb, cell.index)}" if cell else ""
     return (f"the Python kernel died{where} (it crashed, exited, or ran out of memory);"
             " the cells after it did not run")
-
-
-async def _recover(client: _Client) -> None:
-    """After a timeout, interrupt the cell; a kernel that will not stop is killed."""
-    assert client.km is not None
-    with contextlib.suppress(Exception):
-        await ensure_async(client.km.interrupt_kernel())
-    if not await _answers(client):
-        with contextlib.suppress(Exception):
-            await ensure_async(client.km.shutdown_kernel(now=True))
-
-
-async def _answers(client: _Client, timeout: float = 10.0) -> bool:
-    """Whether the kernel is alive and runs a trivial request."""
-    if client.kc is None or client.km is None or not await ensure_async(client.km.is_alive()):
-        return False
-    deadline = time.monotonic() + timeout
-    while (left := deadline - time.monotonic()) > 0:
-        reply = await _request(client, "", left)
-        if reply is None:
-            return False
-        if reply["content"].get("status") != "aborted":  # aborted: queued behind an interrupt
-            return reply["content"].get("status") == "ok"
-    return False
-
-
-# What the kernel really runs on, given its modules M: JAX's GPUs where JAX is Keras' backend (or
-# JAX without TensorFlow), else TensorFlow's logical GPUs; None if the notebook imported neither.
-_GPUS_USED = (
-    "(lambda m: [str(d) for d in m['jax'].devices() if d.platform in ('gpu', 'cuda', 'rocm')]"
-    " if 'jax' in m and ('tensorflow' not in m or 'keras' in m and m['keras'].backend.backend() == 'jax')"
-    " else [d.name for d in m['tensorflow'].config.list_logical_devices('GPU')]"
-    " if 'tensorflow' in m else None)(__import__('sys').modules)"
-)
-
-
-async def _gpus_used(client: _Client) -> list[str] | None:
-    """The GPUs TensorFlow or JAX uses in the kernel, [] for none, None if it imported neither."""
-    assert client.kc is not None
-    msg_id = client.kc.execute("", silent=True, store_history=False, allow_stdin=False,
-                               user_expressions={"gpus": _GPUS_USED})
-    msg = await _reply(client, msg_id, 20)
-    if msg is None:
-        return None
-    value = msg["content"].get("user_expressions", {}).get("gpus", {})
-    text = value.get("data", {}).get("text/plain", "None") if value.get("status") == "ok" else "None"
-    try:
-        found = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return None
-    return [str(g)[:100] for g in found][:16] if isinstance(found, list) else None
-
-
-async def _request(client: _Client, code: str, timeout: float) -> dict[str, Any] | None:
-    """Run CODE silently and return its execute_reply, or None if none came in time."""
-    assert client.kc is not None
-    msg_id = client.kc.execute(code, silent=True, store_history=False, allow_stdin=False)
-    return await _reply(client, msg_id, timeout)
-
-
-async def _reply(client: _Client, msg_id: str, timeout: float) -> dict[str, Any] | None:
-    """The shell's reply to MSG_ID, or None if none came within TIMEOUT seconds. Replies to
-    other requests are passed over, and so is a message that is not a message: where an interrupt
-    (a cell's timeout) reaches the kernel while it sends a reply, the frames of that reply and
-    of the next run together, and their signature does not hold (jupyter_client raises
-    ValueError); what they held is lost, as a reply of a kernel that did not answer."""
-    assert client.kc is not None
-    deadline = time.monotonic() + timeout
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            msg = await client.kc.shell_channel.get_msg(timeout=left)
-        except queue.Empty:
-            return None
-        except ValueError:  # Invalid Signature, Unsigned Message, a malformed message
-            continue
-        if msg["parent_header"].get("msg_id") == msg_id:
-            return msg
-    return None
 
 
 def _kill_group(km: _KernelManager) -> None:
