@@ -10,19 +10,17 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_outp
 
 from grader.model.outcomes import Attachment, CheckOutcome
 from grader.model.result import Result
-from grader.reports import pages as report
+from grader.reports import renderer as rendering
 from grader.reports.pages import (
-    Renderer,
-    RenderLimits,
     ReportError,
     feedback_name,
     notebook_name,
     phases_line,
-    scrub_paths,
     write_feedback,
     write_feedback_pages,
     write_summary,
 )
+from grader.reports.renderer import Renderer, RenderLimits, scrub_paths
 
 PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==")
 
@@ -228,14 +226,14 @@ def test_the_exporter_is_made_once_and_keeps_nothing_of_one_page_for_the_next():
             "error", ename="ValueError", evalue="x", traceback=["Traceback", "ValueError: x"])]),
     ]))
     rich = _rich_notebook()  # once: its cells' ids are random
-    report._exporter.cache_clear()
+    rendering._exporter.cache_clear()
     fresh = {}
     for name, text in (("rich", rich), ("other", other)):
-        fresh[name] = report._notebook_html(text)
-        report._exporter.cache_clear()
-    first = report._exporter()
-    after_each_other = [report._notebook_html(text) for text in (other, rich, other)]
-    assert report._exporter() is first  # one exporter, its templates compiled once
+        fresh[name] = rendering.notebook_html(text)
+        rendering._exporter.cache_clear()
+    first = rendering._exporter()
+    after_each_other = [rendering.notebook_html(text) for text in (other, rich, other)]
+    assert rendering._exporter() is first  # one exporter, its templates compiled once
     assert after_each_other == [fresh["other"], fresh["rich"], fresh["other"]]
     assert "ValueError" in fresh["other"] and "<script>" not in fresh["rich"]
 
@@ -284,7 +282,7 @@ def test_a_renderer_that_died_is_started_again_for_the_next_page(tmp_path):
 
 
 def test_a_page_the_renderer_cannot_answer_for_is_rendered_by_a_cold_child(tmp_path, monkeypatch):
-    monkeypatch.setattr(report, "module_command",
+    monkeypatch.setattr(rendering, "module_command",
                         lambda module: [sys.executable, "-c", "import sys; sys.exit(3)"])
     r = result("alice", 4)
     r.executed_notebook = _rich_notebook()

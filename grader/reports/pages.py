@@ -2,45 +2,36 @@
 
 The summary (index.html) is the staff page: it shows grader problems with their staff detail,
 and pairs of similar submissions with a side-by-side page of each (similar/, staff only).
-A student's pages never show staff detail nor a path of the grading machine. Each student's
-pages are rendered in a child process with time and memory limits, since a notebook is student
-data that nbconvert may take minutes over.
+A student's pages never show staff detail nor a path of the grading machine. Each executed
+notebook's page is rendered in a child process with time and memory limits (grader.reports.renderer).
 """
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import functools
 import html
-import json
-import os
-import re
-import resource
-import select
-import signal
-import site
 import statistics
-import subprocess
-import sys
-import sysconfig
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jinja2
-import nbformat
 from markupsafe import Markup
 
-from grader.isolation.launch import module_command
-from grader.model import paths
 from grader.model.errors import GraderError
 from grader.model.late import as_utc, how_late
 from grader.model.paths import package_file
 from grader.model.result import GRADER_FAULTS, STATUSES, Result, override_points
 from grader.model.submission import slug
+from grader.reports.renderer import (
+    DEFAULT_LIMITS,
+    Renderer,
+    RenderLimits,
+    render_notebook_page,
+    scrub_paths,
+    write_whole,
+)
 from grader.reports.similarity import Pair
 
 SUMMARY_PAGE = "index.html"
@@ -53,62 +44,6 @@ RAN = frozenset({"graded", "cell_error", "timeout", "kernel_died"})
 
 class ReportError(GraderError):
     """A student's pages could not be rendered; plain fallback pages stand in their place."""
-
-
-@dataclass(frozen=True)
-class RenderLimits:
-    """What rendering one student's pages may take."""
-
-    seconds: float = 60.0  # wall clock, and CPU time, of the rendering child
-    memory_mb: int = 2048  # address space of the rendering child
-
-
-# Host paths -------------------------------------------------------------------------------------
-
-@functools.cache
-def _host_prefixes() -> dict[str, str]:
-    """Folders of the grading machine and what students see instead."""
-    prefixes: dict[str, str] = {}
-    sites = [*site.getsitepackages(), site.getusersitepackages(),
-             *(sysconfig.get_paths().get(k, "") for k in ("purelib", "platlib"))]
-    for path in sites:
-        prefixes[path] = "<site-packages>"
-    for path in (sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix):
-        prefixes[path] = "<python>"
-    prefixes[str(paths.PACKAGE.parent)] = "<grader>"
-    prefixes[str(Path.home())] = "~"
-    for path, label in list(prefixes.items()):
-        prefixes.setdefault(os.path.realpath(path), label)
-    return {p.rstrip("/"): label for p, label in prefixes.items() if p and p.rstrip("/")}
-
-
-@functools.cache
-def _host_pattern() -> re.Pattern[str]:
-    runs = {re.escape(d) for d in ("/tmp", tempfile.gettempdir(), os.path.realpath(tempfile.gettempdir()))}
-    run_dirs = rf"(?:{'|'.join(sorted(runs))})/grader-[^/\s'\"]*"
-    fixed = "|".join(re.escape(p) for p in sorted(_host_prefixes(), key=len, reverse=True))
-    return re.compile(rf"(?P<run>{run_dirs})|(?P<fixed>{fixed})(?=[/\\\s'\":,)\]]|$)")
-
-
-def scrub_paths(text: str) -> str:
-    """TEXT with the grading machine's folders (venv, site-packages, run dirs, home) named generically."""
-    prefixes = _host_prefixes()
-
-    def name(match: re.Match[str]) -> str:
-        return "<run>" if match.group("run") else prefixes[match.group("fixed")]
-
-    return _host_pattern().sub(name, text)
-
-
-def _scrub_outputs(value: Any) -> Any:
-    """Every string in an output (tracebacks, stderr, text) with host paths scrubbed."""
-    if isinstance(value, str):
-        return scrub_paths(value)
-    if isinstance(value, list):
-        return [_scrub_outputs(v) for v in value]
-    if isinstance(value, dict):
-        return type(value)({k: _scrub_outputs(v) for k, v in value.items()})
-    return value
 
 
 # Student pages ---------------------------------------------------------------------------------
@@ -155,7 +90,7 @@ def notebook_name(student: str) -> str:
 
 
 def write_feedback(result: Result, *, title: str, folder: Path, notebook_html: bool,
-                   limits: RenderLimits = RenderLimits(), renderer: Renderer | None = None) -> Path:
+                   limits: RenderLimits = DEFAULT_LIMITS, renderer: Renderer | None = None) -> Path:
     """Write RESULT's feedback page (and the executed notebook beside it) into FOLDER.
 
     The executed notebook is rendered in a child process within LIMITS, forked by RENDERER's
@@ -168,13 +103,13 @@ def write_feedback(result: Result, *, title: str, folder: Path, notebook_html: b
     page, notebook_page = folder / feedback_name(result.student), folder / notebook_name(result.student)
     notebook_page.unlink(missing_ok=True)
     with_notebook = bool(notebook_html and result.executed_notebook)
-    _write_whole(page, _environment().get_template("feedback.html.j2").render(
+    write_whole(page, _environment().get_template("feedback.html.j2").render(
         r=result, title=title, notebook_page=notebook_page.name if with_notebook else None))
     if with_notebook and result.executed_notebook:
-        problem = _render_notebook_page(result.executed_notebook, notebook_page, limits, renderer)
+        problem = render_notebook_page(result.executed_notebook, notebook_page, limits, renderer)
         if problem:
             notebook_page.with_name(f".{notebook_page.name}.partial").unlink(missing_ok=True)
-            _write_whole(notebook_page, _plain_page(
+            write_whole(notebook_page, _plain_page(
                 f"{title}: your executed notebook",
                 "Your executed notebook could not be shown as a web page: it is too large or too "
                 "complex to render (a very long markdown cell, for example). This does not change "
@@ -185,7 +120,7 @@ def write_feedback(result: Result, *, title: str, folder: Path, notebook_html: b
 
 
 def write_feedback_pages(results: list[Result], *, title: str, folder: Path, notebook_html: bool,
-                         limits: RenderLimits = RenderLimits()) -> list[str]:
+                         limits: RenderLimits = DEFAULT_LIMITS) -> list[str]:
     """Write every result's feedback pages; what could not be rendered (fallbacks stand in)."""
     problems, renderer = [], Renderer()
     try:
@@ -200,184 +135,10 @@ def write_feedback_pages(results: list[Result], *, title: str, folder: Path, not
     return problems
 
 
-def _render_notebook_page(notebook_json: str, page: Path, limits: RenderLimits,
-                          renderer: Renderer | None = None) -> str:
-    """Render the notebook to PAGE in a limited child process (forked by RENDERER's warm server
-    where it has one); what went wrong, or ''."""
-    if renderer is not None:
-        answer = renderer.render(notebook_json, page, limits)
-        if answer is not None:
-            return _render_problem(answer, limits)
-    command = [sys.executable, "-c", "from grader.reports.pages import _render_child; _render_child()",
-               str(page), str(limits.memory_mb), str(max(1, int(limits.seconds)))]
-    try:
-        run = subprocess.run(command, input=notebook_json.encode("utf-8", "surrogatepass"),
-                             capture_output=True, timeout=limits.seconds, check=False)
-    except subprocess.TimeoutExpired:
-        return f"rendering took longer than {limits.seconds:g} s"
-    return _render_problem({"returncode": run.returncode,
-                            "stderr": run.stderr.decode("utf-8", "replace")}, limits)
-
-
-def _render_problem(answer: dict[str, Any], limits: RenderLimits) -> str:
-    """What went wrong in a rendering child, from its exit status and stderr; '' if nothing."""
-    returncode, stderr = int(answer["returncode"]), str(answer.get("stderr", "")).strip()
-    if answer.get("timed_out"):
-        return f"rendering took longer than {limits.seconds:g} s"
-    if returncode == 0:
-        return ""
-    if returncode == -signal.SIGXCPU:
-        return f"rendering used more than {limits.seconds:g} s of CPU"
-    if "MemoryError" in stderr or returncode == -signal.SIGKILL:
-        return f"rendering needed more than {limits.memory_mb} MB of memory"
-    last = stderr.splitlines()[-1] if stderr else f"exit status {returncode}"
-    return f"the renderer failed: {last[:500]}"
-
-
-class Renderer:
-    """The warm renderer (grader.reports.renderserver) of one thread: nbconvert imported once, each page
-    still rendered in a limited child of its own. Where the server is gone or stops answering,
-    `render` says so (None) and the page is rendered by a cold child; the next page starts a new
-    server. Use it from one thread at a time; close it when done."""
-
-    def __init__(self) -> None:
-        self.process: subprocess.Popen[bytes] | None = None
-        self._pending = b""
-
-    def start(self) -> None:
-        """Start the server, which warms up in the background; no-op if it runs."""
-        if self.process is None or self.process.poll() is not None:
-            self.process = subprocess.Popen(
-                module_command("grader.reports.renderserver"), stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-            self._pending, self._ready = b"", False
-
-    def render(self, notebook_json: str, page: Path, limits: RenderLimits) -> dict[str, Any] | None:
-        """The server's answer for rendering NOTEBOOK_JSON to PAGE within LIMITS, or None where
-        the server could not answer (it is then stopped)."""
-        self.start()
-        assert self.process is not None and self.process.stdin is not None
-        try:
-            if not self._ready:
-                self._ready = bool(self._answer(_WARM_UP_SECONDS).get("ready"))
-            request = {"page": str(page), "notebook": notebook_json,
-                       "memory_mb": limits.memory_mb, "seconds": max(1, int(limits.seconds))}
-            self.process.stdin.write(json.dumps(request).encode("ascii") + b"\n")
-            self.process.stdin.flush()
-            return self._answer(limits.seconds + 10)
-        except (OSError, ValueError, KeyError):
-            self.close()
-            return None
-
-    def close(self) -> None:
-        """Stop the server."""
-        process, self.process = self.process, None
-        if process is None:
-            return
-        with contextlib.suppress(OSError):
-            assert process.stdin is not None
-            process.stdin.close()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
-
-    def _answer(self, timeout: float) -> dict[str, Any]:
-        """The server's next line, as a dict; OSError if none came within TIMEOUT s."""
-        assert self.process is not None and self.process.stdout is not None
-        fd, deadline = self.process.stdout.fileno(), time.monotonic() + timeout
-        while b"\n" not in self._pending:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                raise OSError("the renderer did not answer in time")
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                raise OSError("the renderer stopped")
-            self._pending += chunk
-        line, _, self._pending = self._pending.partition(b"\n")
-        answer = json.loads(line)
-        if not isinstance(answer, dict):
-            raise ValueError("the renderer's answer is not an object")
-        return answer
-
-
-_WARM_UP_SECONDS = 120.0
-
-
-def limit_renderer(memory_mb: int, seconds: int) -> None:
-    """Hold this rendering process to MEMORY_MB of address space and SECONDS of CPU."""
-    resource.setrlimit(resource.RLIMIT_AS, (memory_mb * 2**20, memory_mb * 2**20))
-    resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds + 1))
-
-
-def _render_child() -> None:
-    """In the rendering child: limit this process, then render the notebook on stdin to a page."""
-    page, memory_mb, seconds = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-    limit_renderer(memory_mb, seconds)
-    notebook_json = sys.stdin.buffer.read().decode("utf-8", "surrogatepass")
-    _write_whole(page, _notebook_html(notebook_json))
-
-
-def _write_whole(path: Path, text: str) -> None:
-    """Write TEXT to PATH through a temporary file, so that PATH is never half written."""
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text, encoding="utf-8", errors="replace")
-    partial.replace(path)
-
-
 def _plain_page(heading: str, text: str) -> str:
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>'
             f"{html.escape(heading)}</title></head>\n<body><h1>{html.escape(heading)}</h1>\n"
             f"<p>{html.escape(text)}</p></body></html>\n")
-
-
-# Markdown renders as HTML; whatever the student wrote is cleaned to these tags and attributes.
-SAFE_TAGS = frozenset({
-    "a", "abbr", "acronym", "b", "blockquote", "br", "code", "dd", "del", "details", "div", "dl",
-    "dt", "em", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "img", "kbd", "li", "ol", "p", "pre",
-    "s", "span", "strong", "sub", "summary", "sup", "table", "tbody", "td", "tfoot", "th", "thead",
-    "tr", "u", "ul",
-})
-SAFE_ATTRIBUTES = {
-    "*": ["class", "id", "title"], "a": ["href"], "img": ["src", "alt", "width", "height"],
-    "td": ["align", "colspan", "rowspan"], "th": ["align", "colspan", "rowspan"],
-}
-
-
-def _clean_html(element: str | bytes) -> str:
-    """Student HTML reduced to SAFE_TAGS: no script, style, event handler or javascript: URL."""
-    import bleach
-
-    text = element.decode() if isinstance(element, bytes) else str(element)
-    return bleach.clean(text, tags=SAFE_TAGS, attributes=SAFE_ATTRIBUTES,
-                        protocols={"http", "https", "mailto"})
-
-
-def _notebook_html(notebook_json: str) -> str:
-    """The executed notebook through nbconvert: markdown rendered, student HTML cleaned, host
-    paths scrubbed from outputs."""
-    notebook = nbformat.reads(notebook_json, as_version=4)
-    for cell in notebook.cells:
-        if cell.cell_type == "code":
-            cell.outputs = _scrub_outputs(cell.get("outputs", []))
-    body, _ = _exporter().from_notebook_node(notebook)
-    return body
-
-
-@functools.cache
-def _exporter() -> Any:
-    """The HTML exporter, made once per process: its Jinja templates are compiled on its first
-    page (a tenth of a second), so the warm renderer's children, forked after its warm-up page,
-    each start from compiled templates. An exporter keeps nothing of a page for the next."""
-    from nbconvert import HTMLExporter
-
-    # nbconvert's own clean_html escapes <h1> and <p>, so markdown showed as literal tags; ours
-    # keeps what markdown makes and still drops scripts (nbconvert issue #2016).
-    return HTMLExporter(template_name="classic", sanitize_html=True,
-                        filters={"clean_html": _clean_html})
 
 
 # Class summary ---------------------------------------------------------------------------------
@@ -483,7 +244,7 @@ def write_summary(results: list[Result], *, assignment: str, title: str, folder:
                                                   strict=True)),
     )
     page = folder / SUMMARY_PAGE
-    _write_whole(page, html_text)
+    write_whole(page, html_text)
     return page
 
 
@@ -497,7 +258,7 @@ def _write_pair_pages(pairs: list[Pair], title: str, folder: Path) -> list[str]:
     links = []
     for number, pair in enumerate(pairs, 1):
         name = f"pair-{number:04d}.html"
-        _write_whole(pair_folder / name, _environment().get_template("similar.html.j2").render(
+        write_whole(pair_folder / name, _environment().get_template("similar.html.j2").render(
             title=title, pair=pair, feedback_name=feedback_name, diff=_side_by_side(pair)))
         links.append(f"{SIMILAR_FOLDER}/{name}")
     return links

@@ -1,30 +1,30 @@
 """The warm renderer: one trusted process that imports nbconvert (and compiles its templates)
 once, then forks a child to render each student's executed notebook as a page
-(grader.reports.pages.Renderer drives it).
+(grader.reports.renderer.Renderer drives it).
 
 A notebook is student data that nbconvert may take minutes or gigabytes over: each child limits
 its own address space and CPU time before it reads the notebook, and is killed when its wall
 time is up; a page that fails ends only its own child. The server runs no student code.
 
-The protocol, one JSON object a line. The grader writes on stdin
+A fork server (grader.forkserver). The protocol, one JSON object a line. The grader writes on stdin
   {"page": path, "notebook": the notebook's JSON text, "memory_mb": N, "seconds": N}
 and the server answers on stdout {"returncode": code, "stderr": the child's last words,
-"timed_out": bool} (code -N: killed by signal N). It writes {"ready": true} once warm; closing
-stdin stops it.
+"timed_out": bool} (code -N: killed by signal N), or {"error": why} where it could not take the
+request. It writes {"ready": true} once warm; closing stdin stops it.
 """
 
 from __future__ import annotations
 
 import gc
-import json
 import os
 import select
 import signal
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any
+
+from grader.forkserver import Server
 
 _STDERR_KEPT = 64 * 1024
 
@@ -34,24 +34,31 @@ def warm_up() -> None:
     import nbformat
     from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-    from grader.reports.pages import _notebook_html
+    from grader.reports.renderer import notebook_html
 
     cell = new_code_cell("print(1)\n1", outputs=[
         new_output("stream", name="stdout", text="1\n"),
         new_output("execute_result", data={"text/plain": "1"}, execution_count=1)])
-    _notebook_html(nbformat.writes(new_notebook(cells=[new_markdown_cell("# A *page*"), cell])))
+    notebook_html(nbformat.writes(new_notebook(cells=[new_markdown_cell("# A *page*"), cell])))
 
 
-def render(request: dict[str, Any]) -> dict[str, Any]:
+def render(server: Server, request: dict[str, Any]) -> dict[str, Any]:
     """Render REQUEST's notebook to its page in a child of its own, within its limits."""
     seconds = max(1, int(request["seconds"]))
+    memory_mb = int(request["memory_mb"])
     read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: nothing of it reaches the server but its exit status and stderr
-        gc.enable()  # the server's imports stay frozen (see main)
+
+    def child() -> int:  # nothing of it reaches the server but its exit status and stderr
+        gc.enable()  # the server's imports stay frozen (see Server.ready)
         os.close(read)
         os.dup2(write, 2)
-        _child(request, seconds)
+        from grader.reports.renderer import limit_renderer, notebook_html, write_whole
+
+        limit_renderer(memory_mb, seconds)
+        write_whole(Path(request["page"]), notebook_html(request["notebook"]))
+        return 0
+
+    pid = server.fork(child, failed=1)
     os.close(write)
     said, timed_out = _said_until_exit(read, time.monotonic() + seconds)
     if timed_out:
@@ -59,23 +66,6 @@ def render(request: dict[str, Any]) -> dict[str, Any]:
     _, status = os.waitpid(pid, 0)
     code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
     return {"returncode": code, "stderr": said.decode("utf-8", "replace"), "timed_out": timed_out}
-
-
-def _child(request: dict[str, Any], seconds: int) -> None:
-    """In the child: limit this process, render the page, exit (never returns)."""
-    code = 1
-    try:
-        from grader.reports.pages import _notebook_html, _write_whole, limit_renderer
-
-        limit_renderer(int(request["memory_mb"]), seconds)
-
-        _write_whole(Path(request["page"]), _notebook_html(request["notebook"]))
-        code = 0
-    except BaseException:  # noqa: BLE001 - whatever it was, the grader reads it on stderr
-        traceback.print_exc()
-    finally:
-        sys.stderr.flush()
-        os._exit(code)
 
 
 def _said_until_exit(fd: int, deadline: float) -> tuple[bytes, bool]:
@@ -98,15 +88,16 @@ def _said_until_exit(fd: int, deadline: float) -> tuple[bytes, bool]:
 
 def main() -> int:
     """Warm up, then render each request read on stdin until it closes."""
-    reply = os.fdopen(os.dup(1), "w", encoding="utf-8")
-    os.dup2(2, 1)  # whatever else prints must not break the protocol
-    gc.disable()  # the imports' objects are frozen before the first fork, as the gc docs advise:
-    warm_up()  # no child then scans (and so copies) them
-    gc.freeze()
-    print(json.dumps({"ready": True}), file=reply, flush=True)
-    for line in sys.stdin:
-        if line.strip():
-            print(json.dumps(render(json.loads(line))), file=reply, flush=True)
+    server = Server()
+    warm_up()
+    server.ready(True)
+    for request in server.requests():
+        try:
+            answer = render(server, request)
+        except Exception as exc:  # noqa: BLE001 - a request it cannot read; the grader renders cold
+            server.error(exc)
+        else:
+            server.send(answer)
     return 0
 
 
