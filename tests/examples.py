@@ -29,7 +29,7 @@ Elsewhere no test runs `grader validate` or another `grader run` on the real ass
 reference example is the instructor notebook without its solution markers (`assert_reference_is_the_source`)
 and the starter example is the released notebook (`assert_release_reproduces`), so `grader
 validate`'s conditions are checked on the batch's reference and starter through
-`grader.cli.main.validation_problems`, the function the command uses. Tests that need no graded notebook
+`grader.cli.run.validation_problems`, the function the command uses. Tests that need no graded notebook
 (points add up, releases reproduce, no hidden data reaches the kernel) take no `examples` and stay
 fast; tests that take it are `@pytest.mark.slow`. Where a full training run is not what an example
 is about, keep the example small (few epochs, a subset).
@@ -51,7 +51,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from grader.cli.main import validation_problems
+from grader.cli.run import validation_problems
 from grader.course.release import BEGIN, END
 from grader.model.assignments import load_assignment
 from grader.model.result import Result

@@ -226,7 +226,7 @@ def test_export_neutralises_formulas_and_leaves_grader_faults_unscored(tmp_path,
 
 def fake_batch(monkeypatch, seen: list):
     """No preflight and no kernels: the batch only records the settings it was given."""
-    from grader.cli import main as cli
+    from grader.cli import run as cli
     from grader.grading.executor import Batch
 
     def grade_batch(assignment, submissions, *, settings, on_result, **kwargs):

@@ -11,6 +11,7 @@ import nbformat
 import pytest
 
 from grader.cli import main as cli_main
+from grader.cli import run as cli_run
 from grader.grading import batch as batch_module
 from grader.grading.batch import grade_batch
 from grader.grading.executor import Settings
@@ -87,7 +88,7 @@ def _invalid(folder: Path, *names: str) -> list:
 
 def _new_grader(monkeypatch: pytest.MonkeyPatch, code: str) -> None:
     """This process grades as grader CODE from now on (a new grading code installed)."""
-    for module in (assignments, result, batch_module, cli_main):
+    for module in (assignments, result, batch_module, cli_run):
         monkeypatch.setattr(module, "grading_code", lambda: code)
 
 

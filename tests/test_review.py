@@ -24,7 +24,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_markdown_cell
 
-from grader.cli.main import validation_problems
+from grader.cli.run import validation_problems
 from grader.course import export
 from grader.course.review import HOST, Review, bind, make_override, written_answer
 from grader.grading.preflight import CollectedCheck, check_points
