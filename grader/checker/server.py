@@ -1,5 +1,6 @@
 """The warm checker: one trusted process per worker slot that imports the check libraries once,
-then forks a fresh child to run each submission's checks (grader.grading.check.CheckerSlot drives it).
+then forks a fresh child to run each submission's checks (grader.grading.warmcheck.CheckerSlot
+drives it).
 
 Nothing of one student reaches the next: each child starts from the state the server had right
 after its imports (it never imports a check file, creates a Keras object or runs a TensorFlow op
@@ -36,7 +37,7 @@ from grader.forkserver import Server
 ALWAYS = ("numpy", "pytest", "zmq", "jupyter_client", "grader.checker.plugin", "grader.checker.checks",
           "grader.checks")
 # What a check may import on top, warmed where the assignment's checks use it (see
-# grader.grading.check.warm_imports); a child imports anything else it needs by itself.
+# grader.grading.warmcheck.warm_imports); a child imports anything else it needs by itself.
 OPTIONAL = ("matplotlib.pyplot", "keras", "tensorflow")
 # What each child would import again on its way, modules only: pytest's own plugins (a Config
 # made once imports them), and those that a saved figure and a Keras predict import on first use.
