@@ -23,7 +23,8 @@ from grader.model.errors import GradebookError, gist
 from grader.model.late import apply_late
 from grader.model.result import GRADER_FAULT, Result, attach_overrides, file_digest, mark_fault
 from grader.model.submission import Submission
-from grader.reports.pages import Renderer, ReportError, feedback_name, write_feedback
+from grader.reports.pages import ReportError, feedback_name, write_feedback
+from grader.reports.renderer import Renderer
 from grader.store.gradebook import Gradebook
 
 __all__ = ["Batch", "Reporter", "Settings", "claim_lease", "grade_batch", "grade_submission"]

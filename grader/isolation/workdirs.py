@@ -181,7 +181,7 @@ def _clean(path: Path) -> None:
             _umount(mount)
     if any(path.glob(PREFIX + "*")):  # a worker slot's folder, holding run folders of its own
         remove_stale(path)
-    if is_mount(path):  # the slot's shared mount (grader.grading.check.CheckerSlot)
+    if is_mount(path):  # the slot's shared mount (grader.grading.warmcheck.CheckerSlot)
         _umount(path)
     shutil.rmtree(path, ignore_errors=True)
 
