@@ -10,6 +10,7 @@ import asyncio
 import atexit
 import contextlib
 import copy
+import enum
 import json
 import os
 import re
@@ -58,11 +59,21 @@ class FailedCell:
     number: int = 0  # which code cell, from 1: what reasons and the feedback page should say
 
 
+class ExecutionStatus(enum.StrEnum):
+    """How a notebook's run ended (grading.score turns it into the result's Status)."""
+
+    OK = "ok"
+    CELL_ERROR = "cell_error"
+    TIMEOUT = "timeout"
+    KERNEL_DIED = "kernel_died"
+    KERNEL_FAILED = "kernel_failed"  # the kernel did not start or could not be set up: the grader's fault
+
+
 @dataclass
 class Execution:
     """What running the notebook gave."""
 
-    status: str  # ok | cell_error | timeout | kernel_died | kernel_failed
+    status: ExecutionStatus
     reason: str  # for the student; empty when ok
     notebook: NotebookNode
     kernel_start_s: float = 0.0
@@ -197,7 +208,7 @@ class StudentKernel:
         self.nb, self.workdir, self.shared, self.limits = nb, workdir, shared, limits
         self.env, self.prefix, self.owner, self.python = env, list(command_prefix or []), owner, python
         self.zygote = zygote  # the zygote to fork the kernel from, where there is one
-        self.execution = Execution(status="ok", reason="", notebook=nb)
+        self.execution = Execution(status=ExecutionStatus.OK, reason="", notebook=nb)
         self.warmup_problem = ""  # why the warm-up failed (the kernel then started again, cold)
         self.zygote_problem = ""  # why the zygote could not fork it (it then started cold)
         self.forked = False  # whether the kernel running is the zygote's
@@ -214,7 +225,7 @@ class StudentKernel:
             self.forked = await self._launch(fresh_log=True, forked=True)
             if not self.forked:  # the grader's failure, not the student's: start it cold
                 self.zygote_problem = self.execution.reason
-                self.execution.status, self.execution.reason = "ok", ""
+                self.execution.status, self.execution.reason = ExecutionStatus.OK, ""
                 await self._stop()
         if not self.forked and not await self._launch(fresh_log=not self.zygote_problem):
             return
@@ -237,18 +248,19 @@ class StudentKernel:
         """Seed the kernel and run every cell; the kernel stays up for the checks."""
         result = self.execution
         client = self._client
-        if self._ran or client is None or result.status == "kernel_failed":
+        if self._ran or client is None or result.status == ExecutionStatus.KERNEL_FAILED:
             return result
         self._ran = True
         await _run_cells(client, result, self.limits, seed, keras=may_use_keras(client.nb))
         result.notebook = client.nb
         result.output_truncated = client.output_truncated
-        if result.status not in ("kernel_died", "kernel_failed") and await answers(client):
+        gone = result.status in (ExecutionStatus.KERNEL_DIED, ExecutionStatus.KERNEL_FAILED)
+        if not gone and await answers(client):
             assert isinstance(client.km, _KernelManager)
             result.connection = _connection_info(client.km)
             result.gpus_used = await gpus_used(client)
-        elif result.status in ("ok", "cell_error"):
-            result.status, result.reason = "kernel_died", _died_reason(result, client.nb)
+        elif result.status in (ExecutionStatus.OK, ExecutionStatus.CELL_ERROR):
+            result.status, result.reason = ExecutionStatus.KERNEL_DIED, _died_reason(result, client.nb)
         return result
 
     async def close(self) -> None:
@@ -280,7 +292,7 @@ class StudentKernel:
             await self._stack.enter_async_context(client.async_setup_kernel(
                 env=self.env, stdout=subprocess.DEVNULL, stderr=log, independent=True))
         except Exception as exc:  # noqa: BLE001 - any failure to start is reported as such
-            self.execution.status = "kernel_failed"
+            self.execution.status = ExecutionStatus.KERNEL_FAILED
             self.execution.reason = f"the Python kernel did not start: {exc}"
             return False
         return True
@@ -372,7 +384,7 @@ async def _run_cells(client: CappedClient, result: Execution, limits: Limits, se
             await client.async_execute_cell(cell, index)
         except CellTimeoutError:
             total = time.monotonic() >= deadline - 1
-            result.status = "timeout"
+            result.status = ExecutionStatus.TIMEOUT
             result.reason = (
                 f"the notebook ran past its total limit of {limits.total_seconds:.0f} s in code"
                 f" cell {number}; the cells after it did not run" if total else
@@ -383,7 +395,7 @@ async def _run_cells(client: CappedClient, result: Execution, limits: Limits, se
             await recover(client)
             break
         except DeadKernelError:
-            result.status = "kernel_died"
+            result.status = ExecutionStatus.KERNEL_DIED
             result.failed_cell = FailedCell(index, cell.source, "KernelDied", "", "", number)
             result.reason = _died_reason(result, client.nb)
             break
@@ -391,7 +403,7 @@ async def _run_cells(client: CappedClient, result: Execution, limits: Limits, se
             result.errors.append(_failed(index, number, cell, exc))
             if result.failed_cell is None:
                 result.failed_cell = result.errors[0]
-                result.status = "cell_error"
+                result.status = ExecutionStatus.CELL_ERROR
                 evalue = _ANSI.sub("", exc.evalue).strip()[:300]
                 result.reason = f"code cell {number} raised {exc.ename}" + (
                     f": {evalue}" if evalue else "")
@@ -406,7 +418,7 @@ async def _set_up(client: CappedClient, result: Execution, prologue: str, timeou
         return True
     why = (f"{content.get('ename', '')}: {_ANSI.sub('', str(content.get('evalue', '')))[:300]}"
            if reply else f"no answer within {timeout:.0f} s")
-    result.status = "kernel_failed"
+    result.status = ExecutionStatus.KERNEL_FAILED
     result.reason = f"the grader could not set up the GPU in the kernel ({why})"
     return False
 

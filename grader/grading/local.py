@@ -19,7 +19,7 @@ import nbformat
 
 from grader.data.prepare import Prepared
 from grader.grading.devices import CPU, Device, threads_per_kernel
-from grader.grading.execute import StudentKernel, warmup_code
+from grader.grading.execute import ExecutionStatus, StudentKernel, warmup_code
 from grader.grading.executor import Job, Outbox
 from grader.grading.kernelenv import kernel_python, warm_modules, zygote_env
 from grader.grading.score import execute_and_score, start_checker
@@ -138,7 +138,7 @@ class WorkQueue:
             if self._proven or self.failed is not None:
                 return self._proven and self.failed is None
             why = turn.fault or (turn.running.execution.reason if turn.running is not None
-                                 and turn.running.execution.status == "kernel_failed" else "")
+                                 and turn.running.execution.status == ExecutionStatus.KERNEL_FAILED else "")
             if not why:
                 self._proven = True
                 return True

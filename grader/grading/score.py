@@ -8,12 +8,12 @@ from pathlib import Path
 
 from grader.grading.check import Checker, Checks, start_checks
 from grader.grading.devices import CPU, Device
-from grader.grading.execute import notebook_text
+from grader.grading.execute import ExecutionStatus, notebook_text
 from grader.grading.kernelenv import keras_backend
 from grader.grading.stage import Kernel, Turn, tail
 from grader.model.assignments import Assignment
 from grader.model.outcomes import CheckOutcome
-from grader.model.result import GRADER_FAULT, mark_fault
+from grader.model.result import GRADER_FAULT, Status, mark_fault
 
 
 def total(checks: list[CheckOutcome]) -> float:
@@ -26,11 +26,20 @@ def grader_faults(checks: list[CheckOutcome]) -> list[CheckOutcome]:
     return [c for c in checks if c.fault == "grader"]
 
 
-def status_of(execution_status: str, check_problem: str, checks: list[CheckOutcome]) -> str:
+# The result's status for each way a run can end that is the notebook's doing, not the grader's.
+_STATUS_OF_RUN = {
+    ExecutionStatus.OK: Status.GRADED,
+    ExecutionStatus.CELL_ERROR: Status.CELL_ERROR,
+    ExecutionStatus.TIMEOUT: Status.TIMEOUT,
+    ExecutionStatus.KERNEL_DIED: Status.KERNEL_DIED,
+}
+
+
+def status_of(execution_status: ExecutionStatus, check_problem: str, checks: list[CheckOutcome]) -> Status:
     """The run's status: any fault of the grader outranks whatever the notebook did."""
-    if check_problem or grader_faults(checks) or execution_status == "kernel_failed":
+    if check_problem or grader_faults(checks) or execution_status == ExecutionStatus.KERNEL_FAILED:
         return GRADER_FAULT
-    return {"ok": "graded"}.get(execution_status, execution_status)
+    return _STATUS_OF_RUN[execution_status]
 
 
 async def execute_and_score(assignment: Assignment, turn: Turn,
@@ -68,11 +77,11 @@ async def execute_and_score(assignment: Assignment, turn: Turn,
     if turn.running.zygote_problem:
         result.staff_detail = (f"{result.staff_detail}\nthe zygote could not fork the kernel"
                                f" ({turn.running.zygote_problem}); it was started cold").strip()
-    if execution.status in ("kernel_died", "kernel_failed"):
+    if execution.status in (ExecutionStatus.KERNEL_DIED, ExecutionStatus.KERNEL_FAILED):
         result.staff_detail += "\nthe kernel's stderr, last lines:\n" + tail(log)
         result.staff_detail = result.staff_detail.strip()
     if result.status == GRADER_FAULT:
-        detail = [execution.reason if execution.status == "kernel_failed" else "",
+        detail = [execution.reason if execution.status == ExecutionStatus.KERNEL_FAILED else "",
                   f"the checks broke: {checks.problem}" if checks.problem else "",
                   *(f"check {c.name} broke: {c.detail}" for c in grader_faults(checks.outcomes))]
         mark_fault(result, "\n".join(d for d in detail if d))

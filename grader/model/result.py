@@ -8,6 +8,7 @@ is shown to staff with its detail, and is graded again by the next run.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -18,18 +19,33 @@ from grader.model.assignments import Assignment, grading_code
 from grader.model.outcomes import Attachment, CheckOutcome
 from grader.model.submission import Submission
 
+
+class Status(enum.StrEnum):
+    """A result's status, stored as its value: each member equals its string."""
+
+    GRADED = "graded"
+    CELL_ERROR = "cell_error"
+    TIMEOUT = "timeout"
+    KERNEL_DIED = "kernel_died"
+    INVALID = "invalid"
+    ERROR = "error"  # a fault of the grader or the machine
+    # Grader faults as older graders stored them: read back from their gradebooks, never written.
+    LEGACY_INTERNAL_ERROR = "internal_error"
+    LEGACY_KERNEL_FAILED = "kernel_failed"
+
+
 # What each status means, in words for the reports.
 STATUSES = {
-    "graded": "ran to the end",
-    "cell_error": "a cell raised an error",
-    "timeout": "stopped at the time limit",
-    "kernel_died": "the kernel died",
-    "invalid": "not a notebook the grader can run",
-    "error": "not graded: grader problem",
+    Status.GRADED: "ran to the end",
+    Status.CELL_ERROR: "a cell raised an error",
+    Status.TIMEOUT: "stopped at the time limit",
+    Status.KERNEL_DIED: "the kernel died",
+    Status.INVALID: "not a notebook the grader can run",
+    Status.ERROR: "not graded: grader problem",
 }
-GRADER_FAULT = "error"
-# Every status that means a grader fault, with those older graders stored before `error` existed.
-GRADER_FAULTS = frozenset({GRADER_FAULT, "internal_error", "kernel_failed"})
+GRADER_FAULT = Status.ERROR
+# Every status that means a grader fault, the legacy ones included.
+GRADER_FAULTS = frozenset({GRADER_FAULT, Status.LEGACY_INTERNAL_ERROR, Status.LEGACY_KERNEL_FAILED})
 # What a student reads when the grader, not their notebook, failed.
 FAULT_REASON = ("not graded yet: the grader had a problem that is not your fault; the course staff"
                 " see it and your notebook will be graded again")
@@ -63,7 +79,7 @@ class Result:
     notebook: str  # path the notebook was read from
     sha256: str
     checks_sha256: str  # the grading key: checks, config, data (see Assignment.grading_key)
-    status: str
+    status: Status  # a plain string given (from JSON or the gradebook) becomes the Status
     reason: str  # for the student: never a traceback or a path of the grading machine
     score: float  # the grade: the checks' points, the staff's overrides, less the late penalty (late.py)
     max_score: float
@@ -92,6 +108,9 @@ class Result:
     due_at: datetime | None = None  # the student's due date (extension or deadline), if any
     late_note: str = ""  # the penalty in words, e.g. "2 started days late x 10% = 20% of 10 points"
     overrides: list[Override] = field(default_factory=list)  # the staff's, read from the gradebook
+
+    def __post_init__(self) -> None:
+        self.status = Status(self.status)
 
     @property
     def total_s(self) -> float:
@@ -144,6 +163,7 @@ _MOMENTS = ("submitted_at", "graded_at", "due_at")
 def result_to_dict(result: Result) -> dict[str, Any]:
     """RESULT as JSON-able data (dates as ISO-8601), to cross from a grading machine."""
     data = asdict(result)
+    data["status"] = result.status.value
     for name in _MOMENTS:
         data[name] = data[name].isoformat() if data[name] is not None else None
     for override in data["overrides"]:
@@ -189,7 +209,7 @@ def new_result(assignment: Assignment, submission: Submission, key: str, device:
     return Result(
         student=submission.student, assignment=assignment.name,
         notebook=str(submission.path or ""), sha256=file_digest(submission.path),
-        checks_sha256=key, status="invalid", reason=submission.problem or "",
+        checks_sha256=key, status=Status.INVALID, reason=submission.problem or "",
         score=0.0, max_score=assignment.config.points, device=device, sandboxed=sandboxed,
         submitted_at=submitted_at(submission), grader=grading_code(),
     )

@@ -22,7 +22,7 @@ from markupsafe import Markup
 from grader.model.errors import GraderError
 from grader.model.late import as_utc, how_late
 from grader.model.paths import package_file
-from grader.model.result import GRADER_FAULTS, STATUSES, Result, override_points
+from grader.model.result import GRADER_FAULTS, STATUSES, Result, Status, override_points
 from grader.model.submission import slug
 from grader.reports.renderer import (
     DEFAULT_LIMITS,
@@ -39,7 +39,7 @@ SIMILAR_FOLDER = "similar"  # staff pages of similar pairs; no student's page is
 NOTEBOOK_SUFFIX = "~notebook.html"  # a slug has "~" only before its 10-digit digest: no clash
 GRADER_PROBLEM = "not graded: grader problem"
 # Statuses whose kernel ran the notebook: the only ones whose runtimes say anything.
-RAN = frozenset({"graded", "cell_error", "timeout", "kernel_died"})
+RAN = frozenset({Status.GRADED, Status.CELL_ERROR, Status.TIMEOUT, Status.KERNEL_DIED})
 
 
 class ReportError(GraderError):
@@ -238,7 +238,7 @@ def write_summary(results: list[Result], *, assignment: str, title: str, folder:
         mean=statistics.fmean(scores) if scores else 0.0,
         median=statistics.median(scores) if scores else 0.0,
         max_score=max((r.max_score for r in results), default=0.0),
-        failures=[r for r in results if r.status != "graded"],
+        failures=[r for r in results if r.status != Status.GRADED],
         not_isolated=[r for r in results if not r.sandboxed],
         pairs=None if pairs is None else list(zip(pairs, _write_pair_pages(pairs, title, folder),
                                                   strict=True)),

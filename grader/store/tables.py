@@ -10,14 +10,29 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
 
 from grader.model.outcomes import Attachment, CheckOutcome
-from grader.model.result import Result
+from grader.model.result import Result, Status
 
 
 class Base(DeclarativeBase):
     pass
+
+
+class StatusText(TypeDecorator[Status]):
+    """A result's Status, stored as its plain value and read back as the Status."""
+
+    impl = String(30)
+    cache_ok = True
+
+    def process_bind_param(self, value: Status | str | None, dialect: Dialect) -> str | None:
+        return None if value is None else Status(value).value
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> Status | None:
+        return None if value is None else Status(value)
 
 
 class Student(Base):
@@ -46,7 +61,7 @@ class Run(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id"), index=True)
     checks_sha256: Mapped[str] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(30))
+    status: Mapped[Status] = mapped_column(StatusText())
     reason: Mapped[str] = mapped_column(Text, default="")
     score: Mapped[float] = mapped_column(Float)
     max_score: Mapped[float] = mapped_column(Float)
