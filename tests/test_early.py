@@ -19,12 +19,28 @@ root_only = pytest.mark.skipif(os.geteuid() != 0, reason="only a root grader for
 
 
 def test_early_reads_the_options_of_grader_run_as_the_command_does():
-    parser = cli.build_parser()
-    (commands,) = [a for a in parser._actions if a.dest == "command"]
-    run = commands.choices["run"]
-    options = {o: a.nargs == 0 for a in run._actions for o in a.option_strings if o.startswith("--")}
-    options.pop("--help")
-    assert options == {**dict.fromkeys(early.VALUED, False), **dict.fromkeys(early.FLAGS, True)}
+    (commands,) = [a for a in cli.build_parser()._actions if a.dest == "command"]
+
+    def declared(parser):
+        return {(*a.option_strings, a.dest, a.nargs, a.default, a.required, a.type) for a in parser._actions
+                if a.dest != "help"}
+
+    assert declared(early.parser()) == declared(commands.choices["run"])
+    argv = ["tiny", "--submissions", "subs", "--workers", "2", "--no-sandbox", "--similar", "80"]
+    command = vars(cli.build_parser().parse_args(["run", *argv]))
+    assert {k: command[k] for k in ("command", "handler")} == {"command": "run", "handler": cli.cmd_run}
+    read = vars(early.parser().parse_args(argv))
+    assert read == {k: v for k, v in command.items() if k not in ("command", "handler")}
+    assert read["executor"] == "local" and read["similar"] == 0.8
+
+
+def test_early_never_prints_or_exits_on_arguments_it_cannot_read(capsys):
+    for argv in (["tiny"], ["tiny", "--submissions", "s", "--unknown"], ["tiny", "--submissions", "s",
+                                                                         "--executor", "slurm"]):
+        with pytest.raises(ValueError):
+            early.parser().parse_args(argv)
+    early.start(["run", "--submissions"])
+    assert capsys.readouterr() == ("", "")
 
 
 @root_only

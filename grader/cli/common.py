@@ -1,4 +1,4 @@
-"""What the commands share: the console, the defaults, the assignment and its data as the
+"""What the commands share: the console, the assignment and its data as the
 options name them."""
 
 from __future__ import annotations
@@ -10,13 +10,11 @@ from rich.console import Console
 
 from grader.cli import options
 from grader.data.prepare import Prepared, prepare
-from grader.grading.executor import Settings
 from grader.model.assignments import Assignment, load_assignment
 from grader.model.paths import course_root, data_home
 from grader.model.result import Result
 from grader.reports import similarity
 
-DEFAULTS = Settings()
 console = Console(stderr=False, highlight=False)
 
 

@@ -20,13 +20,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from grader.cli import options
-from grader.grading.devices import CPU, cpu_workers, threads_per_kernel
+from grader.grading.devices import CPU, threads_per_kernel
+from grader.grading.executor import Settings
 from grader.grading.kernelenv import kernel_python, warm_modules, zygote_env
 from grader.isolation import zygote
 from grader.model.assignments import load_assignment
@@ -34,25 +34,16 @@ from grader.model.errors import GraderError
 from grader.model.paths import course_root
 from grader.model.submission import discover
 
-# The options of `grader run` (grader.cli.main.build_parser), by whether they take a value; a test
-# checks that these are that command's own.
-VALUED = ("--course", "--submissions", "--gradebook", "--reports", "--executor", "--address",
-          "--similar", "--workers", "--gpus", "--per-gpu", "--data-home")
-FLAGS = ("--force", "--regrade-new-grader", "--no-notebook-html", "--no-sandbox")
-
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # never print: the command says what is wrong
         raise ValueError(message)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(add_help=False, allow_abbrev=False)
-    parser.add_argument("assignment")
-    for option in VALUED:
-        parser.add_argument(option)
-    for option in FLAGS:
-        parser.add_argument(option, action="store_true")
+def parser() -> argparse.ArgumentParser:
+    """`grader run`'s arguments, as the command declares them, read without a word printed."""
+    parser = _Parser(add_help=False)
+    options.run_options(parser)
     return parser
 
 
@@ -62,12 +53,12 @@ def spec(argv: list[str]) -> tuple[str, dict[str, str], list[str]] | None:
     on arguments the command itself will refuse."""
     if argv[:1] != ["run"]:
         return None
-    args = _parser().parse_args(argv[1:])
-    if (args.executor or "local") != "local" or args.no_sandbox or args.submissions is None:
+    args = parser().parse_args(argv[1:])
+    if args.executor != "local" or args.no_sandbox:
         return None
     if not zygote.usable(sandboxed=True, gpu=False):
         return None
-    if (args.gpus or "auto") != "none" and shutil.which("nvidia-smi"):
+    if args.gpus != "none" and shutil.which("nvidia-smi"):
         return None  # GPU kernels start cold (and nvidia-smi is slow to ask twice)
     assignment = load_assignment(course_root(args.course), args.assignment)
     submissions = discover(Path(args.submissions), notebook_name=assignment.config.notebook)
@@ -75,23 +66,20 @@ def spec(argv: list[str]) -> tuple[str, dict[str, str], list[str]] | None:
         workers = options.workers(args.workers)
     except GraderError:
         return None  # the command says what is wrong with it
-    # as grader.grading.local.LocalExecutor: Settings.slots on the CPU, one slot per submission at most
-    wanted = cpu_workers(workers, assignment.config.limits.memory_mb)
-    slots = min(wanted, max(1, len(submissions)))
+    # the batch's slots (grader.grading.local) on the CPU: one per submission at most
+    slots = Settings(workers=workers).slots(assignment.config.limits.memory_mb)[: max(1, len(submissions))]
     # as grader.grading.local.Slot._ask_zygote: the first notebook's libraries and the course's
     notebooks = []
     for path in (submissions[0].path if submissions else None, assignment.source_notebook):
         if path is not None:
             with contextlib.suppress(OSError, ValueError):
                 notebooks.append(json.loads(path.read_bytes()))
-    return kernel_python(), zygote_env(CPU, threads_per_kernel(slots)), warm_modules(*notebooks)
+    return kernel_python(), zygote_env(CPU, threads_per_kernel(len(slots))), warm_modules(*notebooks)
 
 
 def start(argv: list[str]) -> None:
     """Start the zygote `grader ARGV` will ask for (see `spec`), where there is one; never
     raises."""
-    if os.geteuid() != 0:
-        return
     try:
         found = spec(argv)
     except Exception:  # noqa: BLE001 - the command reports its own arguments' faults

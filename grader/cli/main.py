@@ -13,8 +13,8 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
-from grader.cli import doctor
-from grader.cli.common import DEFAULTS, assignment_of, console, prepared_of, reports_dir, similar_pairs
+from grader.cli import doctor, options
+from grader.cli.common import assignment_of, console, prepared_of, reports_dir, similar_pairs
 from grader.cli.run import cmd_run, cmd_validate
 from grader.course import bundle, collect, export, handback, release, review
 from grader.course.roster import read_roster
@@ -229,13 +229,6 @@ def _port(text: str) -> int:
     return int(text)
 
 
-def _percent(text: str) -> float:
-    """The value of --similar, a whole percentage, as a fraction."""
-    if not text.isdigit() or not 1 <= int(text) <= 100:
-        raise argparse.ArgumentTypeError(f"must be a whole percentage from 1 to 100; found {text!r}")
-    return int(text) / 100
-
-
 def _stored(args: argparse.Namespace, assignment: Assignment) -> list[Result]:
     """Each student's latest result, its late penalty brought up to date with assignment.toml
     (and stored), so that a changed deadline or extension shows without a `grader run`."""
@@ -253,9 +246,6 @@ def _stored(args: argparse.Namespace, assignment: Assignment) -> list[Result]:
 
 
 EXPORT_COLUMNS = export.COLUMNS
-GRADEBOOK_HELP = ("the gradebook: a SQLite file (default gradebook.sqlite) or a database URL such as "
-                  "postgresql://USER:PASSWORD@HOST/DATABASE (needs the postgres extra); its schema "
-                  "is migrated when it is opened")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -295,39 +285,6 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--course", help="course folder holding assignments/ (default: found from here)")
-
-
-def _grading_options(p: argparse.ArgumentParser, *, workers: str = "auto") -> None:
-    p.add_argument("--workers", default=workers, metavar="N",
-                   help="submissions graded at once, each in its own kernel: a number, or auto "
-                        "(one per GPU slot, see --per-gpu; on the CPU, one per core as far as the "
-                        f"memory holds them); with GPUs, at most the slots (default: {workers})")
-    _gpu_options(p)
-    p.add_argument("--data-home", help="dataset cache (default $GRADER_DATA_HOME or ~/.cache/grader)")
-    p.add_argument("--no-notebook-html", action="store_true",
-                   help="do not write each executed notebook as HTML beside its feedback")
-    p.add_argument("--no-sandbox", action="store_true",
-                   help="run kernels without the bubblewrap sandbox (reports say so)")
-
-
-def _similar_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--similar", type=_percent, default=similarity.CODE_THRESHOLD, metavar="PERCENT",
-                   help="list on the summary page (staff only) the pairs of submissions whose "
-                        "written code is at least this alike, each with a side-by-side page "
-                        f"(default {similarity.CODE_THRESHOLD * 100:.0f})")
-
-
-def _gpu_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--gpus", default="auto",
-                   help="GPUs for the kernels: auto (every GPU nvidia-smi lists, else the CPU), "
-                        "none, or indices like 0,1 (default auto)")
-    p.add_argument("--per-gpu", default=str(DEFAULTS.per_gpu), metavar="K",
-                   help="kernels each GPU runs at once; each kernel's TensorFlow may use 1/K of "
-                        f"the GPU's memory (default {DEFAULTS.per_gpu})")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grader", description=(
         "Grade Jupyter notebooks of a deep-learning course: each submission runs in its own "
@@ -337,9 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, handler: Callable[[argparse.Namespace], int], help_text: str,
                 assignment: bool = True) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
-        if assignment:
-            p.add_argument("assignment", help="assignment name, e.g. assignment01")
-        _common(p)
+        options.common(p, assignment=assignment)
         p.set_defaults(handler=handler)
         return p
 
@@ -357,15 +312,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--assignment", metavar="DIR_OR_NAME",
                    help="the unzipped bundle folder (default: the notebook's folder, else here), "
                         "or an assignment of the course")
-    _common(p)
-    _gpu_options(p)
+    options.common(p, assignment=False)
+    options.gpu_options(p)
     p.add_argument("--data-home", help="dataset cache, for an assignment of the course")
     p.set_defaults(handler=cmd_check)
     p = command("validate", cmd_validate,
                 "grade the reference and the starter: full marks and zero, or exit 1")
     # one after the other: the reference, which may train for minutes, gets every core's threads
     # instead of sharing them with a starter that is done in seconds
-    _grading_options(p, workers="1")
+    options.grading_options(p, workers="1")
     p.add_argument("--reports", help="also write their feedback pages here")
     p = command("collect", cmd_collect, "collect each student's latest notebook from a Moodle or "
                 "Canvas 'download all submissions' zip (or a folder) into DIR/STUDENT.ipynb")
@@ -375,36 +330,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="new or empty folder for STUDENT.ipynb and .collected.json (the times)")
     p.add_argument("--roster", help="roster CSV (student, name, lms_id, login, ...) that maps the "
                    "LMS's names and ids to student ids")
-    p = command("run", cmd_run, "grade every notebook in a folder of submissions")
-    p.add_argument("--submissions", required=True,
-                   help="folder with DIR/STUDENT.ipynb or DIR/STUDENT/*.ipynb")
-    p.add_argument("--gradebook", default="gradebook.sqlite",
-                   help=GRADEBOOK_HELP)
-    p.add_argument("--reports", help="folder for feedback pages (default reports/ASSIGNMENT)")
-    p.add_argument("--force", action="store_true",
-                   help="regrade submissions already graded (one grader run at a time still grades each)")
-    p.add_argument("--regrade-new-grader", action="store_true",
-                   help="regrade the results another grader (an older grading code) gave; without "
-                        "it they are kept, and counted in the closing line")
-    p.add_argument("--executor", choices=("local", "ray"), default=DEFAULTS.executor,
-                   help="local: kernels on this machine (see --workers); ray: one Ray task per "
-                        "submission on a Ray cluster (pip install 'grader[ray]'), each asking for "
-                        "a CPU, limits.memory_mb plus 1 GB, and 1/K of a GPU where the cluster has "
-                        f"GPUs (--per-gpu K); --workers caps the tasks at once (default {DEFAULTS.executor})")
-    p.add_argument("--address", metavar="ADDR",
-                   help="with --executor ray: the cluster to grade on, e.g. 10.0.0.1:6379 or auto "
-                        "(default: a local Ray instance started and stopped by the command)")
-    _similar_option(p)
-    _grading_options(p)
+    text = "grade every notebook in a folder of submissions"
+    p = sub.add_parser("run", help=text, description=text)
+    options.run_options(p)  # declared with grader.cli.early, which reads them before this import
+    p.set_defaults(handler=cmd_run)
     p = command("report", cmd_report, "write feedback pages and the class summary from the gradebook")
-    p.add_argument("--gradebook", default="gradebook.sqlite", help=GRADEBOOK_HELP)
+    p.add_argument("--gradebook", default="gradebook.sqlite", help=options.GRADEBOOK_HELP)
     p.add_argument("--reports", help="folder for the pages (default reports/ASSIGNMENT)")
     p.add_argument("--no-notebook-html", action="store_true",
                    help="do not write the executed notebooks as HTML")
-    _similar_option(p)
+    options.similar_option(p)
     p = command("review", cmd_review, "serve the staff review page on 127.0.0.1: adjust a check's "
                 "points with a comment, grade the rubric's written answers; each change is kept")
-    p.add_argument("--gradebook", default="gradebook.sqlite", help=GRADEBOOK_HELP)
+    p.add_argument("--gradebook", default="gradebook.sqlite", help=options.GRADEBOOK_HELP)
     p.add_argument("--reports", help="folder of the student pages, written again after each change"
                                      " (default reports/ASSIGNMENT)")
     p.add_argument("--port", type=_port, default=0, help="port on 127.0.0.1 (default 0: any free port)")
@@ -420,22 +358,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--column", help="canvas: the assignment's column as Canvas' own export names "
                                     "it, e.g. 'Assignment 01 (12345)' (default: the title, which "
                                     "Canvas imports as a new assignment)")
-    p.add_argument("--gradebook", default="gradebook.sqlite", help=GRADEBOOK_HELP)
+    p.add_argument("--gradebook", default="gradebook.sqlite", help=options.GRADEBOOK_HELP)
     p.add_argument("--output", "-o", help="write to this file instead of standard output")
     p = command("feedback", cmd_feedback, "release feedback: zip each student's feedback page "
                 "and executed notebook, one folder each, named for upload to the LMS")
     p.add_argument("--zip", required=True, metavar="OUT.zip", help="the zip to write")
     p.add_argument("--roster", help="roster CSV: folders named as Moodle's submissions "
                    "('Full Name_LMSID_assignsubmission_file_/'); without it, STUDENT/")
-    p.add_argument("--gradebook", default="gradebook.sqlite", help=GRADEBOOK_HELP)
+    p.add_argument("--gradebook", default="gradebook.sqlite", help=options.GRADEBOOK_HELP)
     p.add_argument("--reports", help="folder of the pages (default reports/ASSIGNMENT); missing "
                                      "pages are written first")
     p = command("doctor", cmd_doctor, "check bubblewrap, the kernel's Python and packages, "
                 "TensorFlow's devices inside the sandbox, the data cache, the gradebook, Chromium",
                 assignment=False)
-    _gpu_options(p)
+    options.gpu_options(p)
     p.add_argument("--data-home", help="dataset cache (default $GRADER_DATA_HOME or ~/.cache/grader)")
-    p.add_argument("--gradebook", default="gradebook.sqlite", help=GRADEBOOK_HELP)
+    p.add_argument("--gradebook", default="gradebook.sqlite", help=options.GRADEBOOK_HELP)
     data_cli.add_parser(sub)
     return parser
 

@@ -97,7 +97,7 @@ async def start_checks(
     shared: Path,
     limits: Limits,
     sandboxed: bool = True,
-    uid: int = 65534,
+    uid: int = sandbox.NOBODY,
     kernel_uid: int = -1,
 ) -> Checker:
     """Start pytest on FILES in a trusted process that waits for Checker.finish.
@@ -107,7 +107,7 @@ async def start_checks(
     folder in RUN_DIR, nothing else of the machine."""
     folder, args = prepare_checks(files, run_dir=run_dir, public_dir=public_dir, hidden_dir=hidden_dir,
                             student_data=student_data, shared=shared, limits=limits,
-                            owner=uid if sandboxed and os.geteuid() == 0 else -1)
+                            owner=uid if sandbox.own_users(sandboxed) else -1)
     argv = module_command("pytest", *args)
     env = trusted_env(limits)
     if sandboxed:
@@ -133,24 +133,28 @@ def prepare_checks(files: list[Path], *, run_dir: Path, public_dir: Path, hidden
     folder.mkdir(exist_ok=True)
     if owner >= 0:
         os.chown(folder, owner, owner)
-    (folder / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
-    results = folder / "results.json"
-    args = [
-        *map(str, files), "-c", str(folder / "pytest.ini"), "--rootdir", str(folder),
-        "--confcutdir", str(public_dir.parent),
-        # unraisableexception collects the garbage 5 times over at the end: seconds of CPU where
-        # checks made Keras models, for warnings nobody reads
-        "-p", "grader.checker.plugin", "-p", "no:cacheprovider", "-p", "no:unraisableexception",
-        "--assert=plain", "-q", "-s",
-        "--import-mode=importlib", "--no-header", "-o", "console_output_style=classic",
-        "--grader-wait", "--grader-results", str(results), "--grader-public", str(public_dir),
-        "--grader-shared", str(shared), "--grader-timeout", str(max(5.0, limits.check_seconds / 4)),
-    ]
+    # unraisableexception collects the garbage 5 times over at the end: seconds of CPU where
+    # checks made Keras models, for warnings nobody reads
+    running = ["-p", "no:unraisableexception", "--assert=plain", "-s", "--no-header",
+               "-o", "console_output_style=classic", "--grader-wait", "--grader-shared", str(shared),
+               "--grader-timeout", str(max(5.0, limits.check_seconds / 4))]
     if hidden_dir is not None:
-        args += ["--grader-hidden", str(hidden_dir)]
+        running += ["--grader-hidden", str(hidden_dir)]
     if student_data is not None:
-        args += ["--grader-student-data", str(student_data)]
-    return folder, args
+        running += ["--grader-student-data", str(student_data)]
+    return folder, pytest_args(files, folder=folder, public_dir=public_dir,
+                               results=folder / "results.json", options=running)
+
+
+def pytest_args(files: list[Path], *, folder: Path, public_dir: Path, results: Path,
+                options: list[str]) -> list[str]:
+    """pytest's arguments for the checker plugin on FILES, with OPTIONS, in FOLDER (its
+    pytest.ini written there): what the checker and the preflight's collection both pass."""
+    (folder / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
+    return [*map(str, files), "-c", str(folder / "pytest.ini"), "--rootdir", str(folder),
+            "--confcutdir", str(public_dir.parent),
+            "-p", "grader.checker.plugin", "-p", "no:cacheprovider", "-q", "--import-mode=importlib",
+            *options, "--grader-results", str(results), "--grader-public", str(public_dir)]
 
 
 async def run_checks(files: list[Path], *, connection: dict[str, Any] | None, why_no_kernel: str,

@@ -10,15 +10,17 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from grader.data.prepare import Prepared
 from grader.grading.devices import CPU, Device, cpu_workers
 from grader.grading.devices import slots as device_slots
-from grader.model.assignments import Assignment
-from grader.model.late import LatePolicy
-from grader.model.result import Result
-from grader.model.submission import Submission
+
+if TYPE_CHECKING:  # annotations only: grader.cli.early reads Settings, and the data's modules import NumPy
+    from grader.data.prepare import Prepared
+    from grader.model.assignments import Assignment
+    from grader.model.late import LatePolicy
+    from grader.model.result import Result
+    from grader.model.submission import Submission
 
 
 @dataclass(frozen=True)

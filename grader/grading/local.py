@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import os
 import threading
 import time
 import traceback
@@ -45,11 +44,10 @@ def grade_submission(
     results: list[Result] = []
     try:
         workdirs.check_room(work_root)
-        root = sandboxed and os.geteuid() == 0
         if uid is None:
-            uid = sandbox.claim_user() if root else 65534
+            uid = sandbox.user(sandboxed)
         if checker_uid is None:
-            checker_uid = sandbox.claim_user() if root else 65534
+            checker_uid = sandbox.user(sandboxed)
         zygotes = Zygotes()
         slot = Slot(assignment, prepared, key, device, threads, work_root, sandboxed,
                     kernel_python(python), (checker_uid, checker_uid), (uid, uid),
@@ -189,7 +187,7 @@ class Slot:
     @property
     def root(self) -> bool:
         """Whether kernels and checks run as users of their own (a root grader)."""
-        return self.sandboxed and os.geteuid() == 0
+        return sandbox.own_users(self.sandboxed)
 
     async def serve(self, work: WorkQueue, give: Callable[[Result], None], index: int = 0) -> None:
         """Grade submissions from WORK (as its slot INDEX) until none is left, giving each result
@@ -417,7 +415,6 @@ def _run_slots(job: Job, todo: list[Submission], outbox: Outbox) -> None:
     # Each slot is a device (a GPU appears PER_GPU times at most) and, for a root grader, users
     # of its own: a kernel's process limit and the reaping after it concern that kernel alone.
     each = settings.slots(assignment.config.limits.memory_mb)[: max(1, len(todo))]
-    root = settings.sandboxed and os.geteuid() == 0
     threads = threads_per_kernel(len(each))
     python = kernel_python(settings.python)
     work = WorkQueue(todo, began, preflight=preflight is not None, claim=job.claim)
@@ -452,7 +449,7 @@ def _run_slots(job: Job, todo: list[Submission], outbox: Outbox) -> None:
     workers: list[threading.Thread] = []
     zygotes = Zygotes()
     for device in each:
-        users = [sandbox.claim_user() for _ in range(4)] if root else [65534] * 4
+        users = [sandbox.user(settings.sandboxed) for _ in range(4)]
         slot = Slot(assignment, prepared, key, device, threads, settings.work_root,
                      settings.sandboxed, python, (users[0], users[1]), (users[2], users[3]),
                      warm=settings.warm_kernels, warm_checks=settings.warm_checks,

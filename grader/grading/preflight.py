@@ -23,6 +23,7 @@ from typing import Any
 from nbformat.v4 import new_code_cell, new_notebook
 
 from grader.data.prepare import Prepared
+from grader.grading.check import pytest_args
 from grader.grading.check import trusted_env as _trusted_env
 from grader.grading.devices import CPU, Device
 from grader.grading.execute import executed
@@ -103,7 +104,7 @@ async def probe_kernel(assignment: Assignment, *, settings: Settings, prepared: 
     """Run the probe cell in a kernel started as a submission's would be; what it printed."""
     folder = runs.make(settings.work_root)
     kernel = Kernel(assignment, prepared, folder.path, device, 1, settings.sandboxed,
-                    _probe_user(settings), _probe_user(settings), folder,
+                    sandbox.user(settings.sandboxed), sandbox.user(settings.sandboxed), folder,
                     kernel_python(settings.python))
     try:
         nb = new_notebook(cells=[new_code_cell(_PROBE % {"full": bool(full)})], metadata={
@@ -133,16 +134,10 @@ async def probe_kernel(assignment: Assignment, *, settings: Settings, prepared: 
         info["stderr"] = tail(shared / "kernel.log", 200)  # why CUDA failed: `grader doctor`
         return info
     finally:
-        if settings.sandboxed and os.geteuid() == 0:
+        if sandbox.own_users(settings.sandboxed):
             sandbox.reap(kernel.uid)
             sandbox.reap(kernel.checker_uid)
         folder.remove()
-
-
-def _probe_user(settings: Settings) -> int:
-    if settings.sandboxed and os.geteuid() == 0:
-        return sandbox.claim_user()
-    return 65534
 
 
 async def collect_checks(assignment: Assignment, *, sandboxed: bool = False,
@@ -155,15 +150,12 @@ async def collect_checks(assignment: Assignment, *, sandboxed: bool = False,
     limits = assignment.config.limits
     with tempfile.TemporaryDirectory(prefix="grader-collect-") as folder:
         results = Path(folder) / "collected.json"
-        (Path(folder) / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
-        args = [*map(str, files), "--collect-only", "-q", "-c", str(Path(folder) / "pytest.ini"),
-                "--rootdir", folder, "--confcutdir", str(assignment.public_checks.parent),
-                "-p", "grader.checker.plugin", "-p", "no:cacheprovider", "--import-mode=importlib",
-                "--grader-results", str(results), "--grader-public", str(assignment.public_checks)]
+        args = pytest_args(files, folder=Path(folder), public_dir=assignment.public_checks,
+                           results=results, options=["--collect-only"])
         argv, env = module_command("pytest", *args), _trusted_env(limits)
         if sandboxed:
-            uid = sandbox.claim_user() if os.geteuid() == 0 else 65534
-            if os.geteuid() == 0:
+            uid = sandbox.user(sandboxed)
+            if sandbox.own_users(sandboxed):
                 os.chown(folder, uid, uid)
             readonly = [assignment.root / "checks", paths.PACKAGE]
             argv = sandbox.checker_command(argv, readonly=readonly, writable=[Path(folder)],

@@ -140,8 +140,8 @@ def _submission(job: dict[str, Any], folder: Path) -> Submission:
 def _users(sandboxed: bool) -> tuple[int, int]:
     """The kernel's and the checker's users of this worker process: claimed once (a claim lasts
     as long as the process), reaped after each submission by grade_submission."""
-    if not (sandboxed and os.geteuid() == 0):
-        return 65534, 65534
+    if not sandbox.own_users(sandboxed):
+        return sandbox.NOBODY, sandbox.NOBODY
     if not _USERS:
         _USERS.extend(sandbox.claim_user() for _ in range(2))
     return _USERS[0], _USERS[1]

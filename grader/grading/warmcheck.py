@@ -93,7 +93,7 @@ class CheckerSlot:
 
     @property
     def root(self) -> bool:
-        return self.sandboxed and os.geteuid() == 0
+        return sandbox.own_users(self.sandboxed)
 
     def alive(self) -> bool:
         """Whether the server runs now."""

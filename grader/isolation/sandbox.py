@@ -39,6 +39,17 @@ _ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime"
         "nsswitch.conf", "mime.types")
 _PACKAGE_DIRS = ("site-packages", "dist-packages")
 SHARED_INSIDE = "/run/grader"  # a neutral path for the shared folder, no host path in it
+NOBODY = 65534  # the sandbox user where kernels and checks get no users of their own
+
+
+def own_users(sandboxed: bool) -> bool:
+    """Whether kernels and checks run as users of their own: a root grader, sandboxed."""
+    return sandboxed and os.geteuid() == 0
+
+
+def user(sandboxed: bool) -> int:
+    """A user for one kernel or checker: one of its own (claim_user) where own_users, else NOBODY."""
+    return claim_user() if own_users(sandboxed) else NOBODY
 
 
 class SandboxError(RuntimeError):
@@ -53,7 +64,7 @@ class Spec:
     shared: Path  # host folder bound read-write (sockets, exchange), at shared_inside if set
     limits: Limits
     gpus: tuple[int, ...] = ()  # minor numbers of the kernel's GPUs: which /dev/nvidiaN to let in
-    uid: int = 65534  # the unprivileged user the kernel runs as
+    uid: int = NOBODY  # the unprivileged user the kernel runs as
     python: str = sys.executable  # the kernel's interpreter: its folders are bound read-only
     cgroups: tuple[Path, ...] = ()  # cgroup.procs files the sandbox joins before it starts
     seccomp: bool = True  # load the filter of grader.isolation.seccomp into the kernel
@@ -299,7 +310,7 @@ def command(argv: list[str], spec: Spec) -> list[str]:
     if path is None:
         raise SandboxError("bubblewrap cannot make a sandbox on this machine")
     disk = str(spec.limits.disk_mb * 1024 * 1024)
-    root = os.geteuid() == 0
+    root = own_users(sandboxed=True)
     args = [path, "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
             "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--hostname", "sandbox"]
     if not root:  # an unprivileged grader gets a user namespace, with its own user as SPEC.uid
@@ -396,7 +407,7 @@ def checker_command(argv: list[str], *, readonly: list[Path], writable: list[Pat
     path = bwrap()
     if path is None:
         raise RuntimeError("bubblewrap cannot make a sandbox on this machine")
-    root = os.geteuid() == 0
+    root = own_users(sandboxed=True)
     args = [path, "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
             "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--hostname", "checker"]
     if not root:

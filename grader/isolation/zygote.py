@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from grader.forkserver import Client, ServerGone
+from grader.isolation import sandbox
 from grader.model import paths
 
 # What ipykernel imports as each kernel starts (its shell, its debugger and the debugpy it
@@ -81,7 +82,7 @@ class ZygoteError(RuntimeError):
 
 def usable(*, sandboxed: bool, gpu: bool) -> bool:
     """Whether kernels may be forked from a zygote: sandboxed, by a root grader, on the CPU."""
-    return sandboxed and not gpu and os.geteuid() == 0 and sys.platform == "linux" \
+    return sandbox.own_users(sandboxed) and not gpu and sys.platform == "linux" \
         and os.path.exists(PLACEHOLDER[0])
 
 
