@@ -24,9 +24,9 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from grader.data.prepare import Prepared
 from grader.grading.check import pytest_args
-from grader.grading.check import trusted_env as _trusted_env
+from grader.grading.check import trusted_env
 from grader.grading.devices import CPU, Device
-from grader.grading.execute import executed
+from grader.grading.execute import ExecutionStatus, executed
 from grader.grading.executor import Settings
 from grader.grading.kernelenv import kernel_python
 from grader.grading.stage import Kernel, tail
@@ -120,7 +120,7 @@ async def probe_kernel(assignment: Assignment, *, settings: Settings, prepared: 
                             env=staged.env, command_prefix=staged.command, owner=staged.owner,
                             python=kernel.python, prologue=kernel.prologue) as execution:
             status, reason, ran = execution.status, execution.reason, execution.notebook
-        if status != "ok":
+        if status != ExecutionStatus.OK:
             log = tail(shared / "kernel.log", 4).replace("\n", " | ")
             raise PreflightFailed(f"a sandboxed kernel cannot run here ({reason}); its stderr: "
                                   f"{log[-600:]}; nothing was graded (`grader doctor` shows more)")
@@ -152,7 +152,7 @@ async def collect_checks(assignment: Assignment, *, sandboxed: bool = False,
         results = Path(folder) / "collected.json"
         args = pytest_args(files, folder=Path(folder), public_dir=assignment.public_checks,
                            results=results, options=["--collect-only"])
-        argv, env = module_command("pytest", *args), _trusted_env(limits)
+        argv, env = module_command("pytest", *args), trusted_env(limits)
         if sandboxed:
             uid = sandbox.user(sandboxed)
             if sandbox.own_users(sandboxed):
