@@ -23,8 +23,7 @@ from typing import Any
 from nbformat.v4 import new_code_cell, new_notebook
 
 from grader.data.prepare import Prepared
-from grader.grading.check import pytest_args
-from grader.grading.check import trusted_env
+from grader.grading.check import pytest_args, trusted_env
 from grader.grading.devices import CPU, Device
 from grader.grading.execute import ExecutionStatus, executed
 from grader.grading.executor import Settings
