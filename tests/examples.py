@@ -1,22 +1,14 @@
-"""Shared steps of the per-assignment tests: release, validate, and grading the examples.
+"""Shared steps of the assignments' tests (tests/test_assignments.py): release, validate, and
+grading the examples.
 
-The pattern, for every tests/test_assignmentNN.py: ONE BATCH PER ASSIGNMENT, SHARED BY ITS TESTS.
-Running notebooks is what costs time, so a module-scoped fixture grades all of the assignment's
-examples (assignments/NAME/submissions) once, in one `grader run`, and many small tests assert on
-that one batch:
+The pattern: ONE BATCH PER ASSIGNMENT, SHARED BY ITS TESTS. Running notebooks is what costs time,
+so all of an assignment's examples (assignments/NAME/submissions) are graded once, in one `grader
+run` (`grade_examples`), by the first test that asks for them, and many small tests assert on that
+one batch; tests/test_assignments.py keeps the batches in a session fixture keyed by assignment and
+holds one table of expectations per assignment:
 
-    @pytest.fixture(scope="module")
-    def examples(data_home, tmp_path_factory) -> Examples:
-        '''All of NAME's examples, graded once for every test below.'''
-        return grade_examples(NAME, data_home, tmp_path_factory.mktemp("examples"))
-
-    @pytest.mark.slow
-    def test_validate(examples):
-        assert_validates(examples)        # what `grader validate` demands, on the same batch
-
-    @pytest.mark.slow
-    def test_examples_get_their_expected_scores(examples):
-        assert_scores(examples, EXPECTED)
+    assert_validates(examples)               # what `grader validate` demands, on the same batch
+    assert_scores(examples, EXPECTED)        # EXPECTED: student -> (score, status, reason words)
 
 and so on: `assert_reasons`, `assert_check_points`, `examples.images(student)`,
 `examples.message(student, check)`. `grade_examples(..., limits={"cell_seconds": N})` grades them with a
@@ -30,8 +22,8 @@ reference example is the instructor notebook without its solution markers (`asse
 and the starter example is the released notebook (`assert_release_reproduces`), so `grader
 validate`'s conditions are checked on the batch's reference and starter through
 `grader.cli.run.validation_problems`, the function the command uses. Tests that need no graded notebook
-(points add up, releases reproduce, no hidden data reaches the kernel) take no `examples` and stay
-fast; tests that take it are `@pytest.mark.slow`. Where a full training run is not what an example
+(points add up, releases reproduce, no hidden data reaches the kernel) take no batch and stay
+fast; tests that take one are `@pytest.mark.slow`. Where a full training run is not what an example
 is about, keep the example small (few epochs, a subset).
 """
 

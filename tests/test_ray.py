@@ -24,7 +24,7 @@ from grader.model.result import FAULT_REASON
 from grader.store.gradebook import Gradebook
 from tests.conftest import TINY_SOLUTION
 from tests.examples import assert_check_points, assert_scores, grade_examples
-from tests.test_assignment01 import CELL_SECONDS, CHECKS, EXPECTED
+from tests.test_assignments import ASSIGNMENTS
 
 RAY = Path(sys.executable).with_name("ray")  # the ray extra's command (pip install -e '.[ray]')
 SLEEPY = (*TINY_SOLUTION, "import time\ntime.sleep(5)")  # a kernel that runs long enough to be hit
@@ -305,9 +305,10 @@ def test_a_task_asks_the_cluster_for_the_cores_its_assignment_toml_names(cluster
 def test_assignment01_examples_get_through_ray_the_scores_and_points_the_local_pool_gives(
         data_home, tmp_path):
     chosen = ("reference", "partial", "fit-fails", "invalid")  # full, partial, a cell error, invalid
-    examples = grade_examples("assignment01", data_home, tmp_path, limits={"cell_seconds": CELL_SECONDS},
+    # the limits, scores and points that test_assignments.py asserts of the local pool's batch
+    assignment01 = ASSIGNMENTS["assignment01"]
+    examples = grade_examples("assignment01", data_home, tmp_path, limits=assignment01.limits,
                               students=chosen, executor="ray")
-    # EXPECTED and CHECKS are what test_assignment01.py asserts of the local pool's batch
-    assert_scores(examples, {s: EXPECTED[s] for s in chosen})
-    assert_check_points(examples, CHECKS)
+    assert_scores(examples, {s: assignment01.expected[s] for s in chosen})
+    assert_check_points(examples, assignment01.checks)
     assert all(r.sandboxed for r in examples.results.values())
