@@ -232,7 +232,7 @@ step "the grader's GPU detection and the JAX kernel's unit tests"
 "$PY" -c "from grader.grading import devices; d = devices.choose('auto'); print(d); \
 print(devices.describe(d, 4, asked='auto')); print([s.memory_fraction for s in devices.slots(d, 4)])" \
     || fail "devices"
-timeout 60 "$PY" -m pytest -q -p no:cacheprovider -o addopts="" tests/test_execute.py tests/test_devices.py \
+timeout 60 "$PY" -m pytest -q -p no:cacheprovider -o addopts="" tests/grading/test_execute.py tests/grading/test_devices.py \
     -k "jax or gpus_used or backend or share" 2>&1 | tail -3 || fail "unit tests"
 
 fi

@@ -394,7 +394,7 @@ def test_memfd_sysv_shm_and_dev_shm_stay_within_memory_mb(batch):
         reached = [int(n) for n in re.findall(r"^(?:at|refused after) (\d+) MB", text, re.MULTILINE)]
         assert "WROTE" not in text and max(reached, default=0) <= 4096, (name, text)
         # Killed at the cap, or refused; on a loaded machine the cell may hit its time limit first
-        # (tests/test_runs.py proves the cap itself without a time limit in the way).
+        # (tests/isolation/test_workdirs.py proves the cap itself without a time limit in the way).
         assert result.status in ("kernel_died", "timeout") or "refused after" in text, (name, result.status, text)
 
 

@@ -16,7 +16,7 @@ from grader.reports.pages import write_feedback, write_summary
 from grader.store.gradebook import Gradebook
 from tests.conftest import before_migrations
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DUE = datetime.fromisoformat("2026-03-01T23:59:00+01:00")
 BASE = 'title = "T"\nnotebook = "t.ipynb"\npoints = 10\n'
 

@@ -22,7 +22,7 @@ from grader.data.prepare import load_recipe
 from grader.model.errors import DataError
 from tests.conftest import SHARED_DATASETS, require_real_datasets
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHARED = SHARED_DATASETS
 RECIPES = sorted(p.stem for p in (REPO / "datasets" / "recipes").glob("*.py"))
 ASSIGNMENTS = sorted((REPO / "assignments").glob("*/assignment.toml"))

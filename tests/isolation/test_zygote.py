@@ -20,7 +20,7 @@ from grader.grading.local import grade_submission
 from grader.isolation import zygote
 from grader.model.submission import Submission
 from tests.conftest import TINY_SOLUTION, notebook, running
-from tests.test_pipeline import graded_in_turn, printed, tiny
+from tests.grading.test_pipeline import graded_in_turn, printed, tiny
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="only a root grader forks kernels")
 

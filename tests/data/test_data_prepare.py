@@ -15,7 +15,7 @@ from grader.data.importing import import_dir
 from grader.data.prepare import prepare
 from grader.model.errors import DataError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RECIPE = """
 from pathlib import Path
 import numpy as np

@@ -37,7 +37,7 @@ from grader.model.result import Override, Result, attach_overrides, override_poi
 from grader.reports.pages import write_feedback, write_summary
 from grader.store.gradebook import Gradebook
 from tests.conftest import TINY_SOLUTION, before_migrations, notebook
-from tests.test_report import chromium
+from tests.reports.test_report import chromium
 
 RUBRIC = '''
 [[rubric]]

@@ -1,5 +1,5 @@
 """The fork server and its client (grader.forkserver), with a small echo server: this module run
-as `python -m tests.test_forkserver`."""
+as `python -m tests.isolation.test_forkserver`."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 
 from grader.forkserver import Client, Garbled, Server, ServerGone
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def serve() -> None:
@@ -41,7 +41,7 @@ def serve() -> None:
 @pytest.fixture
 def server() -> Iterator[tuple[Client, subprocess.Popen[bytes]]]:
     client = Client("the echo server")
-    process = subprocess.Popen([sys.executable, "-m", "tests.test_forkserver"], cwd=REPO,
+    process = subprocess.Popen([sys.executable, "-m", "tests.isolation.test_forkserver"], cwd=REPO,
                                stdin=client.stdin, stdout=client.stdout, stderr=subprocess.PIPE)
     client.started()
     try:

@@ -19,7 +19,7 @@ from grader.model.late import LatePolicy, apply_late
 from grader.model.result import Result
 from grader.store.gradebook import Gradebook
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DUE = datetime.fromisoformat("2026-03-01T23:59:00+01:00")
 EXPORTED = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 ROSTER = [
@@ -141,7 +141,7 @@ def test_collected_lms_times_decide_the_penalty_that_the_lms_files_carry(course,
     import zipfile
 
     from tests.conftest import TINY_SOLUTION
-    from tests.test_collect import add, nb_bytes
+    from tests.course.test_collect import add, nb_bytes
 
     toml = course / "assignments" / "tiny" / "assignment.toml"
     toml.write_text(toml.read_text(encoding="utf-8") + '\n[deadline]\ndue = 2026-03-02T23:59:00+01:00\n'
@@ -185,7 +185,7 @@ def test_moodle_and_canvas_archives_are_collected_graded_and_exported_with_their
     import zipfile
 
     from tests.conftest import TINY_SOLUTION
-    from tests.test_collect import add, nb_bytes
+    from tests.course.test_collect import add, nb_bytes
 
     toml = course / "assignments" / "tiny" / "assignment.toml"
     toml.write_text(toml.read_text(encoding="utf-8") + '\n[deadline]\ndue = 2026-03-02T23:59:00+01:00\n'

@@ -29,17 +29,37 @@ from grader.model.assignments import load_assignment
 from grader.model.result import Result
 from grader.reports.pages import notebook_name
 from grader.store.gradebook import Gradebook
-from tests.conftest import FILES, REPO
+from tests.conftest import FILES, REPO, require_real_datasets
+from tests.examples import grader
+from tests.test_assignments import ASSIGNMENTS
 
-CACHE = Path(os.environ.get("GRADER_DATA_HOME") or Path.home() / ".cache" / "grader")
+CACHE = Path()  # the module's own dataset cache, made by the `cache` fixture
+_IMPORTED: set[str] = set()  # the datasets imported into it
 SMALL = ["assignment01", "assignment02", "assignment03", "assignment06"]
 BIG = ["assignment04", "assignment05"]  # 60 and 45 MB of student data to hash and zip
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A dataset cache of the module's own, which each bundle fills with its real datasets
+    (from ../shared/datasets) as it needs them: no test depends on another's cache."""
+    global CACHE
+    CACHE = tmp_path_factory.mktemp("data-home")
+    _IMPORTED.clear()
+    return CACHE
 
 
 def _prepared(course: Path, name: str) -> Prepared | None:
     assignment = load_assignment(course, name)
     recipe = assignment.config.data.recipe
-    return prepare(recipe, course=course, data_home=CACHE) if recipe else None
+    if not recipe:
+        return None
+    needed = [d for d in (ASSIGNMENTS[name].datasets if name in ASSIGNMENTS else ()) if d not in _IMPORTED]
+    if needed:
+        run = grader("data", "import", require_real_datasets(), *needed, home=CACHE, cwd=CACHE)
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+        _IMPORTED.update(needed)
+    return prepare(recipe, course=course, data_home=CACHE)
 
 
 def _members(archive: Path) -> dict[str, bytes]:

@@ -259,7 +259,7 @@ def test_auto_without_a_gpu_grades_on_the_cpu_and_says_so_once(course, tmp_path,
 
 def test_gpus_and_per_gpu_reach_the_batch_and_the_run_says_so(course, tmp_path, monkeypatch, capsys):
     from grader.cli.main import main
-    from tests.test_devices import fake_smi
+    from tests.grading.test_devices import fake_smi
 
     fake_smi(tmp_path, monkeypatch, "0, GPU-aaaa, 00000000:3B:00.0, 16000, Test GPU\n"
                                     "1, GPU-bbbb, 00000000:86:00.0, 16000, Test GPU\n")

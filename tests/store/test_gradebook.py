@@ -164,7 +164,7 @@ def test_the_store_and_report_phases_are_recorded_on_the_stored_run(gradebook_ta
 
 # Migrations: the schema is Alembic's, and a gradebook of an earlier release survives the upgrade.
 
-GRADEBOOKS = Path(__file__).resolve().parent / "files" / "gradebooks"
+GRADEBOOKS = Path(__file__).resolve().parents[1] / "files" / "gradebooks"
 
 
 def _schema_drift(book: Gradebook) -> list:
