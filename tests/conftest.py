@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sqlite3
 import tempfile
@@ -19,6 +20,29 @@ REPO = Path(__file__).resolve().parents[1]
 FILES = Path(__file__).resolve().parent / "files"
 # Real copies of every dataset: ../shared/datasets beside the checkout, or $GRADER_TEST_DATASETS.
 SHARED_DATASETS = Path(os.environ.get("GRADER_TEST_DATASETS") or REPO.parent / "shared" / "datasets")
+
+
+# Under `pytest -n 2 --dist loadgroup` (the README's test command), the tests that share an
+# expensive fixture run on one worker, so that it is made once: each assignment's batches and
+# its reference's training (test_assignments.py, by assignment), and the module-scoped batches,
+# clusters and caches of these modules. The rest go to whichever worker is free.
+ONE_WORKER_MODULES = {"test_adversarial.py", "test_bundle.py", "test_data_real.py", "test_check.py",
+                      "test_execute.py", "test_grading_key.py", "test_ray.py"}
+
+
+def xdist_group(item: pytest.Item) -> str | None:
+    """The worker group of ITEM: its assignment, its module, or none."""
+    if item.path.name == "test_assignments.py":
+        found = re.search(r"assignment\d\d", item.name)
+        return found.group(0) if found else "assignments"
+    return item.path.name if item.path.name in ONE_WORKER_MODULES else None
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if group := xdist_group(item):
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 def require_real_datasets() -> Path:
