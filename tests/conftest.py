@@ -22,27 +22,60 @@ FILES = Path(__file__).resolve().parent / "files"
 SHARED_DATASETS = Path(os.environ.get("GRADER_TEST_DATASETS") or REPO.parent / "shared" / "datasets")
 
 
-# Under `pytest -n 2 --dist loadgroup` (the README's test command), the tests that share an
-# expensive fixture run on one worker, so that it is made once: each assignment's batches and
-# its reference's training (test_assignments.py, by assignment), and the module-scoped batches,
-# clusters and caches of these modules. The rest go to whichever worker is free.
+# Under `pytest -n 2` (pytest-xdist, the README's test command), the tests that share an expensive
+# fixture run on one worker, so that it is made once: each assignment's batches and its
+# reference's training (test_assignments.py, by assignment), and the module-scoped batches,
+# clusters and caches of ONE_WORKER_MODULES; the rest go to whichever worker is free. The two
+# longest groups, the references that train for minutes, are handed out first. (xdist's own
+# --dist loadgroup does not group under pytest 9, whose node ids it can no longer suffix.)
 ONE_WORKER_MODULES = {"test_adversarial.py", "test_bundle.py", "test_data_real.py", "test_check.py",
                       "test_execute.py", "test_grading_key.py", "test_ray.py"}
+FIRST = ("assignment04", "assignment05")  # the groups whose references train longest
 
 
-def xdist_group(item: pytest.Item) -> str | None:
-    """The worker group of ITEM: its assignment, its module, or none."""
-    if item.path.name == "test_assignments.py":
-        found = re.search(r"assignment\d\d", item.name)
-        return found.group(0) if found else "assignments"
-    return item.path.name if item.path.name in ONE_WORKER_MODULES else None
+def worker_group(nodeid: str) -> str:
+    """The group of the test NODEID: its assignment, its module, or itself alone."""
+    module = nodeid.split("::", 1)[0]
+    if module.endswith("/test_assignments.py"):
+        found = re.search(r"assignment\d\d", nodeid.split("::", 1)[1])
+        return found.group(0) if found else module
+    return module if module.rsplit("/", 1)[-1] in ONE_WORKER_MODULES else nodeid
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if group := xdist_group(item):
-            item.add_marker(pytest.mark.xdist_group(group))
+    """The longest groups first (the same order on every worker)."""
+    first = {group: rank for rank, group in enumerate(FIRST)}
+    items.sort(key=lambda item: first.get(worker_group(item.nodeid), len(first)))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """xdist's scope scheduler, its scopes our worker groups, in collection order."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Grouped(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return worker_group(nodeid)
+
+    config.option.loadscopereorder = False
+    return Grouped(config, log)
+
+
+_NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "venv", "build", "dist", "site", "*.egg-info",
+                                     "__pycache__", ".*_cache", "submissions")
+
+
+def copy_source(target: Path) -> Path:
+    """A copy of this checkout at TARGET, as a fresh clone has it: without the venv, the caches,
+    the example submissions, and (at its top only) what a run here left: reports/ and the
+    gradebook. (grader/reports/ is source.)"""
+
+    def ignored(folder: str, names: list[str]) -> set[str]:
+        left = {n for n in names if n == "reports" or n.startswith("gradebook.sqlite")}
+        return set(_NOT_SOURCE(folder, names)) | (left if Path(folder) == REPO else set())
+
+    shutil.copytree(REPO, target, ignore=ignored)
+    return target
 
 
 def require_real_datasets() -> Path:

@@ -14,6 +14,7 @@ import re
 import shutil
 import socket
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -203,7 +204,9 @@ def batch(tmp_path_factory):
     """Grade every attack, some hostile student ids and the reference in one batch."""
     if bwrap() is None:
         pytest.fail("bubblewrap cannot make a sandbox here: `apt-get install -y bubblewrap`")
-    root = tmp_path_factory.mktemp("adversarial")
+    # right under /tmp: the kernels' sockets live under root/work, and a deeper tmp_path (a pytest
+    # worker's, say) would leave them too little room (grader.isolation.workdirs.check_room)
+    root = Path(tempfile.mkdtemp(prefix="adv-", dir="/tmp"))
     course = root / "course"
     (course / "assignments").mkdir(parents=True)
     shutil.copytree(REPO / "datasets", course / "datasets")
@@ -258,6 +261,7 @@ def batch(tmp_path_factory):
            "batch": result, "root": root}
     for path in targets:
         Path(path).unlink(missing_ok=True)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def output(result) -> str:

@@ -16,13 +16,11 @@ import nbformat
 import pytest
 
 from grader.reports.pages import notebook_name
-from tests.conftest import FILES, REPO, TINY_SOLUTION, notebook
+from tests.conftest import FILES, TINY_SOLUTION, copy_source, notebook
 
 pytestmark = pytest.mark.slow
 
 # Copies of the checkout leave out what a fresh clone does not have.
-_NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "venv", "build", "dist", "*.egg-info", "__pycache__",
-                                     ".*_cache", "reports", "gradebook.sqlite*", "submissions")
 
 
 def _run(*args: object, cwd: Path, env: dict[str, str] | None = None,
@@ -38,7 +36,7 @@ def _run(*args: object, cwd: Path, env: dict[str, str] | None = None,
 def test_a_non_editable_install_grades_the_tiny_course_through_the_sandbox(tmp_path: Path):
     root = tmp_path / "x y"
     source = root / "source"
-    shutil.copytree(REPO, source, ignore=_NOT_SOURCE)
+    copy_source(source)
     venv = root / "venv"
     _run(sys.executable, "-m", "venv", venv, cwd=root)
     python, grader = venv / "bin" / "python", venv / "bin" / "grader"

@@ -29,7 +29,7 @@ from grader.model.assignments import load_assignment
 from grader.model.result import Result
 from grader.reports.pages import notebook_name
 from grader.store.gradebook import Gradebook
-from tests.conftest import FILES, REPO, require_real_datasets
+from tests.conftest import FILES, REPO, copy_source, require_real_datasets
 from tests.examples import grader
 from tests.test_assignments import ASSIGNMENTS
 
@@ -307,9 +307,7 @@ def test_a_fresh_venv_with_only_the_grader_checks_assignment01_from_its_bundle(t
     wheel. It runs from a temporary folder with HOME there, no $GRADER_* variables and no
     assignments/ folder above it (`grader list` must find no course)."""
     source = tmp_path / "source"
-    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", "reports",
-        "submissions", "gradebook.sqlite*"))
+    copy_source(source)
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
                     "--no-build-isolation", "-w", str(wheels), str(source)], check=True, timeout=300)

@@ -143,8 +143,8 @@ def test_a_first_kernel_that_cannot_start_fails_the_preflight_with_nothing_grade
 
 @pytest.mark.parametrize("sandbox", [[], ["--no-sandbox"]], ids=["sandboxed", "no-sandbox"])
 def test_a_broken_interpreter_stops_the_run_before_anyone_is_graded(course, tmp_path, write_notebook,
-                                                                    sandbox):
-    broken = broken_python(tmp_path)
+                                                                    sandbox, short_root):
+    broken = broken_python(short_root)  # a short path: the one-line reason quotes it, then the cause
     submissions = tmp_path / "subs"
     write_notebook(submissions, "alice", *TINY_SOLUTION)
     book = tmp_path / "g.sqlite"
