@@ -25,20 +25,27 @@ SHARED_DATASETS = Path(os.environ.get("GRADER_TEST_DATASETS") or REPO.parent / "
 # Under `pytest -n 2` (pytest-xdist, the README's test command), the tests that share an expensive
 # fixture run on one worker, so that it is made once: each assignment's batches and its
 # reference's training (test_assignments.py, by assignment), and the module-scoped batches,
-# clusters and caches of ONE_WORKER_MODULES; the rest go to whichever worker is free. The two
-# longest groups, the references that train for minutes, are handed out first. (xdist's own
+# clusters and caches of ONE_WORKER_MODULES; the rest go to whichever worker is free. The longest
+# groups, the references that train for minutes, are handed out first. (xdist's own
 # --dist loadgroup does not group under pytest 9, whose node ids it can no longer suffix.)
 ONE_WORKER_MODULES = {"test_adversarial.py", "test_bundle.py", "test_data_real.py", "test_check.py",
                       "test_execute.py", "test_grading_key.py", "test_ray.py"}
-FIRST = ("assignment04", "assignment05")  # the groups whose references train longest
+# The assignments whose test_validate trains the reference in a `grader validate` of its own:
+# that test needs none of the assignment's other batches, so it is a group by itself.
+VALIDATE_ALONE = ("assignment04", "assignment05", "assignment06")
+FIRST = ("assignment04-validate", "assignment05-validate", "assignment04", "assignment05")
 
 
 def worker_group(nodeid: str) -> str:
-    """The group of the test NODEID: its assignment, its module, or itself alone."""
-    module = nodeid.split("::", 1)[0]
+    """The group of the test NODEID: its assignment's validate or other batches, its module, or
+    itself alone."""
+    module, _, name = nodeid.partition("::")
     if module.endswith("/test_assignments.py"):
-        found = re.search(r"assignment\d\d", nodeid.split("::", 1)[1])
-        return found.group(0) if found else module
+        found = re.search(r"assignment\d\d", name)
+        if found is None:
+            return module
+        alone = name.startswith("test_validate[") and found.group(0) in VALIDATE_ALONE
+        return found.group(0) + ("-validate" if alone else "")
     return module if module.rsplit("/", 1)[-1] in ONE_WORKER_MODULES else nodeid
 
 
