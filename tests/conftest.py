@@ -33,7 +33,10 @@ ONE_WORKER_MODULES = {"test_adversarial.py", "test_bundle.py", "test_data_real.p
 # The assignments whose test_validate trains the reference in a `grader validate` of its own:
 # that test needs none of the assignment's other batches, so it is a group by itself.
 VALIDATE_ALONE = ("assignment04", "assignment05", "assignment06")
-FIRST = ("assignment04-validate", "assignment05-validate", "assignment04", "assignment05")
+# Handed out first, in this order. xdist gives each worker two groups at the start: the first
+# worker gets the longest training and one short test ("filler"), the second the next training
+# and assignment04's other batches, so that these do not wait behind the longest training.
+FIRST = ("assignment04-validate", "assignment05-validate", "filler", "assignment04", "assignment05")
 
 
 def worker_group(nodeid: str) -> str:
@@ -50,9 +53,15 @@ def worker_group(nodeid: str) -> str:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The longest groups first (the same order on every worker)."""
+    """The longest groups first, as FIRST says (the same order on every worker)."""
     first = {group: rank for rank, group in enumerate(FIRST)}
-    items.sort(key=lambda item: first.get(worker_group(item.nodeid), len(first)))
+    filler = next((item.nodeid for item in items if worker_group(item.nodeid) == item.nodeid), None)
+
+    def rank(item: pytest.Item) -> int:
+        group = "filler" if item.nodeid == filler else worker_group(item.nodeid)
+        return first.get(group, len(first))
+
+    items.sort(key=rank)
 
 
 @pytest.hookimpl(optionalhook=True)
