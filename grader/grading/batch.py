@@ -99,7 +99,7 @@ def _not_graded(assignment: Assignment, submissions: list[Submission], gradebook
         sha = file_digest(submission.path)
         graded = None if settings.force or submission.path is None else gradebook.graded_by(
             submission.student, assignment.name, sha, key)
-        if graded is not None and (graded == code or not settings.regrade_new_grader):
+        if _stands(graded, code, settings):
             (batch.skipped if graded == code else batch.older).append(submission.student)
             _store_safely(batch, submission.student, functools.partial(
                 gradebook.mark_seen, submission.student, assignment.name, sha))
@@ -117,6 +117,13 @@ def _not_graded(assignment: Assignment, submissions: list[Submission], gradebook
             if student in stored:
                 reporter.publish(stored[student], None)
     return todo
+
+
+def _stands(graded: str | None, code: str, settings: Settings) -> bool:
+    """Whether a stored result given by the grader GRADED (None: no result counts) stands, and
+    its notebook is not graded again: one by this grader's grading CODE always does, one by
+    another grader unless SETTINGS say to regrade those."""
+    return graded is not None and (graded == code or not settings.regrade_new_grader)
 
 
 def _release(gradebook: Gradebook, assignment: Assignment) -> None:
@@ -143,17 +150,13 @@ def _claimer(assignment: Assignment, gradebook: Gradebook, settings: Settings, k
     lease = claim_lease(assignment)
     code = grading_code()
 
-    def regraded(graded: str | None) -> bool:  # what another grader graded, where asked to
-        return settings.regrade_new_grader and graded not in (None, code)
-
     def claim(submission: Submission) -> bool:
         sha, student = file_digest(submission.path), submission.student
         try:
             if not gradebook.claim(student, assignment.name, sha, key, lease_s=lease):
                 batch.elsewhere.append(student)
             elif (settings.force or submission.path is None
-                  or (graded := gradebook.graded_by(student, assignment.name, sha, key)) is None
-                  or regraded(graded)):
+                  or not _stands(gradebook.graded_by(student, assignment.name, sha, key), code, settings)):
                 return True
             else:  # another grader stored it after this batch began
                 gradebook.release(assignment.name, student)

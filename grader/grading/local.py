@@ -73,11 +73,12 @@ class WorkQueue:
     another grader process holds is passed over for the next."""
 
     def __init__(self, todo: list[Submission], began: float, *, preflight: bool = False,
-                 claim: Callable[[Submission], bool] | None = None):
+                 claim: Callable[[Submission], bool] | None = None,
+                 stop: threading.Event | None = None):
         self.pending = collections.deque(todo)
         self.began = began
         self.claim = claim
-        self.stop = threading.Event()
+        self.stop = stop or threading.Event()  # STOP: the batch's, where it has one
         self.opened = threading.Event()  # set when the preflight has passed or failed
         if not preflight:
             self.opened.set()
@@ -406,67 +407,63 @@ class LocalExecutor:
 
     def run(self, job: Job, todo: list[Submission], outbox: Outbox) -> None:
         """Grade TODO on the slots, giving each result to OUTBOX (see Executor.run)."""
-        _run_slots(job, todo, outbox)
+        assignment, prepared, settings, key = job.assignment, job.prepared, job.settings, job.key
+        began, preflight, batch = job.began, job.preflight, outbox.batch
+        # Each slot is a device (a GPU appears PER_GPU times at most) and, for a root grader, users
+        # of its own: a kernel's process limit and the reaping after it concern that kernel alone.
+        each = settings.slots(assignment.config.limits.memory_mb)[: max(1, len(todo))]
+        threads = threads_per_kernel(len(each))
+        python = kernel_python(settings.python)
+        # the batch's stop rule stops the slots
+        work = WorkQueue(todo, began, preflight=preflight is not None, claim=job.claim, stop=outbox.stop)
+        last: dict[int, float] = {}  # when each slot gave its last result
 
+        def serve(slot: Slot, index: int) -> None:
+            def give(result: Result) -> None:
+                last[index] = time.monotonic()
+                outbox.give(result)
 
-def _run_slots(job: Job, todo: list[Submission], outbox: Outbox) -> None:
-    assignment, prepared, settings, key = job.assignment, job.prepared, job.settings, job.key
-    began, preflight, batch = job.began, job.preflight, outbox.batch
-    # Each slot is a device (a GPU appears PER_GPU times at most) and, for a root grader, users
-    # of its own: a kernel's process limit and the reaping after it concern that kernel alone.
-    each = settings.slots(assignment.config.limits.memory_mb)[: max(1, len(todo))]
-    threads = threads_per_kernel(len(each))
-    python = kernel_python(settings.python)
-    work = WorkQueue(todo, began, preflight=preflight is not None, claim=job.claim)
-    work.stop = outbox.stop  # the batch's stop rule stops the slots
-    last: dict[int, float] = {}  # when each slot gave its last result
+            try:
+                asyncio.run(slot.serve(work, give, index))
+            except Exception:  # noqa: BLE001 - a broken slot stops the batch, never hangs it
+                work.stop.set()
+                batch.stopped = batch.stopped or ("stopped: a worker slot failed: "
+                                                  + gist(traceback.format_exc()))
+            finally:
+                outbox.done()
 
-    def serve(slot: Slot, index: int) -> None:
-        def give(result: Result) -> None:
-            last[index] = time.monotonic()
-            outbox.give(result)
+        def check() -> None:
+            try:
+                if preflight is not None:
+                    preflight()
+            except BaseException as exc:  # noqa: BLE001 - raised again on the batch's thread
+                work.fail(exc)
+            finally:
+                work.opened.set()
 
-        try:
-            asyncio.run(slot.serve(work, give, index))
-        except Exception:  # noqa: BLE001 - a broken slot stops the batch, never hangs it
-            work.stop.set()
-            batch.stopped = batch.stopped or ("stopped: a worker slot failed: "
-                                              + gist(traceback.format_exc()))
-        finally:
-            outbox.done()
-
-    def check() -> None:
-        try:
-            if preflight is not None:
-                preflight()
-        except BaseException as exc:  # noqa: BLE001 - raised again on the batch's thread
-            work.fail(exc)
-        finally:
-            work.opened.set()
-
-    checking = threading.Thread(target=check, name="grader-preflight", daemon=True)
-    checking.start()
-    workers: list[threading.Thread] = []
-    zygotes = Zygotes()
-    for device in each:
-        users = [sandbox.user(settings.sandboxed) for _ in range(4)]
-        slot = Slot(assignment, prepared, key, device, threads, settings.work_root,
-                     settings.sandboxed, python, (users[0], users[1]), (users[2], users[3]),
-                     warm=settings.warm_kernels, warm_checks=settings.warm_checks,
-                     zygotes=zygotes)
-        workers.append(threading.Thread(target=serve, args=(slot, len(workers)),
-                                        name="grader-slot", daemon=True))
-    for worker in workers:
-        worker.start()
-    try:
-        outbox.collect(len(workers))
-    finally:
-        work.stop.set()  # a stopped or interrupted batch (Ctrl-C) takes nothing more
+        checking = threading.Thread(target=check, name="grader-preflight", daemon=True)
+        checking.start()
+        workers: list[threading.Thread] = []
+        zygotes = Zygotes()
+        for device in each:
+            users = [sandbox.user(settings.sandboxed) for _ in range(4)]
+            slot = Slot(assignment, prepared, key, device, threads, settings.work_root,
+                        settings.sandboxed, python, (users[0], users[1]), (users[2], users[3]),
+                        warm=settings.warm_kernels, warm_checks=settings.warm_checks,
+                        zygotes=zygotes)
+            workers.append(threading.Thread(target=serve, args=(slot, len(workers)),
+                                            name="grader-slot", daemon=True))
         for worker in workers:
-            worker.join()
-        zygotes.close()
-        checking.join()
-        batch.start_s = work.first_run or 0.0
-        batch.slot_ends = [t - began for t in last.values()]
-    if work.failed is not None:
-        raise work.failed
+            worker.start()
+        try:
+            outbox.collect(len(workers))
+        finally:
+            work.stop.set()  # a stopped or interrupted batch (Ctrl-C) takes nothing more
+            for worker in workers:
+                worker.join()
+            zygotes.close()
+            checking.join()
+            batch.start_s = work.first_run or 0.0
+            batch.slot_ends = [t - began for t in last.values()]
+        if work.failed is not None:
+            raise work.failed

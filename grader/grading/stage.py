@@ -49,6 +49,7 @@ class Turn:
     checker: Checker | WarmChecker | None = None
     fault: str = ""  # the grader failed while getting it ready
 
+
 @dataclass
 class Kernel:
     """Where and how one submission's kernel runs: its files, environment and sandbox."""
