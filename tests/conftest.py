@@ -149,6 +149,20 @@ def running(pid: int) -> bool:
         return False
 
 
+def processes_of(pid: int) -> list[int]:
+    """The processes started for the grader PID: kernels, checkers, their servers (they carry
+    GRADER_PARENT_PID=PID in their environment)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if f"GRADER_PARENT_PID={pid}\0".encode() in (entry / "environ").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
 def notebook(*sources: str) -> nbformat.NotebookNode:
     """A notebook whose code cells hold SOURCES."""
     return new_notebook(

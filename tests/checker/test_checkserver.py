@@ -22,7 +22,7 @@ from grader.grading.warmcheck import CheckerSlot, WarmChecker
 from grader.isolation import workdirs as runs
 from grader.isolation.sandbox import bwrap
 from grader.model.config import Limits
-from tests.conftest import REPO, running
+from tests.conftest import REPO, processes_of, running
 
 NOBODY = 65534
 ROOT = os.geteuid() == 0
@@ -218,19 +218,6 @@ def test_a_timeout_kills_the_child_and_the_next_submission_grades(tmp_path):
     assert seen == [idle + 1] and after == idle, (idle, seen, after)  # the child, then gone
     assert same and kind is WarmChecker
     assert outcomes(next_one) == {"test_quick": ("passed", "")}
-
-
-def processes_of(pid: int) -> list[int]:
-    """Processes started for the grader PID (they carry GRADER_PARENT_PID)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if f"GRADER_PARENT_PID={pid}\0".encode() in (entry / "environ").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                pass
-    return found
 
 
 DIES = "import os, signal\n\ndef test_dies():\n    os.kill(os.getppid(), signal.SIGKILL)\n"

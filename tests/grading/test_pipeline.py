@@ -22,7 +22,7 @@ from grader.model.errors import PreflightFailed
 from grader.model.result import Result
 from grader.model.submission import Submission, discover
 from grader.store.gradebook import Gradebook
-from tests.conftest import TINY_SOLUTION
+from tests.conftest import TINY_SOLUTION, processes_of
 
 
 def tiny(course: Path, data_home: Path):
@@ -85,19 +85,6 @@ def test_rerun_skips_what_is_graded_unless_forced_or_changed(course, data_home, 
     assert book.count_runs("tiny") == {"good": 4}
 
 
-def _kernels_of(pid: int) -> list[int]:
-    """Processes started for the grader with this pid (they carry GRADER_PARENT_PID)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if f"GRADER_PARENT_PID={pid}".encode() in (entry / "environ").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                pass
-    return found
-
-
 def _command_of(pid: int) -> str:
     """PID's command line, for a message."""
     try:
@@ -131,10 +118,10 @@ def test_a_killed_grader_loses_only_what_was_in_flight(course, tmp_path, write_n
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     for _ in range(50):  # kernels and checks die with the grader
-        if not _kernels_of(process.pid):
+        if not processes_of(process.pid):
             break
         time.sleep(0.2)
-    assert _kernels_of(process.pid) == [], [_command_of(p) for p in _kernels_of(process.pid)]
+    assert processes_of(process.pid) == [], [_command_of(p) for p in processes_of(process.pid)]
     left = Gradebook(book).claims("tiny")  # what was in flight: claimed by the killed grader
     assert left and set(left.values()) == {f"{socket.gethostname()}:{process.pid}"}
     subprocess.run(command, cwd=tmp_path, check=True, capture_output=True)
@@ -350,10 +337,10 @@ def test_a_kernel_started_ahead_for_a_submission_a_stopped_batch_leaves_is_kille
     assert "the checks broke here" in batch.stopped
     assert len(batch.graded) < len(started)  # a kernel was started for one never graded
     for _ in range(50):
-        if not _kernels_of(os.getpid()):
+        if not processes_of(os.getpid()):
             break
         time.sleep(0.2)
-    assert _kernels_of(os.getpid()) == []  # kernels and checkers, graded or started ahead
+    assert processes_of(os.getpid()) == []  # kernels and checkers, graded or started ahead
     assert list(runs_root.iterdir()) == []  # every run folder went, the unused one too
 
 
