@@ -33,6 +33,13 @@ class Checks:
     weights: dict[str, str] = field(default_factory=dict)  # sha256 of each model's weights, by name
 
 
+def checker_mounts(public_dir: Path, hidden_dir: Path | None = None,
+                   student_data: Path | None = None) -> list[Path]:
+    """What a checker's sandbox sees read-only: the assignment's checks/ (PUBLIC_DIR's folder),
+    grader itself (checks import its helpers), and the hidden and student data where given."""
+    return [public_dir.parent, paths.PACKAGE, *(p for p in (hidden_dir, student_data) if p)]
+
+
 def trusted_env(limits: Limits) -> dict[str, str]:
     """The checker's whole environment: the grader's own (a database URL, say) stays out."""
     env = {name: os.environ[name] for name in ("PATH", "HOME", "LANG", "LC_ALL", "KERAS_BACKEND",
@@ -106,13 +113,12 @@ async def start_checks(
     kernel's group, to reach its sockets); it sees the checks, the data, SHARED and its own
     folder in RUN_DIR, nothing else of the machine."""
     folder, args = prepare_checks(files, run_dir=run_dir, public_dir=public_dir, hidden_dir=hidden_dir,
-                            student_data=student_data, shared=shared, limits=limits,
-                            owner=uid if sandbox.own_users(sandboxed) else -1)
+                                  student_data=student_data, shared=shared, limits=limits,
+                                  owner=uid if sandbox.own_users(sandboxed) else -1)
     argv = module_command("pytest", *args)
     env = trusted_env(limits)
     if sandboxed:
-        package = paths.PACKAGE  # grader itself: checks import its helpers
-        readonly = [public_dir.parent, package, *(p for p in (hidden_dir, student_data) if p)]
+        readonly = checker_mounts(public_dir, hidden_dir, student_data)
         groups = (kernel_uid,) if kernel_uid >= 0 else ()
         argv = sandbox.checker_command(argv, readonly=readonly, writable=[folder, shared],
                                        workdir=folder, uid=uid, groups=groups)

@@ -23,16 +23,14 @@ from typing import Any
 from nbformat.v4 import new_code_cell, new_notebook
 
 from grader.data.prepare import Prepared
-from grader.grading.check import pytest_args, trusted_env
+from grader.grading.check import checker_mounts, pytest_args, trusted_env
 from grader.grading.devices import CPU, Device
 from grader.grading.execute import ExecutionStatus, executed
 from grader.grading.executor import Settings
 from grader.grading.kernelenv import kernel_python
 from grader.grading.stage import Kernel, tail
-from grader.isolation import sandbox
-from grader.isolation import workdirs as runs
+from grader.isolation import sandbox, workdirs
 from grader.isolation.launch import module_command
-from grader.model import paths
 from grader.model.assignments import Assignment
 from grader.model.config import AssignmentConfig, Limits
 from grader.model.errors import GraderError, PreflightFailed
@@ -101,7 +99,7 @@ def check_points(assignment: Assignment, checks: list[CollectedCheck]) -> None:
 async def probe_kernel(assignment: Assignment, *, settings: Settings, prepared: Prepared | None,
                        device: Device = CPU, full: bool = False) -> dict[str, Any]:
     """Run the probe cell in a kernel started as a submission's would be; what it printed."""
-    folder = runs.make(settings.work_root)
+    folder = workdirs.make(settings.work_root)
     kernel = Kernel(assignment, prepared, folder.path, device, 1, settings.sandboxed,
                     sandbox.user(settings.sandboxed), sandbox.user(settings.sandboxed), folder,
                     kernel_python(settings.python))
@@ -156,8 +154,8 @@ async def collect_checks(assignment: Assignment, *, sandboxed: bool = False,
             uid = sandbox.user(sandboxed)
             if sandbox.own_users(sandboxed):
                 os.chown(folder, uid, uid)
-            readonly = [assignment.root / "checks", paths.PACKAGE]
-            argv = sandbox.checker_command(argv, readonly=readonly, writable=[Path(folder)],
+            argv = sandbox.checker_command(argv, readonly=checker_mounts(assignment.public_checks),
+                                           writable=[Path(folder)],
                                            workdir=Path(folder), uid=uid)
             env["GRADER_SANDBOXED"] = "1"
         process = await asyncio.create_subprocess_exec(

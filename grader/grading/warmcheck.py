@@ -15,12 +15,18 @@ from pathlib import Path
 from typing import Any
 
 from grader.forkserver import Client, Garbled, ServerGone
-from grader.grading.check import Checker, Checks, prepare_checks, read_results, start_checks, trusted_env
-from grader.isolation import sandbox, zygote
-from grader.isolation import workdirs as runs
+from grader.grading.check import (
+    Checker,
+    Checks,
+    checker_mounts,
+    prepare_checks,
+    read_results,
+    start_checks,
+    trusted_env,
+)
+from grader.isolation import sandbox, workdirs, zygote
 from grader.isolation.launch import module_command
 from grader.isolation.zygote import Zygote, ZygoteError
-from grader.model import paths
 from grader.model.config import Limits
 
 # Seconds the warm checker may take to import its libraries before a submission falls back to
@@ -56,7 +62,7 @@ class CheckerSlot:
     """A warm checker for one worker slot: a trusted server (grader.checker.server) that imported
     the check libraries once and forks a fresh child for each submission's checks.
 
-    FOLDER is the slot's own: each submission's run folder is made in it (runs.make(FOLDER)),
+    FOLDER is the slot's own: each submission's run folder is made in it (workdirs.make(FOLDER)),
     one at a time. Sandboxed, the server runs in bubblewrap as `start_checks` does and sees
     FOLDER, where a root grader lets it into the current run folder only; for a root grader,
     FOLDER is made a shared mount so that what is mounted in it later (each run's shared tmpfs)
@@ -100,7 +106,7 @@ class CheckerSlot:
         return self.process is not None and self.process.returncode is None
 
     async def start(self, files: list[Path] | None = None) -> None:
-        """Launch the server (it imports while the caller goes on); nothing if it runs. Never
+        """Launch the server (it imports while the caller goes on); nothing if it workdirs. Never
         raises: where it cannot start, `why_cold` says why and submissions get cold checkers."""
         if self.alive():
             return
@@ -148,8 +154,7 @@ class CheckerSlot:
 
     def _sandboxed(self, argv: list[str]) -> list[str]:
         """ARGV in the checker's sandbox (see start_checks)."""
-        readonly = [self.public_dir.parent, paths.PACKAGE,
-                    *(p for p in (self.hidden_dir, self.student_data) if p)]
+        readonly = checker_mounts(self.public_dir, self.hidden_dir, self.student_data)
         return sandbox.checker_command(argv, readonly=readonly, writable=[self.folder],
                                        workdir=self.folder, uid=self.uid, groups=self.kernel_uids)
 
@@ -210,9 +215,9 @@ class CheckerSlot:
             os.chown(run_dir, 0, self.uid)
             os.chmod(run_dir, 0o710)
         folder, args = prepare_checks(files, run_dir=run_dir, public_dir=self.public_dir,
-                                hidden_dir=self.hidden_dir, student_data=self.student_data,
-                                shared=shared, limits=self.limits,
-                                owner=self.uid if self.root else -1)
+                                      hidden_dir=self.hidden_dir, student_data=self.student_data,
+                                      shared=shared, limits=self.limits,
+                                      owner=self.uid if self.root else -1)
         log = folder / "pytest.log"
         self._current = WarmChecker(self, cold, folder / "results.json", log)
         try:
@@ -385,7 +390,7 @@ def _share_mounts(folder: Path) -> bool:
     reaches a sandbox made before (bubblewrap makes its copy a slave); False where refused."""
     libc = _libc()
     path = os.fsencode(folder)
-    if runs.is_mount(folder):  # someone's mount: made shared, never undone here
+    if workdirs.is_mount(folder):  # someone's mount: made shared, never undone here
         libc.mount(b"none", path, None, _MS_SHARED, None)
         return False
     if libc.mount(path, path, None, _MS_BIND, None) != 0:

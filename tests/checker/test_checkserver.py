@@ -19,7 +19,7 @@ from grader.checker.exchange import Layout
 from grader.grading import check, warmcheck
 from grader.grading.check import Checks
 from grader.grading.warmcheck import CheckerSlot, WarmChecker
-from grader.isolation import workdirs as runs
+from grader.isolation import workdirs
 from grader.isolation.sandbox import bwrap
 from grader.model.config import Limits
 from tests.conftest import REPO, processes_of, running
@@ -55,10 +55,10 @@ def check_file(slot: CheckerSlot, name: str, source: str) -> Path:
 
 
 async def grade(slot: CheckerSlot, files: list[Path], *,
-                before_go=None) -> tuple[Checks, type, runs.RunFolder]:
+                before_go=None) -> tuple[Checks, type, workdirs.RunFolder]:
     """One submission without a kernel, as the pipeline makes it: a run folder in the slot's,
     its shared folder mounted (a tmpfs for a root grader) after the server started."""
-    run = runs.make(slot.folder)
+    run = workdirs.make(slot.folder)
     try:
         shared = run.share(disk_mb=8)
         Layout(shared).make()
@@ -157,7 +157,7 @@ def test_a_later_host_mount_reaches_the_warm_checker_and_no_other_run_does(tmp_p
     monkeypatch.setenv("GRADEBOOK", str(gradebook))
 
     async def go():
-        other = runs.make(slot.folder)
+        other = workdirs.make(slot.folder)
         (other.path / "secret").write_text("the next student's")
         monkeypatch.setenv("OTHER_RUN", str(other.path))
         await slot.start()
@@ -175,7 +175,7 @@ def test_a_later_host_mount_reaches_the_warm_checker_and_no_other_run_does(tmp_p
     checks, kind = asyncio.run(go())
     assert kind is WarmChecker
     assert outcomes(checks) == {"test_sees": ("passed", "")}
-    assert not runs.is_mount(slot.folder)  # close undid the slot's shared mount
+    assert not workdirs.is_mount(slot.folder)  # close undid the slot's shared mount
 
 
 def _with(*names: str):
@@ -266,7 +266,7 @@ KEEP = """
 import asyncio, sys
 import psutil
 from pathlib import Path
-from grader.isolation import workdirs as runs
+from grader.isolation import workdirs
 from grader.grading.warmcheck import CheckerSlot
 from grader.model.config import Limits
 from grader.checker.exchange import Layout
@@ -287,7 +287,7 @@ async def main():
         slot.zygote = the_zygote
     await slot.start()
     assert slot.forked == (sys.argv[2] == "forked"), slot.why_not_forked
-    run = runs.make(slot.folder)
+    run = workdirs.make(slot.folder)
     shared = run.share(disk_mb=8)
     Layout(shared).make()
     await slot.begin([checks / "hidden" / "test_quick.py"], run_dir=run.path, shared=shared,
@@ -322,10 +322,10 @@ def test_a_killed_grader_leaves_no_warm_checker_behind(tmp_path, how):
         time.sleep(0.1)
     assert processes_of(grader.pid) == []
     assert [pid for pid in started if running(pid)] == []
-    runs.remove_stale(slot.folder)  # what a later grader does with what this one left
-    if runs.is_mount(slot.folder):
-        runs._umount(slot.folder)
-    assert not runs.is_mount(slot.folder)
+    workdirs.remove_stale(slot.folder)  # what a later grader does with what this one left
+    if workdirs.is_mount(slot.folder):
+        workdirs._umount(slot.folder)
+    assert not workdirs.is_mount(slot.folder)
 
 
 def test_warm_imports_follow_what_the_checks_mention(tmp_path):
@@ -345,7 +345,7 @@ def test_checks_left_unfinished_are_killed_and_the_next_submission_grades(tmp_pa
     async def go():
         await slot.start()
         quick = check_file(slot, "test_quick.py", QUICK)
-        run = runs.make(slot.folder)
+        run = workdirs.make(slot.folder)
         shared = run.share(disk_mb=8)
         Layout(shared).make()
         checker = await slot.begin([quick], run_dir=run.path, shared=shared, kernel_uid=-1)

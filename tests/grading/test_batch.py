@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from grader.grading import batch as pipeline
+from grader.grading import batch as batch_module
 from grader.grading.batch import grade_batch
 from grader.grading.executor import Settings
 from grader.model.assignments import load_assignment
@@ -61,7 +61,7 @@ def test_report_failures_are_recorded_on_the_result(course, tmp_path, monkeypatc
     def failing(*args, **kwargs):
         raise raised
 
-    monkeypatch.setattr(pipeline, "write_feedback", failing)
+    monkeypatch.setattr(batch_module, "write_feedback", failing)
     book = Gradebook(tmp_path / "g.sqlite")
     subs = invalid_batch(tmp_path / "subs", "alice")
     assignment = load_assignment(course, "tiny")
@@ -78,7 +78,7 @@ def test_pages_are_written_off_the_slots_after_each_result_is_stored(course, tmp
     import threading
 
     book = Gradebook(tmp_path / "g.sqlite")
-    real = pipeline.write_feedback
+    real = batch_module.write_feedback
     seen = []
 
     def page(result, **kwargs):
@@ -86,7 +86,7 @@ def test_pages_are_written_off_the_slots_after_each_result_is_stored(course, tmp
         seen.append((threading.current_thread().name, result.student in stored))
         return real(result, **kwargs)
 
-    monkeypatch.setattr(pipeline, "write_feedback", page)
+    monkeypatch.setattr(batch_module, "write_feedback", page)
     subs = invalid_batch(tmp_path / "subs", "alice", "bob", "carol")
     settings = Settings(workers=2, reports=tmp_path / "r")
     grade_batch(load_assignment(course, "tiny"), subs, gradebook=book, prepared=None,

@@ -173,11 +173,11 @@ def test_with_k_2_no_gpu_ever_runs_more_than_2_kernels(course, tmp_path, monkeyp
 def _staged_gpu_kernel(course, tmp_path, *, sandboxed: bool):
     """The kernel of the first slot of GPU 1 at --per-gpu 2, staged for a notebook, and its env."""
     from grader.grading.stage import Kernel
-    from grader.isolation import workdirs as runs
+    from grader.isolation import workdirs
     from tests.conftest import notebook
 
     slot = Settings(devices=GPUS[1:], per_gpu=2).slots()[0]
-    folder = runs.make(tmp_path / "runs")
+    folder = workdirs.make(tmp_path / "runs")
     kernel = Kernel(load_assignment(course, "tiny"), None, folder.path, slot, 1, sandboxed,
                      65534, 65534, folder)
     try:

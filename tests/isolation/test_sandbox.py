@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from grader.isolation import sandbox
-from grader.isolation import workdirs as runs
+from grader.isolation import sandbox, workdirs
 from grader.model.config import Limits
 from tests.conftest import REPO, TINY_SOLUTION
 
@@ -205,7 +204,7 @@ def test_mountinfo_names_no_run_folder_and_no_data_path(tmp_path):
     data = tmp_path / "course data" / "train.npz"
     data.parent.mkdir()
     data.write_bytes(b"student data")
-    folder = runs.make(tmp_path / "runs")
+    folder = workdirs.make(tmp_path / "runs")
     try:
         shared = folder.share(disk_mb=8)
         shared.chmod(0o777)

@@ -10,16 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from grader.isolation import sandbox
-from grader.isolation import workdirs as runs
+from grader.isolation import sandbox, workdirs
 from grader.model.config import Limits
 from tests.conftest import REPO
 
 HOLDER = """
 import sys, time
 from pathlib import Path
-from grader.isolation import workdirs as runs
-folder = runs.make(Path(sys.argv[1]))
+from grader.isolation import workdirs
+folder = workdirs.make(Path(sys.argv[1]))
 folder.share(disk_mb=8)
 print(folder.path, flush=True)
 time.sleep(600)
@@ -36,12 +35,12 @@ def test_a_live_graders_folder_survives_the_sweep_and_a_dead_ones_goes(tmp_path)
     try:
         assert holder.stdout is not None
         path = Path(holder.stdout.readline().strip())
-        assert runs.remove_stale(tmp_path) == [] and (path / "shared").is_dir()
+        assert workdirs.remove_stale(tmp_path) == [] and (path / "shared").is_dir()
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     assert path.is_dir(), "a killed grader leaves its folder behind"
-    assert runs.remove_stale(tmp_path) == [path]
+    assert workdirs.remove_stale(tmp_path) == [path]
     assert not path.exists() and not mounted(path / "shared")
 
 
@@ -51,9 +50,9 @@ def test_the_sweep_leaves_young_unlocked_folders_and_other_names_alone(tmp_path)
     old = tmp_path / "grader-old12345"
     for folder in (young, other, old):
         folder.mkdir()
-    long_ago = time.time() - runs.LOCKLESS_AGE - 60
+    long_ago = time.time() - workdirs.LOCKLESS_AGE - 60
     os.utime(old, (long_ago, long_ago))
-    assert runs.remove_stale(tmp_path) == [old]
+    assert workdirs.remove_stale(tmp_path) == [old]
     assert young.is_dir() and other.is_dir()
 
 
@@ -61,7 +60,7 @@ def test_making_a_folder_sweeps_its_work_root_once(tmp_path):
     dead = tmp_path / "grader-dead1234"
     dead.mkdir()
     (dead / ".lock").touch()  # a lock nobody holds
-    folder = runs.make(tmp_path)
+    folder = workdirs.make(tmp_path)
     assert not dead.exists() and folder.path.parent == tmp_path
     folder.remove()
     assert not folder.path.exists()
@@ -69,7 +68,7 @@ def test_making_a_folder_sweeps_its_work_root_once(tmp_path):
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root mounts the capped tmpfs")
 def test_the_shared_folder_is_capped_at_disk_mb(tmp_path):
-    folder = runs.make(tmp_path)
+    folder = workdirs.make(tmp_path)
     shared = folder.share(disk_mb=4)
     assert folder.capped and mounted(shared)
     written = 0
@@ -111,8 +110,8 @@ except OSError as e:
 """
 
 
-def confined(tmp_path: Path, code: str, limits: Limits) -> tuple[subprocess.CompletedProcess, runs.RunFolder]:
-    folder = runs.make(tmp_path)
+def confined(tmp_path: Path, code: str, limits: Limits) -> tuple[subprocess.CompletedProcess, workdirs.RunFolder]:
+    folder = workdirs.make(tmp_path)
     shared = folder.share()
     shared.chmod(0o777)
     spec = sandbox.Spec(files={}, shared=shared, limits=limits, cgroups=folder.confine(limits))
