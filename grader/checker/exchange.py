@@ -21,19 +21,17 @@ import queue
 import secrets
 import stat
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from grader.checker import modelfile
+
 MAX_JSON_BYTES = 10_000_000
 MAX_ARRAY_BYTES = 500_000_000
-MAX_MODEL_BYTES = 2_000_000_000
-MAX_MODEL_UNPACKED = 2_000_000_000  # the sum of a .keras archive's members, unpacked
-MAX_MODEL_RATIO = 100  # unpacked / packed, for archives over MODEL_RATIO_FROM bytes unpacked
-MODEL_RATIO_FROM = 200_000_000
+MAX_MODEL_BYTES = 2_000_000_000  # the archive; modelfile bounds what it unpacks to
 
 # Folders of the shared folder: the kernel's sockets and connection file, the values the kernel
 # writes, the call arguments the checker writes.
@@ -255,22 +253,6 @@ def checked_connection(info: dict[str, Any], layout: Layout) -> dict[str, Any]:
     return info
 
 
-def _zip_problem(data: bytes) -> str:
-    """Why the .keras archive DATA must not be unpacked ('' when it may)."""
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            members = archive.infolist()
-    except (zipfile.BadZipFile, ValueError, EOFError):
-        return "it is not a .keras archive"
-    unpacked = sum(m.file_size for m in members)
-    if unpacked > MAX_MODEL_UNPACKED:
-        return f"it unpacks to {unpacked / 1e9:.1f} GB, over the limit of {MAX_MODEL_UNPACKED / 1e9:.0f} GB"
-    if unpacked > MODEL_RATIO_FROM and unpacked > MAX_MODEL_RATIO * max(1, len(data)):
-        return (f"it unpacks to {unpacked / 1e6:.0f} MB from {len(data) / 1e6:.1f} MB, which no"
-                " saved model does")
-    return ""
-
-
 # Exception names a call's failure may show: the student picks the name of an exception class,
 # so any other name could carry the checker's hidden inputs out.
 _KNOWN_ERRORS = frozenset(
@@ -402,22 +384,8 @@ def _call_failure(name: str, meta: dict[str, Any]) -> str:
 
 
 def _model(data: bytes, what: str, called: bool) -> Any:
-    """Load the .keras archive DATA in safe mode, from a private copy the kernel cannot swap."""
-    import tempfile
-
-    import keras
-
-    problem = _zip_problem(data)
-    if problem:
-        raise StudentValueError(f"the model {what} was not loaded: {problem}")
-    with tempfile.TemporaryDirectory(prefix="grader-model-") as private:
-        copy = Path(private) / "model.keras"
-        copy.write_bytes(data)
-        try:
-            return keras.saving.load_model(copy, compile=False, safe_mode=True)
-        except Exception as exc:  # noqa: BLE001 - Keras raises many types for models it refuses
-            detail = "" if called else f": {type(exc).__name__}: {str(exc)[:300]}"
-            raise StudentValueError(
-                f"the model {what} could not be loaded safely (models with custom code or"
-                f" Lambda layers are refused){detail}"
-            ) from None
+    """The model in the .keras archive DATA, loaded in safe mode once modelfile's checks pass."""
+    try:
+        return modelfile.load_model(data, what, called)
+    except modelfile.ModelRefused as exc:
+        raise StudentValueError(str(exc)) from None

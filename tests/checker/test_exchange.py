@@ -9,9 +9,10 @@ import signal
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from grader.checker import exchange
+from grader.checker import exchange, modelfile
 from grader.checker.exchange import ConnectionRefused, Exchange, Layout, StudentValueError, checked_connection
 
 KERNEL, CHECKER = 61990, 61991
@@ -123,18 +124,136 @@ def _zip(members: dict[str, bytes]) -> bytes:
 def test_a_keras_zip_bomb_is_refused_before_loading(monkeypatch):
     bomb = _zip({"model.weights.h5": bytes(300_000_000)})  # 300 MB of zeros, packed to 300 KB
     assert len(bomb) < 1_000_000
-    assert "which no saved model does" in exchange._zip_problem(bomb)
+    assert "which no saved model does" in modelfile.archive_problem(bomb)
     with pytest.raises(StudentValueError, match="was not loaded: it unpacks to 300 MB"):
         exchange._model(bomb, "model", called=False)
-    monkeypatch.setattr(exchange, "MAX_MODEL_UNPACKED", 1000)
-    assert "over the limit" in exchange._zip_problem(_zip({"a": os.urandom(600), "b": os.urandom(600)}))
-    assert exchange._zip_problem(b"not a zip") == "it is not a .keras archive"
+    monkeypatch.setattr(modelfile, "MAX_MODEL_UNPACKED", 1000)
+    assert "over the limit" in modelfile.archive_problem(_zip({"a": os.urandom(600), "b": os.urandom(600)}))
+    assert modelfile.archive_problem(b"not a zip") == "it is not a .keras archive"
+
+
+def test_a_config_that_unpacks_to_100_mb_is_refused_before_it_is_read():
+    bomb = _zip({"config.json": b" " * 100_000_000, "metadata.json": b"{}", "model.weights.h5": b""})
+    assert len(bomb) < 200_000
+    with pytest.raises(StudentValueError, match=r"not loaded: its config.json is 100.0 MB, over the limit"):
+        exchange._model(bomb, "model", called=False)
+    assert "holds no model.weights.h5" in modelfile.archive_problem(_zip({"config.json": b"{}"}))
+
+
+def _h5(path: Path, datasets: dict[str, tuple[tuple[int, ...], bool]]) -> Path:
+    """An HDF5 file at PATH with float32 DATASETS: name -> (shape, whether its data is written)."""
+    import h5py
+    import numpy as np
+
+    with h5py.File(path, "w") as f:
+        for name, (shape, written) in datasets.items():
+            if written:
+                f.create_dataset(name, data=np.ones(shape, "float32"))
+            else:
+                f.create_dataset(name, shape=shape, dtype="float32")
+    return path
+
+
+DENSE = [((3, 1), 12), ((1,), 4)]  # the weights of Dense(1) on 3 inputs: kernel and bias
+
+
+def test_weights_are_checked_against_the_config_before_they_are_read(tmp_path):
+    honest = {"layers/dense/vars/0": ((3, 1), True), "layers/dense/vars/1": ((1,), True),
+              "optimizer/vars/0": ((), True), "optimizer/vars/1": ((3, 1), True)}
+    assert modelfile.weights_problem(_h5(tmp_path / "ok.h5", honest), DENSE, called=False) == ""
+    # 1.6 GB declared, nothing written: the file stays 2 KB
+    unstored = _h5(tmp_path / "unstored.h5", {**honest, "layers/dense/vars/0": ((20_000, 20_000), False)})
+    assert unstored.stat().st_size < 10_000
+    assert modelfile.weights_problem(unstored, DENSE, called=False) == (
+        "its model.weights.h5 declares an array of 1.6 GB (layers/dense/vars/0) that is not stored in it")
+    assert "(layers" not in modelfile.weights_problem(unstored, DENSE, called=True)
+    hollow = _h5(tmp_path / "hollow.h5", {**honest, "layers/dense/vars/0": ((3, 1), False)})
+    assert "that is not stored in it" in modelfile.weights_problem(hollow, DENSE, called=False)
+    other = _h5(tmp_path / "other.h5", {**honest, "layers/dense/vars/0": ((30, 30), True)})
+    assert modelfile.weights_problem(other, DENSE, called=False) == (
+        "its model.weights.h5 holds an array of shape (30, 30) (layers/dense/vars/0) that no layer"
+        " in its config.json has")
+    # layers whose weights the file cannot hold: refused before Keras allocates them
+    huge = [((100_000, 100_000), 40_000_000_000)]
+    assert modelfile.weights_problem(_h5(tmp_path / "few.h5", honest), huge, called=False).startswith(
+        "its layers have 40.0 GB of weights, but its model.weights.h5 is")
+
+
+def test_weights_that_link_outside_their_file_are_refused(tmp_path):
+    import h5py
+
+    path = _h5(tmp_path / "w.h5", {"layers/dense/vars/1": ((1,), True)})
+    with h5py.File(path, "a") as f:
+        f["layers/dense/vars/0"] = h5py.ExternalLink(str(tmp_path / "secret.h5"), "/data")
+    assert modelfile.weights_problem(path, DENSE, called=False) == (
+        "its model.weights.h5 links to data outside itself")
+
+
+def test_a_custom_class_is_named_and_keras_own_are_not():
+    dense = {"module": "keras.layers", "class_name": "Dense", "config": {"units": 1},
+             "registered_name": None}
+    functional = {"module": "keras.src.models.functional", "class_name": "Functional",
+                  "registered_name": "Functional", "config": {"layers": [dense, {
+                      "class_name": "__keras_tensor__", "config": {}}]}}
+    assert modelfile.custom_class(functional) == ("", "")
+    registered = {"module": None, "class_name": "MyModel", "registered_name": "Custom>MyModel",
+                  "config": {"layers": [dense]}}
+    assert modelfile.custom_class(registered) == ("class", "MyModel")
+    activation = {**dense, "config": {"activation": {"module": "builtins", "class_name": "function",
+                                                     "config": "my_relu"}}}
+    assert modelfile.custom_class(activation) == ("function", "my_relu")
+    assert modelfile.custom_class({**dense, "class_name": "Lambda"}) == ("Lambda", "")
 
 
 @pytest.mark.slow
-def test_a_saved_keras_model_passes_the_archive_check(tmp_path):
+def test_a_saved_keras_model_loads_and_a_subclassed_one_is_refused_by_name(tmp_path):
     import keras
 
     model = keras.Sequential([keras.Input((50,)), keras.layers.Dense(400), keras.layers.Dense(1)])
+    model.compile("adam", "mse")
     model.save(tmp_path / "m.keras")
-    assert exchange._zip_problem((tmp_path / "m.keras").read_bytes()) == ""
+    data = (tmp_path / "m.keras").read_bytes()
+    assert modelfile.archive_problem(data) == ""
+    assert [w.shape for w in exchange._model(data, "model", called=False).weights] == \
+        [w.shape for w in model.weights]
+
+    @keras.saving.register_keras_serializable(package="issue28")
+    class Registered(keras.Model):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.dense = keras.layers.Dense(10, activation="softmax")
+
+        def call(self, x):
+            return self.dense(x)
+
+    subclassed = Registered()
+    subclassed(np.zeros((1, 4)))
+    subclassed.save(tmp_path / "s.keras")
+    data = (tmp_path / "s.keras").read_bytes()
+    with pytest.raises(StudentValueError) as refused:
+        exchange._model(data, "model", called=False)
+    assert str(refused.value) == (
+        "the model model uses a custom class, Registered: only Keras's built-in layers and models can"
+        " be graded; rebuild it with built-in layers (keras.Sequential or the functional API)")
+    with pytest.raises(StudentValueError, match="uses a custom class: only"):
+        exchange._model(data, "make_model(...)", called=True)
+
+
+@pytest.mark.slow
+def test_a_model_file_whose_weights_do_not_fit_its_layers_is_refused_before_reading(tmp_path):
+    import keras
+
+    keras.Sequential([keras.Input((7,)), keras.layers.Dense(9)]).save(tmp_path / "small.keras")
+    with zipfile.ZipFile(tmp_path / "small.keras") as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    config = members["config.json"].decode()
+    wide = config.replace("[null, 7]", "[null, 3000]").replace('"units": 9', '"units": 3000')
+    with pytest.raises(StudentValueError, match=r"its layers have 36.0 MB of weights, but its"
+                                                r" model.weights.h5 is [\d.]+ KB"):
+        exchange._model(_zip({**members, "config.json": wide.encode()}), "model", called=False)
+    # the kernel's shape, declared and never written: Keras would read it as zeros
+    unstored = _h5(tmp_path / "w.h5", {"layers/dense/vars/0": ((7, 9), False),
+                                       "layers/dense/vars/1": ((9,), True)}).read_bytes()
+    with pytest.raises(StudentValueError, match=r"declares an array of 252 bytes \(layers/dense/vars/0\)"
+                                                " that is not stored in it"):
+        exchange._model(_zip({**members, "model.weights.h5": unstored}), "model", called=False)
