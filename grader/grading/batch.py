@@ -12,6 +12,7 @@ import functools
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TypeVar
 
 from grader.data.prepare import Prepared
@@ -21,9 +22,9 @@ from grader.isolation import workdirs
 from grader.model.assignments import Assignment, grading_code
 from grader.model.errors import GradebookError, gist
 from grader.model.late import apply_late
-from grader.model.result import GRADER_FAULT, Result, attach_overrides, file_digest, mark_fault
+from grader.model.result import GRADER_FAULT, Result, attach_overrides, cleaned, file_digest, mark_fault
 from grader.model.submission import Submission
-from grader.reports.pages import ReportError, feedback_name, write_feedback
+from grader.reports.pages import ReportError, page_is_current, write_feedback
 from grader.reports.renderer import Renderer
 from grader.store.gradebook import Gradebook
 
@@ -91,10 +92,12 @@ def _executor(settings: Settings) -> Executor:
 def _not_graded(assignment: Assignment, submissions: list[Submission], gradebook: Gradebook,
                 settings: Settings, key: str, batch: Batch, reporter: Reporter,
                 on_skip: Callable[[Submission], None] | None) -> list[Submission]:
-    """The submissions to grade; the others are skipped (their page written if it is missing):
-    those graded under KEY, by this grader's grading code or (unless SETTINGS say to regrade
-    them) by another's, which are kept in BATCH.older."""
-    todo, unpaged, code = [], [], grading_code()
+    """The submissions to grade; the others are skipped: those graded under KEY, by this
+    grader's grading code or (unless SETTINGS say to regrade them) by another's, which are kept
+    in BATCH.older. A skipped notebook is marked seen under KEY, so that its result is the one
+    it has under KEY (Gradebook.latest), and its page is written again where it is missing or
+    shows another run (a resubmission's, or a fault's under a check since put back)."""
+    todo, skipped, code = [], [], grading_code()
     for submission in submissions:
         sha = file_digest(submission.path)
         graded = None if settings.force or submission.path is None else gradebook.graded_by(
@@ -102,21 +105,30 @@ def _not_graded(assignment: Assignment, submissions: list[Submission], gradebook
         if _stands(graded, code, settings):
             (batch.skipped if graded == code else batch.older).append(submission.student)
             _store_safely(batch, submission.student, functools.partial(
-                gradebook.mark_seen, submission.student, assignment.name, sha))
-            if settings.reports is not None and not (
-                    settings.reports / feedback_name(submission.student)).exists():
-                unpaged.append(submission.student)
+                gradebook.mark_seen, submission.student, assignment.name, sha, key))
+            skipped.append(submission.student)
             if on_skip:
                 on_skip(submission)
         else:
             todo.append(submission)
-    if unpaged:
-        stored = {r.student: r for r in _store_safely(
-            batch, unpaged[0], functools.partial(gradebook.latest, assignment.name)) or []}
-        for student in unpaged:
-            if student in stored:
-                reporter.publish(stored[student], None)
+    if skipped and settings.reports is not None:
+        _repage(assignment, gradebook, settings.reports, settings.notebook_html, batch, reporter,
+                skipped)
     return todo
+
+
+def _repage(assignment: Assignment, gradebook: Gradebook, reports: Path, notebook_html: bool,
+            batch: Batch, reporter: Reporter, students: list[str]) -> None:
+    """Write again the page of each of STUDENTS whose page in REPORTS is not that of their
+    stored result (missing, or another run's), as NOTEBOOK_HTML says."""
+    stored = {r.student: r for r in _store_safely(
+        batch, students[0], functools.partial(gradebook.latest, assignment.name)) or []}
+    for student in students:
+        result = stored.get(student)
+        if result is not None and not page_is_current(
+                result, title=assignment.config.title, folder=reports,
+                notebook_html=notebook_html):
+            reporter.publish(result, None)
 
 
 def _stands(graded: str | None, code: str, settings: Settings) -> bool:
@@ -181,6 +193,7 @@ def _collect(todo: int, gradebook: Gradebook, settings: Settings, reporter: Repo
         if result is None:
             running -= 1
             continue
+        result = cleaned(result)  # once, so that the store and the page show the same text
         _attach_overrides(gradebook, result)
         apply_late(result, settings.late)  # stored with its penalty and overrides, the raw score kept
         stored_at = time.monotonic()

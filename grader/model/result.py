@@ -157,6 +157,46 @@ def mark_fault(result: Result, detail: str) -> None:
     result.staff_detail = (result.staff_detail + "\n" + detail).strip()[-20_000:]
 
 
+def clean(text: str, cap: int) -> str:
+    """TEXT as a page and the database can both hold it: lone surrogates and NUL bytes replaced,
+    at most CAP characters."""
+    text = text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
+    return text if len(text) <= cap else text[: cap - 1] + "…"
+
+
+def clean_json(value: Any) -> Any:
+    """VALUE (plain JSON data) with every string cleaned, each capped at 100,000 characters."""
+    if isinstance(value, str):
+        return clean(value, 100_000)
+    if isinstance(value, dict):
+        return {clean(str(k), 200): clean_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [clean_json(v) for v in value]
+    return value
+
+
+def cleaned(result: Result) -> Result:
+    """A copy of RESULT with every string cleaned and capped: student-derived text may hold
+    anything (megabytes, lone surrogates, NUL bytes). The batch cleans each result once, before
+    it is stored and its page written, so that both show the same text; cleaning it again
+    changes nothing."""
+    checks = [replace(c, name=clean(c.name, 200), description=clean(c.description, 2000),
+                      message=clean(c.message, 5000), detail=clean(c.detail, 20_000),
+                      attachments=[replace(a, title=clean(a.title, 500),
+                                           content=clean(a.content, 5_000_000))
+                                   for a in c.attachments])
+              for c in result.checks]
+    return replace(
+        result, student=clean(result.student, 200), notebook=clean(result.notebook, 4000),
+        reason=clean(result.reason, 5000), staff_detail=clean(result.staff_detail, 50_000),
+        report_error=clean(result.report_error, 5000), device=clean(result.device, 200),
+        failed_cell=clean_json(result.failed_cell), checks=checks,
+        late_note=clean(result.late_note, 1000), weights=clean_json(result.weights),
+        executed_notebook=None if result.executed_notebook is None
+        else clean(result.executed_notebook, 200_000_000),
+    )
+
+
 _MOMENTS = ("submitted_at", "graded_at", "due_at")
 
 

@@ -103,8 +103,7 @@ def write_feedback(result: Result, *, title: str, folder: Path, notebook_html: b
     page, notebook_page = folder / feedback_name(result.student), folder / notebook_name(result.student)
     notebook_page.unlink(missing_ok=True)
     with_notebook = bool(notebook_html and result.executed_notebook)
-    write_whole(page, _environment().get_template("feedback.html.j2").render(
-        r=result, title=title, notebook_page=notebook_page.name if with_notebook else None))
+    write_whole(page, _feedback_html(result, title, with_notebook))
     if with_notebook and result.executed_notebook:
         problem = render_notebook_page(result.executed_notebook, notebook_page, limits, renderer)
         if problem:
@@ -117,6 +116,31 @@ def write_feedback(result: Result, *, title: str, folder: Path, notebook_html: b
             raise ReportError(f"the executed notebook of {result.student} could not be rendered "
                               f"({problem}); a plain page says so instead")
     return page
+
+
+def _feedback_html(result: Result, title: str, with_notebook: bool) -> str:
+    """RESULT's feedback page; it names the run it shows (notebook, grading key, time), so that
+    a page of another run is never taken for it (page_is_current)."""
+    return _environment().get_template("feedback.html.j2").render(
+        r=result, title=title, notebook_page=notebook_name(result.student) if with_notebook else None)
+
+
+def page_is_current(result: Result, *, title: str, folder: Path, notebook_html: bool | None) -> bool:
+    """Whether FOLDER holds RESULT's feedback page as write_feedback writes it now (with the
+    executed notebook's page, where NOTEBOOK_HTML asks for it; None: with or without it): a page
+    missing, or one that shows another run (a resubmission, a regrade) or an older state of
+    this one (an override, a late penalty), is not."""
+    try:
+        found = (folder / feedback_name(result.student)).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    wanted = (True, False) if notebook_html is None else (notebook_html,)
+    for linked in {bool(w and result.executed_notebook) for w in wanted}:
+        if linked and not (folder / notebook_name(result.student)).is_file():
+            continue  # the notebook's page is gone (or was never written)
+        if found == _feedback_html(result, title, linked):
+            return True
+    return False
 
 
 def write_feedback_pages(results: list[Result], *, title: str, folder: Path, notebook_html: bool,

@@ -16,7 +16,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
@@ -36,7 +36,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, Operationa
 from sqlalchemy.orm import Session, load_only
 
 from grader.model.errors import GradebookError
-from grader.model.result import GRADER_FAULTS, Override, Result, attach_overrides
+from grader.model.result import GRADER_FAULTS, Override, Result, attach_overrides, clean
 from grader.store import migrations
 from grader.store.tables import (
     LATE_FIELDS,
@@ -48,10 +48,9 @@ from grader.store.tables import (
     Run,
     Student,
     SubmissionRow,
-    clean,
-    cleaned,
     left_over,
     outcome,
+    stored_form,
     utc,
     zoned,
 )
@@ -171,17 +170,18 @@ class Gradebook:
         """Whether this exact notebook has a result that counts under this grading key."""
         return self.graded_by(student, assignment, sha256, key) is not None
 
-    def mark_seen(self, student: str, assignment: str, sha256: str) -> None:
-        """Record that STUDENT's current hand-in is the notebook SHA256 (graded before)."""
-        self._retrying(lambda: self._mark_seen(clean(student, 200), assignment, sha256))
+    def mark_seen(self, student: str, assignment: str, sha256: str, key: str) -> None:
+        """Record that STUDENT's current hand-in is the notebook SHA256 (graded before), found
+        under the grading KEY: its result is its run under KEY (see `latest`)."""
+        self._retrying(lambda: self._mark_seen(clean(student, 200), assignment, sha256, key))
 
-    def _mark_seen(self, student: str, assignment: str, sha256: str) -> None:
+    def _mark_seen(self, student: str, assignment: str, sha256: str, key: str) -> None:
         with self.session() as session:
             row = session.scalar(select(SubmissionRow).join(Student).where(
                 Student.name == student, SubmissionRow.assignment == assignment,
                 SubmissionRow.notebook_sha256 == sha256))
             if row is not None:
-                row.seen_at = datetime.now(UTC)
+                row.seen_at, row.seen_key = datetime.now(UTC), key
 
     def claim(self, student: str, assignment: str, sha256: str, key: str, *, lease_s: float) -> bool:
         """Take STUDENT's notebook SHA256 of ASSIGNMENT, to be graded with KEY, for this process:
@@ -242,8 +242,8 @@ class Gradebook:
         """Record one grading run and its checks in a single transaction, retrying a write that
         fails for a passing reason (a locked database); return the run's id. GradebookError if
         it cannot be stored."""
-        clean = cleaned(result)
-        return self._retrying(lambda: self._store(clean))
+        fit = stored_form(result)
+        return self._retrying(lambda: self._store(fit))
 
     def record_phases(self, run_id: int, *, store_s: float, report_s: float) -> None:
         """Add the phases known only once RUN_ID was stored: its write, and its feedback page."""
@@ -257,14 +257,14 @@ class Gradebook:
     def amend(self, run_id: int, result: Result) -> None:
         """Bring RUN_ID's outcome (status, reason, score, staff detail, report error) up to
         date with RESULT, which changed after it was stored: its feedback page failed."""
-        clean = cleaned(result)
+        fit = stored_form(result)
 
         def write() -> None:
             with self.session() as session:
                 run = session.get(Run, run_id)
                 if run is not None:
                     for name in ("status", "reason", "staff_detail", "report_error", *LATE_FIELDS):
-                        setattr(run, name, getattr(clean, name))
+                        setattr(run, name, getattr(fit, name))
         self._retrying(write)
 
     def _retrying(self, write: Callable[[], T]) -> T:
@@ -303,7 +303,7 @@ class Gradebook:
                                     submitted_at=result.submitted_at)
                 session.add(row)
                 session.flush()
-            row.seen_at = datetime.now(UTC)
+            row.seen_at, row.seen_key = datetime.now(UTC), result.checks_sha256
             run = Run(submission_id=row.id, **{name: getattr(result, name) for name in RUN_FIELDS})
             run.checks = [CheckRow(**asdict(c)) for c in result.checks]
             session.add(run)
@@ -312,31 +312,39 @@ class Gradebook:
             return run.id
 
     def latest(self, assignment: str) -> list[Result]:
-        """Each student's result for ASSIGNMENT, by student name: the latest run of the hand-in
-        last found on disk (a student who hands in an older version again gets its grade)."""
+        """Each student's result for ASSIGNMENT, by student name: that of the hand-in last found
+        on disk (a student who hands in an older version again gets its grade), under the
+        grading key it was last graded or found with; of its runs under that key, the latest
+        that is not a grader fault, else the latest fault. So a check that was broken and is
+        put back as it was shows the grade given under it again, never the fault between."""
         query = (
             select(Student.name, SubmissionRow, Run)
             .join(SubmissionRow, Run.submission_id == SubmissionRow.id)
             .join(Student, SubmissionRow.student_id == Student.id)
             .where(SubmissionRow.assignment == assignment).order_by(Run.id)
         )
-        latest: dict[str, tuple[datetime, int, Result]] = {}
+        runs: dict[str, dict[int, tuple[SubmissionRow, list[Run]]]] = {}
         with self.session() as session:
             for name, submission, run in session.execute(query):
-                result = Result(
-                    student=name, assignment=assignment, notebook=submission.path,
-                    sha256=submission.notebook_sha256, checks=[outcome(c) for c in run.checks],
-                    **{field: getattr(run, field) for field in RUN_FIELDS},
-                )
-                zoned(result, submission)
-                result.weights = dict(run.weights or {})  # NULL in rows of older graders
-                seen = utc(submission.seen_at or run.graded_at)
-                if name not in latest or (seen, run.id) >= latest[name][:2]:
-                    latest[name] = (seen, run.id, result)
+                runs.setdefault(name, {}).setdefault(submission.id, (submission, []))[1].append(run)
+            results = [self._result(name, assignment, *_current(found.values()))
+                       for name, found in sorted(runs.items())]
             overrides = self._overrides(session, assignment)
-        for _, _, result in latest.values():
+        for result in results:
             attach_overrides(result, overrides.get(result.student, []))
-        return [latest[name][2] for name in sorted(latest)]
+        return results
+
+    @staticmethod
+    def _result(name: str, assignment: str, submission: SubmissionRow, run: Run) -> Result:
+        """The stored RUN of SUBMISSION as a Result again."""
+        result = Result(
+            student=name, assignment=assignment, notebook=submission.path,
+            sha256=submission.notebook_sha256, checks=[outcome(c) for c in run.checks],
+            **{field: getattr(run, field) for field in RUN_FIELDS},
+        )
+        zoned(result, submission)
+        result.weights = dict(run.weights or {})  # NULL in rows of older graders
+        return result
 
     def add_override(self, assignment: str, student: str, override: Override) -> None:
         """Record OVERRIDE of STUDENT's grade for ASSIGNMENT (kept with the earlier ones)."""
@@ -400,9 +408,9 @@ class Gradebook:
                     zoned(result, submission)
                     attach_overrides(result, overrides.get(name, []))
                     if apply(result):
-                        clean = cleaned(result)
+                        fit = stored_form(result)
                         for field in LATE_FIELDS:
-                            setattr(run, field, getattr(clean, field))
+                            setattr(run, field, getattr(fit, field))
                         changed.add(name)
             return sorted(changed)
         return self._retrying(write)
@@ -419,6 +427,18 @@ class Gradebook:
             for name, _ in session.execute(query):
                 counts[name] = counts.get(name, 0) + 1
         return counts
+
+
+def _current(submissions: Iterable[tuple[SubmissionRow, list[Run]]]) -> tuple[SubmissionRow, Run]:
+    """Of a student's SUBMISSIONS (each with its runs, oldest first), the hand-in last found on
+    disk and its run that counts: under the key it was last found with (older rows: its latest
+    run's), the latest run that is not a grader fault, else the latest."""
+    submission, found = max(submissions, key=lambda s: (utc(s[0].seen_at or s[1][-1].graded_at),
+                                                         s[1][-1].id))
+    key = submission.seen_key or found[-1].checks_sha256
+    under_key = [run for run in found if run.checks_sha256 == key] or found
+    counted = [run for run in under_key if run.status not in GRADER_FAULTS]
+    return submission, (counted or under_key)[-1]
 
 
 def _passing(exc: DBAPIError) -> bool:

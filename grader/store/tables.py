@@ -1,5 +1,6 @@
 """The gradebook's tables (SQLAlchemy models) and how a stored row becomes a Result again: each
-string that came from a submission cleaned and capped, each time given back its zone."""
+string that came from a submission cleaned and capped (model.result.cleaned), each time given
+back its zone."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 from grader.model.outcomes import Attachment, CheckOutcome
-from grader.model.result import Result, Status
+from grader.model.result import Result, Status, cleaned
 
 
 class Base(DeclarativeBase):
@@ -52,6 +53,9 @@ class SubmissionRow(Base):
     submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # when a run last found this notebook on disk: the student's current hand-in is the latest seen
     seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # the grading key it was last graded or found under: its result is its run under that key
+    # (older rows: NULL, the key of its latest run)
+    seen_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
     student: Mapped[Student] = relationship()
     runs: Mapped[list[Run]] = relationship(back_populates="submission", order_by="Run.id")
 
@@ -175,42 +179,12 @@ def as_utc(stamp: datetime | None) -> datetime | None:
     return None if stamp is None else utc(stamp).astimezone(UTC)
 
 
-def clean(text: str, cap: int) -> str:
-    """TEXT as the database can store it: lone surrogates and NUL bytes replaced, at most CAP
-    characters."""
-    text = text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
-    return text if len(text) <= cap else text[: cap - 1] + "…"
-
-
-def clean_json(value: Any) -> Any:
-    if isinstance(value, str):
-        return clean(value, 100_000)
-    if isinstance(value, dict):
-        return {clean(str(k), 200): clean_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [clean_json(v) for v in value]
-    return value
-
-
-def cleaned(result: Result) -> Result:
-    """A copy of RESULT with every string fit to store (student-derived text may hold anything)."""
-    checks = [replace(c, name=clean(c.name, 200), description=clean(c.description, 2000),
-                      message=clean(c.message, 5000), detail=clean(c.detail, 20_000),
-                      attachments=[replace(a, title=clean(a.title, 500),
-                                           content=clean(a.content, 5_000_000))
-                                   for a in c.attachments])
-              for c in result.checks]
+def stored_form(result: Result) -> Result:
+    """A copy of RESULT fit to store: its student text cleaned and capped (as the batch already
+    did before its page was written: model.result.cleaned), every time in UTC."""
     return replace(
-        result, student=clean(result.student, 200), notebook=clean(result.notebook, 4000),
-        reason=clean(result.reason, 5000), staff_detail=clean(result.staff_detail, 50_000),
-        report_error=clean(result.report_error, 5000), device=clean(result.device, 200),
-        failed_cell=clean_json(result.failed_cell), checks=checks,
-        late_note=clean(result.late_note, 1000), submitted_at=as_utc(result.submitted_at),
-        due_at=as_utc(result.due_at), graded_at=utc(result.graded_at).astimezone(UTC),
-        weights=clean_json(result.weights),
-        executed_notebook=None if result.executed_notebook is None
-        else clean(result.executed_notebook, 200_000_000),
-    )
+        cleaned(result), submitted_at=as_utc(result.submitted_at), due_at=as_utc(result.due_at),
+        graded_at=utc(result.graded_at).astimezone(UTC))
 
 
 def left_over(claim: ClaimRow, now: datetime) -> bool:

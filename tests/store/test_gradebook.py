@@ -77,8 +77,37 @@ def test_a_resubmitted_older_notebook_shows_its_own_grade(gradebook_target):
     book.store(result("bob", "v1", 3))
     book.store(result("bob", "v2", 9))
     assert book.latest("a1")[0].score == 9
-    book.mark_seen("bob", "a1", "v1")  # bob hands in v1 again: already graded, so skipped
+    book.mark_seen("bob", "a1", "v1", "c1")  # bob hands in v1 again: already graded, so skipped
     assert [(r.sha256, r.score) for r in book.latest("a1")] == [("v1", 3)]
+
+
+def keyed(student: str, sha: str, score: float, key: str, status: str = "graded") -> Result:
+    stored = result(student, sha, score, status)
+    stored.checks_sha256 = key
+    return stored
+
+
+def test_the_result_is_the_current_notebooks_under_the_key_it_was_last_found_with(gradebook_target):
+    """A check breaks (key k2: a fault) and is put back as it was (key k1 again): the skipped
+    rerun marks the notebook seen under k1, and its result is k1's grade, not the fault."""
+    book = Gradebook(gradebook_target)
+    book.store(keyed("bob", "v1", 10, "k1"))
+    book.store(keyed("bob", "v1", 0, "k2", status="error"))
+    assert [(r.status, r.checks_sha256) for r in book.latest("a1")] == [("error", "k2")]
+    book.mark_seen("bob", "a1", "v1", "k1")
+    assert [(r.status, r.score, r.checks_sha256) for r in book.latest("a1")] == [("graded", 10, "k1")]
+    book.store(keyed("bob", "v1", 6, "k3"))  # the checks changed for good: their grade
+    book.mark_seen("bob", "a1", "v1", "k1")  # and back again
+    assert [r.score for r in book.latest("a1")] == [10]
+
+
+def test_a_fault_is_never_the_result_while_a_good_run_under_the_same_key_exists(gradebook_target):
+    book = Gradebook(gradebook_target)
+    book.store(keyed("bob", "v1", 7, "k1"))
+    book.store(keyed("bob", "v1", 0, "k1", status="error"))  # e.g. --force on a broken machine
+    assert [(r.status, r.score) for r in book.latest("a1")] == [("graded", 7)]
+    book.store(keyed("bob", "v1", 0, "k2", status="error"))  # a new key: its fault is the result
+    assert [r.status for r in book.latest("a1")] == ["error"]
 
 
 def test_student_text_with_lone_surrogates_and_nuls_is_stored(gradebook_target):
