@@ -19,6 +19,10 @@ grader seeds every kernel alike, so identical code gives identical numbers and w
 code match, and list a pair with less code similarity (`RESULT_THRESHOLD`), never on their own;
 results more than the common share of submissions have are left out. Nothing here runs student
 code: it reads the stored executed notebooks and digests.
+
+A notebook is student text, so every step is linear in it (no pattern that backtracks across
+lines), and bounded: only the first MAX_CELL_CHARS of each code cell and MAX_CODE_CHARS of a
+notebook are read, and reading one stops after MAX_SECONDS (what was read by then is compared).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import io
 import json
 import keyword
 import re
+import time
 import tokenize
 from collections import Counter
 from dataclasses import dataclass, field
@@ -41,12 +46,16 @@ CODE_THRESHOLD = 0.7  # code similarity from which a pair is listed on its own
 RESULT_THRESHOLD = 0.5  # code similarity from which identical results list a pair
 K = 5  # tokens per fingerprint
 MIN_FINGERPRINTS = 20  # written code smaller than this (a starter, a line or two) is never paired
-MAX_CODE_CHARS = 300_000  # of written code per submission compared (a notebook of ~6,000 lines)
+MAX_CODE_CHARS = 300_000  # of code per submission compared (a notebook of ~6,000 lines)
+MAX_CELL_CHARS = 50_000  # of each code cell: one huge cell does not push out all the others
+MAX_OUTPUT_CHARS = 100_000  # of a cell's outputs, for identical results
+MAX_SECONDS = 2.0  # reading one notebook's code: past this, the rest of it is left out
 PLACEHOLDER = "V"
 _BUILTINS = frozenset(dir(builtins))
 _DECIMALS = re.compile(r"\d\.\d{4,}")
-_TRAINING_CALL = re.compile(r"\.(fit|predict|evaluate)\s*\(")
-_IMPORT_NAMES = re.compile(r"^\s*(?:from\s+\S+\s+)?import\s+(.+)$", re.MULTILINE)
+_TRAINING_CALL = re.compile(r"\.(fit|predict|evaluate)[ \t]*\(")
+# A time in Keras' progress lines; starting only where a number starts keeps it linear
+_TIMING = re.compile(r"(?<![\d.])\d+(?:\.\d+)?[ \t]*(?:ms|s|us|µs)(?:/step)?\b")
 
 
 @dataclass(frozen=True)
@@ -177,11 +186,17 @@ def imported_names(sources: list[str]) -> frozenset[str]:
     """The module names and aliases that SOURCES import (np, keras, plt, ...)."""
     names: set[str] = set()
     for source in sources:
-        for match in _IMPORT_NAMES.finditer(source):
-            for part in match.group(1).replace("(", " ").replace(")", " ").split(","):
-                words = part.split()
-                if words:
-                    names.add(words[-1].split(".")[0])
+        for line in source.splitlines():
+            words = line.split(None, 3)  # import a.b as c, d | from a import (b as c, d)
+            if len(words) > 1 and words[0] == "import":
+                imported = line.split(None, 1)[1]
+            elif len(words) > 3 and words[0] == "from" and words[2] == "import":
+                imported = words[3]
+            else:
+                continue
+            for part in imported.replace("(", " ").replace(")", " ").split(","):
+                if part.split():
+                    names.add(part.split()[-1].split(".")[0])
     return frozenset(names)
 
 
@@ -217,20 +232,26 @@ def _output_text(output: Any) -> str:
         text = data.get("text/plain", "") if isinstance(data, dict) else ""
     text = "".join(map(str, text)) if isinstance(text, list) else str(text)
     # Keras' progress lines hold times (e.g. "2ms/step") that differ from run to run.
-    return re.sub(r"\d+(?:\.\d+)?\s*(?:ms|s|us|µs)(?:/step)?\b", "", text)
+    return _TIMING.sub("", text[:MAX_OUTPUT_CHARS])
 
 
 def written(result: Result, given: frozenset[str], imported: frozenset[str] = frozenset()) -> Written:
-    """RESULT's student-written code and results, from its executed notebook."""
+    """RESULT's student-written code and results, from its executed notebook: the first
+    MAX_CELL_CHARS of each cell, MAX_CODE_CHARS in all, what MAX_SECONDS allow."""
+    deadline = time.monotonic() + MAX_SECONDS
     cells = _code_cells(result.executed_notebook or "")
-    own, left = [], MAX_CODE_CHARS
+    sources, left = [], MAX_CODE_CHARS
     for index, source, _ in cells:
-        code = written_lines(source, given)[:left]
-        if code:
+        sources.append((index, source[:min(MAX_CELL_CHARS, left)]))
+        left -= len(sources[-1][1])
+    names = imported | imported_names([source for _, source in sources])
+    own: list[tuple[int, str]] = []
+    tokens: list[str] = []
+    for index, source in sources:
+        code = written_lines(source, given)
+        if code and time.monotonic() < deadline:
             own.append((index, code))
-            left -= len(code)
-    names = imported | imported_names([source for _, source, _ in cells])
-    tokens = [t for _, code in own for t in normalise(code, names)]
+            tokens.extend(normalise(code, names))
     return Written(result.student, own, fingerprints(tokens), _results(cells, result.weights or {}))
 
 

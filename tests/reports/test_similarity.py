@@ -1,6 +1,7 @@
 """Copied work: similar pairs from the stored notebooks, on the staff pages only. No kernel runs."""
 
 import json
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -97,6 +98,37 @@ def test_starters_pair_with_nobody_and_the_given_code_is_left_out():
     assert all(not {"s1", "s2", "s3"} & pair for pair in students(pairs))
     assert similarity.written(result("s3", commented), similarity.starter_lines(STARTER)).cells == [
         (3, "# not done yet")]
+
+
+def with_cells(notebook_json: str, *cells: tuple[str, list], first: bool = False) -> str:
+    """NOTEBOOK_JSON with code CELLS ((source, outputs) each) added at its end, or FIRST."""
+    notebook = json.loads(notebook_json)
+    added = [{"cell_type": "code", "metadata": {}, "execution_count": None, "source": source,
+              "outputs": outputs} for source, outputs in cells]
+    notebook["cells"] = [*added, *notebook["cells"]] if first else [*notebook["cells"], *added]
+    return json.dumps(notebook)
+
+
+def test_huge_cells_are_read_in_linear_time_and_capped():
+    # Each took the old regexes quadratic time: 80 s for the 60,000 newlines, hours for 1 MB.
+    newlines = ("x = 1" + "\n" * 60_000, [])
+    megabyte = ("\n" * 1_000_000, [])
+    digits = ("model.fit(x)", [{"output_type": "stream", "name": "stdout", "text": "7" * 1_000_000}])
+    junk = ("values = [" + "1, " * 400_000 + "]", [])  # 1.2 MB of written code, first
+    ana = with_cells(REFERENCE, newlines, megabyte, digits)
+    ben = with_cells(disguised(REFERENCE), junk, first=True)
+    start = time.monotonic()
+    pairs = similar_pairs([result("ana", ana), result("ben", ben), result("carl", PARTIAL)], STARTER)
+    assert time.monotonic() - start < 5
+    assert students(pairs) == [{"ana", "ben"}]  # the junk cell does not hide ben's own code
+    read = similarity.written(result("ben", ben), similarity.starter_lines(STARTER))
+    assert len(read.cells[0][1]) == similarity.MAX_CELL_CHARS
+    assert sum(len(code) for _, code in read.cells) <= similarity.MAX_CODE_CHARS
+
+
+def test_reading_a_notebook_stops_at_its_time_limit(monkeypatch):
+    monkeypatch.setattr(similarity, "MAX_SECONDS", 0.0)
+    assert similarity.written(result("ana", REFERENCE), frozenset()).cells == []
 
 
 def training_output(loss: str) -> list:
