@@ -35,7 +35,7 @@ def test_energy(submission, rbm):
                  "energy(v, h, W, a, b) (one energy per row: -a.v - b.h - v W h)")
 
 
-@pytest.mark.points(1)
+@pytest.mark.points(0.5)
 def test_p_hidden(submission, rbm):
     """p_hidden(v, W, b) = sigmoid(v W + b)"""
     for seed in SEEDS:
@@ -44,7 +44,7 @@ def test_p_hidden(submission, rbm):
                  "p_hidden(v, W, b)")
 
 
-@pytest.mark.points(1)
+@pytest.mark.points(0.5)
 def test_p_visible(submission, rbm):
     """p_visible(h, W, a) = sigmoid(h W^T + a)"""
     for seed in SEEDS:
@@ -53,7 +53,7 @@ def test_p_visible(submission, rbm):
                  rbm.p_visible(x.h, x.W, x.a), "p_visible(h, W, a)")
 
 
-@pytest.mark.points(1)
+@pytest.mark.points(0.5)
 def test_sample(submission, rbm):
     """sample(p, rng) draws (rng.random(p.shape) < p) as 0s and 1s"""
     p = np.random.default_rng(5).random((40, 6))
@@ -98,20 +98,89 @@ def _update(submission, x, lr: float, k: int, seed: int) -> tuple[np.ndarray, ..
     return W.reshape(x.W.shape), a, b
 
 
-@pytest.mark.points(2)
+def _own(submission, name: str, *args) -> np.ndarray | None:
+    """The student's NAME(*ARGS), or None where it raises or is missing: that is charged at its
+    own check, not again here."""
+    try:
+        return submission.call_array(name, *args)
+    except StudentValueError:
+        return None
+
+
+def _expected_updates(submission, rbm, x, lr: float, k: int, seed: int) -> tuple[list, bool]:
+    """The updates cd_step may rightly give: the contract's statistics built from the student's
+    own gibbs and p_hidden, and from the grader's (a mistake in gibbs or p_hidden is charged at
+    its own check, so a cd_step that uses them as the contract says is right here). The first is
+    the student's own where their gibbs ran (then the second value is True)."""
+    trusted_vk = rbm.gibbs(x.v, x.W, x.a, x.b, k, np.random.default_rng(seed))
+    chains = [trusted_vk]
+    own_vk = _own(submission, "gibbs", x.v, x.W, x.a, x.b, k, seed)
+    if own_vk is not None and own_vk.shape == x.v.shape and np.all(np.isfinite(own_vk)):
+        chains.insert(0, own_vk.astype(float))
+
+    def own_p_hidden(v, W, b):
+        found = _own(submission, "p_hidden", v, W, b)
+        return found if found is not None and found.shape == (len(v), len(b)) else None
+
+    updates = []
+    for vk in chains:
+        x0, xk = rbm.known(x.v), rbm.known(vk)
+        for p_hidden in (own_p_hidden, rbm.p_hidden):
+            ph0, phk = p_hidden(x0, x.W, x.b), p_hidden(xk, x.W, x.b)
+            if ph0 is None or phk is None or not (np.all(np.isfinite(ph0))
+                                                  and np.all(np.isfinite(phk))):
+                continue
+            updates.append((x.W + lr * (x0.T @ ph0 - xk.T @ phk) / len(x.v),
+                            x.a + lr * np.mean(x0 - xk, axis=0),
+                            x.b + lr * np.mean(ph0 - phk, axis=0)))
+    return updates, len(chains) == 2
+
+
+def _matches(found: tuple, expected: tuple) -> bool:
+    return all(f.shape == e.shape and np.allclose(f, e, rtol=0, atol=TOLERANCE)
+               for f, e in zip(found, expected, strict=True))
+
+
+@pytest.mark.points(1.5)
 def test_cd_step(submission, rbm):
     """cd_step makes one CD-k update in which unrated films (-1) count for nothing"""
     for seed, k, lr in zip(SEEDS, (1, 2), (0.1, 0.5), strict=True):
         x = rbm.made_up(seed, empty_column=True)  # the last film is unrated by the whole batch
         W, a, b = _update(submission, x, lr, k, seed)
+        expected, own = _expected_updates(submission, rbm, x, lr, k, seed)
+        if any(_matches((W, a, b), update) for update in expected):
+            continue
         assert np.allclose(W[-1], x.W[-1], rtol=0, atol=TOLERANCE) and abs(
             a[-1] - x.a[-1]) <= TOLERANCE, (
             "unrated entries (-1) changed W: they must not count in the statistics (a film that"
             " nobody in the batch rated moved its row of W or its bias a); use known(v0) and"
             " known(vk) in the outer products and the means")
-        expected = rbm.cd_step(x.v, x.W, x.a, x.b, lr, k, np.random.default_rng(seed))
-        for name, found, want in zip("Wab", (W, a, b), expected, strict=True):
-            _compare(found, want, f"the new {name} of cd_step(v, W, a, b, lr={lr}, k={k}, rng)")
+        for name, found, want in zip("Wab", (W, a, b), expected[0], strict=True):
+            _compare(found, want, f"the new {name} of cd_step(v, W, a, b, lr={lr}, k={k}, rng)"
+                                  + (" (from your own gibbs)" if own else ""))
+
+
+STARS = {0: ("unrated", -1.0), 1: ("1 star", 0.0), 2: ("2 stars", 0.0), 3: ("3 stars", 0.0),
+         4: ("4 stars", 1.0), 5: ("5 stars", 1.0)}
+
+
+@pytest.mark.points(1)
+def test_liked(submission, train_ratings):
+    """V is 1 where the rating is 4 or 5 (liked), 0 where it is 1 to 3, -1 where unrated"""
+    ratings, _ = train_ratings
+    V = submission.array("V")
+    assert V.shape == ratings.shape, (
+        f"V should have the shape of ratings, {ratings.shape}, found {V.shape}")
+    wrong = []
+    for stars, (what, want) in STARS.items():
+        found = V[ratings == stars]
+        off = found[found != want]
+        if off.size:
+            values = ", ".join(f"{value:g}" for value in np.unique(off)[:3])
+            wrong.append(f"{off.size:,} of the {found.size:,} entries {what} are {values} instead"
+                         f" of {want:g}")
+    assert not wrong, "V is off: " + "; ".join(wrong) + (
+        ". Liked is 4 or 5 stars (1), 1 to 3 stars is not liked (0), unrated is -1")
 
 
 @pytest.mark.points(1)
