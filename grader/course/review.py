@@ -3,7 +3,9 @@ written answers of the rubric (assignment.toml's [[rubric]]).
 
 Every change is an Override in the gradebook, with who, when, why and the notebook it was made
 on; the final score is worked out with it in grader/model/late.py's `apply_late`, and the student's
-pages are written again. The page is served by the standard library (wsgiref) on 127.0.0.1 only.
+pages are written again. The page is served by the standard library (wsgiref) on 127.0.0.1 only,
+a thread per connection with a timeout, so that one half-sent request (any local user can open
+one) stalls no one else; the page's own work (the gradebook, the pages) runs one at a time.
 Every URL starts with a random token (/TOKEN/...), without which the answer is 403; every form
 carries this session's CSRF token; the pages load nothing from anywhere and run no script (a
 strict Content-Security-Policy), and the token never leaves in a Referer (same-origin).
@@ -14,10 +16,13 @@ from __future__ import annotations
 import json
 import math
 import secrets
+import sys
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from socketserver import ThreadingMixIn
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -46,6 +51,7 @@ HEADERS = [("Content-Security-Policy", CSP), ("X-Content-Type-Options", "nosniff
            ("X-Frame-Options", "DENY")]
 MAX_FORM_BYTES = 64 * 1024
 ANSWER_CHARS = 20_000  # of a written answer shown to the reviewer
+REQUEST_TIMEOUT = 20.0  # seconds a connection may take to send its request or read the answer
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 
@@ -71,6 +77,7 @@ class Review:
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     port: int | None = None  # set once bound: the Host and Origin a request must name
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def url(self) -> str:
@@ -97,11 +104,17 @@ class Review:
             if not route.startswith("student/"):
                 raise Refused("405 Method Not Allowed", "only a student's page takes a form")
             self._check_origin(environ)
-            student = self._post(route.removeprefix("student/"), _form(environ))
+            form = _form(environ)  # read before the lock: a slow sender holds its own thread only
+            with self.lock:
+                student = self._post(route.removeprefix("student/"), form)
             location = f"{prefix}student/{quote(slug(student))}"
             return "303 See Other", [("Location", location)], b""
         if method != "GET":
             raise Refused("405 Method Not Allowed", f"{method} is not answered here")
+        with self.lock:
+            return self._get(route)
+
+    def _get(self, route: str) -> tuple[str, list[tuple[str, str]], bytes]:
         if route == "":
             return _html(review_list_page(self._results(), title=self.assignment.config.title,
                                           assignment=self.assignment.name))
@@ -252,7 +265,10 @@ def _form(environ: dict[str, Any]) -> dict[str, str]:
         length = -1
     if not 0 <= length <= MAX_FORM_BYTES:
         raise Refused("413 Content Too Large", f"a form of at most {MAX_FORM_BYTES} bytes is taken")
-    body = environ["wsgi.input"].read(length).decode("utf-8", "replace")
+    try:
+        body = environ["wsgi.input"].read(length).decode("utf-8", "replace")
+    except OSError:  # the socket's timeout: a form sent in part, or too slowly
+        raise Refused("408 Request Timeout", "the form was not sent in time: send it again") from None
     return {key: values[0] for key, values in parse_qs(body, keep_blank_values=True).items()}
 
 
@@ -267,16 +283,32 @@ def _plain(status: str, reason: str) -> bytes:
 class _QuietHandler(WSGIRequestHandler):
     """No line per request: it would print the token to the terminal's scrollback and logs."""
 
+    timeout = REQUEST_TIMEOUT  # on the connection's socket: a stalled client is dropped
+
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
-def bind(review: Review, port: int = 0) -> WSGIServer:
-    """A server of REVIEW bound to 127.0.0.1:PORT (0: any free port); GraderError if it cannot."""
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    """A thread per connection, none waited for at shutdown."""
+
+    daemon_threads = True
+    block_on_close = False
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Quiet for a client that stalled or went away; the usual traceback otherwise."""
+        if not isinstance(sys.exc_info()[1], (TimeoutError, ConnectionError)):
+            super().handle_error(request, client_address)
+
+
+def bind(review: Review, port: int = 0, *, timeout: float = REQUEST_TIMEOUT) -> WSGIServer:
+    """A server of REVIEW bound to 127.0.0.1:PORT (0: any free port), each connection in its own
+    thread with TIMEOUT seconds to send its request; GraderError if it cannot bind."""
     if not 0 <= port <= 65535:
         raise GraderError(f"--port must be from 0 to 65535 (0: any free port), found {port}")
+    handler = type("Handler", (_QuietHandler,), {"timeout": timeout})
     try:
-        server = make_server(HOST, port, review, handler_class=_QuietHandler)
+        server = make_server(HOST, port, review, server_class=_ThreadingServer, handler_class=handler)
     except OSError as exc:
         raise GraderError(f"cannot serve the review page on {HOST}:{port} ({exc.strerror or exc}):"
                           " pass another --port, or 0 for any free one") from None

@@ -336,6 +336,34 @@ def test_the_page_is_served_on_127_0_0_1_only(review_page):
         bind(review_page, 70000)
 
 
+def test_a_half_sent_request_stalls_no_other_and_is_dropped_at_its_timeout(review_page):
+    server = bind(review_page, 0, timeout=2)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    stalled_headers, stalled_form = socket.socket(), socket.socket()
+    try:
+        stalled_headers.connect((HOST, review_page.port))
+        stalled_headers.sendall(f"GET /{review_page.token}/ HTTP/1.1\r\nHost: ".encode())
+        stalled_form.connect((HOST, review_page.port))
+        stalled_form.sendall(f"POST /{review_page.token}/student/alice HTTP/1.1\r\nHost: {HOST}:"
+                             f"{review_page.port}\r\nContent-Length: 500\r\n\r\ncsrf=".encode())
+        with urllib.request.urlopen(review_page.url, timeout=10) as answer:
+            assert answer.status == 200 and b"alice" in answer.read()
+        for stalled in (stalled_headers, stalled_form):  # answered while both still stall
+            stalled.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                stalled.recv(100)
+            stalled.settimeout(10)
+        assert stalled_headers.recv(100) == b"", "dropped at its timeout"
+        assert stalled_form.recv(100).startswith(b"HTTP/1.0 408 Request Timeout")
+        assert review_page.gradebook.overrides("tiny") == {}
+    finally:
+        stalled_headers.close()
+        stalled_form.close()
+        server.shutdown()
+        server.server_close()
+
+
 # Headless Chromium ---------------------------------------------------------------------------------
 
 class Tab:
