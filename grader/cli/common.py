@@ -7,12 +7,14 @@ import argparse
 from pathlib import Path
 
 from rich.console import Console
+from rich.text import Text
 
 from grader.cli import options
 from grader.data.prepare import Prepared, prepare
 from grader.model.assignments import Assignment, load_assignment
 from grader.model.paths import course_root, data_home
 from grader.model.result import Result
+from grader.model.text import for_terminal
 from grader.reports import similarity
 
 console = Console(stderr=False, highlight=False)
@@ -41,3 +43,10 @@ def similar_pairs(assignment: Assignment, results: list[Result], threshold: floa
     starter = assignment.release_notebook
     starter_json = starter.read_text(encoding="utf-8", errors="replace") if starter.is_file() else None
     return similarity.similar_pairs(results, starter_json, threshold=threshold)
+
+
+def plain(text: object, *, cap: int = 500) -> Text:
+    """TEXT as a rich table cell shows it as it is: never read as markup ("[/x]" would end the
+    command in a MarkupError), its control characters shown as '?' (model.text.for_terminal),
+    at most CAP characters. Every cell a student's notebook or file name may fill is one."""
+    return Text(for_terminal(text, cap=cap))

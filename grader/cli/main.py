@@ -26,8 +26,9 @@ from grader.model.assignments import Assignment, list_assignments, load_assignme
 from grader.model.errors import GraderError, PreflightFailed, ValidationFailed
 from grader.model.paths import course_root
 from grader.model.result import GRADER_FAULT, Result
+from grader.model.text import for_terminal
 from grader.reports import similarity
-from grader.reports.pages import feedback_name, write_feedback_pages, write_summary
+from grader.reports.pages import page_is_current, write_feedback_pages, write_summary
 from grader.store.gradebook import Gradebook
 
 
@@ -131,14 +132,17 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     roster = read_roster(Path(args.roster)) if args.roster else None
     results = _stored(args, assignment)
     reports = reports_dir(args, assignment)
-    missing = [r for r in results if not (reports / feedback_name(r.student)).is_file()]
-    if missing:
-        for problem in write_feedback_pages(missing, title=assignment.config.title,
-                                            folder=reports, notebook_html=True):
-            print(f"warning: {problem}", file=sys.stderr)
+    title = assignment.config.title
+    # a page missing, or one of another run (a resubmission, a regrade), is written again first
+    stale = [r for r in results if r.counted
+             and not page_is_current(r, title=title, folder=reports, notebook_html=None)]
+    if stale:
+        for problem in write_feedback_pages(stale, title=title, folder=reports, notebook_html=True):
+            print(f"warning: {for_terminal(problem)}", file=sys.stderr)
     pages = handback.pages_of(results, reports, roster)
     for student, why in pages.left_out:
-        print(f"warning: {student} left out: {why}", file=sys.stderr)
+        print(f"warning: {for_terminal(student, cap=100)} left out: {for_terminal(why)}",
+              file=sys.stderr)
     if not pages.members:
         raise GraderError(f"no feedback page to release for {assignment.name} (see the warnings)")
     handback.write_zip(pages, Path(args.zip))
@@ -184,7 +188,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     problems = write_feedback_pages(results, title=assignment.config.title, folder=reports,
                                     notebook_html=not args.no_notebook_html)
     for problem in problems:
-        print(f"warning: {problem}", file=sys.stderr)
+        print(f"warning: {for_terminal(problem)}", file=sys.stderr)
     write_summary(results, assignment=assignment.name, title=assignment.config.title,
                   folder=reports, pairs=similar_pairs(assignment, results, args.similar))
     console.print(f"wrote {len(results)} feedback pages and {reports / 'index.html'}")
@@ -259,7 +263,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         left_out = export.not_on_roster(results, roster)
         if left_out:
             print(f"warning: {len(left_out)} graded student(s) are not on the roster and are left"
-                  f" out of the {args.format} file: {', '.join(left_out[:10])}"
+                  f" out of the {args.format} file: {for_terminal(', '.join(left_out[:10]))}"
                   f"{' …' if len(left_out) > 10 else ''}", file=sys.stderr)
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")

@@ -103,6 +103,16 @@ def reports_folder(path: Path) -> Path:
     return path
 
 
+def gradebook_target(text: str) -> str:
+    """The value of --gradebook for a command that may make a new gradebook: a database URL, or
+    a file in a folder that exists; a mistyped folder would make a new, empty gradebook, and the
+    next run would grade everything again."""
+    if "://" not in text and not Path(text).absolute().parent.is_dir():
+        raise GraderError(f"--gradebook {text}: there is no folder {Path(text).parent}; check the"
+                          " path (a new gradebook is made only in a folder that exists)")
+    return text
+
+
 def workers(text: str | int | None) -> int | None:
     """The value of --workers: a number of kernels, or None for auto."""
     value = str(text if text is not None else "auto").strip()

@@ -4,16 +4,21 @@ reference and starter, with a progress bar, the closing line and the exit code."
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
+import signal
 import sys
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from grader.cli import options
-from grader.cli.common import assignment_of, console, prepared_of, reports_dir, similar_pairs
+from grader.cli.common import assignment_of, console, plain, prepared_of, reports_dir, similar_pairs
 from grader.grading import devices
 from grader.grading.batch import grade_batch
 from grader.grading.executor import Batch, Settings
@@ -25,6 +30,7 @@ from grader.model.errors import GraderError, ValidationFailed
 from grader.model.late import LatePolicy
 from grader.model.result import GRADER_FAULT, Result
 from grader.model.submission import Submission, discover
+from grader.model.text import for_terminal
 from grader.reports.pages import phases_line, write_feedback_pages, write_summary
 from grader.store.gradebook import Gradebook
 
@@ -63,10 +69,12 @@ def _grade(assignment: Assignment, submissions: list[Submission], gradebook: Gra
 
 
 def _summary_table(results: list[Result]) -> Table:
+    """The batch's results: student text shown as it is (plain), a grader fault with no score."""
     table = Table("student", "score", "status", "time", "reason", title="results")
     for r in sorted(results, key=lambda r: r.student):
-        table.add_row(r.student, f"{r.score:g}/{r.max_score:g}", r.status, f"{r.total_s:.1f} s",
-                      (r.reason[:80] + "…") if len(r.reason) > 80 else r.reason)
+        score = f"{r.score:g}/{r.max_score:g}" if r.counted else f"—/{r.max_score:g}"
+        table.add_row(plain(r.student, cap=80), score, r.status.value, f"{r.total_s:.1f} s",
+                      plain(r.reason, cap=81))
     return table
 
 
@@ -106,11 +114,13 @@ def _ray_options(args: argparse.Namespace) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     """Grade every notebook in --submissions; store results; write feedback and a summary."""
     assignment = assignment_of(args)
+    target = options.gradebook_target(args.gradebook)
     submissions = discover(Path(args.submissions), notebook_name=assignment.config.notebook)
     reports = reports_dir(args, assignment)
     settings = _settings(args, reports, late.load_policy(assignment))
-    gradebook = Gradebook(args.gradebook)
-    batch = _grade(assignment, submissions, gradebook, args, settings)
+    gradebook = Gradebook(target)
+    with _saying_when_stopped():
+        batch = _grade(assignment, submissions, gradebook, args, settings)
     results = _restated(gradebook, assignment, args, reports, skip={r.student for r in batch.graded})
     write_summary(results, assignment=assignment.name, title=assignment.config.title,
                   folder=reports, pairs=similar_pairs(assignment, results, args.similar))
@@ -119,7 +129,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     faults = sum(r.status == GRADER_FAULT for r in batch.graded)
     elsewhere = f", {len(batch.elsewhere)} being graded by another grader run" if batch.elsewhere else ""
     console.print(f"{len(batch.graded)} graded, {len(batch.skipped)} already graded (use --force"
-                  f" to regrade){elsewhere} in {batch.seconds:.1f} s; reports: {reports / 'index.html'}")
+                  f" to regrade){elsewhere} in {batch.seconds:.1f} s; reports: {reports / 'index.html'}",
+                  markup=False)
     if batch.older:
         console.print(f"{len(batch.older)} results were graded by another grader than this one"
                       f" ({grading_code()}) and are kept; `grader run {assignment.name}"
@@ -129,6 +140,28 @@ def cmd_run(args: argparse.Namespace) -> int:
                            start_s=batch.start_s, slot_ends=batch.slot_ends):
         console.print(line, highlight=False)
     return _batch_exit(batch, faults)
+
+
+@contextlib.contextmanager
+def _saying_when_stopped() -> Iterator[None]:
+    """While the batch runs, Ctrl-C says at once that the grader is stopping and what it waits
+    for (the slots' kernels still running, which take nothing more), then stops as before; a
+    second Ctrl-C stops without waiting."""
+    def stopping(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: at once
+        print("stopping (Ctrl-C): no new notebook is begun; waiting for the kernels still running"
+              " to end (results stored so far are kept; Ctrl-C again stops without waiting)",
+              file=sys.stderr, flush=True)
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may handle signals
+        return
+    before = signal.signal(signal.SIGINT, stopping)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def _restated(gradebook: Gradebook, assignment: Assignment, args: argparse.Namespace,
@@ -142,19 +175,20 @@ def _restated(gradebook: Gradebook, assignment: Assignment, args: argparse.Names
                                         title=assignment.config.title, folder=reports,
                                         notebook_html=not args.no_notebook_html)
         for problem in problems:
-            print(f"warning: {problem}", file=sys.stderr)
+            print(f"warning: {for_terminal(problem)}", file=sys.stderr)
     return results
 
 
 def _batch_exit(batch: Batch, faults: int) -> int:
     """One line on stderr and exit 1 when the batch stopped, lost writes, or met grader faults."""
-    if batch.stopped:
-        print(f"error: {batch.stopped}", file=sys.stderr)
+    if batch.stopped:  # it may quote a check's message, which may quote the student's values
+        print(f"error: {for_terminal(batch.stopped, cap=1000)}", file=sys.stderr)
         return 1
     if batch.unstored:
         student, why = batch.unstored[0]
         print(f"error: {len(batch.unstored)} result(s) could not be stored in the gradebook "
-              f"(first: {student}: {why}); run again to grade them", file=sys.stderr)
+              f"(first: {for_terminal(student, cap=100)}: {for_terminal(why)}); run again to grade"
+              " them", file=sys.stderr)
         return 1
     if faults:
         print(f"error: {faults} submission(s) were not graded because of a grader problem (see "

@@ -3,7 +3,8 @@
 Each student's feedback page and executed-notebook page go under a folder of their own: with a
 roster, Moodle's `Full Name_PARTICIPANTID_assignsubmission_file_/` (the names of Moodle's own
 "download all submissions", which its "upload multiple feedback files in a zip" reads back:
-the participant id is the roster's `lms_id`); else `STUDENT/`. Nothing else of the reports
+the participant id is the roster's `lms_id`); else `STUDENT/`, the student id's slug, as in the
+pages' names. Nothing else of the reports
 folder goes in: never the staff summary, the similar/ pair pages, or another student's page.
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from grader.course.roster import RosterEntry
 from grader.model.result import GRADER_FAULT, Result
+from grader.model.submission import slug
 from grader.reports.pages import feedback_name, notebook_name
 
 MOODLE_SUFFIX = "_assignsubmission_file_"
@@ -31,9 +33,10 @@ class Handback:
 
 def folder_name(student: str, entry: RosterEntry | None) -> str:
     """The student's folder in the zip: Moodle's submission folder name where the roster gives
-    a full name and a participant id, else the student id."""
+    a full name and a participant id, else the student id's slug (an id such as
+    `x\\..\\..\\evil` is never a path in the zip)."""
     if entry is None or not entry.name or not entry.lms_id.isdigit():
-        return student
+        return slug(student)
     # Moodle splits the path on "_" (name, participant id, plugin, ...): none in the name
     name = re.sub(r"[_/\\\x00-\x1f]+", " ", entry.name).strip() or "Participant"
     return f"{name}_{entry.lms_id}{MOODLE_SUFFIX}"

@@ -185,6 +185,9 @@ def test_release_refuses_a_leaking_starter(course):
     pytest.param(["report", "tiny", "--reports", "assignments/tiny/assignment.toml/sub"], "is a file",
                  marks=pytest.mark.slow),
     (["run", "tiny", "--submissions", ".", "--no-sandbox", "--gpus", "99"], "no GPU 99"),
+    # a mistyped folder never makes a new gradebook (the next run would grade everything again)
+    (["run", "tiny", "--submissions", ".", "--no-sandbox", "--gradebook", "gradebok/g.sqlite"],
+     "there is no folder gradebok"),
 ])
 def test_edge_cases_are_one_line_exit_2_and_say_what_to_do(course, args, words):
     if args[0] == "report":
@@ -194,6 +197,7 @@ def test_edge_cases_are_one_line_exit_2_and_say_what_to_do(course, args, words):
     assert run.stderr.startswith("error: ") and run.stderr.count("\n") == 1, run.stderr
     assert words in run.stderr and "secret" not in run.stderr
     assert "Traceback" not in run.stderr + run.stdout
+    assert not (course / "gradebok").exists()
 
 
 def test_export_neutralises_formulas_and_leaves_grader_faults_unscored(tmp_path, capsys):
@@ -309,3 +313,64 @@ def test_two_grader_runs_at_once_on_one_postgresql_gradebook_grade_each_submissi
     assert book.count_runs("tiny") == {name: 1 for name in names}
     assert {(r.status, r.score) for r in book.latest("tiny")} == {("graded", 6)}
     assert book.claims("tiny") == {}
+
+
+def _run_with(monkeypatch, course, tmp_path, grade_batch) -> int:
+    """`grader run` of one fake submission, the batch being GRADE_BATCH (no kernel)."""
+    from grader.cli import run as cli
+    from grader.cli.main import main
+
+    monkeypatch.setattr(cli, "preflight_checks", lambda *a, **k: [])
+    monkeypatch.setattr(cli, "grade_batch", grade_batch)
+    (tmp_path / "subs").mkdir()
+    (tmp_path / "subs" / "a.ipynb").write_text("{}")
+    return main(["run", "tiny", "--submissions", str(tmp_path / "subs"), "--course", str(course),
+                 "--no-sandbox", "--gradebook", str(tmp_path / "b.sqlite"), "--reports",
+                 str(tmp_path / "r"), "--workers", "1"])
+
+
+def test_the_run_shows_student_text_plain_and_a_fault_with_no_score(course, tmp_path, monkeypatch, capsys):
+    """Markup in a student id or reason is shown as it is (no MarkupError), escape sequences
+    (OSC, private CSI, RIS) never reach the terminal, and a grader fault is no 0/6."""
+    from grader.grading.executor import Batch
+    from grader.model.result import Result
+
+    def grade_batch(assignment, submissions, **kwargs):
+        made = Batch()
+        for student, status, reason in [
+                ("[/x]eve\x1b]0;owned\x07", "cell_error", "[/x] cell 2 \x1b[?1049h\x1bc raised [bold]"),
+                ("bob", "error", "not graded yet")]:
+            made.graded.append(Result(student=student, assignment="tiny", notebook="n", sha256="s",
+                                      checks_sha256="k", status=status, reason=reason, score=0,
+                                      max_score=6))
+        made.stopped = "stopped: 1 of the first 1 failed (ValueError: \x1b]52;c;aGk=\x07[/x])"
+        return made
+
+    assert _run_with(monkeypatch, course, tmp_path, grade_batch) == 1
+    out, err = capsys.readouterr()
+    assert "\x1b" not in out + err and "\x07" not in out + err
+    assert "[/x]eve" in out and "[/x] cell 2" in out and "[bold]" in out
+    bob = next(line for line in out.splitlines() if "bob" in line)
+    assert "0/6" not in bob and "—/6" in bob and "error" in bob
+    assert err.startswith("error: stopped: 1 of the first 1 failed (ValueError: ?]52;c;aGk=?[/x])")
+
+
+def test_ctrl_c_says_at_once_that_the_run_is_stopping(course, tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+    import time
+
+    said = []
+
+    def grade_batch(assignment, submissions, **kwargs):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # the handler raises KeyboardInterrupt here
+        finally:  # the slots' kernels end meanwhile: the staff already know why they wait
+            said.append(capsys.readouterr().err)
+        raise AssertionError("Ctrl-C did not stop the batch")
+
+    assert _run_with(monkeypatch, course, tmp_path, grade_batch) == 130
+    assert said[0].startswith("stopping (Ctrl-C): no new notebook is begun; waiting for the kernels")
+    assert "interrupted" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -237,3 +237,32 @@ def test_moodle_and_canvas_archives_are_collected_graded_and_exported_with_their
     assert lines[:2] == ["Student,ID,SIS User ID,SIS Login ID,Section,Tiny (77)", "    Points Possible,,,,,6"]
     assert sorted(lines[2:]) == sorted(['Zoé Ångström,301,,,,3', 'Bob Jones,302,,,,6',
                                         '"Smith, John",201,,smithjohn,,6', '"López, Ana",202,,lópezana,,4.5'])
+
+
+def test_the_feedback_zip_shows_the_current_run_and_slugs_every_student_folder(course, tmp_path, capsys):
+    """A -> B -> A: alice's page on disk is B's (0/10), the gradebook's grade A's (10/10): the
+    zip gets A's page, written again. Without a roster, an id that looks like a path is a
+    folder of its slug in the zip, never '..'."""
+    import zipfile
+
+    from grader.reports.pages import write_feedback
+
+    def made(student: str, sha: str, score: float) -> Result:
+        return Result(student=student, assignment="tiny", notebook="n.ipynb", sha256=sha * 32,
+                      checks_sha256="k", status="graded", reason="", score=score, max_score=10)
+
+    book, reports = tmp_path / "g.sqlite", tmp_path / "reports"
+    gradebook = Gradebook(book)
+    evil = "x\\..\\..\\rt-evil"
+    for result in (made("alice", "aa", 10), made("alice", "bb", 0), made(evil, "cc", 4)):
+        gradebook.store(result)
+        write_feedback(result, title="Tiny", folder=reports, notebook_html=False)
+    gradebook.mark_seen("alice", "tiny", "aa" * 32, "k")  # A again: already graded, skipped
+    assert main(["feedback", "tiny", "--course", str(course), "--gradebook", str(book),
+                 "--reports", str(reports), "--zip", str(tmp_path / "out.zip")]) == 0
+    with zipfile.ZipFile(tmp_path / "out.zip") as archive:
+        names = archive.namelist()
+        alice = archive.read("alice/alice.html").decode()
+    assert "10 / 10" in alice and "aa" * 8 in alice and "bb" * 8 not in alice
+    assert all("\\" not in name and ".." not in name.split("/") for name in names), names
+    assert len(names) == 2 and all(name.count("/") == 1 for name in names)

@@ -137,6 +137,8 @@ def test_grader_problems_show_only_on_the_summary_and_count_for_nothing(tmp_path
     assert "without the grader's sandbox" in html
     page = write_feedback(broken, title="A1", folder=tmp_path, notebook_html=False).read_text()
     assert "TypeError" not in page and "not your fault" in page
+    # a fault is not a score: neither the page's total nor a check's points read as zero
+    assert "Not graded yet" in page and not re.search(r"\b0 / \d", page), page
 
 
 def test_runtimes_are_over_notebooks_that_ran(tmp_path):
