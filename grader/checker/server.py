@@ -5,9 +5,9 @@ drives it).
 Nothing of one student reaches the next: each child starts from the state the server had right
 after its imports (it never imports a check file, creates a Keras object or runs a TensorFlow op
 itself), and is gone when its checks end, with its modules, globals, monkeypatches and temporary
-files. It imports only what checks use, never the gradebook, nbclient or Jinja2. A server
-forked from the batch's zygote (grader.isolation.zygote, for a root grader) starts with what the zygote
-imported for the kernels (NumPy, Keras, matplotlib, ipykernel), none of those either.
+files. It imports only what checks use, never the gradebook, nbclient or Jinja2. It is started
+by exec as an interpreter of its own, never forked from the kernels' zygote
+(grader.isolation.zygote): its memory layout is not the one every student's kernel shares.
 
 A fork server (grader.forkserver). The protocol, one JSON object a line. The grader writes on stdin:
   {"begin": {"args": [...pytest's...], "cwd": ..., "log": ...}}  fork the child; it waits for
@@ -46,31 +46,6 @@ _ON_THE_WAY = {
     "keras": tuple(f"tensorflow.python.data.ops.{op}" for op in (
         "concatenate_op", "flat_map_op", "from_tensors_op", "range_op", "zip_op")),
 }
-
-
-def as_if_cold() -> None:
-    """Set what a server forked from the kernels' zygote (grader.isolation.zygote) imported under the
-    kernels' environment to what this environment says, as a server that imports them itself
-    gets: matplotlib's backend, and the threads of NumPy's OpenBLAS. Nothing where they are not
-    imported yet."""
-    backend = os.environ.get("MPLBACKEND")
-    if backend and "matplotlib" in sys.modules:
-        sys.modules["matplotlib"].use(backend)
-    threads = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
-    if not threads or "numpy" not in sys.modules:
-        return
-    import ctypes
-
-    with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
-        libraries = {line.split()[-1] for line in maps if "openblas" in line.lower()}
-    for library in sorted(libraries):
-        with contextlib.suppress(OSError):
-            handle = ctypes.CDLL(library)
-            for setter in ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
-                           "openblas_set_num_threads64_", "openblas_set_num_threads"):
-                if hasattr(handle, setter):
-                    getattr(handle, setter)(int(threads))
-                    break
 
 
 def warm_up(names: list[str]) -> list[str]:
@@ -199,7 +174,6 @@ def main(argv: list[str] | None = None) -> int:
     # (and so copies) the pages of millions of objects that TensorFlow's import makes, nor
     # spends a fraction of a second of its checks doing so.
     server = Server()
-    as_if_cold()
     server.ready(warm_up(options.imports))
     _Checker(server).serve()
     return 0

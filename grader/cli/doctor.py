@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grader.grading import devices
-from grader.isolation import sandbox
+from grader.isolation import sandbox, workdirs
 from grader.model.assignments import grading_code
 from grader.model.errors import GraderError
 from grader.model.paths import course_root, data_home
@@ -31,7 +31,7 @@ class Row:
 def diagnose(*, course: str | None, data_home_dir: str | None, gradebook: str, gpus: str,
              per_gpu: int = 1) -> list[Row]:
     """Every check, in the order a batch needs them."""
-    rows = [_bubblewrap(), _user_namespaces()]
+    rows = [_bubblewrap(), _user_namespaces(), _cgroups()]
     try:
         slots = devices.slots(devices.choose(gpus), per_gpu)
     except GraderError as exc:
@@ -99,6 +99,19 @@ def _user_namespaces() -> Row:
     if limit in ("", "0"):
         return Row("user namespaces", "FAIL", "disabled: a non-root grader needs them")
     return Row("user namespaces", "ok", f"max_user_namespaces {limit}")
+
+
+def _cgroups() -> Row:
+    """What each run's cgroups limit here: memory, processes, and its share of the CPU time."""
+    held = workdirs.held_limits() if sandbox.own_users(sandboxed=True) else []
+    missing = [c for c in ("memory", "pids", "cpu") if c not in held]
+    if not missing:
+        return Row("cgroups", "ok", "each run's memory, processes and CPU share are held")
+    without = {"memory": "memory no process maps (memfd, shm) is not counted",
+               "pids": "only RLIMIT_NPROC limits processes",
+               "cpu": "a notebook's busy processes can slow the one graded beside it"}
+    why = "a non-root grader makes none" if not held else f"no {', '.join(missing)} controller"
+    return Row("cgroups", "warn", f"{why}: " + "; ".join(without[c] for c in missing))
 
 
 def _kernel(device: devices.Device, *, sandboxed: bool) -> list[Row]:

@@ -106,6 +106,7 @@ async def start_checks(
     sandboxed: bool = True,
     uid: int = sandbox.NOBODY,
     kernel_uid: int = -1,
+    cgroups: tuple[Path, ...] = (),
 ) -> Checker:
     """Start pytest on FILES in a trusted process that waits for Checker.finish.
 
@@ -121,7 +122,7 @@ async def start_checks(
         readonly = checker_mounts(public_dir, hidden_dir, student_data)
         groups = (kernel_uid,) if kernel_uid >= 0 else ()
         argv = sandbox.checker_command(argv, readonly=readonly, writable=[folder, shared],
-                                       workdir=folder, uid=uid, groups=groups)
+                                       workdir=folder, uid=uid, groups=groups, cgroups=cgroups)
         env["GRADER_SANDBOXED"] = "1"  # its parent is bubblewrap, which dies with the grader
     process = await asyncio.create_subprocess_exec(
         *argv, cwd=folder, env=env,

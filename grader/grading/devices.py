@@ -208,3 +208,9 @@ def describe_workers(workers: int, *, auto: bool, kernel_memory_mb: int = 0) -> 
 def threads_per_kernel(workers: int) -> int:
     """CPU threads for each kernel so that WORKERS kernels share the cores without thrashing."""
     return max(1, cores() // max(1, workers))
+
+
+def cpu_share(workers: int) -> float:
+    """The cores each of WORKERS kernels may use at most (its run's CPU quota): an equal share
+    of the machine's, one core at least, so that no notebook's processes slow the others'."""
+    return max(1.0, cores() / max(1, workers))

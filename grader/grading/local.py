@@ -17,13 +17,13 @@ from pathlib import Path
 import nbformat
 
 from grader.data.prepare import Prepared
-from grader.grading.devices import CPU, Device, threads_per_kernel
+from grader.grading.devices import CPU, Device, cpu_share, threads_per_kernel
 from grader.grading.execute import ExecutionStatus, StudentKernel, warmup_code
 from grader.grading.executor import Job, Outbox
 from grader.grading.kernelenv import kernel_python, warm_modules, zygote_env
 from grader.grading.score import execute_and_score, start_checker
 from grader.grading.stage import Kernel, Turn, tail
-from grader.grading.warmcheck import CheckerSlot
+from grader.grading.warmcheck import CheckerSlot, checker_memory_mb
 from grader.isolation import sandbox, workdirs, zygote
 from grader.isolation.zygote import Zygote, Zygotes
 from grader.model.assignments import Assignment
@@ -36,9 +36,10 @@ def grade_submission(
     assignment: Assignment, submission: Submission, *, prepared: Prepared | None,
     device: Device = CPU, threads: int = 1, work_root: Path | None = None, sandboxed: bool = True,
     uid: int | None = None, checker_uid: int | None = None, key: str | None = None,
-    python: str = "", warm_kernel: bool = True,
+    python: str = "", warm_kernel: bool = True, cpus: float | None = None,
 ) -> Result:
-    """Grade one submission; never raises, whatever the notebook or the grader does."""
+    """Grade one submission, its kernel held to CPUS cores (THREADS where None); never raises,
+    whatever the notebook or the grader does."""
     if key is None:
         key = assignment.grading_key(prepared.key if prepared else "")
     results: list[Result] = []
@@ -51,7 +52,7 @@ def grade_submission(
         zygotes = Zygotes()
         slot = Slot(assignment, prepared, key, device, threads, work_root, sandboxed,
                     kernel_python(python), (checker_uid, checker_uid), (uid, uid),
-                    warm=warm_kernel, zygotes=zygotes)
+                    warm=warm_kernel, zygotes=zygotes, cpus=float(threads) if cpus is None else cpus)
         try:
             asyncio.run(slot.serve(WorkQueue([submission], time.monotonic()), results.append))
         finally:
@@ -184,6 +185,7 @@ class Slot:
     checkers: CheckerSlot | None = None  # the warm checker, while the slot serves
     home: workdirs.RunFolder | None = None  # the slot's folder, holding its run folders
     zygotes: Zygotes | None = None  # the batch's, which fork its kernels
+    cpus: float = 0.0  # the cores each of its kernels may use at most (0: no quota)
 
     @property
     def root(self) -> bool:
@@ -192,7 +194,7 @@ class Slot:
 
     async def serve(self, work: WorkQueue, give: Callable[[Result], None], index: int = 0) -> None:
         """Grade submissions from WORK (as its slot INDEX) until none is left, giving each result
-        to GIVE; the next submission's kernel starts while the current one workdirs. A kernel
+        to GIVE; the next submission's kernel starts while the current one runs. A kernel
         started ahead for a submission this slot does not grade (the batch stopped, another
         slot took it over) is killed."""
         count = 0
@@ -204,9 +206,9 @@ class Slot:
             self._make_checkers()
         ahead = self._ahead(first, count)
         if self.checkers is not None and index == 0 and first is not None:
-            # the first slot's checker is forked from the zygote once it has imported (else it
-            # imports beside it, a core each); the others' once their first kernel has started,
-            # so that the zygote's import is not slowed; none where there is nothing to grade
+            # the first slot's checker starts importing now, beside the zygote; the others' once
+            # their first kernel has started, so that the zygote's import is not slowed; none
+            # where there is nothing to grade
             await self.checkers.start(self.assignment.check_files())
         try:
             while True:
@@ -246,25 +248,20 @@ class Slot:
             await self._close_checkers()
 
     def _make_checkers(self) -> None:
-        """Make the slot's folder and its warm checker, which starts (and imports the check
-        libraries) at once for the first slot, and for the others once their first kernel has
-        started, while its notebook workdirs."""
+        """Make the slot's folder, its checker's memory cgroup, and its warm checker, which
+        starts (and imports the check libraries) at once for the first slot, and for the others
+        once their first kernel has started, while its notebook runs."""
         self.home = workdirs.make(self.work_root)
         prepared = self.prepared
+        limits = self.assignment.config.limits
+        cgroups = self.home.confine_memory(checker_memory_mb(limits)) if self.sandboxed else ()
         self.checkers = CheckerSlot(
             folder=self.home.path, public_dir=self.assignment.public_checks,
             hidden_dir=prepared.hidden_dir if prepared else None,
             student_data=prepared.student_dir if prepared else None,
-            limits=self.assignment.config.limits, sandboxed=self.sandboxed,
-            uid=self.checker_uids[0], kernel_uids=self.kernel_uids)
-        if self.zygotes is not None and self.warm and zygote.usable(
-                sandboxed=self.sandboxed, gpu=self.device.gpu):
-            self.checkers.zygote = self._checkers_zygote  # forked with the libraries imported
+            limits=limits, sandboxed=self.sandboxed,
+            uid=self.checker_uids[0], kernel_uids=self.kernel_uids, cgroups=cgroups)
         self.checkers.make_folder()
-
-    async def _checkers_zygote(self) -> Zygote | None:
-        """The batch's zygote, for the warm checker (see _ask_zygote)."""
-        return await self._zygote(None)
 
     async def _close_checkers(self) -> None:
         """Stop the warm checker and remove the slot's folder, leaving no process of its user."""
@@ -328,7 +325,8 @@ class Slot:
             turn.result.reason = str(exc)
             return turn
         try:
-            turn.folder = workdirs.make(self.home.path if self.home else self.work_root)
+            turn.folder = workdirs.make(self.home.path if self.home else self.work_root,
+                                        cpus=self.cpus)
             turn.kernel = Kernel(self.assignment, self.prepared, turn.folder.path, self.device,
                                   self.threads, self.sandboxed, self.kernel_uids[pair],
                                   self.checker_uids[0 if self.checkers else pair], turn.folder,
@@ -412,7 +410,7 @@ class LocalExecutor:
         # Each slot is a device (a GPU appears PER_GPU times at most) and, for a root grader, users
         # of its own: a kernel's process limit and the reaping after it concern that kernel alone.
         each = settings.slots(assignment.config.limits.memory_mb)[: max(1, len(todo))]
-        threads = threads_per_kernel(len(each))
+        threads, cpus = threads_per_kernel(len(each)), cpu_share(len(each))
         python = kernel_python(settings.python)
         # the batch's stop rule stops the slots
         work = WorkQueue(todo, began, preflight=preflight is not None, claim=job.claim, stop=outbox.stop)
@@ -450,7 +448,7 @@ class LocalExecutor:
             slot = Slot(assignment, prepared, key, device, threads, settings.work_root,
                         settings.sandboxed, python, (users[0], users[1]), (users[2], users[3]),
                         warm=settings.warm_kernels, warm_checks=settings.warm_checks,
-                        zygotes=zygotes)
+                        zygotes=zygotes, cpus=cpus)
             workers.append(threading.Thread(target=serve, args=(slot, len(workers)),
                                             name="grader-slot", daemon=True))
         for worker in workers:

@@ -1,5 +1,11 @@
 """The warm checker's client: a worker slot's trusted server (grader.checker.server) that imported
-the check libraries once and forks a fresh child for each submission's checks."""
+the check libraries once and forks a fresh child for each submission's checks.
+
+The server is always an interpreter of its own, started by exec: never a fork of the kernels'
+zygote (grader.isolation.zygote), whose memory layout (where libpython, NumPy, the heap and the
+stack lie) every student's kernel shares, and whose heap holds what it was asked. Where the slot
+has one, it runs in a memory cgroup of its own (`checker_memory_mb`): it loads the students'
+.keras files and arrays, and a hostile one must not take the machine's memory."""
 
 from __future__ import annotations
 
@@ -8,7 +14,6 @@ import collections
 import contextlib
 import ctypes
 import os
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -24,9 +29,8 @@ from grader.grading.check import (
     start_checks,
     trusted_env,
 )
-from grader.isolation import sandbox, workdirs, zygote
+from grader.isolation import sandbox, workdirs
 from grader.isolation.launch import module_command
-from grader.isolation.zygote import Zygote, ZygoteError
 from grader.model.config import Limits
 
 # Seconds the warm checker may take to import its libraries before a submission falls back to
@@ -34,9 +38,14 @@ from grader.model.config import Limits
 WARM_START_SECONDS = 240.0
 WARM_BEGIN_SECONDS = 30.0
 _MS_BIND, _MS_SHARED, _MNT_DETACH = 4096, 1 << 20, 2
-# What moves the forked warm checker's pipes in place in its sandbox before its placeholder runs:
-# bash, which takes descriptors above 9
-_PLACEHOLDER_SHELL = "/bin/bash"
+# Memory a checker holds beyond what a kernel may (its memory_mb): its own libraries, TensorFlow's
+# among them, and the check's copies of the student's values.
+CHECKER_MEMORY_EXTRA_MB = 2048
+
+
+def checker_memory_mb(limits: Limits) -> int:
+    """The memory cgroup's limit for a slot's checker under LIMITS: a kernel's, and the extra."""
+    return limits.memory_mb + CHECKER_MEMORY_EXTRA_MB
 
 
 def warm_imports(files: list[Path], checks_dir: Path) -> list[str]:
@@ -67,11 +76,13 @@ class CheckerSlot:
     FOLDER, where a root grader lets it into the current run folder only; for a root grader,
     FOLDER is made a shared mount so that what is mounted in it later (each run's shared tmpfs)
     reaches the sandbox. Where the server is not running or cannot start, a submission gets a
-    cold checker (`start_checks`) instead; where it dies while checks run, a grader fault."""
+    cold checker (`start_checks`) instead; where it dies while checks run, a grader fault.
+    CGROUPS are the cgroup.procs files (the slot's checker memory cgroup) that the server, or a
+    cold checker in its place, joins as its sandbox starts."""
 
     def __init__(self, *, folder: Path, public_dir: Path, hidden_dir: Path | None,
                  student_data: Path | None, limits: Limits, sandboxed: bool, uid: int,
-                 kernel_uids: tuple[int, ...]):
+                 kernel_uids: tuple[int, ...], cgroups: tuple[Path, ...] = ()):
         self.folder = folder
         self.public_dir = public_dir
         self.hidden_dir = hidden_dir
@@ -80,6 +91,7 @@ class CheckerSlot:
         self.sandboxed = sandboxed
         self.uid = uid
         self.kernel_uids = tuple(kernel_uids)
+        self.cgroups = tuple(cgroups)
         self.process: asyncio.subprocess.Process | None = None
         self.client: Client | None = None  # the server's protocol pipes
         self.imported: list[str] = []  # what the server imported, once it said so
@@ -90,12 +102,6 @@ class CheckerSlot:
         self._stopped: list[asyncio.subprocess.Process] = []  # killed, to be waited for
         self._bound = False
         self._current: WarmChecker | None = None
-        # where the batch has one, the zygote that forks the server, its libraries imported
-        # (grader.isolation.zygote): awaited by each start; None, or a zygote that is None, starts it cold
-        self.zygote: Callable[[], Awaitable[Zygote | None]] | None = None
-        self.forked = False  # whether the server now running was forked from the zygote
-        self.why_not_forked = ""  # why the last server started cold where a zygote was asked
-        self._lifeline = -1  # the write end of the forked server's placeholder's stdin
 
     @property
     def root(self) -> bool:
@@ -106,7 +112,7 @@ class CheckerSlot:
         return self.process is not None and self.process.returncode is None
 
     async def start(self, files: list[Path] | None = None) -> None:
-        """Launch the server (it imports while the caller goes on); nothing if it workdirs. Never
+        """Launch the server (it imports while the caller goes on); nothing if it runs. Never
         raises: where it cannot start, `why_cold` says why and submissions get cold checkers."""
         if self.alive():
             return
@@ -130,21 +136,8 @@ class CheckerSlot:
         if files is None:
             files = sorted(self.public_dir.parent.rglob("test_*.py"))
         args = [f"--import={name}" for name in warm_imports(files, self.public_dir.parent)]
-        self.ready, self.imported, self.forked = False, [], False
+        self.ready, self.imported = False, []
         self._tail.clear()
-        if self.root and self.zygote is not None:
-            made = await self.zygote()
-            if made is None or not made.alive:
-                self.why_not_forked = "the batch's zygote is not running"
-            elif made.python != sys.executable:
-                self.why_not_forked = f"the kernels' interpreter {made.python} is not the grader's"
-            else:
-                try:
-                    await self._fork(made, args)
-                    return
-                except (OSError, ZygoteError, sandbox.SandboxError, RuntimeError) as exc:
-                    self.why_not_forked = f"the zygote could not fork the warm checker: {exc}"
-                    self.stop()
         argv = module_command("grader.checker.server", *args)
         env = trusted_env(self.limits)
         if self.sandboxed:
@@ -156,42 +149,22 @@ class CheckerSlot:
         """ARGV in the checker's sandbox (see start_checks)."""
         readonly = checker_mounts(self.public_dir, self.hidden_dir, self.student_data)
         return sandbox.checker_command(argv, readonly=readonly, writable=[self.folder],
-                                       workdir=self.folder, uid=self.uid, groups=self.kernel_uids)
+                                       workdir=self.folder, uid=self.uid, groups=self.kernel_uids,
+                                       cgroups=self.cgroups)
 
-    async def _spawn(self, argv: list[str], env: dict[str, str], pass_fds: tuple[int, ...] = ()) -> None:
+    async def _spawn(self, argv: list[str], env: dict[str, str]) -> None:
         """Start ARGV with the protocol's pipes as its stdin and stdout, its stderr kept."""
         client = Client("the warm checker")
         try:
             process = await asyncio.create_subprocess_exec(
                 *argv, cwd=self.folder, env=env, stdin=client.stdin, stdout=client.stdout,
-                stderr=asyncio.subprocess.PIPE, pass_fds=pass_fds)
+                stderr=asyncio.subprocess.PIPE)
         except BaseException:
             client.close()
             raise
         client.started()
         self.process, self.client = process, client
         self._drains.append(asyncio.create_task(self._keep_tail(process)))
-
-    async def _fork(self, made: Zygote, args: list[str]) -> None:
-        """Start the server forked from the batch's zygote MADE, whose NumPy, Keras, TensorFlow
-        and matplotlib are imported already: into a checker's sandbox as `_launch` makes it,
-        around a placeholder that holds the server's pipes until the zygote's midwife takes
-        them. The placeholder reads the lifeline, whose write end only this process holds: the
-        sandbox ends with the grader even where bubblewrap's own --die-with-parent is not set yet."""
-        lifeline, self._lifeline = os.pipe()
-        held = 3 if lifeline != 3 else 4  # where the placeholder keeps the server's stdin
-        placeholder = [_PLACEHOLDER_SHELL, "-c",
-                       f"exec {zygote.PLACEHOLDER[0]} {held}<&0 0<&{lifeline} {lifeline}<&-"]
-        env = {**trusted_env(self.limits), "HOME": "/tmp", "GRADER_SANDBOXED": "1"}
-        try:
-            await self._spawn(self._sandboxed(placeholder), env, pass_fds=(lifeline,))
-        finally:
-            os.close(lifeline)
-        assert self.process is not None
-        await made.fork(sandbox=self.process.pid, argv=["grader.checker.server", *args], env=env,
-                        uid=self.uid, groups=self.kernel_uids, log="", seccomp=b"",
-                        cwd=str(self.folder), stdio=(held, 1, 2))
-        self.forked = True
 
     async def begin(self, files: list[Path], *, run_dir: Path, shared: Path,
                     kernel_uid: int) -> Checker | WarmChecker:
@@ -202,7 +175,7 @@ class CheckerSlot:
             return start_checks(files, run_dir=run_dir, public_dir=self.public_dir,
                                 hidden_dir=self.hidden_dir, student_data=self.student_data,
                                 shared=shared, limits=self.limits, sandboxed=self.sandboxed,
-                                uid=self.uid, kernel_uid=kernel_uid)
+                                uid=self.uid, kernel_uid=kernel_uid, cgroups=self.cgroups)
 
         if self._current is not None:  # the previous submission's never finished
             self._current.kill()
@@ -277,9 +250,6 @@ class CheckerSlot:
 
     def stop(self) -> None:
         """Kill the server (the next submission starts a fresh one)."""
-        if self.process is not None and self.forked and not self.ready:  # it never came up
-            self.zygote = None  # the next ones are not forked
-            self.why_not_forked = f"the forked warm checker did not start: {self.said()}"
         if self.process is not None:
             with contextlib.suppress(ProcessLookupError):
                 self.process.kill()
@@ -288,14 +258,7 @@ class CheckerSlot:
         if self.client is not None:
             self.client.close()
             self.client = None
-        self._let_go()
         self.ready = False
-
-    def _let_go(self) -> None:
-        """Close the forked server's lifeline: its sandbox ends, if nothing ended it before."""
-        if self._lifeline >= 0:
-            os.close(self._lifeline)
-            self._lifeline = -1
 
     async def close(self) -> None:
         """Stop the server, wait for it, and undo the slot's shared mount."""

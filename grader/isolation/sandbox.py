@@ -25,7 +25,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -338,18 +337,22 @@ def command(argv: list[str], spec: Spec) -> list[str]:
 
 
 _CLAIMS: list[object] = []  # open lock files: a claim lasts as long as this process
+# Where every grader on the machine keeps its claims: one place, whatever its TMPDIR says (two
+# graders with their own TMPDIRs would otherwise take the same users and reap each other's
+# kernels). /run where it can be written (root), else /tmp itself.
+USER_LOCKS = (Path("/run/grader-users"), Path("/tmp/grader-users"))
 
 
 def claim_user(first: int = 61000, last: int = 64999) -> int:
     """A user id no other grader on this machine is using now, for one kernel slot.
 
-    Each claim holds an flock on /tmp/grader-users/UID.lock until this process ends (killed or
-    not), so two graders at once never share a user, its process limit, or `reap`.
+    Each claim holds an flock on UID.lock in the machine's one claims folder (`user_locks`)
+    until this process ends (killed or not), so two graders at once never share a user, its
+    process limit, or `reap`.
     """
     import fcntl
 
-    folder = Path(tempfile.gettempdir()) / "grader-users"
-    folder.mkdir(mode=0o700, exist_ok=True)
+    folder = user_locks()
     for uid in range(first, last + 1):
         handle = open(folder / f"{uid}.lock", "w")
         try:
@@ -360,6 +363,20 @@ def claim_user(first: int = 61000, last: int = 64999) -> int:
         _CLAIMS.append(handle)
         return uid
     raise RuntimeError(f"every sandbox user from {first} to {last} is in use")
+
+
+def user_locks() -> Path:
+    """The folder of every grader's user claims: the first of USER_LOCKS this process can make
+    or write in; never one that TMPDIR moves."""
+    for folder in USER_LOCKS:
+        try:
+            folder.mkdir(mode=0o700, exist_ok=True)
+        except OSError:
+            continue
+        if folder.is_dir() and not folder.is_symlink() and os.access(folder, os.W_OK | os.X_OK):
+            return folder
+    raise RuntimeError(f"no folder for the sandbox users' claims: {' and '.join(map(str, USER_LOCKS))}"
+                       " cannot be written")
 
 
 def reap(uid: int, timeout: float = 10.0) -> None:
@@ -400,10 +417,12 @@ def _pids_of(uid: int) -> list[int]:
 
 
 def checker_command(argv: list[str], *, readonly: list[Path], writable: list[Path], workdir: Path,
-                    uid: int, groups: tuple[int, ...] = (), tmp_mb: int = 4096) -> list[str]:
+                    uid: int, groups: tuple[int, ...] = (), tmp_mb: int = 4096,
+                    cgroups: tuple[Path, ...] = ()) -> list[str]:
     """ARGV in a bubblewrap sandbox for the trusted checks: no network, the Python and /usr
     read-only, READONLY and WRITABLE folders at their own paths, a private /tmp, and for a root
-    grader the unprivileged user UID (with supplementary GROUPS) instead of root."""
+    grader the unprivileged user UID (with supplementary GROUPS) instead of root; in the
+    cgroups whose cgroup.procs files are CGROUPS (its memory limit), where given."""
     path = bwrap()
     if path is None:
         raise RuntimeError("bubblewrap cannot make a sandbox on this machine")
@@ -434,4 +453,4 @@ def checker_command(argv: list[str], *, readonly: list[Path], writable: list[Pat
                  "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"]
     else:
         args += ["--"]
-    return [*_entry(), *args, *argv]
+    return [*_entry(cgroups=cgroups), *args, *argv]

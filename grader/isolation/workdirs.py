@@ -12,6 +12,9 @@ running beside it, and remove only the former. While sandboxed it also carries:
   process maps (memfd, SysV shm, tmpfs files) counts against `memory_mb` and every process and
   thread against `processes`. Where no cgroup can be made, RLIMIT_AS and RLIMIT_NPROC alone
   apply, as before;
+- a CPU quota (v1 `cpu.cfs_quota_us`, v2 `cpu.max`) of the folder's `cpus` cores, its slot's
+  share of the machine, so that a notebook that starts sixty busy processes slows itself and
+  no student graded beside it. Where the cpu controller is missing, the run goes without;
 - a tmpfs holding copies of the notebook and the student's data, bound from there into the
   sandbox, so that its /proc/self/mountinfo names no host folder for them (root only).
 """
@@ -39,6 +42,7 @@ _LOCK = ".lock"
 _CGROUPS = ".cgroups"  # the run's cgroup folders, one a line, for whoever removes the run
 LOCKLESS_AGE = 24 * 3600.0  # a folder without a lock (an older grader's) is stale after this
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
+_CPU_PERIOD_US = 100_000  # the scheduler's accounting period for a CPU quota (its default)
 _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MNT_DETACH = 2, 4, 8, 2
 _swept: set[Path] = set()
 
@@ -46,9 +50,10 @@ _swept: set[Path] = set()
 class RunFolder:
     """A run folder this process holds; `remove` undoes everything it made."""
 
-    def __init__(self, path: Path, lock: int):
+    def __init__(self, path: Path, lock: int, cpus: float = 0.0):
         self.path = path
         self._lock = lock
+        self.cpus = cpus  # the cores its kernel may use at most (its CPU quota); 0: no quota
         self.capped = False  # the shared folder is a size-capped tmpfs
         self.cgroups: list[Path] = []
 
@@ -81,8 +86,17 @@ class RunFolder:
         return copies
 
     def confine(self, limits: Limits) -> tuple[Path, ...]:
-        """Make the run's cgroups; return the cgroup.procs files a sandbox joins (maybe none)."""
-        self.cgroups = _make_cgroups(self.path.name, limits)
+        """Make the run's cgroups (memory, processes and, where `cpus` is set, a CPU quota);
+        return the cgroup.procs files a sandbox joins (maybe none)."""
+        return self._confine(_make_cgroups(self.path.name, limits, self.cpus))
+
+    def confine_memory(self, memory_mb: int) -> tuple[Path, ...]:
+        """Make one memory cgroup of MEMORY_MB for what runs in this folder (a slot's checker);
+        return the cgroup.procs files to join (none where it cannot be made)."""
+        return self._confine(_memory_cgroup(self.path.name, memory_mb))
+
+    def _confine(self, groups: list[Path]) -> tuple[Path, ...]:
+        self.cgroups = groups
         (self.path / _CGROUPS).write_text("".join(f"{c}\n" for c in self.cgroups))
         return tuple(c / "cgroup.procs" for c in self.cgroups)
 
@@ -110,9 +124,10 @@ def check_room(work_root: Path | None = None) -> None:
             f" of at most {room} bytes (set TMPDIR, e.g. TMPDIR=/tmp)")
 
 
-def make(work_root: Path | None = None) -> RunFolder:
-    """A fresh, locked run folder under WORK_ROOT (the system's temporary folder by default);
-    the first one a process makes also removes the folders dead graders left there."""
+def make(work_root: Path | None = None, *, cpus: float = 0.0) -> RunFolder:
+    """A fresh, locked run folder under WORK_ROOT (the system's temporary folder by default),
+    whose kernel may use CPUS cores at most (0: no quota); the first one a process makes also
+    removes the folders dead graders left there."""
     root = Path(work_root or tempfile.gettempdir())
     root.mkdir(parents=True, exist_ok=True)
     if root not in _swept:
@@ -123,7 +138,7 @@ def make(work_root: Path | None = None) -> RunFolder:
     lock = os.open(path / ".lock-new", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     fcntl.flock(lock, fcntl.LOCK_EX)
     os.rename(path / ".lock-new", path / _LOCK)
-    return RunFolder(path, lock)
+    return RunFolder(path, lock, cpus)
 
 
 def remove_stale(work_root: Path) -> list[Path]:
@@ -232,10 +247,14 @@ def _own_cgroups() -> dict[str, str]:
     return groups
 
 
-def _make_cgroups(name: str, limits: Limits) -> list[Path]:
-    """Cgroups named NAME under this process's own, limiting memory and processes; the v1
-    memory and pids controllers where they are mounted, else one v2 group with both."""
+def _make_cgroups(name: str, limits: Limits, cpus: float = 0.0) -> list[Path]:
+    """Cgroups named NAME under this process's own, limiting memory and processes and, where
+    CPUS is above 0, holding them to CPUS cores; the v1 memory, pids and cpu controllers where
+    they are mounted, else one v2 group with all three. Memory and processes are required
+    (none is made without both); the CPU quota is not (a machine without the cpu controller
+    grades as before, with no quota)."""
     memory = str(limits.memory_mb * 1024 * 1024)
+    quota = str(max(1000, round(cpus * _CPU_PERIOD_US)))
     own = _own_cgroups()
     v1 = {"memory": {"memory.limit_in_bytes": memory, "memory.memsw.limit_in_bytes": memory},
           "pids": {"pids.max": str(limits.processes)}}
@@ -247,9 +266,15 @@ def _make_cgroups(name: str, limits: Limits) -> list[Path]:
                 break
             made.append(group)
         else:
+            if cpus > 0 and "cpu" in own and (_CGROUP_ROOT / "cpu").is_dir():
+                settings = {"cpu.cfs_period_us": str(_CPU_PERIOD_US), "cpu.cfs_quota_us": quota}
+                group = _cgroup(_CGROUP_ROOT / "cpu" / own["cpu"].lstrip("/") / name, settings)
+                made += [group] if group is not None else []
             return made
     elif "" in own and (_CGROUP_ROOT / "cgroup.controllers").is_file():
         settings = {"memory.max": memory, "memory.swap.max": "0", "pids.max": str(limits.processes)}
+        if cpus > 0:
+            settings["cpu.max"] = f"{quota} {_CPU_PERIOD_US}"
         group = _cgroup(_CGROUP_ROOT / own[""].lstrip("/") / name, settings)
         if group is not None:
             return [group]
@@ -258,10 +283,45 @@ def _make_cgroups(name: str, limits: Limits) -> list[Path]:
     return []
 
 
-def _cgroup(path: Path, settings: dict[str, str]) -> Path | None:
-    """Make the cgroup PATH with SETTINGS; None (and nothing left) if a required one fails.
+def _memory_cgroup(name: str, memory_mb: int) -> list[Path]:
+    """One cgroup named NAME under this process's own holding its processes to MEMORY_MB (v1's
+    memory controller, else v2); none where it cannot be made."""
+    memory = str(memory_mb * 1024 * 1024)
+    own = _own_cgroups()
+    if "memory" in own and (_CGROUP_ROOT / "memory").is_dir():
+        settings = {"memory.limit_in_bytes": memory, "memory.memsw.limit_in_bytes": memory}
+        group = _cgroup(_CGROUP_ROOT / "memory" / own["memory"].lstrip("/") / name, settings)
+    elif "" in own and (_CGROUP_ROOT / "cgroup.controllers").is_file():
+        group = _cgroup(_CGROUP_ROOT / own[""].lstrip("/") / name,
+                        {"memory.max": memory, "memory.swap.max": "0"})
+    else:
+        group = None
+    return [group] if group is not None else []
 
-    Swap settings are optional: they exist only where the kernel accounts swap."""
+
+def held_limits() -> list[str]:
+    """The controllers a run's cgroups get on this machine, of "memory", "pids" and "cpu": made
+    once under a throwaway name, then removed (for `grader doctor`)."""
+    held = []
+    for group in _make_cgroups(f"grader-probe-{os.getpid()}", Limits(), cpus=1.0):
+        if (group / "cgroup.controllers").exists():  # v2: one group with all it could hold
+            held += ["memory", "pids"]
+            with contextlib.suppress(OSError):
+                held += ["cpu"] if not (group / "cpu.max").read_text().startswith("max") else []
+        else:  # v1: a group per controller, under the controller's own hierarchy
+            held.append(group.relative_to(_CGROUP_ROOT).parts[0])
+        _remove_cgroup(group)
+    return [c for c in ("memory", "pids", "cpu") if c in held]
+
+
+# Settings a cgroup may lack: swap exists only where the kernel accounts it, a v2 cpu.max only
+# where the cpu controller is delegated to this process's group.
+_OPTIONAL = ("memory.memsw.limit_in_bytes", "memory.swap.max", "cpu.max")
+
+
+def _cgroup(path: Path, settings: dict[str, str]) -> Path | None:
+    """Make the cgroup PATH with SETTINGS; None (and nothing left) if a required one fails
+    (one not in _OPTIONAL)."""
     try:
         path.mkdir()
     except OSError:
@@ -270,7 +330,7 @@ def _cgroup(path: Path, settings: dict[str, str]) -> Path | None:
         try:
             (path / key).write_text(value)
         except OSError:
-            if "swap" not in key and "memsw" not in key:
+            if key not in _OPTIONAL:
                 _remove_cgroup(path)
                 return None
     return path

@@ -23,14 +23,10 @@ Only a root grader forks kernels this way (joining a sandbox's namespaces and dr
 user needs privileges there); an unprivileged grader, a GPU kernel or any failure of the zygote
 falls back to starting the kernel cold, which costs time and never a student's grade.
 
-The batch's warm checkers (grader.checker.server) are forked the same way, each into a checker's
-sandbox: the check libraries are the kernels' own (the same interpreter), imported once for both.
-A checker takes the pipes the grader made for it from its sandbox's placeholder, runs as the
-checker's user with the kernels' groups, and gets the trusted environment whole. What it shares
-with the kernels is only what every fork of the zygote shares: the imported modules' state (no
-student's), the address layout and the interpreter's hash secret. The checks read a student's
-values as JSON or .npy without pickle, capped in size, and time-limited, so knowing those gives a
-student nothing the checker hands out.
+Only kernels are forked here. Every fork of the zygote shares its address layout (where
+libpython, NumPy, the heap and the stack lie), its interpreter's hash secret, and whatever its
+heap still holds of the requests it read: the trusted checkers (grader.checker.server) are
+therefore never forked from it, and start by exec, each with a layout of its own.
 
 `grader run` starts its batch's zygote before it imports the rest of itself (`prestart`, from
 grader.cli.early); the batch takes that one over where it is the very zygote it asks for (same
@@ -148,15 +144,11 @@ class Zygote:
         return self.process is not None and self.process.poll() is None and not self.problem
 
     async def fork(self, *, sandbox: int, argv: list[str], env: dict[str, str], uid: int,
-                   log: str, seccomp: bytes, cwd: str, groups: tuple[int, ...] = (),
-                   stdio: tuple[int, int, int] | None = None) -> int:
-        """Fork a kernel running ARGV into the sandbox bubblewrap runs as SANDBOX, as UID (with
-        supplementary GROUPS) in CWD with ENV, its stderr to LOG; the midwife's pid. With STDIO,
-        a checker: its stdin, stdout and stderr are the placeholder's descriptors STDIO, and ENV
-        is its whole environment. Raises ZygoteError."""
+                   log: str, seccomp: bytes, cwd: str) -> int:
+        """Fork a kernel running ARGV into the sandbox bubblewrap runs as SANDBOX, as UID in CWD
+        with ENV, its stderr to LOG; the midwife's pid. Raises ZygoteError."""
         request = {"fork": {"sandbox": sandbox, "argv": argv, "env": env, "uid": uid, "log": log,
-                            "seccomp": seccomp.hex(), "cwd": cwd, "groups": list(groups),
-                            "stdio": list(stdio or ())}}
+                            "seccomp": seccomp.hex(), "cwd": cwd}}
         return await asyncio.to_thread(self._fork, request)
 
     def _fork(self, request: dict[str, Any]) -> int:

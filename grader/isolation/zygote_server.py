@@ -10,7 +10,7 @@ zygote takes them out of sys.modules before a kernel runs. Started as
 the command name of the process that holds each sandbox}.
 
 The protocol (grader.forkserver): {"fork": {"sandbox": PID, "argv": [...], "env": {...},
-"uid": N, "log": PATH, "seccomp": HEX, "cwd": PATH, "groups": [...], "stdio": [...]}} is
+"uid": N, "log": PATH, "seccomp": HEX, "cwd": PATH}} is
 answered {"forked": PID} (the midwife) or {"error": why}; {"ready": [modules]} comes once,
 after the imports.
 """
@@ -188,12 +188,12 @@ def fill_home(home: str, files: list[tuple[str, bytes | None]]) -> None:
 
 
 def drop_privileges(request: dict[str, Any], cap_last: int) -> None:
-    """Become the sandbox's user as setpriv does for a kernel bubblewrap starts: its uid, the
-    request's groups, no capability, no new privileges, its seccomp filter."""
+    """Become the sandbox's user as setpriv does for a kernel bubblewrap starts: its uid, no
+    supplementary group, no capability, no new privileges, its seccomp filter."""
     uid = int(request["uid"])
     for cap in range(cap_last + 1):
         libc.prctl(24, cap, 0, 0, 0)  # PR_CAPBSET_DROP
-    os.setgroups([int(g) for g in request.get("groups", ())])
+    os.setgroups([])
     os.setresgid(uid, uid, uid)
     os.setresuid(uid, uid, uid)
     header, data = _Header(0x20080522, 0), (_Data * 2)()
@@ -209,9 +209,9 @@ def drop_privileges(request: dict[str, Any], cap_last: int) -> None:
         check(libc.prctl(22, 2, ctypes.byref(prog), 0, 0), "seccomp")  # PR_SET_SECCOMP, FILTER
 
 
-def kernel(request: dict[str, Any], fds: dict[int, int], root: int, stdio: list[int], warm: Warm) -> None:
-    """In the grandchild: enter the sandbox, become its user, run ARGV's module (ipykernel, or
-    for a checker the check server). Returns only by an exception."""
+def kernel(request: dict[str, Any], fds: dict[int, int], root: int, warm: Warm) -> None:
+    """In the grandchild: enter the sandbox, become its user, run ARGV's module (ipykernel).
+    Returns only by an exception."""
     for kind in (NEWNET, NEWIPC, NEWUTS, NEWCGROUP, NEWNS):
         if kind in fds:
             check(libc.setns(fds[kind], kind), "setns")
@@ -219,22 +219,15 @@ def kernel(request: dict[str, Any], fds: dict[int, int], root: int, stdio: list[
     os.chroot(".")
     os.chdir(request["cwd"])
     os.setsid()
-    if stdio:  # a checker: the pipes to the grader, taken from the placeholder
-        for target, fd in enumerate(stdio):
-            os.dup2(fd, target)
-    else:
-        log = os.open(request["log"], os.O_WRONLY | os.O_APPEND) if request.get("log") else -1
-        null = os.open(os.devnull, os.O_RDWR)
-        os.dup2(null, 0)
-        os.dup2(null, 1)
-        os.dup2(log if log >= 0 else null, 2)
+    log = os.open(request["log"], os.O_WRONLY | os.O_APPEND) if request.get("log") else -1
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.dup2(log if log >= 0 else null, 2)
     os.closerange(3, max(1 << 16, os.sysconf("SC_OPEN_MAX")))  # nothing of the zygote's
     drop_privileges(request, warm.cap_last)
     os.environ.clear()
-    if stdio:  # the trusted environment, whole: nothing the kernels' imports set wins over it
-        os.environ.update({**warm.added, **request["env"], "PWD": request["cwd"]})
-    else:
-        os.environ.update({**request["env"], **warm.added, "PWD": request["cwd"]})
+    os.environ.update({**request["env"], **warm.added, "PWD": request["cwd"]})
     tempfile.tempdir = None  # found again from the kernel's own environment, as a cold one does
     with contextlib.suppress(OSError):
         fill_home(os.environ["HOME"], warm.home)
@@ -270,27 +263,21 @@ def midwife(server: Server, request: dict[str, Any], warm: Warm, placeholder: st
         if NEWPID not in fds or NEWNS not in fds:
             raise RuntimeError("the sandbox has no namespaces of its own")
         root = os.open(f"/proc/{target}/root", os.O_RDONLY | os.O_DIRECTORY)
-        # a checker's stdin, stdout and stderr: the placeholder's descriptors STDIO, opened
-        # again (read, write, write) from the pipes the grader made for it
-        stdio = [os.open(f"/proc/{target}/fd/{int(fd)}", os.O_RDONLY if i == 0 else os.O_WRONLY)
-                 for i, fd in enumerate(request.get("stdio", ()))]
-        for procs in cgroups(target):  # the run's memory and process limits
+        for procs in cgroups(target):  # the run's memory, process and CPU limits
             with open(procs, "w") as f:
                 f.write(str(os.getpid()))
         check(libc.setns(fds[NEWPID], NEWPID), "setns pid")
 
         def grandchild() -> int:
             try:
-                kernel(request, fds, root, stdio, warm)
+                kernel(request, fds, root, warm)
             except SystemExit:
-                raise  # the check server's end: its status
+                raise  # the kernel's end: its status
             except BaseException:  # noqa: BLE001 - said in the kernel's log
                 _tell(request, "the zygote's kernel did not start:\n" + traceback.format_exc())
             return 70
 
         pid = server.fork(grandchild, failed=70)
-        for fd in stdio:
-            os.close(fd)
         os.waitpid(pid, 0)
         return 0
     except BaseException:  # noqa: BLE001 - said in the kernel's log

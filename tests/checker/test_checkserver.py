@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -38,14 +37,6 @@ def make_slot(tmp_path: Path, limits: Limits | None = None) -> CheckerSlot:
                        student_data=None, limits=limits or Limits(check_seconds=60),
                        sandboxed=True, uid=NOBODY,
                        kernel_uids=())
-
-
-def forking_from(slot: CheckerSlot, made) -> None:
-    """Have SLOT's server forked from the zygote MADE, as a batch's slot has."""
-    async def the_zygote():
-        return made
-
-    slot.zygote = the_zygote
 
 
 def check_file(slot: CheckerSlot, name: str, source: str) -> Path:
@@ -277,16 +268,7 @@ async def main():
     checks = tmp / "course" / "checks"
     slot = CheckerSlot(folder=tmp / "slot", public_dir=checks / "public", hidden_dir=None,
                        student_data=None, limits=Limits(), sandboxed=True, uid=65534, kernel_uids=())
-    if sys.argv[2] == "forked":  # the server forked from a zygote, as a batch's is
-        from grader.isolation.zygote import Zygote
-        made = Zygote(sys.executable, {"PATH": "/usr/bin:/bin", "HOME": "/home/student"}, ["numpy"])
-        assert made.start(), made.problem
-
-        async def the_zygote():
-            return made
-        slot.zygote = the_zygote
     await slot.start()
-    assert slot.forked == (sys.argv[2] == "forked"), slot.why_not_forked
     run = workdirs.make(slot.folder)
     shared = run.share(disk_mb=8)
     Layout(shared).make()
@@ -301,17 +283,15 @@ asyncio.run(main())
 """
 
 
-@pytest.mark.parametrize("how", ["launched", pytest.param("forked", marks=pytest.mark.skipif(
-    not ROOT, reason="only a root grader forks kernels, and so checkers"))])
-def test_a_killed_grader_leaves_no_warm_checker_behind(tmp_path, how):
+def test_a_killed_grader_leaves_no_warm_checker_behind(tmp_path):
     slot = make_slot(tmp_path)
     check_file(slot, "test_quick.py", QUICK)
-    grader = subprocess.Popen([sys.executable, "-c", KEEP, str(tmp_path), how], cwd=REPO,
+    grader = subprocess.Popen([sys.executable, "-c", KEEP, str(tmp_path)], cwd=REPO,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert grader.stdout.readline() == "waiting\n", grader.stderr.read()[-2000:]
         # bubblewrap's step, bubblewrap, its init, and the server and the child waiting for
-        # its kernel (or for a forked server, the placeholder; the zygote, its midwife, ...)
+        # its kernel
         started = [int(pid) for pid in grader.stdout.readline().split()]
         assert len(processes_of(grader.pid)) >= 3 and len(started) >= 4, started
     finally:
@@ -426,88 +406,29 @@ def test_world():
 '''
 
 
-@pytest.mark.slow  # a zygote imports Keras, a server forked from it and one started cold
-@pytest.mark.skipif(not ROOT, reason="only a root grader forks kernels, and so checkers")
-def test_a_warm_checker_forked_from_the_zygote_checks_in_the_world_of_one_started_cold(tmp_path):
-    from grader.grading.devices import CPU
-    from grader.grading.kernelenv import zygote_env
-    from grader.isolation import zygote
+@pytest.mark.slow  # the server imports Keras
+@pytest.mark.skipif(not ROOT, reason="only a root grader runs checks as users of their own")
+def test_a_warm_checker_checks_as_its_own_user_in_the_kernels_group_and_nothing_more(tmp_path):
+    slot = make_slot(tmp_path)
+    slot.kernel_uids = (NOBODY - 1,)
 
-    made = zygote.Zygote(sys.executable, zygote_env(CPU, 2), ["numpy", "matplotlib.pyplot", "keras"])
-    assert made.start(), made.problem
-    worlds = {}
-    try:
-        for how in ("cold", "forked"):
-            slot = make_slot(tmp_path / how)
-            slot.kernel_uids = (NOBODY - 1,)
-            if how == "forked":
-                forking_from(slot, made)
+    async def go():
+        files = [check_file(slot, "test_world.py", WORLD + "\nimport keras\n"),
+                 check_file(slot, "test_leave.py", LEAVE)]
+        await slot.start(files)
+        first, kind, _ = await grade(slot, files)
+        second, _, _ = await grade(slot, files)
+        await slot.close()
+        return first, second, kind
 
-            async def go(slot=slot):
-                files = [check_file(slot, "test_world.py", WORLD + "\nimport keras\n"),
-                         check_file(slot, "test_leave.py", LEAVE)]
-                await slot.start(files)
-                first, kind, _ = await grade(slot, files)
-                second, _, _ = await grade(slot, files)
-                forked = slot.forked
-                await slot.close()
-                return first, second, kind, forked
-
-            first, second, kind, forked = asyncio.run(go())
-            assert kind is WarmChecker and forked == (how == "forked"), slot.why_not_forked
-            seen = [outcomes(checks) for checks in (first, second)]
-            assert [o["test_nothing_of_the_last_student"] for o in seen] == [("passed", "")] * 2, seen
-            outcome, message = seen[0]["test_world"]
-            assert outcome == "failed" and message.startswith("WORLD "), message
-            # each run's own folder, and the slot's, named alike
-            message = re.sub(r"(grader|checks)-[a-z0-9_]+", "RUN",
-                             message.replace(str(tmp_path / how), "SLOT"))
-            worlds[how] = json.loads(message.removeprefix("WORLD "))
-    finally:
-        made.close()
-    # what the zygote's import of ipykernel's debugger set, and no check reads
-    assert worlds["forked"]["env"].pop("PYDEVD_USE_FRAME_EVAL") == "NO"
-    assert worlds["forked"] == worlds["cold"]
-    world = worlds["forked"]  # the checker's user in the kernels' group, nothing more
+    first, second, kind = asyncio.run(go())
+    assert kind is WarmChecker
+    seen = [outcomes(checks) for checks in (first, second)]
+    assert [o["test_nothing_of_the_last_student"] for o in seen] == [("passed", "")] * 2, seen
+    outcome, message = seen[0]["test_world"]
+    assert outcome == "failed" and message.startswith("WORLD "), message
+    world = json.loads(message.removeprefix("WORLD "))
     assert world["Uid"].split() == [str(NOBODY)] * 4 and world["Groups"] == str(NOBODY - 1)
     assert world["CapEff"] == world["CapBnd"] == "0000000000000000" and world["NoNewPrivs"] == "1"
     assert world["backend"] == "Agg" and world["blas"] == [1] and world["host"] == "checker"
     assert world["env"]["CUDA_VISIBLE_DEVICES"] == "" and "OPENBLAS_NUM_THREADS" not in world["env"]
-
-
-@pytest.mark.skipif(not ROOT, reason="only a root grader forks kernels, and so checkers")
-@pytest.mark.parametrize("fault", ["stopped", "refuses", "bash"])
-def test_a_zygote_that_cannot_fork_the_checker_leaves_it_to_start_by_itself(tmp_path, monkeypatch,
-                                                                          fault):
-    from grader.isolation import zygote
-
-    made = zygote.Zygote(sys.executable, {"PATH": "/usr/bin:/bin", "HOME": "/home/student"}, ["numpy"])
-    assert made.start(), made.problem
-    if fault == "stopped":
-        made.close()
-    elif fault == "refuses":
-        async def refuse(self, **kwargs):
-            raise zygote.ZygoteError("no more forks")
-        monkeypatch.setattr(zygote.Zygote, "fork", refuse)
-    else:  # the forked server never comes up: its placeholder's shell is missing
-        monkeypatch.setattr(warmcheck, "_PLACEHOLDER_SHELL", "/nonexistent/bash")
-    slot = make_slot(tmp_path)
-    forking_from(slot, made)
-
-    async def go():
-        files = [check_file(slot, "test_quick.py", QUICK)]
-        await slot.start(files)
-        first, _, _ = await grade(slot, files)
-        second, again, _ = await grade(slot, files)
-        await slot.close()
-        return first, second, again
-
-    try:
-        first, second, again = asyncio.run(go())
-    finally:
-        made.close()
-    assert outcomes(first) == outcomes(second) == {"test_quick": ("passed", "")}
-    assert not slot.forked and again is WarmChecker  # the second one on a server launched cold
-    assert {"stopped": "the batch's zygote is not running",
-            "refuses": "the zygote could not fork the warm checker: no more forks",
-            "bash": "the forked warm checker did not start"}[fault] in slot.why_not_forked

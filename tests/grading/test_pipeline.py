@@ -522,3 +522,39 @@ def test_a_notebook_runs_beside_the_preflight_but_is_checked_and_stored_only_aft
     assert result.status == "graded" and result.score == 6, result.reason
     assert min(checked) >= passed[-1] and min(stored) >= passed[-1]
     assert 0 < batch.start_s < batch.seconds
+
+
+# Sixty busy processes for eight seconds, each in a session of its own (so that no autogroup of
+# the scheduler holds them together: each would count as much as a whole other kernel).
+CPU_HOG = ("import os, time\nbegan = time.monotonic()\nfor _ in range(60):\n    if os.fork() == 0:\n"
+           "        os.setsid()\n        while time.monotonic() - began < 8:\n            pass\n"
+           "        os._exit(0)\nfor _ in range(60):\n    os.wait()")
+# Waits until the machine runs twenty processes at once (the hog beside it), then spins for a
+# second and says what share of a core it got meanwhile.
+BESIDE_THE_HOG = (
+    "import time\nbegan = time.monotonic()\ndef running():\n    for line in open('/proc/stat'):\n"
+    "        if line.startswith('procs_running'):\n            return int(line.split()[1])\n"
+    "beside = False\nwhile not beside and time.monotonic() - began < 8:\n"
+    "    beside = running() >= 20\n    time.sleep(0.005)\n"
+    "wall, cpu = time.monotonic(), time.process_time()\nwhile time.monotonic() - wall < 1:\n    pass\n"
+    "print('SHARE', beside, round((time.process_time() - cpu) / (time.monotonic() - wall), 2))")
+
+
+@pytest.mark.slow  # two kernels at once, one of them sixty busy processes
+@pytest.mark.skipif(os.geteuid() != 0, reason="the run's cgroups need a root grader")
+def test_a_notebook_beside_a_cpu_hog_keeps_its_share_of_the_cores_and_its_marks(
+        course, data_home, tmp_path, write_notebook):
+    folder = tmp_path / "subs"
+    write_notebook(folder, "a_hog", CPU_HOG)
+    write_notebook(folder, "b_innocent", BESIDE_THE_HOG, *TINY_SOLUTION)
+    assignment, prepared = tiny(course, data_home)
+    batch = grade_batch(assignment, discover(folder, notebook_name="tiny.ipynb"),
+                        gradebook=Gradebook(tmp_path / "g.sqlite"), prepared=prepared,
+                        settings=Settings(workers=2))
+    innocent = {r.student: r for r in batch.graded}["b_innocent"]
+    assert innocent.status == "graded" and innocent.score == 6, innocent.staff_detail
+    said = printed(innocent, 0).split()
+    assert said[:2] == ["SHARE", "True"], said  # it ran while the hog did
+    # the hog is held to its slot's share (a core of two); unheld, its sixty sessions leave
+    # the innocent notebook a thirtieth of a core
+    assert float(said[2]) >= 0.2, said

@@ -340,6 +340,24 @@ def test_each_claim_gets_a_user_no_other_grader_holds():
     assert len({first, second, int(other.stdout)}) == 3
 
 
+def test_graders_with_different_tmpdirs_never_claim_the_same_user(tmp_path):
+    """The claims live in one place for the machine: a grader's TMPDIR does not move them."""
+    code = "from grader.isolation import sandbox; print(sandbox.claim_user(), flush=True); input()"
+    graders = []
+    try:
+        for name in ("a", "b"):
+            (tmp_path / name).mkdir()
+            graders.append(subprocess.Popen(
+                [sys.executable, "-c", code], cwd=REPO, text=True, stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, env={**os.environ, "TMPDIR": str(tmp_path / name)}))
+        claimed = [int(g.stdout.readline()) for g in graders]  # both hold theirs meanwhile
+    finally:
+        for grader in graders:
+            grader.communicate("")
+    assert claimed[0] != claimed[1]
+    assert not list(tmp_path.rglob("*.lock"))  # nothing under either TMPDIR
+
+
 @pytest.mark.parametrize("which", ["kernel", "checker"])
 def test_a_sandbox_whose_grader_is_already_gone_never_starts(tmp_path, which):
     """A grader killed between starting a sandbox and bubblewrap's --die-with-parent taking hold

@@ -110,8 +110,25 @@ except OSError as e:
 """
 
 
-def confined(tmp_path: Path, code: str, limits: Limits) -> tuple[subprocess.CompletedProcess, workdirs.RunFolder]:
-    folder = workdirs.make(tmp_path)
+# Eight busy processes for two seconds of wall time; how much CPU time they got in all.
+HOG = """
+import os, resource, time
+began = time.monotonic()
+for _ in range(8):
+    if os.fork() == 0:
+        while time.monotonic() - began < 2:
+            pass
+        os._exit(0)
+for _ in range(8):
+    os.wait()
+used = resource.getrusage(resource.RUSAGE_CHILDREN)
+print("CPU", used.ru_utime + used.ru_stime, "WALL", time.monotonic() - began)
+"""
+
+
+def confined(tmp_path: Path, code: str, limits: Limits,
+             cpus: float = 0.0) -> tuple[subprocess.CompletedProcess, workdirs.RunFolder]:
+    folder = workdirs.make(tmp_path, cpus=cpus)
     shared = folder.share()
     shared.chmod(0o777)
     spec = sandbox.Spec(files={}, shared=shared, limits=limits, cgroups=folder.confine(limits))
@@ -141,3 +158,24 @@ def test_processes_stop_at_the_pids_limit(tmp_path):
     finally:
         folder.remove()
     assert not any(group.exists() for group in folder.cgroups)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root makes cgroups")
+def test_busy_processes_get_no_more_than_the_runs_share_of_the_cores(tmp_path):
+    ran, folder = confined(tmp_path, HOG, Limits(), cpus=0.25)
+    try:
+        quota = [g for g in folder.cgroups if (g / "cpu.cfs_quota_us").exists() or (g / "cpu.max").exists()]
+        assert quota, f"no CPU quota among the run's cgroups {folder.cgroups}"
+        held = (quota[0] / "cpu.max").read_text().split() if (quota[0] / "cpu.max").exists() else [
+            (quota[0] / name).read_text().strip() for name in ("cpu.cfs_quota_us", "cpu.cfs_period_us")]
+        assert held == ["25000", "100000"]
+        words = ran.stdout.split()
+        assert words[:1] == ["CPU"], ran.stdout + ran.stderr[-2000:]
+        cpu, wall = float(words[1]), float(words[3])
+        # a quarter of a core over the wall time, and a period's slack; unquoted, 8 processes
+        # take every core they can get (2 s each on an idle machine)
+        assert cpu <= 0.25 * wall + 0.2, (cpu, wall)
+    finally:
+        folder.remove()
+    assert not any(group.exists() for group in folder.cgroups)
+    assert workdirs.held_limits() == ["memory", "pids", "cpu"]  # what `grader doctor` says

@@ -19,6 +19,7 @@ from grader.grading import local, warmcheck
 from grader.grading import stage as staging
 from grader.grading.local import grade_submission
 from grader.isolation import zygote
+from grader.model.assignments import load_assignment
 from grader.model.submission import Submission
 from tests.conftest import TINY_SOLUTION, notebook, running
 from tests.grading.test_pipeline import graded_in_turn, printed, tiny
@@ -94,15 +95,63 @@ def test_what_a_student_leaves_is_not_seen_by_the_next_forked_kernel(course, dat
                                   " ['bwrap', 'cat', 'python'] 0\n")
 
 
+def _parent(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[1])
+
+
+def _ancestors(pid: int) -> list[int]:
+    """The processes above PID, up to the host's init."""
+    chain = []
+    while pid > 1:
+        pid = _parent(pid)
+        chain.append(pid)
+    return chain
+
+
+def _checker_server(slot) -> int:
+    """The pid of SLOT's warm checker server: the topmost process below its bubblewrap that
+    runs grader.checker.server."""
+    import psutil
+
+    assert slot.process is not None
+    found = []
+    for process in psutil.Process(slot.process.pid).children(recursive=True):
+        line = process.cmdline()
+        if line and not line[0].endswith("bwrap") and "grader.checker.server" in line:
+            found.append(process.pid)
+    tops = [pid for pid in found if _parent(pid) not in found]
+    assert len(tops) == 1, found
+    return tops[0]
+
+
+def _memory_limit(pid: int) -> int:
+    """The memory limit in bytes of PID's memory cgroup (v1, else v2); 0 where it has none."""
+    lines = [line.split(":", 2) for line in open(f"/proc/{pid}/cgroup").read().splitlines()]
+    for _, controllers, path in lines:
+        if "memory" in controllers.split(","):
+            return int(open(f"/sys/fs/cgroup/memory{path}/memory.limit_in_bytes").read())
+    for number, _, path in lines:
+        if number == "0":
+            held = open(f"/sys/fs/cgroup{path}/memory.max").read().strip()
+            return 0 if held == "max" else int(held)
+    return 0
+
+
+KERNEL_LAYOUT = ("import os\nprint('PPID', os.getppid())\n"
+                 "print('LIBC', [l.split('-')[0] for l in open('/proc/self/maps') if '/libc.so' in l][0])")
+
+
 @pytest.mark.slow  # two forked kernels of one batch
 def test_a_batch_starts_one_zygote_for_its_first_notebook_with_its_kernels_environment(
         course, data_home, tmp_path, write_notebook, monkeypatch):
     # the first slot asks for it before it stages its first notebook, the kernel after: one key
-    started, staged = [], []
+    started, staged, zygotes = [], [], []
     real_start, real_stage = zygote.Zygote.start, staging.Kernel.stage
 
     def start(self, *args, **kwargs):
         started.append((self.env, self.modules))
+        zygotes.append(self)
         return real_start(self, *args, **kwargs)
 
     def stage(self, nb):
@@ -113,18 +162,28 @@ def test_a_batch_starts_one_zygote_for_its_first_notebook_with_its_kernels_envir
     checkers, real_close = [], warmcheck.CheckerSlot.close
 
     async def close(self):
-        checkers.append((self.forked, self.why_not_forked, self.ready))
+        server = _checker_server(self)
+        libc = [line.split("-")[0] for line in open(f"/proc/{server}/maps") if "/libc.so" in line]
+        made = zygotes[0].process if zygotes else None  # the batch's zygote, still running
+        checkers.append((self.ready, made and made.pid, _ancestors(server), libc[0],
+                         _memory_limit(server)))
         await real_close(self)
 
     monkeypatch.setattr(zygote.Zygote, "start", start)
     monkeypatch.setattr(staging.Kernel, "stage", stage)
     monkeypatch.setattr(warmcheck.CheckerSlot, "close", close)
-    ppid = "import os\nprint('PPID', os.getppid())"
-    first, second = graded_in_turn(course, data_home, tmp_path, write_notebook, ppid, ppid)
-    assert [printed(r, 0) for r in (first, second)] == ["PPID 0\n"] * 2  # both forked
+    first, second = graded_in_turn(course, data_home, tmp_path, write_notebook, KERNEL_LAYOUT,
+                                   KERNEL_LAYOUT)
+    said = [printed(r, 0).split() for r in (first, second)]
+    assert [words[:2] for words in said] == [["PPID", "0"]] * 2, said  # both forked
     assert (first.score, second.score) == (6, 6), first.staff_detail or second.staff_detail
-    # the slot's warm checker was forked from that same zygote, and served
-    assert checkers and all(c == (True, "", True) for c in checkers), checkers
+    # the slot's warm checker served, started by exec: no fork of the zygote, whose memory
+    # layout the kernels share, and held to a memory limit of its own
+    kernels_libc = {words[3] for words in said}
+    (ready, made, above, libc, memory), = checkers
+    assert ready and made and made not in above, (made, above)
+    assert len(kernels_libc) == 1 and libc not in kernels_libc, (libc, kernels_libc)
+    assert memory == warmcheck.checker_memory_mb(load_assignment(course, "tiny").config.limits) << 20
     (env, modules), = started
     assert env == {k: v for k, v in staged[0].items() if not k.startswith("GRADER_")}
     assert "numpy" in modules  # the first notebook's libraries
