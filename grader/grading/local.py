@@ -38,10 +38,13 @@ def grade_submission(
     uid: int | None = None, checker_uid: int | None = None, key: str | None = None,
     python: str = "", warm_kernel: bool = True, cpus: float | None = None,
 ) -> Result:
-    """Grade one submission, its kernel held to CPUS cores (THREADS where None); never raises,
-    whatever the notebook or the grader does."""
+    """Grade one submission, its kernel held to CPUS cores (where None, THREADS or the cores a
+    Ray task asks for, limits.cpus, whichever is more); never raises, whatever the notebook or
+    the grader does."""
     if key is None:
         key = assignment.grading_key(prepared.key if prepared else "")
+    if cpus is None:
+        cpus = max(float(threads), assignment.config.limits.cpus)
     results: list[Result] = []
     try:
         workdirs.check_room(work_root)
@@ -52,7 +55,7 @@ def grade_submission(
         zygotes = Zygotes()
         slot = Slot(assignment, prepared, key, device, threads, work_root, sandboxed,
                     kernel_python(python), (checker_uid, checker_uid), (uid, uid),
-                    warm=warm_kernel, zygotes=zygotes, cpus=float(threads) if cpus is None else cpus)
+                    warm=warm_kernel, zygotes=zygotes, cpus=cpus)
         try:
             asyncio.run(slot.serve(WorkQueue([submission], time.monotonic()), results.append))
         finally:

@@ -53,7 +53,7 @@ class Limits:
     kernel_start_seconds: float = setting(60.0, POSITIVE)  # for the kernel to start and answer
     check_seconds: float = setting(300.0, POSITIVE)  # for all checks of one submission together
     memory_mb: int = setting(4096, POSITIVE)  # address space of each kernel process (GPU: cgroup)
-    cpus: float = setting(1.0, POSITIVE)  # cores one submission's Ray task asks for (--executor ray)
+    cpus: float = setting(1.0, POSITIVE)  # cores a Ray task asks for and its kernel may use (--executor ray)
     disk_mb: int = setting(1024, POSITIVE)  # working directory and /tmp each, and the largest file
     processes: int = setting(256, POSITIVE)  # processes and threads of the kernel (sandbox only)
     open_files: int = setting(1024, POSITIVE)  # open files of each process
