@@ -28,13 +28,14 @@ from typing import Any
 import numpy as np
 
 from grader.checker.exchange import KernelLink, StudentValueError
+from grader.checker.student import own_errors, student_call
 from grader.model.outcomes import Attachment
 
 __all__ = [
     "Credit", "Feedback", "StudentValueError", "SubmissionView", "affine_error", "all_layers",
     "confusion_figure",
     "history_problem", "image_grid", "layer_problem", "linear_problem", "mistakes_figure",
-    "plot_curves", "shape_problem", "unevaluable", "untrained",
+    "plot_curves", "shape_problem", "student_call", "unevaluable", "untrained",
 ]
 
 
@@ -94,12 +95,14 @@ class SubmissionView:
         return float(value.value)
 
     def model(self, name: str) -> Any:
-        """The student's Keras model NAME, loaded in safe mode."""
+        """The student's Keras model NAME, loaded in safe mode. What running it raises (its
+        predict, evaluate, a call of it or of one of its layers) is the student's: the check
+        fails with what was called, on what shape, and what went wrong (grader.checker.student)."""
         if name not in self._cache:
             value = self._fetch(name)
             if value.kind != "model":
                 raise StudentValueError(f"{name} should be a Keras model, found a {value.type}")
-            self._cache[name] = value.value
+            self._cache[name] = own_errors(value.value, name)
             if digest := weights_digest(value.value):
                 self.weights[name] = digest
         return self._cache[name]

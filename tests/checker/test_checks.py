@@ -197,6 +197,68 @@ def test_a_submission_without_a_kernel_fails_every_value_with_the_reason():
         view.number("accuracy")
 
 
+class ModelLink:
+    """A kernel link that hands over one loaded model, as KernelLink does."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def fetch(self, name, call=None):
+        from grader.checker.exchange import Value
+
+        return Value("model", type(self.model).__name__, self.model)
+
+
+def two_input_model():
+    """A trained-looking linear model built on 2 inputs, where the checks give 3."""
+    import keras
+
+    model = keras.Sequential([keras.Input(shape=(2,)), keras.layers.Dense(1)])
+    model.layers[-1].set_weights([np.ones((2, 1)), np.ones(1)])
+    return model
+
+
+def test_what_the_students_model_raises_is_the_students_with_what_was_called_on_what_shape():
+    import keras
+
+    model = SubmissionView(ModelLink(two_input_model()), "").model("model")
+    with pytest.raises(StudentValueError) as raised:
+        model.predict(np.zeros((100, 3)), verbose=0)
+    message = str(raised.value)
+    assert message.startswith("model.predict on an array of shape (100, 3) raised ValueError: ")
+    assert "expected axis -1 of input shape to have value 2" in message, message
+    assert "Arguments received" not in message and "\x1b" not in message and len(message) < 400
+    with pytest.raises(StudentValueError, match=r"^model on an array of shape \(4, 3\) raised"):
+        model(np.zeros((4, 3), dtype="float32"))
+    with pytest.raises(StudentValueError, match=r"^model's layer 'dense' on an array of shape"):
+        model.layers[-1](np.zeros((4, 3), dtype="float32"))
+    with pytest.raises(StudentValueError, match="model.predict on an array of shape"):
+        affine_error(model, np.zeros((8, 3)), np.ones((8, 3)), np.random.default_rng(0))
+    # The model reads as before: its class, its layers, its predictions on the right shape.
+    assert isinstance(model, keras.Sequential) and type(model).__name__ == "Sequential"
+    assert isinstance(model.layers[-1], keras.layers.Dense) and not linear_problem(model)
+    assert model.predict(np.ones((1, 2)), verbose=0).tolist() == [[3.0]]
+
+
+def test_student_call_blames_the_student_but_not_for_the_machine():
+    from grader.checks import student_call
+
+    def broken(values):
+        raise KeyError("oops")
+
+    with pytest.raises(StudentValueError, match=r"^augment on an array of shape \(2, 5\) raised KeyError: 'oops'"):
+        student_call("augment", broken, np.zeros((2, 5)))
+    with pytest.raises(MemoryError):  # the machine's, not the student's
+        student_call("augment", lambda: (_ for _ in ()).throw(MemoryError()))
+
+
+def test_a_failed_lookups_index_is_not_shown():
+    from grader.checker.student import gist
+
+    raised = ValueError("indices[3,7] = 10234 is not in [0, 5000) [Op:ResourceGather]")
+    assert "10234" not in gist(raised) and "[0, 5000)" in gist(raised)
+
+
 HEAVY = ("nbclient", "jinja2", "grader.store.gradebook", "sqlite3", "grader.grading.batch")
 
 
