@@ -33,7 +33,15 @@ from traitlets import Any as AnyTrait
 from traitlets import Integer, List, Type, Unicode
 
 from grader.checker.exchange import SOCK
-from grader.grading.kernelclient import CappedClient, KernelClient, answers, gpus_used, recover, request
+from grader.grading.kernelclient import (
+    STOP_FACTOR,
+    CappedClient,
+    KernelClient,
+    answers,
+    gpus_used,
+    recover,
+    request,
+)
 from grader.grading.kernelcode import gpu_prologue as gpu_prologue  # named here for its importers
 from grader.grading.kernelcode import seed_code
 from grader.grading.kernelcode import warmup_code as warmup_code  # named here for its importers
@@ -254,6 +262,9 @@ class StudentKernel:
         await _run_cells(client, result, self.limits, seed, keras=may_use_keras(client.nb))
         result.notebook = client.nb
         result.output_truncated = client.output_truncated
+        if client.output_stopped:  # the kernel was stopped for the output it sent
+            result.status, result.reason = ExecutionStatus.KERNEL_DIED, _flood_reason(result, self.limits)
+            return result
         gone = result.status in (ExecutionStatus.KERNEL_DIED, ExecutionStatus.KERNEL_FAILED)
         if not gone and await answers(client):
             assert isinstance(client.km, _KernelManager)
@@ -428,6 +439,14 @@ def _died_reason(result: Execution, nb: NotebookNode) -> str:
     where = f" in code cell {code_cell_number(nb, cell.index)}" if cell else ""
     return (f"the Python kernel died{where} (it crashed, exited, or ran out of memory);"
             " the cells after it did not run")
+
+
+def _flood_reason(result: Execution, limits: Limits) -> str:
+    cell = result.failed_cell
+    where = f"code cell {cell.number}" if cell else "the notebook"
+    return (f"{where} sent more than {STOP_FACTOR * limits.output_bytes / 1e6:.0f} MB of output"
+            " (printed text, displays, display updates, widget messages), and its kernel was"
+            " stopped; the cells after it did not run")
 
 
 def _kill_group(km: _KernelManager) -> None:

@@ -171,6 +171,46 @@ def test_display_updates_clears_and_comms_count_against_the_cap(tmp_path):
         assert len(nbformat.writes(ex.notebook)) < 60_000, name
 
 
+# Raw messages from the kernel's own session, as a hostile notebook sends them.
+SEND = ("k = get_ipython().kernel\ndef send(kind, content):\n"
+        "    k.session.send(k.iopub_socket, kind, content, parent=k.get_parent())\n")
+MALFORMED = (SEND + "send('status', {})\nsend('execute_input', {'code': 'x', 'execution_count': '<b>7</b>'})\n"
+             "send('display_data', {'data': {'text/plain': 'x'}, 'metadata': {}, 'transient': 'id'})\n"
+             "send('display_data', {'data': 5, 'metadata': {}})\nsend('stream', {'name': 'stdout'})\n"
+             "send('error', {'ename': 3})\nsend('comm_msg', {'data': 3})\n"
+             "k.iopub_socket.send_multipart([b'not', b'a', b'message'])\nprint('after')")
+
+
+@pytest.mark.slow
+def test_malformed_messages_from_the_kernel_are_passed_over_not_a_grader_failure(tmp_path):
+    ex, alive = run(tmp_path, MALFORMED, "print('next')")
+    assert ex.status == "ok" and alive, ex.reason
+    assert [c.execution_count for c in ex.notebook.cells] == [1, 2]  # never the forged '<b>7</b>'
+    assert ex.notebook.cells[0].outputs[-1]["text"] == "after\n"
+    assert ex.notebook.cells[1].outputs[0]["text"] == "next\n"
+    nbformat.validate(ex.notebook)
+
+
+@pytest.mark.slow
+def test_display_updates_are_charged_for_every_output_they_rewrite(tmp_path):
+    # 400 small outputs of one display id, each update rewrites all 400: 400 x 5 KB = 2 MB a time
+    code = ("from IPython.display import display\nfor i in range(400):\n    display('s', display_id='d')\n"
+            "h = display('s', display_id='d')\nfor i in range(20):\n    h.update('y' * 5000)")
+    ex, _ = run(tmp_path, code, "print('late')")
+    assert ex.output_truncated
+    assert len(nbformat.writes(ex.notebook)) < 2 * LIMITS.output_bytes
+
+
+@pytest.mark.slow
+def test_a_kernel_that_floods_past_a_hundred_times_the_cap_is_stopped(tmp_path):
+    comms = ("from comm import create_comm\nc = create_comm(target_name='junk')\n"
+             "for i in range(40):\n    c.send({'state': {'k': 'z' * 5_000_000}})")
+    ex, alive = run(tmp_path, "x = 1", comms, "print('late')")
+    assert ex.status == "kernel_died" and not alive, ex.reason
+    assert ex.reason.startswith("code cell 2 sent more than 5 MB of output"), ex.reason
+    assert "kernel was stopped" in ex.reason and ex.execution_s < 15
+
+
 @pytest.mark.slow
 def test_rewriting_the_connection_file_does_not_move_the_checks(clean_run):
     ex, alive, folder = clean_run
