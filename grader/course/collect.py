@@ -4,7 +4,9 @@ The file names these downloads use, the only place the LMS says who handed in wh
 
 - Moodle: `Full Name_PARTICIPANTID_assignsubmission_file_/original.ipynb` (a folder per student),
   or the same prefix glued to the file name (`..._assignsubmission_file_original.ipynb`); other
-  plugins (`_assignsubmission_onlinetext_`) are not notebooks and are ignored.
+  plugins (`_assignsubmission_onlinetext_`) are not notebooks and are ignored. The name is read up
+  to the FIRST `_ID_assignsubmission_`: what follows is the file name the student chose, which
+  may itself look like another student's prefix.
 - Canvas: `login_USERID_ATTACHMENTID_original.ipynb`, `login_LATE_USERID_ATTACHMENTID_...` for a
   hand-in after the due date, and Canvas renames a file handed in again `original-1.ipynb`,
   `original-2.ipynb`.
@@ -13,6 +15,8 @@ The file names these downloads use, the only place the LMS says who handed in wh
 Nothing is extracted by its archive path: each kept notebook is written as DIR/STUDENT.ipynb, under
 a name made from the student id, so no member can land outside DIR. Members are read with bounded
 reads; links, unsafe paths, huge members and bomb-like archives are refused with a reason.
+DIR/.collected.json names the assignment DIR was collected for: collecting another one into it is
+refused.
 """
 
 from __future__ import annotations
@@ -36,8 +40,10 @@ from typing import IO
 from grader.course.roster import RosterEntry
 from grader.model.errors import GraderError
 from grader.model.submission import MANIFEST, MAX_NOTEBOOK_BYTES, read_manifest, slug, student_id
+from grader.model.text import for_terminal
 
-MOODLE = re.compile(r"^(?P<name>.+)_(?P<id>\d+)_assign(?:submission|feedback)_(?P<plugin>[a-z]+)_(?P<rest>.*)$")
+MOODLE = re.compile(r"^(?P<name>.+?)_(?P<id>\d+)_assign(?P<kind>submission|feedback)_(?P<plugin>[a-z]+)_"
+                    r"(?P<rest>.*)$")
 CANVAS = re.compile(r"^(?P<login>[^_/]+?)(?P<late>_LATE)?_(?P<id>\d+)(?:_(?P<attachment>\d+))?_(?P<file>.+)$")
 RESUBMITTED = re.compile(r"^(?P<base>.+)-(?P<n>\d+)$")
 NOISE = ("__MACOSX/", ".DS_Store", "Thumbs.db")  # what zipping on a Mac or Windows adds
@@ -119,14 +125,16 @@ class Collection:
     missing: list[RosterEntry] = field(default_factory=list)
 
 
-def collect(source: Path, out: Path, *, notebook_name: str, roster: list[RosterEntry] | None = None,
-            limits: Limits = Limits()) -> Collection:
-    """Collect the latest notebook of each student in SOURCE (a zip or a folder) into OUT."""
+def collect(source: Path, out: Path, *, assignment: str, notebook_name: str,
+            roster: list[RosterEntry] | None = None, limits: Limits = Limits()) -> Collection:
+    """Collect the latest notebook of each student in SOURCE (a zip or a folder) into OUT, for
+    ASSIGNMENT (recorded in OUT's manifest)."""
     result = Collection(out)
+    _check_output(out, assignment)  # before reading: a wrong -o is one line, and nothing changes
     with contextlib.ExitStack() as stack:
         members = _members(source, limits, result.skipped, stack)
         chosen = _choose(_hand_ins(members, result.skipped), roster, notebook_name, result.skipped)
-        _prepare_output(out)
+        _prepare_output(out, assignment)
         budget = [limits.total_bytes]
         for student, (hand_in, entry) in sorted(chosen.items()):
             data = _bounded_read(hand_in.member, limits, budget, result.skipped)
@@ -137,7 +145,7 @@ def collect(source: Path, out: Path, *, notebook_name: str, roster: list[RosterE
             lms_id = entry.lms_id if entry and entry.lms_id else hand_in.lms_id
             result.collected.append(Collected(student, name, lms_id, hand_in.source,
                                               hand_in.member.path, hand_in.member.time, hand_in.late))
-    manifest = {"students": {c.student: c.manifest() for c in result.collected}}
+    manifest = {"assignment": assignment, "students": {c.student: c.manifest() for c in result.collected}}
     _write_atomic(out / MANIFEST, json.dumps(manifest, indent=1, ensure_ascii=False).encode())
     handed_in = {c.student for c in result.collected}
     result.missing = [e for e in roster or [] if slug(e.student) not in handed_in]
@@ -325,7 +333,7 @@ def _parse(member: Member) -> HandIn | str:
     parts = PurePosixPath(member.path.replace("\\", "/")).parts
     for i, part in enumerate(parts):
         if m := MOODLE.match(part):
-            if m["plugin"] != "file" or "_assignfeedback_" in part:
+            if m["plugin"] != "file" or m["kind"] == "feedback":
                 return f"Moodle's {m['plugin']} submission, not a file hand-in"
             source = m["rest"] if i == len(parts) - 1 else parts[-1]
             return HandIn(member, "moodle", m["name"].strip(), m["id"], source)
@@ -438,23 +446,42 @@ class _RosterIndex:
 # --- writing DIR ----------------------------------------------------------------------------
 
 
-def _prepare_output(out: Path) -> None:
-    """OUT made ready: new, empty, or a former collection (whose notebooks are removed)."""
+def _check_output(out: Path, assignment: str) -> None:
+    """Refuse an OUT that is a file, or holds anything but an earlier collection of ASSIGNMENT."""
     if out.exists() and not out.is_dir():
         raise CollectError(f"-o {out} is a file: pass a folder for the collected notebooks")
-    out.mkdir(parents=True, exist_ok=True)
-    entries = list(out.iterdir())
+    entries = list(out.iterdir()) if out.is_dir() else []
     if not entries:
         return
     if not (out / MANIFEST).is_file():
         raise CollectError(f"-o {out} is not empty and holds no {MANIFEST}: collect into a new or "
                            "empty folder, so that no other notebook is graded with these")
-    former = {f"{s}.ipynb" for s in read_manifest(out)} | {MANIFEST}
-    strangers = [e.name for e in entries if e.name not in former]
+    former = _collected_for(out)
+    if former != assignment:
+        held = f"the collection of {former}" if former else "a collection that names no assignment"
+        raise CollectError(f"-o {out} holds {held}, not of {assignment}: collect {assignment} into"
+                           " its own folder (nothing was changed)")
+    known = {f"{s}.ipynb" for s in read_manifest(out)} | {MANIFEST}
+    strangers = [e.name for e in entries if e.name not in known]
     if strangers:
-        raise CollectError(f"-o {out} holds files an earlier collect did not write ({strangers[0]},"
-                           " ...): collect into a new or empty folder")
-    for entry in entries:
+        raise CollectError(f"-o {out} holds files an earlier collect did not write"
+                           f" ({for_terminal(strangers[0], cap=100)}, ...): collect into a new or empty folder")
+
+
+def _collected_for(out: Path) -> str:
+    """The assignment OUT's manifest says it was collected for ('' when it says none)."""
+    try:
+        found = json.loads((out / MANIFEST).read_bytes().decode("utf-8")).get("assignment")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return ""
+    return found if isinstance(found, str) else ""
+
+
+def _prepare_output(out: Path, assignment: str) -> None:
+    """OUT made ready: new, empty, or a former collection of ASSIGNMENT (its notebooks removed)."""
+    _check_output(out, assignment)  # again: the folder may have changed while the archive was read
+    out.mkdir(parents=True, exist_ok=True)
+    for entry in list(out.iterdir()):
         entry.unlink()
 
 

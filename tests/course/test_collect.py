@@ -6,6 +6,7 @@ import io
 import json
 import os
 import re
+import shutil
 import stat
 import struct
 import subprocess
@@ -100,7 +101,7 @@ def files_under(root):
 def test_moodle_archive_maps_by_roster_keeps_the_notebook_and_refuses_traversal(tmp_path, moodle_zip):
     out = tmp_path / "work" / "collected"
     before = files_under(tmp_path)
-    done = collect(moodle_zip, out, notebook_name="tiny.ipynb", roster=MOODLE_ROSTER)
+    done = collect(moodle_zip, out, assignment="tiny", notebook_name="tiny.ipynb", roster=MOODLE_ROSTER)
     by = {c.student: c for c in done.collected}
     assert sorted(by) == ["al", "cy", "zoe"]
     assert (by["zoe"].name, by["zoe"].lms_id, by["zoe"].source) == ("Zoé Ångström", "101", "tiny.ipynb")
@@ -118,7 +119,7 @@ def test_moodle_archive_maps_by_roster_keeps_the_notebook_and_refuses_traversal(
     assert files_under(tmp_path) == sorted(before + ["work", "work/collected"] +
                                            [f"work/collected/{f}" for f in files_under(out)])
     manifest = json.loads((out / ".collected.json").read_text())
-    assert manifest == {"students": {
+    assert manifest == {"assignment": "tiny", "students": {
         "al": {"submitted_at": local(2026, 3, 1, 8, 0, 0).isoformat(), "source": "tiny.ipynb",
                "name": "Al Brown", "lms_id": "102", "late": False},
         "cy": {"submitted_at": local(2026, 3, 2, 23, 59, 0).isoformat(), "source": "tiny.ipynb",
@@ -132,7 +133,7 @@ def test_moodle_archive_maps_by_roster_keeps_the_notebook_and_refuses_traversal(
 
 
 def test_moodle_without_a_roster_uses_a_slug_of_the_name(tmp_path, moodle_zip):
-    done = collect(moodle_zip, tmp_path / "out", notebook_name="tiny.ipynb")
+    done = collect(moodle_zip, tmp_path / "out", assignment="tiny", notebook_name="tiny.ipynb")
     assert sorted(c.student for c in done.collected) == ["al_brown", "cy_dee", "zoe_angstrom"]
     zoe = next(c for c in done.collected if c.student == "zoe_angstrom")
     assert (zoe.name, zoe.lms_id) == (NFD_ZOE, "101")
@@ -142,7 +143,7 @@ def test_moodle_without_a_roster_uses_a_slug_of_the_name(tmp_path, moodle_zip):
 def test_canvas_archive_keeps_the_highest_resubmission_marks_late_and_refuses_links_and_bombs(
         tmp_path, canvas_zip):
     out = tmp_path / "out"
-    done = collect(canvas_zip, out, notebook_name="tiny.ipynb")
+    done = collect(canvas_zip, out, assignment="tiny", notebook_name="tiny.ipynb")
     by = {c.student: c for c in done.collected}
     assert sorted(by) == ["lopezana", "smithjohn"]  # Canvas' login, as a file-safe ASCII id
     john = by["smithjohn"]
@@ -175,7 +176,7 @@ def test_canvas_with_a_roster_maps_by_user_id_or_login_and_reports_the_unknown(t
         for info in src.infolist():
             z.writestr(info, src.read(info) if not info.filename.startswith("eve") else b"")
         add(z, "strangerx_299_9400_tiny.ipynb", nb_bytes("x = 1"))
-    done = collect(extra, tmp_path / "out", notebook_name="tiny.ipynb", roster=roster)
+    done = collect(extra, tmp_path / "out", assignment="tiny", notebook_name="tiny.ipynb", roster=roster)
     by = {c.student: c for c in done.collected}
     assert sorted(by) == ["ana", "john"]
     assert (by["ana"].name, by["ana"].late, by["john"].source) == ("Ana López", True, "tiny-2.ipynb")
@@ -190,10 +191,34 @@ def test_without_a_roster_namesakes_and_blind_marking_are_told_apart_by_lms_id(t
         add(z, "Participant_5001_assignsubmission_file_/tiny.ipynb", nb_bytes("p = 1"))
         add(z, "Participant_5002_assignsubmission_file_/tiny.ipynb", nb_bytes("p = 2"))
         add(z, "Al Brown_102_assignsubmission_file_/tiny.ipynb", nb_bytes("a = 1"))
-    done = collect(archive, tmp_path / "out", notebook_name="tiny.ipynb")
+    done = collect(archive, tmp_path / "out", assignment="tiny", notebook_name="tiny.ipynb")
     assert sorted(c.student for c in done.collected) == ["al_brown", "participant_5001", "participant_5002"]
     assert "p = 2" in (tmp_path / "out" / "participant_5002.ipynb").read_text()
     assert not skipped(done, "older")
+
+
+def test_a_moodle_file_named_like_another_students_prefix_stays_its_uploaders(tmp_path):
+    """Moodle's flat layout glues the prefix to the name the student chose: Bob's file named
+    'Alice Smith_111_assignsubmission_file_tiny.ipynb' is Bob's, read up to the first prefix."""
+    archive = tmp_path / "moodle.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        add(z, "Alice Smith_111_assignsubmission_file_tiny.ipynb", nb_bytes("alice = 1"),
+            (2026, 3, 1, 9, 0, 0))
+        add(z, "Bob Jones_222_assignsubmission_file_Alice Smith_111_assignsubmission_file_tiny.ipynb",
+            nb_bytes("bob = 1"), (2026, 3, 1, 10, 0, 0))  # later: the greedy pattern kept it as Alice's
+        add(z, "Bob Jones_222_assignsubmission_file_x_333_assignfeedback_file_tiny.ipynb",
+            nb_bytes("bob = 2"), (2026, 3, 1, 8, 0, 0))  # a submission, whatever its name says
+    roster = [RosterEntry("alice", name="Alice Smith", lms_id="111"),
+              RosterEntry("bob", name="Bob Jones", lms_id="222")]
+    for given in (roster, None):
+        out = tmp_path / f"out-{bool(given)}"
+        done = collect(archive, out, assignment="tiny", notebook_name="tiny.ipynb", roster=given)
+        alice, bob = ("alice", "bob") if given else ("alice_smith", "bob_jones")
+        assert sorted(c.student for c in done.collected) == [alice, bob]
+        assert "alice = 1" in (out / f"{alice}.ipynb").read_text()
+        assert "bob = 1" in (out / f"{bob}.ipynb").read_text()
+        assert list(skipped(done, "older")) == [
+            "Bob Jones_222_assignsubmission_file_x_333_assignfeedback_file_tiny.ipynb"]
 
 
 def test_a_member_larger_than_its_header_says_is_refused(tmp_path):
@@ -208,7 +233,7 @@ def test_a_member_larger_than_its_header_says_is_refused(tmp_path):
     struct.pack_into("<I", data, local_header + 22, 1000)  # uncompressed size: 1000, not 3 MB
     struct.pack_into("<I", data, central + 24, 1000)
     archive.write_bytes(bytes(data))
-    done = collect(archive, tmp_path / "out", notebook_name="tiny.ipynb")
+    done = collect(archive, tmp_path / "out", assignment="tiny", notebook_name="tiny.ipynb")
     assert [c.student for c in done.collected] == ["smithjohn"]
     why = skipped(done, "refused")["liar_205_9500_tiny.ipynb"]  # zipfile's CRC check or our cap
     assert "holds more than its header says" in why or "Bad CRC-32" in why
@@ -223,7 +248,7 @@ def test_a_plain_folder_takes_file_times_and_refuses_links(tmp_path, write_noteb
     (subs / "carol.ipynb").symlink_to(outside)
     (subs / "readme.md").write_text("hello")
     os.utime(subs / "alice.ipynb", (1_780_000_000, 1_780_000_000))
-    done = collect(subs, tmp_path / "out", notebook_name="tiny.ipynb")
+    done = collect(subs, tmp_path / "out", assignment="tiny", notebook_name="tiny.ipynb")
     assert [(c.student, c.source) for c in done.collected] == [("alice", "alice.ipynb"), ("bob", "work.ipynb")]
     assert done.collected[0].submitted_at == datetime.fromtimestamp(1_780_000_000, UTC)
     assert "symbolic link" in skipped(done, "refused")["carol.ipynb"]
@@ -247,23 +272,56 @@ def test_bounded_reads_never_trust_the_declared_size(tmp_path):
 ])
 def test_bomb_like_archives_are_refused_whole(tmp_path, canvas_zip, limits, words):
     with pytest.raises(CollectError, match=re.escape(words)):
-        collect(canvas_zip, tmp_path / "out", notebook_name="tiny.ipynb", limits=limits)
+        collect(canvas_zip, tmp_path / "out", assignment="tiny", notebook_name="tiny.ipynb", limits=limits)
     assert not (tmp_path / "out").exists()
 
 
 def test_the_output_folder_is_new_empty_or_an_earlier_collection(tmp_path, canvas_zip, moodle_zip):
     out = tmp_path / "out"
-    collect(canvas_zip, out, notebook_name="tiny.ipynb")
-    again = collect(moodle_zip, out, notebook_name="tiny.ipynb")  # replaces the earlier collection
+    collect(canvas_zip, out, assignment="tiny", notebook_name="tiny.ipynb")
+    again = collect(moodle_zip, out, assignment="tiny", notebook_name="tiny.ipynb")  # replaces the earlier one
     assert sorted(p.name for p in out.iterdir()) == [".collected.json", "al_brown.ipynb", "cy_dee.ipynb",
                                                      "zoe_angstrom.ipynb"]
     assert len(again.collected) == 3
     (out / "mine.ipynb").write_text("{}")
     with pytest.raises(CollectError, match="did not write"):
-        collect(canvas_zip, out, notebook_name="tiny.ipynb")
+        collect(canvas_zip, out, assignment="tiny", notebook_name="tiny.ipynb")
     (tmp_path / "not-a-zip.zip").write_text("hello")
     with pytest.raises(CollectError, match="is not a zip archive"):
-        collect(tmp_path / "not-a-zip.zip", tmp_path / "o2", notebook_name="tiny.ipynb")
+        collect(tmp_path / "not-a-zip.zip", tmp_path / "o2", assignment="tiny", notebook_name="tiny.ipynb")
+
+
+def test_a_folder_holding_another_assignments_collection_is_refused_and_kept(tmp_path, canvas_zip, moodle_zip):
+    out = tmp_path / "subs01"
+    collect(moodle_zip, out, assignment="assignment01", notebook_name="tiny.ipynb")
+    assert json.loads((out / ".collected.json").read_text())["assignment"] == "assignment01"
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(CollectError, match="-o .*subs01 holds the collection of assignment01, not of"
+                                           " assignment03: collect assignment03 into its own folder"):
+        collect(canvas_zip, out, assignment="assignment03", notebook_name="tiny.ipynb")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    manifest = json.loads(before[".collected.json"])
+    (out / ".collected.json").write_text(json.dumps({"students": manifest["students"]}))  # an older collect's
+    with pytest.raises(CollectError, match="holds a collection that names no assignment"):
+        collect(canvas_zip, out, assignment="assignment01", notebook_name="tiny.ipynb")
+    assert sorted(p.name for p in out.iterdir()) == sorted(before)
+
+
+def test_cli_collect_shows_no_control_characters_of_the_archives_names(course, tmp_path, capsys):
+    archive = tmp_path / "moodle.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        add(z, "Eve\u202eevil_105_assignsubmission_file_/tiny.ipynb", nb_bytes("eve = 1"))
+        add(z, "x\x1b]0;owned\x07\x1b[2J.ipynb", nb_bytes("x = 1"))
+    out = tmp_path / "collected"
+    assert main(["collect", "tiny", str(archive), "-o", str(out), "--course", str(course)]) == 0
+    printed = capsys.readouterr()
+    assert not any(c in printed.out + printed.err for c in "\x1b\x07\u202e")
+    assert "warning: refused: x?]0;owned??[2J.ipynb: a path with control characters" in printed.err
+    assert "Eve?evil" in printed.out
+    shutil.copytree(course / "assignments" / "tiny", course / "assignments" / "other")
+    assert main(["collect", "other", str(archive), "-o", str(out), "--course", str(course)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds the collection of tiny, not of other" in err
 
 
 def test_cli_collect_prints_the_mapping_and_warns_of_refused_unmapped_and_missing(
