@@ -12,6 +12,7 @@ import unicodedata
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import nbformat
 from nbformat import NotebookNode
@@ -21,6 +22,8 @@ from grader.model.errors import SubmissionError
 MAX_NOTEBOOK_BYTES = 20_000_000
 MANIFEST = ".collected.json"  # what `grader collect` writes beside the notebooks
 MAX_STUDENT_ID = 100
+MAX_DEPTH = 64  # levels of JSON nesting: real notebooks (widget states included) use about 10
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -158,8 +161,13 @@ def read_notebook(path: Path) -> tuple[NotebookNode, str]:
         raw = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidNotebook(f"the file is not a valid notebook (not JSON: {exc})") from None
+    except RecursionError:
+        raise InvalidNotebook(f"the notebook's JSON is nested more than {MAX_DEPTH} levels deep,"
+                              " which no notebook is") from None
     if not isinstance(raw, dict) or ("cells" not in raw and "worksheets" not in raw):
         raise InvalidNotebook("the file is JSON but not a notebook (no cells)")
+    if problem := _json_problem(raw):
+        raise InvalidNotebook(problem)
     try:
         nb = nbformat.reads(json.dumps(raw), as_version=4)
         nbformat.validate(nb)
@@ -168,6 +176,33 @@ def read_notebook(path: Path) -> tuple[NotebookNode, str]:
     if not any(cell.cell_type == "code" and cell.source.strip() for cell in nb.cells):
         raise InvalidNotebook("the notebook has no code to run")
     return nb, digest
+
+
+def _json_problem(raw: dict[str, Any]) -> str:
+    """Why RAW cannot be graded as it is ('' when it can): nested deeper than any notebook is
+    (every later reader would recurse that deep), or holding a lone surrogate, a character that
+    no UTF-8 file, kernel message or page can hold. Walked without recursion."""
+    todo: list[tuple[Any, int, str]] = [(raw, 1, "")]
+    while todo:
+        value, depth, where = todo.pop()
+        if depth > MAX_DEPTH:
+            return f"the notebook's JSON is nested more than {MAX_DEPTH} levels deep, which no notebook is"
+        if isinstance(value, dict):
+            items: Any = value.items()
+        elif isinstance(value, list):
+            items = enumerate(value)
+        else:
+            if isinstance(value, str) and (found := _SURROGATE.search(value)):
+                return (f"the notebook holds a character that cannot be written down (a lone"
+                        f" surrogate, U+{ord(found.group()):04X}){where}: remove it and hand in again")
+            continue
+        for key, item in items:
+            if isinstance(key, str) and _SURROGATE.search(key):
+                return (f"the notebook holds a character that cannot be written down (a lone"
+                        f" surrogate) in a key{where}: remove it and hand in again")
+            inner = where or (f" in cell {key + 1}" if depth == 2 and isinstance(key, int) else "")
+            todo.append((item, depth + 1, inner))
+    return ""
 
 
 def _read_regular_file(path: Path) -> bytes:

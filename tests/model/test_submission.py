@@ -134,3 +134,37 @@ def test_a_fifo_is_refused_without_blocking(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(InvalidNotebook, match="not a regular file"):
         read_notebook(fifo)
+
+
+def _forged(path, *, source: str = "x = 2", metadata: dict | None = None, raw_metadata: str = "") -> str:
+    """A notebook of two code cells written to PATH, its second cell's SOURCE and the notebook's
+    METADATA as given; RAW_METADATA (JSON text) put first in that metadata as it is."""
+    nb = json.loads(nbformat.writes(notebook("means = 1", "x = 2")))
+    nb["cells"][1]["source"] = source
+    nb["metadata"].update(metadata or {})
+    text = json.dumps(nb)
+    if raw_metadata:
+        text = text.replace('"metadata": {"kernelspec"', '"metadata": {' + raw_metadata + ', "kernelspec"', 1)
+    path.write_text(text)
+    return path
+
+
+def test_a_lone_surrogate_anywhere_makes_the_notebook_invalid_with_where(tmp_path):
+    cases = {"source": _forged(tmp_path / "source.ipynb", source="x = '\ud800'"),
+             "metadata": _forged(tmp_path / "meta.ipynb", metadata={"note": "\udc80"}),
+             "key": _forged(tmp_path / "key.ipynb", metadata={"\udfff": 1})}
+    for path in cases.values():
+        with pytest.raises(InvalidNotebook, match="cannot be written down.*lone surrogate"):
+            read_notebook(path)
+    with pytest.raises(InvalidNotebook, match=r"U\+D800\) in cell 2: remove it"):
+        read_notebook(cases["source"])
+
+
+def test_json_nested_deeper_than_any_notebook_is_invalid_not_a_crash(tmp_path):
+    for depth in (100, 100_000):  # past MAX_DEPTH; past the JSON decoder's own recursion limit
+        path = _forged(tmp_path / f"deep{depth}.ipynb", raw_metadata='"deep": ' + "[" * depth + "]" * depth)
+        with pytest.raises(InvalidNotebook, match="nested more than 64 levels deep"):
+            read_notebook(path)
+    widgets = {"state": {"m": {"model_name": "x", "state": {"layout": {"a": [{"b": [1, 2]}]}}}}}
+    read_notebook(_forged(tmp_path / "ok.ipynb", metadata={"widgets": widgets}))  # an ordinary depth
+
