@@ -159,7 +159,8 @@ DENSE = [((3, 1), 12), ((1,), 4)]  # the weights of Dense(1) on 3 inputs: kernel
 
 def test_weights_are_checked_against_the_config_before_they_are_read(tmp_path):
     honest = {"layers/dense/vars/0": ((3, 1), True), "layers/dense/vars/1": ((1,), True),
-              "optimizer/vars/0": ((), True), "optimizer/vars/1": ((3, 1), True)}
+              "optimizer/vars/0": ((), True), "optimizer/vars/1": ((3, 1), True),
+              "optimizer/vars/2": ((7,), True)}  # never read (compile=False): shaped as it likes
     assert modelfile.weights_problem(_h5(tmp_path / "ok.h5", honest), DENSE, called=False) == ""
     # 1.6 GB declared, nothing written: the file stays 2 KB
     unstored = _h5(tmp_path / "unstored.h5", {**honest, "layers/dense/vars/0": ((20_000, 20_000), False)})
@@ -186,6 +187,12 @@ def test_weights_that_link_outside_their_file_are_refused(tmp_path):
     with h5py.File(path, "a") as f:
         f["layers/dense/vars/0"] = h5py.ExternalLink(str(tmp_path / "secret.h5"), "/data")
     assert modelfile.weights_problem(path, DENSE, called=False) == (
+        "its model.weights.h5 links to data outside itself")
+    (tmp_path / "data.bin").write_bytes(bytes(12))
+    with h5py.File(tmp_path / "external.h5", "w") as f:
+        f.create_dataset("layers/dense/vars/0", shape=(3, 1), dtype="float32",
+                         external=[(str(tmp_path / "data.bin"), 0, 12)])
+    assert modelfile.weights_problem(tmp_path / "external.h5", DENSE, called=False) == (
         "its model.weights.h5 links to data outside itself")
 
 
