@@ -98,7 +98,7 @@ def _code_cells(notebook_json: str) -> list[tuple[int, str, list[Any]]]:
     try:
         notebook = json.loads(notebook_json)
         cells = notebook["cells"]
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, RecursionError):
         return []
     found = []
     for index, cell in enumerate(cells if isinstance(cells, list) else []):

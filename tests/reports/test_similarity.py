@@ -129,6 +129,8 @@ def test_huge_cells_are_read_in_linear_time_and_capped():
 def test_reading_a_notebook_stops_at_its_time_limit(monkeypatch):
     monkeypatch.setattr(similarity, "MAX_SECONDS", 0.0)
     assert similarity.written(result("ana", REFERENCE), frozenset()).cells == []
+    nested = '{"cells": ' + "[" * 100_000 + "]" * 100_000 + "}"  # json's RecursionError
+    assert similarity.written(result("ben", nested), frozenset()).cells == []
 
 
 def training_output(loss: str) -> list:
