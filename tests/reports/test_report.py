@@ -381,3 +381,23 @@ def test_the_count_over_the_tallest_bar_is_not_clipped(tmp_path):
     found = re.search(r'data-clipped="(\d+)"', run.stdout)
     assert found, run.stderr[-2000:]
     assert found.group(1) == "0", "a count or label is cut off by the chart's edge"
+
+
+def test_a_page_is_current_only_while_it_shows_the_very_run_and_its_notebook_page(tmp_path):
+    from dataclasses import replace
+    from datetime import timedelta
+
+    from grader.reports.pages import page_is_current
+
+    r = result("alice", 4)
+    r.executed_notebook = nbformat.writes(new_notebook(cells=[new_code_cell("x = 1")]))
+    assert not page_is_current(r, title="A1", folder=tmp_path, notebook_html=True)  # none yet
+    write_feedback(r, title="A1", folder=tmp_path, notebook_html=True)
+    assert page_is_current(r, title="A1", folder=tmp_path, notebook_html=True)
+    assert page_is_current(r, title="A1", folder=tmp_path, notebook_html=None)
+    assert not page_is_current(r, title="A1", folder=tmp_path, notebook_html=False)
+    # the same notebook and score, graded again a second later: another run, another page
+    again = replace(r, graded_at=r.graded_at + timedelta(seconds=1))
+    assert not page_is_current(again, title="A1", folder=tmp_path, notebook_html=True)
+    (tmp_path / notebook_name("alice")).unlink()
+    assert not page_is_current(r, title="A1", folder=tmp_path, notebook_html=True)
