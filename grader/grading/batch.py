@@ -22,7 +22,15 @@ from grader.isolation import workdirs
 from grader.model.assignments import Assignment, grading_code
 from grader.model.errors import GradebookError, gist
 from grader.model.late import apply_late
-from grader.model.result import GRADER_FAULT, Result, attach_overrides, cleaned, file_digest, mark_fault
+from grader.model.result import (
+    GRADER_FAULT,
+    Result,
+    attach_overrides,
+    clean,
+    cleaned,
+    file_digest,
+    mark_fault,
+)
 from grader.model.submission import Submission
 from grader.reports.pages import ReportError, page_is_current, write_feedback
 from grader.reports.renderer import Renderer
@@ -124,7 +132,7 @@ def _repage(assignment: Assignment, gradebook: Gradebook, reports: Path, noteboo
     stored = {r.student: r for r in _store_safely(
         batch, students[0], functools.partial(gradebook.latest, assignment.name)) or []}
     for student in students:
-        result = stored.get(student)
+        result = stored.get(clean(student, 200))  # as the gradebook keeps the id
         if result is not None and not page_is_current(
                 result, title=assignment.config.title, folder=reports,
                 notebook_html=notebook_html):
