@@ -51,7 +51,7 @@ def test_data_pipeline(submission, photo_format):
             " rescale once, in the pipeline or in the model, not both")
 
 
-@pytest.mark.points(2)
+@pytest.mark.points(1)
 def test_model_is_a_trained_convnet(student_model, blocks_of, ending_problem, untrained):
     """model is a trained convolutional network with one sigmoid output (or two softmax outputs)"""
     model, _, _ = student_model

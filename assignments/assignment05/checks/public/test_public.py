@@ -67,7 +67,7 @@ def test_lstm_step(submission, lstm_reference):
                     f" {off_h:.2g}, c off by up to {off_c:.2g}. {hint}")
 
 
-@pytest.mark.points(2)
+@pytest.mark.points(1)
 def test_model_is_a_trained_lstm(student_model, numbers, layers_of, input_problem_of):
     """model is a trained Embedding + LSTM + one sigmoid unit that takes MAXLEN word indices"""
     num_words, maxlen = numbers
