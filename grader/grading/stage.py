@@ -22,6 +22,7 @@ from grader.grading.warmcheck import WarmChecker
 from grader.isolation import sandbox, workdirs
 from grader.model.assignments import Assignment
 from grader.model.result import Result
+from grader.model.submission import InvalidNotebook
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,8 @@ class Kernel:
         return sandbox.own_users(self.sandboxed)
 
     def stage(self, nb: nbformat.NotebookNode) -> KernelStage:
-        """Lay out NB and the student data for the kernel; say how it is started."""
+        """Lay out NB and the student data for the kernel; say how it is started. InvalidNotebook
+        where NB cannot be written down (the submission's problem, never the machine's)."""
         name = self.assignment.config.notebook
         limits = self.assignment.config.limits
         layout = Layout(self.folder.share(disk_mb=limits.disk_mb if self.sandboxed else None))
@@ -81,7 +83,11 @@ class Kernel:
         gpu = self.device.gpu
         env = base_env(self.device, self.threads, self.run_dir)
         files = {name: self.run_dir / name, **self._data_files()}
-        nbformat.write(nb, files[name])
+        try:
+            nbformat.write(nb, files[name])
+        except (ValueError, RecursionError) as exc:  # a character no file can hold, say
+            raise InvalidNotebook(f"the notebook cannot be written down for its kernel: "
+                                  f"{type(exc).__name__}: {str(exc)[:200]}") from None
         if not self.sandboxed:
             workdir = self.run_dir / "work"
             workdir.mkdir()

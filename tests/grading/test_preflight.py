@@ -55,3 +55,37 @@ def test_checks_that_cannot_be_collected_stop_the_preflight(course):
     conftest.write_text("import a_module_that_does_not_exist\n")
     with pytest.raises(PreflightFailed, match="cannot collect the checks of tiny.*a_module_that_does_not_exist"):
         collected(course)
+
+
+@pytest.mark.slow
+def test_notebooks_the_grader_cannot_write_down_first_in_line_do_not_stop_the_batch(
+        course, data_home, tmp_path, write_notebook):
+    """A lone surrogate in a cell's source once made staging fail, which the kernel probe took
+    for a kernel that cannot run here: four such notebooks first in line stopped every batch."""
+    import json
+
+    import nbformat
+
+    from grader.data.prepare import prepare
+    from grader.grading.batch import grade_batch
+    from grader.grading.executor import Settings
+    from grader.model.submission import discover
+    from grader.store.gradebook import Gradebook
+    from tests.conftest import TINY_SOLUTION, notebook
+
+    folder = tmp_path / "subs"
+    folder.mkdir()
+    for name in ("a1", "a2", "a3", "a4"):
+        nb = json.loads(nbformat.writes(notebook(*TINY_SOLUTION)))
+        nb["cells"][-1]["source"] = "guess = '\ud800'"
+        (folder / f"{name}.ipynb").write_text(json.dumps(nb))
+    write_notebook(folder, "b", *TINY_SOLUTION)
+    book = Gradebook(tmp_path / "g.sqlite")
+    batch = grade_batch(load_assignment(course, "tiny"), discover(folder, notebook_name="tiny.ipynb"),
+                        gradebook=book, prepared=prepare("tiny", course=course, data_home=data_home),
+                        settings=Settings(workers=1, sandboxed=False), preflight=lambda: None)
+    assert not batch.stopped, batch.stopped
+    stored = {r.student: r for r in book.latest("tiny")}
+    assert stored["b"].status == "graded" and stored["b"].score == 6, stored["b"].reason
+    for name in ("a1", "a2", "a3", "a4"):
+        assert stored[name].status == "invalid" and "lone surrogate" in stored[name].reason
