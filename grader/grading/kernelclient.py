@@ -28,8 +28,12 @@ from grader.grading.kernelcode import GPUS_USED
 # rest wait in the kernel's own memory, which its limits cap), and past STOP_FACTOR times the
 # output cap of bytes received it stops the kernel (kept outputs stop at the cap itself; an
 # honest notebook, live plots redrawn each epoch included, stays far below).
-IOPUB_QUEUE = 16
+# A single message over MAX_MESSAGE is refused by ZeroMQ, which drops the connection (the kernel
+# then misses that output, and maybe the end of its cell: a timeout of the student's making).
+# What the grader holds of a flood is thus at most about IOPUB_QUEUE messages of MAX_MESSAGE.
+IOPUB_QUEUE = 4
 STOP_FACTOR = 100
+MAX_MESSAGE = 200_000_000
 
 
 @dataclass
@@ -94,12 +98,16 @@ class KernelClient(AsyncKernelClient):
     shell_channel_class = Type(GuardedChannel)  # type: ignore[arg-type]
 
     def connect_iopub(self, identity: bytes | None = None) -> Any:
-        """The iopub socket, reading at most IOPUB_QUEUE messages ahead of the grader."""
-        self.context.setsockopt(zmq.RCVHWM, IOPUB_QUEUE)  # a default for the sockets made now
+        """The iopub socket, reading at most IOPUB_QUEUE messages ahead of the grader, none
+        over MAX_MESSAGE."""
+        options = {zmq.RCVHWM: IOPUB_QUEUE, zmq.MAXMSGSIZE: MAX_MESSAGE}
+        for option, value in options.items():  # defaults for the sockets made now
+            self.context.setsockopt(option, value)
         try:
             return super().connect_iopub(identity=identity)
         finally:
-            self.context.sockopts.pop(zmq.RCVHWM, None)
+            for option in options:
+                self.context.sockopts.pop(option, None)
 
     async def wait_for_ready(self, timeout: float | None = None) -> None:
         deadline = time.monotonic() + (float("inf") if timeout is None else timeout)
