@@ -6,7 +6,7 @@ the trusted process; the student's functions get only made-up students."""
 import numpy as np
 import pytest
 
-from grader.checks import linear_problem, unevaluable
+from grader.checks import shape_problem, unevaluable
 
 
 def _hidden(hidden):
@@ -19,9 +19,9 @@ def _grades(model, x):
 
 
 @pytest.mark.points(1)
-def test_accuracy_reported(submission, student_data):
+def test_accuracy_reported(submission, student_data, keras_model):
     """accuracy is the share of rounded predictions equal to the grades"""
-    model = submission.model("model")
+    model = keras_model(submission, "model")
     with np.load(student_data / "grading.npz") as data:
         x, y = data["x"], data["y"].ravel()
     expected = float(np.mean(_grades(model, x) == y))
@@ -33,9 +33,9 @@ def test_accuracy_reported(submission, student_data):
 
 
 @pytest.mark.points(1)
-def test_predict_grades(submission, made_up_points):
+def test_predict_grades(submission, made_up_points, keras_model):
     """predict_grades gives whole grades 0-5 that match the model"""
-    model = submission.model("model")
+    model = keras_model(submission, "model")
     points = made_up_points(50, seed=7)  # made-up students: no hidden row enters the notebook
     found = submission.call_array("predict_grades", points).ravel()
     assert found.shape == (50,), f"predict_grades should give one grade per row: 50, found {found.shape}"
@@ -46,16 +46,17 @@ def test_predict_grades(submission, made_up_points):
 
 
 @pytest.mark.points(3)
-def test_hidden_accuracy(submission, hidden, credit, feedback, affine_error):
+def test_hidden_accuracy(submission, hidden, credit, feedback, keras_model):
     """The model grades unseen students right"""
     import matplotlib.pyplot as plt
 
-    model = submission.model("model")
-    problem = unevaluable(model)
+    model = keras_model(submission, "model")
+    # graded whenever its predictions can be read: a model that is not linear (an activation,
+    # a hidden layer) loses test_model_is_linear's point, and only that
+    problem = unevaluable(model) or shape_problem(
+        model, "model", inputs=3, outputs=1, takes="3 inputs (the three parts)",
+        gives="1 output (the grade)")
     assert not problem, problem
-    problem = linear_problem(model) or (
-        "it is not affine" if affine_error(model, np.random.default_rng(0)) > 1e-2 else "")
-    assert not problem, f"only a linear model earns these points: {problem}"
     x, y = _hidden(hidden)
     raw = model.predict(x, verbose=0).ravel()
     assert np.all(np.isfinite(raw)), (

@@ -23,27 +23,29 @@ def test_means(submission, student_data):
     _statistic(submission, student_data, "means", lambda x: x.mean(axis=0))
 
 
-@pytest.mark.points(1)
+@pytest.mark.points(0.5)
 def test_minimums(submission, student_data):
     """minimums holds the lowest points of each of the three parts"""
     _statistic(submission, student_data, "minimums", lambda x: x.min(axis=0))
 
 
-@pytest.mark.points(1)
+@pytest.mark.points(0.5)
 def test_maximums(submission, student_data):
     """maximums holds the highest points of each of the three parts"""
     _statistic(submission, student_data, "maximums", lambda x: x.max(axis=0))
 
 
 @pytest.mark.points(1)
-def test_model_is_linear(submission):
-    """model is a linear Keras model with 3 inputs and 1 output"""
-    model = submission.model("model")
+def test_model_is_linear(submission, keras_model, affine_error):
+    """model is a linear Keras model with 3 inputs and 1 output, built from Keras's layers"""
+    model = keras_model(submission, "model")
     problem = linear_problem(model)
     assert not problem, f"model is not linear: {problem}"
     problem = shape_problem(model, "model", inputs=3, outputs=1,
                             takes="3 inputs (the three parts)", gives="1 output (the grade)")
     assert not problem, problem
+    assert affine_error(model, np.random.default_rng(0)) <= 1e-2, (
+        "model is not linear: its predictions are not an affine function of the points")
 
 
 @pytest.mark.points(1)

@@ -75,7 +75,7 @@ def test_normalize(submission, houses, implied_statistics, statistics_source):
 
 
 @pytest.mark.points(1)
-def test_model_is_linear(submission):
+def test_model_is_linear(submission, houses, affine_error):
     """model is a trained linear Keras model with 13 inputs and 1 output"""
     model = submission.model("model")
     problem = linear_problem(model)
@@ -86,6 +86,8 @@ def test_model_is_linear(submission):
     problem = shape_problem(model, "model", inputs=13, outputs=1,
                             takes="13 inputs (the features)", gives="1 output (the price)")
     assert not problem, problem
+    assert affine_error(model, houses) <= 1e-2, (
+        "model is not linear: its predictions are not an affine function of the features")
 
 
 @pytest.mark.points(1)

@@ -8,7 +8,7 @@ from grader.checks import StudentValueError, history_problem, layer_problem, plo
 PREPROCESSED = "vectors of 784 values (preprocessed images)"
 
 
-@pytest.mark.points(2)
+@pytest.mark.points(1)
 def test_preprocess(submission):
     """preprocess turns images into vectors of 784 values in [0, 1]"""
     images = np.random.default_rng(3).integers(0, 256, size=(6, 28, 28), dtype=np.uint8)
@@ -102,8 +102,10 @@ def test_training_curves(submission, feedback, credit):
         panels.append((histories["regression_history"], "loss",
                        "regression on the labels: loss (MSE)"))
     if "history" in histories:
-        accuracy = next((k for k in ("accuracy", "acc", "sparse_categorical_accuracy")
-                         if k in histories["history"]), "accuracy")
+        # the accuracy under whatever name its metric gives it (accuracy, categorical_accuracy,
+        # sparse_categorical_accuracy, ...), as the given plot cell reads it
+        accuracy = next((k for k in histories["history"]
+                         if "acc" in k and not k.startswith("val_")), "accuracy")
         panels.append((histories["history"], "loss", "classifier: loss (cross-entropy)"))
         panels.append((histories["history"], accuracy, "classifier: accuracy"))
     if panels:
