@@ -90,7 +90,7 @@ class SubmissionView:
     def number(self, name: str) -> float:
         """The student's variable NAME as a float."""
         value = self._fetch(name)
-        if value.kind != "scalar" or isinstance(value.value, (str, type(None))):
+        if value.kind != "scalar" or not isinstance(value.value, (bool, int, float)):
             raise StudentValueError(f"{name} should be a number, found a {value.type}")
         return float(value.value)
 
@@ -114,7 +114,12 @@ class SubmissionView:
             raise StudentValueError(
                 f"{name} should be the History that model.fit returns, found a {value.type}"
             )
-        return dict(value.value)
+        metrics = value.value  # as the kernel wrote it: a notebook can forge any JSON there
+        if not isinstance(metrics, dict) or not all(
+                isinstance(k, str) and isinstance(v, list)
+                and all(type(x) in (int, float) for x in v) for k, v in metrics.items()):
+            raise StudentValueError(f"{name} could not be read back as a History's metrics")
+        return dict(metrics)
 
     def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         """Call the student's function NAME with these arguments; return what it returns."""
