@@ -138,6 +138,7 @@ def before_migrations(db: sqlite3.Connection) -> None:
     db.execute("DROP TABLE alembic_version")
     db.execute("DROP TABLE claims")
     db.execute("ALTER TABLE grading_runs DROP COLUMN grader")
+    db.execute("ALTER TABLE submissions DROP COLUMN seen_key")
 
 
 def running(pid: int) -> bool:

@@ -157,22 +157,22 @@ def cmd_collect(args: argparse.Namespace) -> int:
     assignment = assignment_of(args)
     roster = read_roster(Path(args.roster)) if args.roster else None
     done = collect.collect(Path(args.source), Path(args.output), roster=roster,
-                           notebook_name=assignment.config.notebook)
+                           assignment=assignment.name, notebook_name=assignment.config.notebook)
     table = Table("student", "name", "lms id", "file", "submitted at", "late",
                   title=escape(f"collected into {done.folder}"))
     for c in done.collected:  # names come from the archive: never read as rich markup
-        table.add_row(*map(escape, (c.student, c.name, c.lms_id, c.source)),
+        table.add_row(*(escape(for_terminal(v, cap=100)) for v in (c.student, c.name, c.lms_id, c.source)),
                       c.submitted_at.strftime("%Y-%m-%d %H:%M %z"), "LATE" if c.late else "")
     console.print(table)
     for s in done.skipped:
-        line = f"{s.kind}: {s.path}: {s.why}"
+        line = for_terminal(f"{s.kind}: {s.path}: {s.why}")  # the archive's names
         if s.kind in ("refused", "unmapped"):
             print(f"warning: {line}", file=sys.stderr)
         else:
             console.print(line, highlight=False, markup=False, soft_wrap=True)
     for entry in done.missing:
-        print(f"warning: no hand-in from {entry.student}"
-              f"{f' ({entry.name})' if entry.name else ''} of the roster", file=sys.stderr)
+        print(for_terminal(f"warning: no hand-in from {entry.student}"
+                           f"{f' ({entry.name})' if entry.name else ''} of the roster"), file=sys.stderr)
     if not done.collected:
         raise GraderError(f"no notebook could be collected from {args.source} (see the lines above)")
     console.print(f"{len(done.collected)} collected; grade them with `grader run {assignment.name} "
