@@ -193,12 +193,14 @@ def test_malformed_messages_from_the_kernel_are_passed_over_not_a_grader_failure
 
 @pytest.mark.slow
 def test_display_updates_are_charged_for_every_output_they_rewrite(tmp_path):
-    # 400 small outputs of one display id, each update rewrites all 400: 400 x 5 KB = 2 MB a time
-    code = ("from IPython.display import display\nfor i in range(400):\n    display('s', display_id='d')\n"
-            "h = display('s', display_id='d')\nfor i in range(20):\n    h.update('y' * 5000)")
-    ex, _ = run(tmp_path, code, "print('late')")
-    assert ex.output_truncated
-    assert len(nbformat.writes(ex.notebook)) < 2 * LIMITS.output_bytes
+    # 100 small outputs of one display id, well under the cap; each update rewrites all of them:
+    # 100 x 20 KB = 2 MB a time, where the update itself is 20 KB
+    limits = Limits(cell_seconds=10, total_seconds=30, kernel_start_seconds=30, output_bytes=200_000)
+    code = ("from IPython.display import display\nfor i in range(100):\n    display('s', display_id='d')\n"
+            "h = display('s', display_id='d')\nfor i in range(5):\n    h.update('y' * 20_000)")
+    ex, alive = run(tmp_path, code, "print('late')", limits=limits)
+    assert ex.status == "ok" and alive and ex.output_truncated, ex.reason
+    assert len(nbformat.writes(ex.notebook)) < 2 * limits.output_bytes
 
 
 @pytest.mark.slow
