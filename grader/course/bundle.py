@@ -48,6 +48,7 @@ class BundleInfo:
     notebook: str = setting(rule=NOTEBOOK)  # the notebook beside bundle.toml
     public_points: float = setting(0.0)  # what the public checks are worth together
     hidden_points: float = setting(0.0)  # what the checks students never see are worth
+    written_points: float = setting(0.0)  # the written answers, graded by the staff (the rubric)
     seed: int = setting(0, SEED)
     data: tuple[str, ...] = setting((), FILE_NAMES)  # student-visible files beside the notebook
     withheld: tuple[str, ...] = setting(())  # public checks left out: they would show a solution
@@ -95,7 +96,8 @@ def bundle_files(assignment: Assignment, prepared: Prepared | None) -> dict[str,
     public_points = round(sum(c.points for c in collected if _base(c.name) not in withheld), 4)
     info = BundleInfo(assignment=assignment.name, title=config.title, notebook=config.notebook,
                       public_points=public_points,
-                      hidden_points=round(config.points - public_points, 4), seed=config.seed,
+                      hidden_points=round(config.check_points - public_points, 4),
+                      written_points=config.rubric_points, seed=config.seed,
                       data=tuple(data), withheld=tuple(withheld), limits=config.limits)
     files[INFO] = info_text(info)
     files["README.md"] = readme(info)
@@ -263,7 +265,8 @@ def info_text(info: BundleInfo) -> str:
     lines = ["# What `grader check` needs to check the notebook: written by `grader bundle`.",
              f"assignment = {_toml(info.assignment)}", f"title = {_toml(info.title)}",
              f"notebook = {_toml(info.notebook)}", f"public_points = {info.public_points!r}",
-             f"hidden_points = {info.hidden_points!r}", f"seed = {info.seed}",
+             f"hidden_points = {info.hidden_points!r}",
+             f"written_points = {info.written_points!r}", f"seed = {info.seed}",
              f"data = [{', '.join(_toml(n) for n in info.data)}]",
              f"withheld = [{', '.join(_toml(n) for n in info.withheld)}]", "", "[limits]"]
     lines += [f"{name} = {getattr(limits, name)!r}" for name in limits.__dataclass_fields__]
@@ -278,7 +281,9 @@ def _toml(text: str) -> str:
 
 def readme(info: BundleInfo) -> str:
     """The bundle's README: what to do, how to check, what is graded."""
-    total = info.public_points + info.hidden_points
+    total = info.public_points + info.hidden_points + info.written_points
+    written = (f" The staff grade your written answers: {info.written_points:g} of the points."
+               if info.written_points else "")
     data = ", ".join(f"`{n}`" for n in info.data) or "none"
     withheld = (f"; and the public checks {', '.join(f'`{n}`' for n in info.withheld)}, left out"
                 " of this folder because their code would show part of the solution"
@@ -313,7 +318,7 @@ anywhere and nothing is handed in.
 The notebook is worth {total:g} points. The public checks here are worth {info.public_points:g}
 of them; {info.hidden_points:g} points come from checks that run only when your hand-in is
 graded (hidden checks, on data you do not have{withheld}), so full public points do not mean full
-marks. The notebook
+marks.{written} The notebook
 must run from top to bottom in a fresh kernel: each cell within {info.limits.cell_seconds:g} s,
 the whole notebook within {info.limits.total_seconds:g} s, in {info.limits.memory_mb} MB of
 memory. Hand in `{info.notebook}` as your course tells you.

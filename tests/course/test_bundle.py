@@ -121,7 +121,13 @@ def _assert_nothing_hidden(course: Path, name: str, tmp_path: Path) -> dict[str,
     if config.data.recipe:
         recipe = (course / "datasets" / "recipes" / f"{config.data.recipe}.py").read_text()
         assert recipe not in everything
-    assert info["public_points"] + info["hidden_points"] == config.points
+    # the written answers' points are the staff's (the rubric), never a hidden check's
+    assert info["hidden_points"] == config.check_points - info["public_points"]
+    assert info["written_points"] == config.rubric_points
+    assert info["public_points"] + info["hidden_points"] + info["written_points"] == config.points
+    if config.rubric:
+        assert (f"The staff grade your written answers: {config.rubric_points:g} of the points"
+                in texts[f"{name}/README.md"])
     assert info["public_points"] > 0 and info["hidden_points"] > 0
     assert f"{info['hidden_points']:g} points come from checks that run only" in texts[f"{name}/README.md"]
     return members
@@ -193,7 +199,9 @@ def threshold():
 
 
 def test_public_checks_whose_helpers_hold_a_solution_are_withheld(tmp_path: Path):
-    assert "assignment01/checks/conftest.py" not in _members(_bundle(REPO, "assignment01", tmp_path))
+    # assignment01's public checks use two fixtures of its conftest: only those go out
+    shipped = _members(_bundle(REPO, "assignment01", tmp_path))["assignment01/checks/conftest.py"]
+    assert b"def keras_model" in shipped and b"def made_up_points" not in shipped
     members = _members(_bundle(REPO, "assignment05", tmp_path))
     conftest = members["assignment05/checks/conftest.py"].decode()
     checks = members["assignment05/checks/public/test_public.py"].decode()
@@ -335,7 +343,8 @@ def test_a_fresh_venv_with_only_the_grader_checks_assignment01_from_its_bundle(t
 
     command = [str(venv / "bin" / "grader")]
     points, most, output = _check(command, folder, folder / "reference.ipynb", env)
-    assert points == most == 5, output
+    assert points == most == 4, output  # the public checks: means 1, minimums and maximums 0.5 each,
+    # the linear model 1, the training history 1
     points, _, output = _check(command, folder, folder / "assignment01.ipynb", env)
     assert points == 0, output
 
