@@ -100,7 +100,7 @@ def _points(check: ast.FunctionDef) -> float | None:
 
 def assert_points_add_up(name: str) -> None:
     """Every check of the assignment carries an explicit points marker, and they add up to the
-    points of its assignment.toml."""
+    points of its assignment.toml less its rubric's (the written answers staff grade)."""
     assignment = load_assignment(REPO, name)
     points: dict[str, float | None] = {}
     for path in assignment.check_files():
@@ -108,7 +108,8 @@ def assert_points_add_up(name: str) -> None:
         points.update({f"{path.name}::{node.name}": _points(node) for node in tree.body
                        if isinstance(node, ast.FunctionDef) and node.name.startswith("test")})
     assert points and None not in points.values(), f"checks without a points marker: {points}"
-    assert sum(p for p in points.values() if p is not None) == assignment.config.points, points
+    total = sum(p for p in points.values() if p is not None)
+    assert total == assignment.config.check_points, points
 
 
 def _names(node: ast.AST) -> set[str]:
@@ -241,10 +242,13 @@ def validate(name: str, home: Path, folder: Path) -> Validated:
 
 
 def assert_valid(validated: Validated) -> None:
-    """`grader validate` exited 0 with full marks for the reference and none for the starter."""
+    """`grader validate` exited 0 with full marks from the checks for the reference (the
+    rubric's points wait for staff) and none for the starter."""
     run = validated.run
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert f"{validated.name} is valid: reference 10/10, starter 0" in run.stdout
+    config = load_assignment(REPO, validated.name).config
+    assert (f"{validated.name} is valid: reference {config.check_points:g}/{config.points:g},"
+            " starter 0") in run.stdout
     print(f"grader validate {validated.name}: {validated.seconds:.0f} s")
 
 
@@ -309,8 +313,10 @@ def assert_reference_is_the_source(name: str) -> None:
 
 def assert_validates(examples: Examples) -> None:
     """What `grader validate` demands, on the batch's reference and starter: the reference gets
-    full marks, the starter none, and the checks add up to the assignment's points."""
+    full marks from the checks (the rubric's points wait for staff), the starter none, and the
+    checks add up to the assignment's points less the rubric's."""
     assignment = load_assignment(REPO, examples.name)
     reference, starter = examples.results["reference"], examples.results["starter"]
     assert validation_problems(assignment, reference, starter) == []
-    assert reference.score == reference.max_score == assignment.config.points, reference.checks
+    assert reference.score == assignment.config.check_points, reference.checks
+    assert reference.max_score == assignment.config.points

@@ -102,11 +102,19 @@ CELL_SECONDS = 30
 # assignment04's and 05's examples that do not train grade under these limits, so that the
 # hanging example spins for 30 s, not the 30 (20) minutes the reference may.
 QUICK_LIMITS = {"total_seconds": 120, "cell_seconds": 30}
+# every check's points of assignment01 to 03 (the written answers are the rubric's)
+A01_FULL = {"test_means": 1, "test_minimums": 0.5, "test_maximums": 0.5, "test_model_is_linear": 1,
+            "test_training_history": 1, "test_accuracy_reported": 1, "test_predict_grades": 1,
+            "test_hidden_accuracy": 3}
+A02_FULL = {"test_training_mean": 1, "test_training_std": 1, "test_normalize": 2,
+            "test_model_is_linear": 1, "test_training_curves": 1, "test_hidden_error": 3}
+A03_FULL = {"test_preprocess": 1, "test_regression": 1, "test_regression_accuracy": 1,
+            "test_classifier_is_linear": 1, "test_training_curves": 1, "test_hidden_accuracy": 4}
 # assignment05's checks after its lstm_step
-NOTHING_ELSE = {"test_model_is_a_trained_lstm": 2, "test_learning_curves": 1,
+NOTHING_ELSE = {"test_model_is_a_trained_lstm": 1, "test_learning_curves": 1,
                 "test_hidden_accuracy": 4}
 # assignment06's function checks
-FUNCTIONS = {"test_energy": 1, "test_p_hidden": 1, "test_p_visible": 1, "test_sample": 1,
+FUNCTIONS = {"test_energy": 1, "test_p_hidden": 0.5, "test_p_visible": 0.5, "test_sample": 0.5,
              "test_gibbs": 1}
 
 ASSIGNMENTS = {a.name: a for a in (
@@ -114,28 +122,37 @@ ASSIGNMENTS = {a.name: a for a in (
         name="assignment01",
         datasets=(),  # the grading data is generated, nothing to import
         limits={"cell_seconds": CELL_SECONDS},
+        # the checks give 9 points, the staff the written answer's 1 (assignment.toml's rubric)
         expected={
-            "reference": (10, "graded", ""),
-            "partial": (5, "graded", ""),
-            "fit-fails": (6, "cell_error", "TypeError"),
+            "reference": (9, "graded", ""),
+            "other-style": (9, "graded", ""),
+            "relu-output": (8, "graded", ""),
+            "subclassed": (3, "graded", ""),
+            "partial": (4, "graded", ""),
+            "fit-fails": (5, "cell_error", "TypeError"),
             "starter": (0, "cell_error", "NotImplementedError"),
             "raises": (0, "cell_error", "FileNotFoundError"),
             "hangs": (0, "timeout", f"ran longer than {CELL_SECONDS} s"),
             "invalid": (0, "invalid", "not a valid notebook"),
         },
         checks={
+            # a correct solution in other styles (vectorised NumPy, the functional API, tf.data,
+            # its own validation split, np.rint): every check's points
+            "other-style": A01_FULL,
+            # one mistake, a relu on the output unit: charged once, by the linear check; its
+            # predictions can be read, so the hidden accuracy is graded (0.89)
+            "relu-output": {**A01_FULL, "test_model_is_linear": 0},
+            # a correct, registered subclassed model: safe mode cannot load it, and every check
+            # that needs it says so (test_assignment01_a_subclassed_model_is_told_to_use_keras_layers)
+            "subclassed": {**A01_FULL, "test_model_is_linear": 0, "test_accuracy_reported": 0,
+                           "test_predict_grades": 0, "test_hidden_accuracy": 0},
             # statistics, model and curve right (its fit records no val_loss: the given plot
             # cell copes)
-            "partial": {"test_means": 1, "test_minimums": 1, "test_maximums": 1,
-                        "test_model_is_linear": 1, "test_training_history": 1,
-                        "test_accuracy_reported": 0, "test_predict_grades": 0,
+            "partial": {**A01_FULL, "test_accuracy_reported": 0, "test_predict_grades": 0,
                         "test_hidden_accuracy": 0},
             # fit raises: every part that needs no trained model still scores; the hidden check
             # says why it cannot evaluate the model instead of plotting an untrained one
-            "fit-fails": {"test_means": 1, "test_minimums": 1, "test_maximums": 1,
-                          "test_model_is_linear": 1, "test_training_history": 0,
-                          "test_accuracy_reported": 1, "test_predict_grades": 1,
-                          "test_hidden_accuracy": 0},
+            "fit-fails": {**A01_FULL, "test_training_history": 0, "test_hidden_accuracy": 0},
         },
         reference_page={IMAGES: 2},  # training curve, predicted vs true
         untrained=("fit-fails", "test_hidden_accuracy"),
@@ -144,22 +161,28 @@ ASSIGNMENTS = {a.name: a for a in (
         name="assignment02",  # Boston housing
         datasets=("boston_housing",),
         limits={"cell_seconds": CELL_SECONDS},
+        # the checks give 9 points, the staff the written answers' 1 (assignment.toml's rubric)
         expected={
-            "reference": (10, "graded", ""),
+            "reference": (9, "graded", ""),
+            "other-style": (9, "graded", ""),
+            "relu-output": (8, "graded", ""),
             "starter": (0, "cell_error", "NotImplementedError"),
-            "partial": (5, "graded", ""),
-            "test-stats": (6, "graded", ""),
+            "partial": (4.75, "graded", ""),
+            "test-stats": (5, "graded", ""),
             "raises": (0, "cell_error", "FileNotFoundError"),
             "hangs": (0, "timeout", f"ran longer than {CELL_SECONDS} s"),
             "invalid": (0, "invalid", "not a valid notebook"),
         },
         checks={
-            "partial": {"test_training_mean": 1, "test_training_std": 1, "test_normalize": 0,
-                        "test_model_is_linear": 1, "test_training_curves": 1,
-                        "test_hidden_error": 1},
-            "test-stats": {"test_training_mean": 0, "test_training_std": 0, "test_normalize": 0,
-                           "test_model_is_linear": 1, "test_training_curves": 1,
-                           "test_hidden_error": 4},
+            # a correct solution in other styles (np.std with ddof=1, NumPy ufuncs, the
+            # functional API, tf.data, loss and metric objects): every check's points
+            "other-style": A02_FULL,
+            # one mistake, a relu on the output unit: charged once, by the linear check; its
+            # predictions can be read, so the hidden error is graded
+            "relu-output": {**A02_FULL, "test_model_is_linear": 0},
+            "partial": {**A02_FULL, "test_normalize": 0, "test_hidden_error": 0.75},
+            "test-stats": {**A02_FULL, "test_training_mean": 0, "test_training_std": 0,
+                           "test_normalize": 0},
         },
         reference_page={IMAGES: 2},  # training curves, predicted against true
         hidden_check="test_hidden_error",
@@ -171,26 +194,29 @@ ASSIGNMENTS = {a.name: a for a in (
         name="assignment03",  # MNIST
         datasets=("mnist",),
         limits={"cell_seconds": CELL_SECONDS},
+        # the checks give 9 points, the staff the written answer's 1 (assignment.toml's rubric)
         expected={
-            "reference": (10, "graded", ""),
+            "reference": (9, "graded", ""),
+            "other-style": (9, "graded", ""),
+            "sigmoid-output": (8, "graded", ""),
             "starter": (0, "cell_error", "NotImplementedError"),
-            "partial": (6, "graded", ""),
-            "labels-regression": (4.5, "cell_error", "NotImplementedError"),
-            "raises": (2, "cell_error", "KeyError"),
+            "partial": (5, "graded", ""),
+            "labels-regression": (3.5, "cell_error", "NotImplementedError"),
+            "raises": (1, "cell_error", "KeyError"),
             "hangs": (0, "timeout", f"ran longer than {CELL_SECONDS} s"),
             "invalid": (0, "invalid", "not a valid notebook"),
         },
         checks={
-            "partial": {"test_preprocess": 2, "test_regression": 1,
-                        "test_regression_accuracy": 0, "test_classifier_is_linear": 1,
-                        "test_training_curves": 1, "test_hidden_accuracy": 1},
-            "labels-regression": {"test_preprocess": 2, "test_regression": 1,
-                                  "test_regression_accuracy": 1,
-                                  "test_classifier_is_linear": 0, "test_training_curves": 0.5,
-                                  "test_hidden_accuracy": 0},
-            "raises": {"test_preprocess": 2, "test_regression": 0,
-                       "test_regression_accuracy": 0, "test_classifier_is_linear": 0,
-                       "test_training_curves": 0, "test_hidden_accuracy": 0},
+            # a correct solution in other styles (reshape(-1, 784), the functional API, tf.data,
+            # one-hot labels, logits with from_logits=True): every check's points
+            "other-style": A03_FULL,
+            # one mistake, sigmoid for softmax: charged once, by the classifier check; its
+            # answers (argmax) can be read, so the hidden accuracy is graded
+            "sigmoid-output": {**A03_FULL, "test_classifier_is_linear": 0},
+            "partial": {**A03_FULL, "test_regression_accuracy": 0, "test_hidden_accuracy": 1},
+            "labels-regression": {**A03_FULL, "test_classifier_is_linear": 0,
+                                  "test_training_curves": 0.5, "test_hidden_accuracy": 0},
+            "raises": {**dict.fromkeys(A03_FULL, 0), "test_preprocess": 1},
         },
         # regression box plot, training curves, confusion matrix, misclassified digits
         reference_page={IMAGES: 4},
@@ -221,7 +247,9 @@ ASSIGNMENTS = {a.name: a for a in (
         # learning curves, augmented photos, confusion matrix, the photos it got most wrong
         reference_page={IMAGES: 4},
         reference_words=("accuracy on 500 unseen photos is", "100% of the points"),
-        trained=("partial", "trains-on-validation"),
+        # other-style: tf.data, one-hot labels, 2 softmax units, its own Rescaling, 64 x 64 photos,
+        # the functional API; trained briefly (26 s measured), it shows every other check takes it
+        trained=("partial", "trains-on-validation", "other-style"),
         trained_limits={"total_seconds": 420, "cell_seconds": 240},  # they train < 2 min each
     ),
     Assignment(
@@ -244,7 +272,10 @@ ASSIGNMENTS = {a.name: a for a in (
         # learning curves and confusion matrix; the five reviews it got most wrong, as text
         reference_page={IMAGES: 2, "review read as": 5},
         reference_words=("accuracy on 25,000 unseen reviews is", "100% of the points"),
-        trained=("gate-order", "partial"),
+        # other-style: the functional API, tf.data, logits with from_logits=True and a sigmoid
+        # added after training, a gate-by-gate lstm_step; a smaller LSTM (MAXLEN 256, 32 units, 3
+        # epochs: 54 s measured, 0.876 on the hidden reviews) that earns full marks
+        trained=("gate-order", "partial", "other-style"),
         trained_limits=None,  # gate-order trains as the reference does
     ),
     Assignment(
@@ -253,31 +284,50 @@ ASSIGNMENTS = {a.name: a for a in (
         # the reference's longest cell (training) takes about 10 s on two busy cores; the hanging
         # example spins for a minute, not the five the assignment allows
         limits={"total_seconds": 240, "cell_seconds": 60},
+        # the checks give 9 points, the staff the written answer's 1 (assignment.toml's rubric)
         expected={
-            "unmasked": (8, "graded", ""),
-            "partial": (6, "graded", ""),
+            "other-style": (9, "graded", ""),
+            "gibbs-mask": (7, "graded", ""),
+            "liked-above-4": (8, "graded", ""),
+            "unmasked": (7.5, "graded", ""),
+            "partial": (5, "graded", ""),
             "starter": (0, "cell_error", "NotImplementedError"),
-            "raises": (7, "cell_error", "FileNotFoundError"),
-            "hangs": (8, "timeout", "ran longer than 60 s"),
+            "raises": (5, "cell_error", "FileNotFoundError"),
+            "hangs": (7, "timeout", "ran longer than 60 s"),
             "invalid": (0, "invalid", "not a valid notebook"),
         },
         checks={
+            # a correct solution in another style (einsum, scipy's expit, shuffled batches,
+            # np.select): every check's points
+            "other-style": {**FUNCTIONS, "test_cd_step": 1.5, "test_liked": 1,
+                            "test_reconstruction_error_falls": 1, "test_recommendations": 2},
+            # only gibbs is wrong (it masks the 0s too, v <= 0): test_gibbs takes its point, and
+            # test_cd_step, whose expectation is built from the student's own gibbs, gives its
+            # points. What the broken chain does to training is the training's own result: the
+            # model learns to call every film liked, so its reconstruction error rises (0.40 ->
+            # 0.44), while its recommendations still beat popularity (1.18 of it)
+            "gibbs-mask": {**FUNCTIONS, "test_gibbs": 0, "test_cd_step": 1.5, "test_liked": 1,
+                           "test_reconstruction_error_falls": 0, "test_recommendations": 2},
+            # only "liked" is wrong (5 stars only): charged once, at test_liked; its training
+            # still beats popularity (1.13 of it measured)
+            "liked-above-4": {**FUNCTIONS, "test_cd_step": 1.5, "test_liked": 0,
+                              "test_reconstruction_error_falls": 1, "test_recommendations": 2},
             # only the mask is wrong: it loses exactly the cd_step check's points; its training,
             # which counts -1 in W, still recommends as well as popularity (1.02 of it; 1.0
             # earns full points)
-            "unmasked": {**FUNCTIONS, "test_cd_step": 0, "test_reconstruction_error_falls": 1,
-                         "test_recommendations": 2},
+            "unmasked": {**FUNCTIONS, "test_cd_step": 0, "test_liked": 1,
+                         "test_reconstruction_error_falls": 1, "test_recommendations": 2},
             # energy without the hidden biases, no errors recorded, the slides' probabilities as
             # scores (about 0.4 of popularity, 0.7 earns the least points: none)
-            "partial": {**FUNCTIONS, "test_energy": 0, "test_cd_step": 2,
+            "partial": {**FUNCTIONS, "test_energy": 0, "test_cd_step": 1.5, "test_liked": 1,
                         "test_reconstruction_error_falls": 0, "test_recommendations": 0},
-            # every function right; it stops at reading the raw MovieLens file, before training
-            "raises": {**FUNCTIONS, "test_cd_step": 2, "test_reconstruction_error_falls": 0,
-                       "test_recommendations": 0},
+            # every function right; it stops at reading the raw MovieLens file, before V
+            "raises": {**FUNCTIONS, "test_cd_step": 1.5, "test_liked": 0,
+                       "test_reconstruction_error_falls": 0, "test_recommendations": 0},
             # its training never ends: what it defined before the timeout scores, its errors so
             # far too
-            "hangs": {**FUNCTIONS, "test_cd_step": 2, "test_reconstruction_error_falls": 1,
-                      "test_recommendations": 0},
+            "hangs": {**FUNCTIONS, "test_cd_step": 1.5, "test_liked": 1,
+                      "test_reconstruction_error_falls": 1, "test_recommendations": 0},
         },
         trains=True,
         reference_page={IMAGES: 2},  # reconstruction error, precision bars
@@ -393,8 +443,66 @@ def test_the_reference_example_is_the_instructor_notebook(assignment):
 
 
 @pytest.mark.parametrize("assignment", each())
+def test_every_written_answer_has_a_rubric_item(assignment):
+    """Each markdown cell the starter leaves for an answer ("YOUR ANSWER HERE") is what one of
+    assignment.toml's [[rubric]] items shows the staff, and in the reference that item finds the
+    model answer: no written answer goes ungraded."""
+    import nbformat
+
+    from grader.course.review import written_answer
+    from grader.model.assignments import load_assignment
+
+    loaded = load_assignment(REPO, assignment.name)
+    starter = loaded.release_notebook.read_text(encoding="utf-8")
+    reference = (loaded.root / "submissions" / "reference.ipynb").read_text(encoding="utf-8")
+    asked = [c.source for c in nbformat.reads(starter, as_version=4).cells
+             if c.cell_type == "markdown" and "YOUR ANSWER HERE" in c.source]
+    assert asked and loaded.config.rubric, "the starter asks for written answers: add [[rubric]]"
+    shown = {item.name: written_answer(starter, item.cell) for item in loaded.config.rubric}
+    assert all(any(answer in text for text in shown.values()) for answer in asked), shown
+    for item in loaded.config.rubric:
+        model_answer = written_answer(reference, item.cell)
+        assert model_answer and "YOUR ANSWER HERE" not in model_answer, (item.name, model_answer)
+
+
+@pytest.mark.parametrize("assignment", each())
 def test_the_test_limits_change_only_the_limits(assignment, tmp_path):
     assert_only_limits_change(assignment.name, tmp_path / "course", assignment.limits)
+
+
+def _tier_bars(source: str) -> list[float]:
+    """The thresholds of every `credit.tiers(value, [(threshold, fraction), ...], ...)` in a
+    check file's SOURCE (a threshold may be a module constant)."""
+    import ast
+
+    tree = ast.parse(source)
+    constants = {target.id: node.value.value for node in tree.body
+                 if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+                 for target in node.targets if isinstance(target, ast.Name)}
+    return [pair.elts[0].value if isinstance(pair.elts[0], ast.Constant)
+            else constants[ast.unparse(pair.elts[0])]
+            for call in ast.walk(tree) if isinstance(call, ast.Call)
+            and isinstance(call.func, ast.Attribute) and call.func.attr == "tiers"
+            and len(call.args) > 1 and isinstance(call.args[1], ast.List)
+            for pair in call.args[1].elts if isinstance(pair, ast.Tuple)]
+
+
+@pytest.mark.parametrize("assignment", each(lambda a: a.name in (
+    "assignment01", "assignment02", "assignment03")))
+def test_the_starter_states_every_bar_and_restriction(assignment):
+    """The starter's text names every threshold its checks grade against, and that models are
+    built from Keras's built-in layers because the grader loads them in safe mode."""
+    import nbformat
+
+    from grader.model.assignments import load_assignment
+
+    loaded = load_assignment(REPO, assignment.name)
+    text = " ".join(c.source for c in nbformat.read(loaded.release_notebook, as_version=4).cells
+                    if c.cell_type == "markdown")
+    text = " ".join(text.split())
+    bars = [bar for path in loaded.check_files() for bar in _tier_bars(path.read_text("utf-8"))]
+    assert bars and [f"{bar:g}" for bar in bars if f"{bar:g}" not in text] == []
+    assert "built-in layers only" in text.lower() and "safe mode" in text, text[:3000]
 
 
 # What the graded examples show, for every assignment.
@@ -491,6 +599,17 @@ def test_predict_grades(submission, hidden):
     assert hidden_data_to_kernel(made_up) == []
 
 
+@pytest.mark.slow
+def test_assignment01_a_subclassed_model_is_told_to_use_keras_layers(graded):
+    """A correct, registered subclassed model: safe mode cannot load it, and the public check
+    says why and what to do, not Keras' advice to register the class (it is registered)."""
+    examples = graded.examples("assignment01")
+    message = examples.message("subclassed", "test_model_is_linear")
+    assert message.startswith("your model uses the custom class GradeModel; build it from"
+                              " Keras's built-in layers (Sequential or the functional API)"), message
+    assert "register_keras_serializable" not in message, message
+
+
 # assignment02
 
 @pytest.mark.slow
@@ -510,7 +629,7 @@ def test_assignment04_the_example_without_augmentation_loses_the_augmentation_po
     assert "hardly changes the photos" in trained.message("partial", "test_augmentation")
     assert {k: found[k] for k in ("test_data_pipeline", "test_model_is_a_trained_convnet",
                                   "test_learning_curves")} == {
-        "test_data_pipeline": 2, "test_model_is_a_trained_convnet": 2, "test_learning_curves": 1}
+        "test_data_pipeline": 2, "test_model_is_a_trained_convnet": 1, "test_learning_curves": 1}
     # it overfits: some credit for accuracy, never full points, and no sign of the validation
     assert 0 < found["test_hidden_accuracy"] < 3, trained.message("partial", "test_hidden_accuracy")
 
@@ -524,6 +643,26 @@ def test_assignment04_training_on_the_validation_photos_loses_the_accuracy_point
     assert "trained on the validation photos" in trained.message(cheat, "test_hidden_accuracy")
     # the slides' ImageDataGenerator is accepted: its pipeline and its augment(images) count
     assert found["test_data_pipeline"] == 2 and found["test_augmentation"] == 2, found
+
+
+@pytest.mark.slow
+def test_assignment04_a_solution_in_another_style_loses_nothing_for_its_style(graded):
+    """tf.data, one-hot labels, two softmax units, its own Rescaling(1/255) and 64 x 64 photos:
+    every check takes it; trained for seconds, only its accuracy is low, and that is graded."""
+    trained = graded.trained("assignment04")
+    found = trained.points("other-style")
+    assert {k: v for k, v in found.items() if k != "test_hidden_accuracy"} == {
+        "test_data_pipeline": 2, "test_model_is_a_trained_convnet": 1, "test_learning_curves": 1,
+        "test_augmentation": 2}, found
+    accuracy = trained.message("other-style", "test_hidden_accuracy")
+    assert accuracy.startswith("accuracy on 500 unseen photos is"), accuracy
+
+
+@pytest.mark.slow
+def test_assignment05_a_solution_in_another_style_gets_full_marks(graded):
+    trained = graded.trained("assignment05")
+    assert trained.points("other-style") == {"test_lstm_step": 3, **NOTHING_ELSE}, {
+        c.name: c.message for c in trained.results["other-style"].checks}
 
 
 # assignment05
@@ -545,7 +684,7 @@ def test_assignment05_the_partial_example_loses_the_points_of_what_it_left_out(g
     assert found["test_lstm_step"] == 0
     assert "h is off while c is right" in trained.message("partial", "test_lstm_step")
     # its TextVectorization model is graded on the raw hidden texts
-    assert found["test_model_is_a_trained_lstm"] == 2
+    assert found["test_model_is_a_trained_lstm"] == 1
     # fit without validation: no val_loss to plot
     assert found["test_learning_curves"] == 0
     assert "val_loss" in trained.message("partial", "test_learning_curves")
@@ -635,3 +774,68 @@ def test_assignment06_a_film_nobody_in_the_batch_rated_tells_a_masked_update_fro
     ph0, phk = conftest.p_hidden(x.v, x.W, x.b), conftest.p_hidden(vk, x.W, x.b)
     unmasked = x.W + 0.5 * (x.v.T @ ph0 - vk.T @ phk) / len(x.v)
     assert np.abs(unmasked[-1] - x.W[-1]).max() > 1e-3
+
+
+class _Kernel:
+    """A stand-in for the student's kernel: call_array runs FUNCTIONS here, array hands VALUES."""
+
+    def __init__(self, functions=(), values=()):
+        self.functions, self.values = dict(functions), dict(values)
+
+    def call_array(self, name, *args):
+        import numpy as np
+
+        from grader.checks import StudentValueError
+
+        if name not in self.functions:
+            raise StudentValueError(f"{name} is not defined")
+        return np.asarray(self.functions[name](*args), dtype=float)
+
+    def array(self, name):
+        return self.values[name]
+
+
+def test_assignment06_a_gibbs_mistake_is_charged_at_test_gibbs_only():
+    """A gibbs that masks the 0s too (v <= 0) fails test_gibbs; a cd_step that follows the
+    contract on that gibbs passes test_cd_step: its expectation is built from the student's own
+    gibbs, not the grader's."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    conftest, public = _check_module("", "conftest"), _check_module("public", "test_public")
+    rbm = SimpleNamespace(**{name: getattr(conftest, name) for name in (
+        "known", "energy", "p_hidden", "p_visible", "sample", "gibbs", "cd_step", "made_up")})
+
+    def gibbs(v, W, a, b, k, rng):
+        rng, start = np.random.default_rng(rng), v
+        for _ in range(k):
+            h = rbm.sample(rbm.p_hidden(rbm.known(v), W, b), rng)
+            v = np.where(start <= 0, -1.0, rbm.sample(rbm.p_visible(h, W, a), rng))
+        return v
+
+    def cd_step_as_one_array(v, W, a, b, lr, k, rng):
+        x0, xk = rbm.known(v), rbm.known(gibbs(v, W, a, b, k, rng))
+        ph0, phk = rbm.p_hidden(x0, W, b), rbm.p_hidden(xk, W, b)
+        return np.concatenate([(W + lr * (x0.T @ ph0 - xk.T @ phk) / len(v)).ravel(),
+                               a + lr * np.mean(x0 - xk, axis=0), b + lr * np.mean(ph0 - phk, axis=0)])
+
+    kernel = _Kernel({"gibbs": gibbs, "p_hidden": rbm.p_hidden,
+                      "cd_step_as_one_array": cd_step_as_one_array})
+    with pytest.raises(AssertionError, match=r"gibbs\(v, W, a, b, k=1, rng\).* is off"):
+        public.test_gibbs(kernel, rbm)
+    public.test_cd_step(kernel, rbm)
+
+
+def test_assignment06_liked_as_five_stars_only_fails_the_check_that_reads_V():
+    import numpy as np
+
+    public = _check_module("public", "test_public")
+    ratings = np.random.default_rng(3).integers(0, 6, (20, 30)).astype("float32")
+    right = np.where(ratings >= 4, 1.0, np.where(ratings > 0, 0.0, -1.0))
+    public.test_liked(_Kernel(values={"V": right}), (ratings, None))
+    five_only = np.where(ratings > 4, 1.0, np.where(ratings > 0, 0.0, -1.0))
+    fours = int((ratings == 4).sum())
+    with pytest.raises(AssertionError, match=rf"V is off: {fours} of the {fours} entries 4 stars"
+                                             r" are 0 instead of 1\."):
+        public.test_liked(_Kernel(values={"V": five_only}), (ratings, None))
