@@ -27,6 +27,10 @@ _MACHINE_NAMES = ("ResourceExhaustedError",)  # TensorFlow's out of memory
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # TensorFlow names the input value a lookup failed on: a value of the checks' hidden inputs
 _INDEX = re.compile(r"(indices\[[^\]]*\] = )-?\d+")
+# Lines of Keras' and TensorFlow's messages that frame the error (where, in the grader's files),
+# not say it: left out of what the student reads
+_FRAME = ("Exception encountered when calling", "Graph execution error", "Detected at node",
+          'File "', "[[")
 _inside = contextvars.ContextVar("grader_inside_student_code", default=False)
 _classes: dict[type, type] = {}
 
@@ -120,14 +124,13 @@ def _one(arg: Any) -> str:
 
 
 def gist(exc: BaseException) -> str:
-    """The line of EXC's message that says what went wrong, without Keras' frame of it (the
-    'Exception encountered when calling' header and the arguments received), at most 300
+    """The lines of EXC's message that say what went wrong, without Keras' and TensorFlow's
+    frame of it (headers, the grader's files, the arguments received), at most 300
     characters. Safe-mode models are built-in layers only, whose messages say shapes and
     names; the one input value TensorFlow quotes (a failed lookup's index) is left out."""
     text = _ANSI.sub("", str(exc))
     text = _INDEX.sub(r"\1(a value of the checks' inputs)", text)  # an Embedding's lookup
     text = text.split("Arguments received by", 1)[0]
-    lines = [line.strip() for line in text.splitlines() if line.strip()
-             and not line.strip().startswith("Exception encountered when calling")]
-    found = " ".join(lines) or "no message"
+    lines = [line.strip() for line in text.splitlines()]
+    found = " ".join(line for line in lines if line and not line.startswith(_FRAME)) or "no message"
     return found if len(found) <= 300 else found[:297] + "..."
