@@ -13,7 +13,9 @@ finds a problem returns it in words for the student ('' when there is none), so 
 reads `problem = shape_problem(...); assert not problem, problem`. See docs/checks.md.
 
 Everything here runs in the trusted process, never in the student's kernel; it imports Keras and
-matplotlib only when a helper needs them.
+matplotlib only when a helper needs them. What the student's model raises when a check runs it,
+and what `student_call` runs raises, is the student's: a failed check, never the grader's fault
+(grader.checker.student).
 """
 
 from __future__ import annotations
