@@ -285,7 +285,9 @@ class KernelLink:
         self.unresponsive = ""  # why the kernel is not asked again, once a request timed out
         self.client = BlockingKernelClient()
         self.client.load_connection_info(checked_connection(connection, self.layout))  # type: ignore[arg-type]
-        self.client.start_channels()
+        # shell only: the checks read replies, and an iopub channel would keep every message a
+        # flooding kernel sends while they run, in the checker's memory
+        self.client.start_channels(shell=True, iopub=False, stdin=False, hb=False, control=False)
 
     def close(self) -> None:
         self.client.stop_channels()

@@ -334,7 +334,11 @@ class Slot:
                                   self.threads, self.sandboxed, self.kernel_uids[pair],
                                   self.checker_uids[0 if self.checkers else pair], turn.folder,
                                   self.python)
-            turn.staged = turn.kernel.stage(turn.nb)
+            try:
+                turn.staged = turn.kernel.stage(turn.nb)
+            except InvalidNotebook as exc:  # the notebook cannot be laid out: the submission's
+                turn.result.reason = str(exc)
+                return turn
             staged = turn.staged
             if self.checkers is None:  # else it begins when the notebook does (one at a time)
                 turn.checker = await start_checker(self.assignment, turn.kernel, staged.shared,
