@@ -30,6 +30,10 @@ from grader.model.submission import discover
 from grader.store.gradebook import Gradebook
 from tests.conftest import REPO, notebook
 
+# assignment01's reference gets every point of the checks; its written answer's point is the
+# staff's (the rubric's), given later in `grader review`
+FULL = load_assignment(REPO, "assignment01").config.check_points
+
 ATTACKS: dict[str, list[str]] = {
     "tcp": ["import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=3)\n"
             "    print('CONNECTED')\nexcept OSError as e:\n    print('blocked', e)"],
@@ -52,6 +56,11 @@ ATTACKS: dict[str, list[str]] = {
     "busy_threads": ["import threading\ndef spin():\n    while True:\n        pass\n"
                      "for _ in range(8):\n    threading.Thread(target=spin, daemon=True).start()",
                      "import time\ntime.sleep(3600)"],
+    # Sixty busy processes, a session each (no autogroup of the scheduler holds them together),
+    # for fifteen seconds: held to the slot's share of the cores, they slow no one else.
+    "cpu_hog": ["import os, time\nbegan = time.monotonic()\nfor _ in range(60):\n    if os.fork() == 0:\n"
+                "        os.setsid()\n        while time.monotonic() - began < 15:\n            pass\n"
+                "        os._exit(0)\nfor _ in range(60):\n    os.wait()\nprint('spun')"],
     "fill_disk": ["import os\nwritten = 0\ntry:\n    for i in range(100000):\n"
                   "        with open(f'junk{{i}}.bin', 'wb') as f:\n            for _ in range(16):\n"
                   "                f.write(b'x' * (4 << 20))\n                written += 4\n"
@@ -148,6 +157,39 @@ ATTACKS: dict[str, list[str]] = {
                  "        with z.open('model.weights.h5', 'w', force_zip64=True) as f:\n"
                  "            for _ in range(5):\n                f.write(bytes(64 << 20))\n"
                  "model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])\nkeras.Model.save = bomb"],
+    # A model built on 2 inputs where the checks give 3: its predict raises in the trusted checks.
+    "two_inputs": ["import numpy as np, keras\nmodel = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])\n"
+                   "model.layers[-1].set_weights([np.ones((2, 1)), np.ones(1)])"],
+    # Messages no Jupyter kernel sends: a status without execution_state, an HTML execution_count,
+    # a display whose transient is no object, frames that are no message.
+    "protocol": ["k = get_ipython().kernel\ndef send(kind, content):\n"
+                 "    k.session.send(k.iopub_socket, kind, content, parent=k.get_parent())\n"
+                 "send('status', {{}})\nsend('execute_input', {{'code': 'x', 'execution_count': '<b>7</b>'}})\n"
+                 "send('display_data', {{'data': {{'text/plain': 'x'}}, 'metadata': {{}}, 'transient': 'id'}})\n"
+                 "k.iopub_socket.send_multipart([b'not', b'a', b'message'])\nprint('after')", "means = 1"],
+    # 1,000 outputs of one display id, each update rewriting all of them (1 GB a time): stopped.
+    "flood_rewrites": ["from IPython.display import display\nfor i in range(1000):\n    display('s', display_id='d')\n"
+                       "h = display('s', display_id='d')\nfor i in range(20):\n    h.update('y' * 1_000_000)",
+                       "print('still running')"],
+    # json.dump patched: every value the kernel hands the checks is a History of forged type.
+    "forged_meta": ["import json\nreal = json.dump\ndef forged(obj, f, *args, **kwargs):\n"
+                    "    if isinstance(obj, dict) and 'kind' in obj:\n"
+                    "        obj = {{'kind': 'history', 'type': 'History', 'value': 5}}\n"
+                    "    return real(obj, f, *args, **kwargs)\njson.dump = forged\nhistory = means = accuracy = 0.5"],
+    # 40 widget messages of 50 MB: the kernel is stopped past 100 times the output cap.
+    "flood_comm": ["from comm import create_comm\nc = create_comm(target_name='junk')\n"
+                   "for i in range(40):\n    c.send({{'state': {{'k': 'z' * 50_000_000}}}})",
+                   "print('still running')"],
+    # A 6 KB .keras whose weights file declares a 1.6 GB array it never stores (read as zeros: 5.9 GB).
+    "unstored_weights": ["import io, zipfile, h5py, keras\nsave = keras.Model.save\n"
+                         "def forged(self, path, *args, **kwargs):\n    save(self, path, *args, **kwargs)\n"
+                         "    with zipfile.ZipFile(path) as z:\n        members = dict((n, z.read(n)) for n in z.namelist())\n"
+                         "    buffer = io.BytesIO()\n    with h5py.File(buffer, 'w') as f:\n"
+                         "        f.create_dataset('layers/dense/vars/0', shape=(20000, 20000), dtype='float32')\n"
+                         "    members['model.weights.h5'] = buffer.getvalue()\n"
+                         "    with zipfile.ZipFile(path, 'w') as z:\n        for n, data in members.items():\n"
+                         "            z.writestr(n, data)\n"
+                         "model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])\nkeras.Model.save = forged"],
 }
 
 # What each attack must end as: its cells ran (graded), or the limit it hit.
@@ -155,6 +197,7 @@ EXPECTED = {name: {"graded"} for name in ATTACKS} | {
     "fork_bomb": {"graded", "timeout", "kernel_died"}, "memory_bomb": {"graded", "kernel_died"},
     "infinite_loop": {"timeout"}, "busy_threads": {"timeout"}, "exit_first": {"kernel_died"},
     "kill_parent": {"graded", "kernel_died"},
+    "flood_comm": {"kernel_died"}, "flood_rewrites": {"kernel_died"},
     # Memory no process maps: killed at the cgroup's cap, refused, or out of time on a busy machine.
     **{name: {"graded", "kernel_died", "timeout"} for name in ("memfd", "sysv_shm", "dev_shm")},
 }
@@ -236,9 +279,12 @@ def batch(tmp_path_factory):
                 subs / "reference.ipynb")
     shutil.copy(REPO / "assignments" / "assignment01" / "submissions" / "reference.ipynb",
                 subs / "zz-after-survivor.ipynb")
-    hostile = ["evil\nname", "\x1b[31mred", "ø-ünïcode", "x" * 200, "-rf --force", "a;b|c&d", "..."]
+    hostile = ["evil\nname", "\x1b[31mred", "ø-ünïcode", "x" * 200, "-rf --force", "a;b|c&d", "...",
+               "[red]markup", "x\\..\\..\\rt-evil"]
     for i, name in enumerate(hostile):
         nbformat.write(notebook(f"means = {i}"), subs / f"{name}.ipynb")
+    # rich markup and escape sequences (OSC, RIS) in the reason a staff terminal shows
+    nbformat.write(notebook("raise ValueError('[/x] \\x1b]0;owned\\x07 \\x1bc')"), subs / "[red]markup.ipynb")
     (subs / "with..dots").mkdir()
     nbformat.write(notebook("means = 9"), subs / "with..dots" / "../../escape.ipynb".replace("/", "_"))
     (subs / "huge.ipynb").write_text(json.dumps({"cells": [], "junk": "x" * 50_000_000}))
@@ -248,17 +294,27 @@ def batch(tmp_path_factory):
          "metadata": {}}], "metadata": {}}]}
     (subs / "format3.ipynb").write_text(json.dumps(v3))
     (subs / "notjson.ipynb").write_text("definitely { not json")
+    for i in range(4):  # a lone surrogate in a source, first in line: the batch still runs
+        surrogate = json.loads(nbformat.writes(notebook("means = 1")))
+        surrogate["cells"][0]["source"] = "means = '\ud800'"
+        (subs / f"!surrogate{i}.ipynb").write_text(json.dumps(surrogate))
+    deep = json.loads(nbformat.writes(notebook("means = 1")))
+    deep["metadata"]["deep"] = "DEEP"  # metadata nested 100,000 levels deep
+    (subs / "deep.ipynb").write_text(json.dumps(deep).replace('"DEEP"', "[" * 100_000 + "]" * 100_000))
     assignment = load_assignment(course, "assignment01")
     prepared = prepare("grading", course=course, data_home=data_home)
     book = Gradebook(gradebook)
     submissions = discover(subs, notebook_name="assignment01.ipynb")
+    Path("/proc/self/clear_refs").write_text("5")  # peak memory counts from here (VmHWM)
+    start_mb = int(re.search(r"VmRSS:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) // 1024
     result = grade_batch(assignment, submissions, gradebook=book, prepared=prepared,
                          settings=Settings(workers=2, reports=root / "reports",
                                            work_root=root / "work"))
+    peak_mb = int(re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) // 1024
     listener.close()
     stored = {r.student: r for r in book.latest("assignment01")}
     yield {"stored": stored, "listener": listener, "outside": outside, "submissions": submissions,
-           "batch": result, "root": root}
+           "batch": result, "root": root, "grew_mb": peak_mb - start_mb}
     for path in targets:
         Path(path).unlink(missing_ok=True)
     shutil.rmtree(root, ignore_errors=True)
@@ -273,8 +329,8 @@ def output(result) -> str:
 def test_the_whole_batch_grades_and_the_reference_keeps_full_marks(batch):
     stored = batch["stored"]
     assert len(stored) == len(batch["submissions"]) == len(batch["batch"].graded)
-    assert stored["reference"].score == 10, stored["reference"].checks
-    assert stored["zz-after-survivor"].score == 10
+    assert stored["reference"].score == FULL, stored["reference"].checks
+    assert stored["zz-after-survivor"].score == FULL
     assert all(r.sandboxed for r in stored.values())
     assert all(r.status != "error" for r in stored.values()), {  # no attack passes for a grader fault
         s: r.staff_detail for s, r in stored.items() if r.status == "error"}
@@ -338,7 +394,7 @@ def test_exiting_or_killing_the_parent_only_ends_that_kernel(batch):
 def test_a_setsid_survivor_dies_with_its_sandbox(batch):
     assert "spawned" in output(batch["stored"]["setsid_survivor"])
     later = batch["stored"]["zz-after-survivor"]
-    assert later.score == 10 and "poison" not in output(later)
+    assert later.score == FULL and "poison" not in output(later)
     assert not list(batch["root"].rglob("poison.txt"))
 
 
@@ -373,6 +429,33 @@ def test_bad_files_and_hostile_ids_end_as_results(batch):
     pages = {p.name for p in (batch["root"] / "reports").iterdir() if not p.name.endswith("~notebook.html")}
     assert all(p.isprintable() and "/" not in p for p in pages)
     assert len(pages) == len(stored)
+
+
+@pytest.mark.slow
+def test_hostile_ids_are_plain_on_a_terminal_and_slugged_in_the_feedback_zip(batch):
+    """'[red]' and '[/x]' are no rich markup (grader run's table ends in no MarkupError) and no
+    escape sequence reaches the terminal; an id that reads as a Windows path is a slug in
+    `grader feedback`'s zip, never '..\\'."""
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from grader.cli.common import plain
+    from grader.course.handback import pages_of
+
+    stored = batch["stored"]
+    assert {"[red]markup", "x\\..\\..\\rt-evil"} <= set(stored)
+    assert "[/x]" in stored["[red]markup"].reason
+    table = Table("student", "reason")
+    for r in stored.values():
+        table.add_row(plain(r.student), plain(r.reason))
+    shown = io.StringIO()
+    Console(file=shown, width=300).print(table)
+    assert "[red]markup" in shown.getvalue() and "[/x]" in shown.getvalue()
+    assert "\x1b" not in shown.getvalue() and "\x07" not in shown.getvalue()
+    members = pages_of(list(stored.values()), batch["root"] / "reports").members
+    assert all("\\" not in m and ".." not in m.split("/") for m in members), sorted(members)
 
 
 @pytest.mark.slow
@@ -423,6 +506,45 @@ def test_display_updates_comms_and_clears_are_capped(batch):
     flood = batch["stored"]["flood_display"]
     assert flood.status == "graded" and len(flood.executed_notebook) < 3_000_000
     assert "still running" not in output(flood)  # over the cap: later output dropped
+    rewrites = batch["stored"]["flood_rewrites"]  # each update charged for the 1,000 it rewrites
+    assert "kernel was stopped" in rewrites.reason and len(rewrites.executed_notebook) < 3_000_000
+    comm = batch["stored"]["flood_comm"]  # 2 GB of widget messages: stopped past 200 MB
+    assert "sent more than 200 MB of output" in comm.reason and "kernel was stopped" in comm.reason, comm.reason
+    # The grader held no flood: it grew by 3 GB (rewrites) and 860 MB (comms) before.
+    assert batch["grew_mb"] < 600, batch["grew_mb"]
+
+
+@pytest.mark.slow
+def test_a_students_model_that_raises_in_the_checks_fails_them_not_the_grader(batch):
+    result = batch["stored"]["two_inputs"]
+    assert result.status == "graded", (result.status, result.staff_detail)
+    assert "model.predict on an array of shape (" in messages(result), messages(result)
+    assert "raised ValueError: " in messages(result) and "not your fault" not in messages(result)
+
+
+@pytest.mark.slow
+def test_forged_value_types_fail_the_checks_not_the_grader(batch):
+    result = batch["stored"]["forged_meta"]
+    assert result.status == "graded", (result.status, result.staff_detail)
+    assert "history could not be read back" in messages(result), messages(result)
+
+
+@pytest.mark.slow
+def test_malformed_kernel_messages_are_the_submissions_not_a_fault(batch):
+    result = batch["stored"]["protocol"]
+    assert result.status == "graded" and "after" in output(result), (result.status, result.staff_detail)
+    nb = nbformat.reads(result.executed_notebook, as_version=4)
+    assert all(isinstance(c.get("execution_count"), (int, type(None))) for c in nb.cells)
+
+
+@pytest.mark.slow
+def test_unwritable_or_too_deep_notebooks_are_invalid_and_stop_no_batch(batch):
+    stored = batch["stored"]
+    assert not batch["batch"].stopped and stored["reference"].score == FULL
+    for i in range(4):  # first in line, where the kernel probe once took them for a broken machine
+        assert stored[f"!surrogate{i}"].status == "invalid", stored[f"!surrogate{i}"].reason
+        assert "lone surrogate" in stored[f"!surrogate{i}"].reason
+    assert stored["deep"].status == "invalid" and "nested more than" in stored["deep"].reason
 
 
 @pytest.mark.slow
@@ -452,3 +574,10 @@ def test_a_fifo_does_not_block_the_checker(batch):
 def test_a_keras_zip_bomb_is_refused_before_loading(batch):
     result = batch["stored"]["zip_bomb"]
     assert "was not loaded: it unpacks to 336 MB" in messages(result), messages(result)
+
+
+@pytest.mark.slow
+def test_a_keras_weights_file_declaring_unstored_gigabytes_is_refused_before_reading(batch):
+    result = batch["stored"]["unstored_weights"]
+    assert ("its model.weights.h5 declares an array of 1.6 GB (layers/dense/vars/0) that is not stored"
+            " in it") in messages(result), messages(result)
