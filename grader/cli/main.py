@@ -123,6 +123,9 @@ def _print_check(result: Result, info: bundle.BundleInfo) -> int:
     console.print(f"public checks: {result.score:g}/{info.public_points:g} points", highlight=False)
     console.print(f"hidden checks: {info.hidden_points:g} more points, graded only after you hand "
                   "in (not checked here)", highlight=False)
+    if info.written_points:
+        points = f"{info.written_points:g} more point{'' if info.written_points == 1 else 's'}"
+        console.print(f"written answers: {points}, graded by the staff", highlight=False)
     return 0
 
 

@@ -343,6 +343,7 @@ def test_a_fresh_venv_with_only_the_grader_checks_assignment01_from_its_bundle(t
 
     command = [str(venv / "bin" / "grader")]
     points, most, output = _check(command, folder, folder / "reference.ipynb", env)
+    assert "written answers: 1 more point, graded by the staff" in output, output[-3000:]  # the rubric's
     assert points == most == 4, output  # the public checks: means 1, minimums and maximums 0.5 each,
     # the linear model 1, the training history 1
     points, _, output = _check(command, folder, folder / "assignment01.ipynb", env)
