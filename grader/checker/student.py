@@ -19,12 +19,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from grader.checker.exchange import StudentValueError
+from grader.model.text import without_ansi
 
 # The methods that run a model or a layer; each is wrapped once per class.
 RUNS = ("__call__", "predict", "predict_on_batch", "evaluate", "test_on_batch")
 _MACHINE = (MemoryError, SystemError)  # the machine's, whatever code ran
 _MACHINE_NAMES = ("ResourceExhaustedError",)  # TensorFlow's out of memory
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # TensorFlow names the input value a lookup failed on: a value of the checks' hidden inputs
 _INDEX = re.compile(r"(indices\[[^\]]*\] = )-?\d+")
 # Lines of Keras' and TensorFlow's messages that frame the error (where, in the grader's files),
@@ -128,7 +128,7 @@ def gist(exc: BaseException) -> str:
     frame of it (headers, the grader's files, the arguments received), at most 300
     characters. Safe-mode models are built-in layers only, whose messages say shapes and
     names; the one input value TensorFlow quotes (a failed lookup's index) is left out."""
-    text = _ANSI.sub("", str(exc))
+    text = without_ansi(str(exc))
     text = _INDEX.sub(r"\1(a value of the checks' inputs)", text)  # an Embedding's lookup
     text = text.split("Arguments received by", 1)[0]
     lines = [line.strip() for line in text.splitlines()]

@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from grader.cli import doctor, options
-from grader.cli.common import assignment_of, console, prepared_of, reports_dir, similar_pairs
+from grader.cli.common import assignment_of, console, plain, prepared_of, reports_dir, similar_pairs
 from grader.cli.run import cmd_run, cmd_validate
 from grader.course import bundle, collect, export, handback, release, review
 from grader.course.roster import read_roster
@@ -164,7 +164,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     table = Table("student", "name", "lms id", "file", "submitted at", "late",
                   title=escape(f"collected into {done.folder}"))
     for c in done.collected:  # names come from the archive: never read as rich markup
-        table.add_row(*(escape(for_terminal(v, cap=100)) for v in (c.student, c.name, c.lms_id, c.source)),
+        table.add_row(*(plain(v, cap=100) for v in (c.student, c.name, c.lms_id, c.source)),
                       c.submitted_at.strftime("%Y-%m-%d %H:%M %z"), "LATE" if c.late else "")
     console.print(table)
     for s in done.skipped:

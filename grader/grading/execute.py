@@ -13,7 +13,6 @@ import copy
 import enum
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -51,8 +50,7 @@ from grader.isolation.launch import module_command
 from grader.isolation.sandbox import WORKDIR
 from grader.isolation.zygote import Zygote
 from grader.model.config import Limits
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+from grader.model.text import without_ansi
 
 
 @dataclass
@@ -168,8 +166,8 @@ def _failed(index: int, number: int, cell: NotebookNode, exc: CellExecutionError
         number=number,
         source=cell.source,
         ename=exc.ename,
-        evalue=_ANSI.sub("", exc.evalue),
-        traceback=_ANSI.sub("", exc.traceback)[-20_000:],
+        evalue=without_ansi(exc.evalue),
+        traceback=without_ansi(exc.traceback)[-20_000:],
     )
 
 
@@ -332,7 +330,7 @@ class StudentKernel:
             return f"no answer within {self.limits.kernel_start_seconds:.0f} s"
         content = reply["content"]
         if content.get("status") != "ok":
-            return f"{content.get('ename', '')}: {_ANSI.sub('', str(content.get('evalue', '')))[:300]}"
+            return f"{content.get('ename', '')}: {without_ansi(str(content.get('evalue', '')))[:300]}"
         return ""
 
     async def _stop(self) -> None:
@@ -415,7 +413,7 @@ async def _run_cells(client: CappedClient, result: Execution, limits: Limits, se
             if result.failed_cell is None:
                 result.failed_cell = result.errors[0]
                 result.status = ExecutionStatus.CELL_ERROR
-                evalue = _ANSI.sub("", exc.evalue).strip()[:300]
+                evalue = without_ansi(exc.evalue).strip()[:300]
                 result.reason = f"code cell {number} raised {exc.ename}" + (
                     f": {evalue}" if evalue else "")
     result.execution_s = time.monotonic() - begin
@@ -427,7 +425,7 @@ async def _set_up(client: CappedClient, result: Execution, prologue: str, timeou
     content = reply["content"] if reply else {}
     if content.get("status") == "ok":
         return True
-    why = (f"{content.get('ename', '')}: {_ANSI.sub('', str(content.get('evalue', '')))[:300]}"
+    why = (f"{content.get('ename', '')}: {without_ansi(str(content.get('evalue', '')))[:300]}"
            if reply else f"no answer within {timeout:.0f} s")
     result.status = ExecutionStatus.KERNEL_FAILED
     result.reason = f"the grader could not set up the GPU in the kernel ({why})"

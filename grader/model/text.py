@@ -12,6 +12,12 @@ import re
 # shows; tab and newline are kept by `for_terminal` only where the caller allows lines
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 _CONTROL_AND_LINES = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # the colour codes of IPython's tracebacks, Keras' messages
+
+
+def without_ansi(text: str) -> str:
+    """TEXT without its terminal colour codes (ANSI CSI sequences), as a message quotes it."""
+    return _ANSI.sub("", text)
 
 
 def for_terminal(text: object, *, lines: bool = False, cap: int = 500) -> str:
