@@ -248,8 +248,10 @@ def written(result: Result, given: frozenset[str], imported: frozenset[str] = fr
     own: list[tuple[int, str]] = []
     tokens: list[str] = []
     for index, source in sources:
+        if time.monotonic() >= deadline:  # the rest of the notebook is left out, unread
+            break
         code = written_lines(source, given)
-        if code and time.monotonic() < deadline:
+        if code:
             own.append((index, code))
             tokens.extend(normalise(code, names))
     return Written(result.student, own, fingerprints(tokens), _results(cells, result.weights or {}))
